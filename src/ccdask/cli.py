@@ -1,0 +1,96 @@
+"""The ``ccdask`` command line: a thin layer over the Python API.
+
+Exit codes: 0 done; 1 runtime failure; 2 usage error (bad options); 3 bad input or an
+unsatisfiable plan (named file, keyword, filter or chip), found before any computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import CcdaskError, ConfigError, FitsReadError, PlanError, ProfileError, SectionError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .catalog import Catalog
+    from .errors import CcdaskWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CcdaskWarning)  # the summary lists the problems itself
+        cat = Catalog.scan(args.raw, profile=args.profile, strict=args.strict)
+    print(cat.summary(long=args.long))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, chips=args.chips, size=args.size, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccdask",
+        description="Out-of-core, parallel reduction of raw CCD frames on Dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"ccdask {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("catalog", help="print the frame table of raw files and the problems found")
+    p.add_argument("raw", nargs="+", metavar="RAW", help="raw FITS files or folders")
+    p.add_argument("--profile", help="instrument profile name or TOML path (default: detect)")
+    p.add_argument("--long", action="store_true", help="one row per file and chip")
+    p.add_argument("--strict", action="store_true", help="unusable files are errors, not skipped")
+    p.set_defaults(func=_catalog)
+
+    p = sub.add_parser("demo", help="simulate a small mosaic night and reduce it")
+    p.add_argument("--out", default="ccdask-demo", help="output folder (default ./ccdask-demo)")
+    p.add_argument("--chips", type=int, default=4, help="number of chips (default 4)")
+    p.add_argument("--size", choices=("small", "medium"), default="medium")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.set_defaults(func=_demo)
+
+    for module in _command_modules():
+        module.register(sub)
+    return parser
+
+
+def _command_modules() -> list:
+    """Subcommands that live beside their subsystem (each has ``register(subparsers)``)."""
+    import importlib
+
+    mods = []
+    for name in ("ccdask.combine._command",):
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return mods
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (PlanError, FitsReadError, SectionError, ProfileError, ConfigError) as exc:
+        print(f"ccdask {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except CcdaskError as exc:
+        print(f"ccdask {args.command}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"ccdask {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Safe FITS output: multi-extension files assembled from per-chip parts, renamed into place.
+
+A reduced exposure of a mosaic is written by one task per chip, each writing its own part file
+(never two writers on one file), and a final task that streams the parts after a primary header
+into a temporary file and renames it to the final name. A reader therefore sees either no file
+or a complete one; a killed run leaves only ``.tmp-*`` names, which later runs clean up.
+Every HDU carries CHECKSUM/DATASUM cards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["TMP_PREFIX", "atomic_writeto", "concat_parts", "write_part"]
+
+TMP_PREFIX = ".tmp-"
+
+
+def _tmp_name(final: Path) -> Path:
+    return final.with_name(f"{TMP_PREFIX}{final.name}.{uuid.uuid4().hex[:8]}")
+
+
+def atomic_writeto(hdul: fits.HDUList, path: str | os.PathLike) -> Path:
+    """Write ``hdul`` to a temporary name beside ``path`` and rename it over ``path``."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(final)
+    try:
+        hdul.writeto(tmp, checksum=True)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def write_part(path: str | os.PathLike, hdus: Sequence[tuple[fits.Header, np.ndarray]]) -> str:
+    """Write image extensions ``(header, data)`` to a part file (with a throwaway primary HDU)."""
+    part = Path(path)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    hdul = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(data=d, header=h) for h, d in hdus])
+    tmp = _tmp_name(part)
+    try:
+        hdul.writeto(tmp, checksum=True)
+        os.replace(tmp, part)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(part)
+
+
+def concat_parts(final: str | os.PathLike, primary: fits.Header, parts: Sequence[str | os.PathLike],
+                 *, remove_parts: bool = True) -> str:
+    """Stream a primary header and the extensions of ``parts`` into ``final`` atomically."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(final)
+    try:
+        phdu = fits.PrimaryHDU(header=primary)
+        phdu.header["EXTEND"] = True
+        phdu.add_checksum()
+        with open(tmp, "wb") as out:
+            phdu.writeto(out)
+            for part in parts:
+                with fits.open(part, memmap=False, lazy_load_hdus=True) as h:
+                    start = h.fileinfo(1)["hdrLoc"]
+                with open(part, "rb") as src:
+                    src.seek(start)
+                    shutil.copyfileobj(src, out, length=8 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if remove_parts:
+        for part in parts:
+            Path(part).unlink(missing_ok=True)
+    return str(final)

@@ -60,7 +60,7 @@ class ConfigBase:
         out = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if isinstance(value, ConfigBase):
+            if _is_nested(type(value)):
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)
@@ -82,6 +82,11 @@ class ConfigBase:
             hint = hints[name]
             if isinstance(hint, type) and issubclass(hint, ConfigBase):
                 value = hint.from_dict(value, where=f"{where}{name}.")
+            elif _is_nested(hint):
+                try:
+                    value = hint.from_dict(value or {})
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}{name}: {exc}") from exc
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[name] = value
@@ -103,9 +108,42 @@ class ConfigBase:
             if isinstance(hint, type) and issubclass(hint, ConfigBase):
                 rows.extend((f"{f.name}.{n}", t, d, doc) for n, t, d, doc in hint.describe())
                 continue
+            if _is_nested(hint):
+                docs = _attribute_docs(hint)
+                inner = typing.get_type_hints(hint)
+                for g in dataclasses.fields(hint):
+                    rows.append((f"{f.name}.{g.name}", _type_name(inner[g.name]), g.default,
+                                 docs.get(g.name, "")))
+                continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append((f.name, _type_name(hint), default, f.metadata.get("doc", "")))
         return rows
+
+
+def _is_nested(hint: Any) -> bool:
+    """A nested config: a dataclass type with ``to_dict``/``from_dict``."""
+    return (isinstance(hint, type) and dataclasses.is_dataclass(hint)
+            and hasattr(hint, "from_dict") and hasattr(hint, "to_dict"))
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under dataclass fields (``x: int = 1`` then ``\"\"\"doc\"\"\"``)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
 
 
 def _type_name(hint: Any) -> str:
@@ -155,5 +193,5 @@ def _check_type(owner: str, name: str, value: Any, hint: Any) -> None:
         if not isinstance(value, tuple):
             raise ConfigError(f"{owner}.{name} = {value!r}: expected a list")
         return
-    if isinstance(hint, type) and issubclass(hint, ConfigBase) and not isinstance(value, hint):
+    if _is_nested(hint) and not isinstance(value, hint):
         raise ConfigError(f"{owner}.{name}: expected a {hint.__name__}")

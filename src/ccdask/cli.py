@@ -35,6 +35,43 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out=args.out, chips=args.chips, size=args.size, workers=args.workers)
 
 
+def _reduce(args: argparse.Namespace) -> int:
+    from .cluster import ClusterConfig, SlurmConfig, describe_client, open_client
+    from .pipeline import reduce
+
+    if args.slurm:
+        slurm = SlurmConfig.from_dict({k: v for k, v in {
+            "queue": args.slurm_queue, "jobs": args.slurm_jobs, "cores": args.slurm_cores,
+            "memory": args.slurm_memory, "walltime": args.slurm_walltime, "account": args.slurm_account,
+        }.items() if v is not None})
+        ccfg = ClusterConfig(slurm=slurm)
+    elif args.scheduler:
+        ccfg = ClusterConfig(scheduler=args.scheduler)
+    elif args.scheduler_file:
+        ccfg = ClusterConfig(scheduler_file=args.scheduler_file)
+    else:
+        ccfg = ClusterConfig(workers=args.workers)
+    with open_client(ccfg) as client:
+        print(describe_client(client))
+        print(f"dashboard: {client.dashboard_link}")
+        result = reduce(args.raw, args.out, config=args.config, client=client, cache=args.cache,
+                        progress=sys.stderr.isatty(), log=print)
+    print(f"reduced {len(result.outputs)} exposure(s), {len(result.skipped)} already done; "
+          f"manifest: {result.manifest_path}")
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> int:
+    from .config import defaults_toml, load_config
+
+    if args.check:
+        load_config(args.check)
+        print(f"{args.check}: valid")
+        return EXIT_OK
+    print(defaults_toml())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccdask",
@@ -57,6 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("reduce", help="reduce a night: masters, science frames, QA, manifest")
+    p.add_argument("raw", nargs="+", metavar="RAW", help="raw FITS files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="TOML configuration (see `ccdask config --defaults`)")
+    p.add_argument("--cache", help="master cache folder (default OUT/cache.zarr)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=2, help="embedded LocalCluster worker processes")
+    where.add_argument("--scheduler", metavar="ADDR", help="address of a running dask scheduler")
+    where.add_argument("--scheduler-file", metavar="F", help="scheduler file of a running cluster")
+    where.add_argument("--slurm", action="store_true", help="submit dask workers as SLURM jobs")
+    p.add_argument("--slurm-queue", metavar="Q")
+    p.add_argument("--slurm-jobs", type=int, metavar="N")
+    p.add_argument("--slurm-cores", type=int, metavar="C")
+    p.add_argument("--slurm-memory", metavar="M")
+    p.add_argument("--slurm-walltime", metavar="T")
+    p.add_argument("--slurm-account", metavar="A")
+    p.set_defaults(func=_reduce)
+
+    p = sub.add_parser("config", help="print the documented default configuration")
+    p.add_argument("--defaults", action="store_true", help="print every option with its default")
+    p.add_argument("--check", metavar="FILE", help="validate a configuration file")
+    p.set_defaults(func=_config)
+
     for module in _command_modules():
         module.register(sub)
     return parser
@@ -67,7 +127,7 @@ def _command_modules() -> list:
     import importlib
 
     mods = []
-    for name in ("ccdask.combine._command",):
+    for name in ("ccdask.combine._command", "ccdask._cache_command", "ccdask._gain_command"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -1,0 +1,495 @@
+"""The night: catalogue → plan → masters (cached) → science → outputs, manifest and QA.
+
+``reduce`` builds one graph per stage (bias, dark, flat, science) and computes each with a
+single call, so the dashboard's task stream reads as the night's stages, each with named tasks
+(``combine-bias-CCD1``, ``write-science_g_000-CCD2``...). Masters come from the zarr cache when
+their inputs and parameters are unchanged; reduced frames already written with the same inputs,
+masters and parameters are skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+from astropy.io import fits
+
+from . import __version__
+from .cache import MasterCache, master_key
+from .catalog import Catalog, Entry
+from .config import ReduceConfig, load_config
+from .fitsout import TMP_PREFIX, concat_parts
+from .frame import Master
+from .masks import bad_pixel_mask
+from .masters import bias_master, dark_master, flat_masters, normalise_flats
+from .plan import Plan, make_plan, nearest_dark_exptime
+from .process import ChipMasters, process_entry
+from .products import chip_header, master_part_task, output_name, reduced_part_task, safe_filter_name
+from .qa import bin_factor, focal_plane, save_png, stats_table
+
+__all__ = ["ReduceResult", "reduce"]
+
+
+@dataclass
+class ReduceResult:
+    """What a reduction did: the plan, outputs, masters, per-stage timings and task counts."""
+
+    out: Path
+    plan: Plan
+    outputs: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    masters: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifest_path: Path | None = None
+
+    @property
+    def raw_pixels(self) -> int:
+        """Raw pixels read by the stages that ran (cached masters and skipped frames excluded)."""
+        return sum(s.get("raw_pixels", 0) for s in self.stages.values())
+
+
+class _Runner:
+    """Computes one stage's collections with a single call on the chosen scheduler."""
+
+    def __init__(self, client: Any, progress: bool, log: Callable[[str], None]):
+        self.client = client
+        self.progress = progress
+        self.log = log
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    def compute(self, stage: str, collections: Sequence[Any]) -> list[Any]:
+        record = self.stages.setdefault(stage, {"seconds": 0.0, "tasks": 0, "task_groups": {}})
+        if not collections:
+            return []
+        graph = dask.base.collections_to_expr(list(collections)).__dask_graph__()
+        groups = Counter(_key_prefix(k) for k in graph)
+        record["tasks"] += len(graph)
+        for k, n in groups.items():
+            record["task_groups"][k] = record["task_groups"].get(k, 0) + n
+        t0 = time.perf_counter()
+        if self.client is None or isinstance(self.client, str):
+            results = list(dask.compute(*collections, scheduler=self.client or "threads"))
+        else:
+            futures = self.client.compute(list(collections))
+            if self.progress:
+                from distributed import progress
+
+                progress(futures)
+            results = self.client.gather(futures)
+        record["seconds"] += time.perf_counter() - t0
+        self.log(f"  {stage}: {len(graph)} tasks in {record['seconds']:.1f} s")
+        return results
+
+
+def _key_prefix(key: Any) -> str:
+    """The task group of a key, as the dashboard shows it (``combine-bias``, ``read``...)."""
+    from dask.utils import key_split
+
+    return key_split(key)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _primary_header(path: str) -> fits.Header:
+    with fits.open(path, mode="readonly", lazy_load_hdus=True, memmap=False) as h:
+        return h[0].header.copy()
+
+
+def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.PathLike, *,
+           config: Any = None, client: Any = None, cache: str | os.PathLike | None = None,
+           progress: bool = False, log: Callable[[str], None] | None = None) -> ReduceResult:
+    """Reduce a night of raw frames into ``out`` (see DESIGN's output layout).
+
+    Parameters
+    ----------
+    raw : path or paths
+        Raw files and/or folders.
+    out : path
+        Output folder (created). Nothing is written outside it and the cache.
+    config : ReduceConfig, dict, TOML path, optional
+        Step parameters; defaults when None.
+    client : distributed.Client, "threads", "sync" or None
+        Where to compute. None opens an embedded LocalCluster (``ccdask.cluster``) for the run.
+    cache : path, optional
+        The zarr master cache (default ``OUT/cache.zarr``); nights may share one.
+    progress : bool
+        Show a progress bar per stage (terminals).
+    log : callable, optional
+        Receives one line per event (the CLI passes ``print``).
+
+    Returns
+    -------
+    ReduceResult
+
+    Raises
+    ------
+    PlanError
+        Before any computation, when the frames cannot satisfy the plan.
+    """
+    if client is None:
+        from .cluster import ClusterConfig, open_client
+
+        with open_client(ClusterConfig()) as c:
+            return reduce(raw, out, config=config, client=c, cache=cache, progress=progress, log=log)
+    log = log or (lambda _msg: None)
+    cfg = load_config(config)
+    t_start = time.perf_counter()
+    out = Path(out)
+    catalog = Catalog.scan(raw, profile=cfg.profile)
+    plan = make_plan(catalog, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    _sweep_tmp(out)
+    store = MasterCache(cache if cache is not None else out / "cache.zarr")
+    runner = _Runner(client, progress, log)
+    result = ReduceResult(out=out, plan=plan)
+    log(f"planned {len(plan.chips)} chip(s), {len(plan.exposures)} science exposure(s)")
+    for note in plan.notes:
+        log(f"  note: {note}")
+    t_scan = time.perf_counter() - t_start
+
+    cfgd = cfg.to_dict()
+    common = {"overscan": cfgd["overscan"], "read_noise": cfg.read_noise, "masks": {
+        "saturation_grow": cfg.masks.saturation_grow}}
+
+    # ---------------------------------------------------------------- bias
+    biases: dict[str, Master | None] = dict.fromkeys(plan.chips)
+    if plan.steps["bias"]:
+        wanted = {}
+        for chip, cp in plan.chips.items():
+            if cp.biases:
+                params = {**common, "combine": cfgd["bias"]["combine"], "layout": cp.biases[0].layout.to_dict()}
+                wanted[chip] = (master_key("bias", [e.identity for e in cp.biases], params, chip=chip,
+                                           algorithm_version="bias-1"), params, cp.biases)
+        biases.update(_stage_masters(
+            "bias", wanted, store, runner,
+            lambda chip: bias_master(plan.chips[chip].biases, cfg, chip=chip)))
+
+    # ---------------------------------------------------------------- dark
+    darks: dict[str, Master | None] = dict.fromkeys(plan.chips)
+    dark_groups: dict[tuple[str, float | None], Master] = {}
+    if plan.steps["dark"]:
+        wanted = {}
+        builders = {}
+        for chip, cp in plan.chips.items():
+            groups = ({None: cp.darks} if cfg.dark.mode == "scale" else
+                      {t: tuple(e for e in cp.darks if float(e.exptime) == t) for t in cp.dark_exptimes})
+            for t, ents in groups.items():
+                params = {**common, "combine": cfgd["dark"]["combine"], "mode": cfg.dark.mode,
+                          "bias": _key_of(biases[chip])}
+                name = chip if t is None else f"{chip}@{t:g}s"
+                wanted[name] = (master_key("dark", [e.identity for e in ents], params, chip=chip,
+                                           algorithm_version="dark-1"), params, ents)
+                builders[name] = (chip, ents)
+        built = _stage_masters(
+            "dark", wanted, store, runner,
+            lambda name: dark_master(builders[name][1], cfg, chip=builders[name][0],
+                                     bias=biases[builders[name][0]]))
+        for name, m in built.items():
+            chip, ents = builders[name]
+            t = None if cfg.dark.mode == "scale" else float(ents[0].exptime)
+            dark_groups[(chip, t)] = m
+            if t is None:
+                darks[chip] = m
+
+    # ---------------------------------------------------------------- flats
+    flats: dict[str | None, dict[str, Master]] = {}
+    if plan.steps["flat"]:
+        per_filter: dict[str | None, dict[str, tuple[Entry, ...]]] = {}
+        for chip, cp in plan.chips.items():
+            for filt, ents in cp.flats.items():
+                per_filter.setdefault(filt, {})[chip] = ents
+        todo_graphs = {}
+        wanted = {}
+        for filt, by_chip in per_filter.items():
+            pooled = sorted((e.identity for ents in by_chip.values() for e in ents), key=lambda d: (d["path"], d["hdu"]))
+            for chip in by_chip:
+                dark_for_flats = _dark_for(chip, None, darks, dark_groups, cfg, by_chip[chip])
+                params = {**common, "combine": cfgd["flat"]["combine"], "region": cfg.flat.region,
+                          "filter": filt, "bias": _key_of(biases[chip]), "dark": _key_of(dark_for_flats),
+                          "pooled_inputs": _digest(pooled)}
+                wanted[(filt, chip)] = (master_key("flat", [e.identity for e in by_chip[chip]], params,
+                                                   chip=chip, algorithm_version="flat-1"), params,
+                                        by_chip[chip])
+
+        def build_flat(fc):
+            filt, chip = fc
+            if filt not in todo_graphs:
+                by_chip = per_filter[filt]
+                todo_graphs[filt] = flat_masters(
+                    by_chip, cfg, filter=filt, biases=biases,
+                    darks={c: _dark_for(c, None, darks, dark_groups, cfg, by_chip[c]) for c in by_chip})
+            return todo_graphs[filt][chip]
+
+        built = _stage_masters("flat", wanted, store, runner, build_flat)
+        for (filt, chip), m in built.items():
+            flats.setdefault(filt, {})[chip] = m
+        flats = {f: normalise_flats(ms, cfg) for f, ms in flats.items()}
+
+    # ---------------------------------------------------------------- science
+    reduced_dir = out / "reduced"
+    chip_numbers = {c: i + 1 for i, c in enumerate(plan.chips)}
+    factor = max(bin_factor(cp.raw_shape, max(64, cfg.output.qa_max_pixels // 2)) for cp in plan.chips.values())
+    tasks, finals, raw_pixels = [], [], 0
+    for exp in plan.exposures:
+        used = {}
+        chip_tasks = []
+        for entry in exp.chips:
+            chip = entry.chip
+            dark = _dark_for(chip, entry.exptime, darks, dark_groups, cfg, (entry,)) if plan.steps["dark"] else None
+            flat = flats.get(exp.filter, {}).get(chip) if plan.steps["flat"] else None
+            bad = bad_pixel_mask(dark_rate=None if dark is None else dark.data,
+                                 flat=None if flat is None else flat.data, config=cfg.masks,
+                                 shape=entry.layout.trimmed_shape)
+            used[chip] = {"bias": _key_of(biases.get(chip)), "dark": _key_of(dark), "flat": _key_of(flat)}
+            chip_tasks.append((entry, ChipMasters(bias=biases.get(chip), dark=dark, flat=flat, bad=bad)))
+        key = _digest({"inputs": [e.identity for e in exp.chips], "masters": used,
+                       "config": cfgd, "version": __version__})
+        final = reduced_dir / output_name(exp.name)
+        if cfg.output.skip_existing and _has_key(final, key):
+            result.skipped.append(str(final))
+            continue
+        primary = _primary_header(exp.path)
+        parts = []
+        for entry, cm in chip_tasks:
+            frame = process_entry(entry, cm, cfg, role="science", chunks=cfg.chunks_for(entry.shape))
+            part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{entry.chip}.part"
+            header = chip_header(entry.header, primary, entry.layout)
+            if entry.layout.detsec is not None:
+                header["DETSEC"] = str(entry.layout.detsec)
+            parts.append(dask.delayed(reduced_part_task, pure=True)(
+                str(part), frame.sci, frame.var, frame.dq, header=header, chip=entry.chip,
+                extver=chip_numbers[entry.chip], history=frame.history, thumb_factor=factor,
+                dask_key_name=f"write-{exp.name}-{entry.chip}-{key[:8]}"))
+            raw_pixels += entry.shape[0] * entry.shape[1]
+        prim = _provenance(primary, exp, used, cfg, key)
+        tasks.append(dask.delayed(_finish, pure=True)(
+            str(final), prim, [str(reduced_dir / f"{TMP_PREFIX}{exp.name}.{e.chip}.part") for e, _ in chip_tasks],
+            parts, dask_key_name=f"assemble-{exp.name}-{key[:8]}"))
+        finals.append((exp, final))
+
+    master_files = _master_outputs(out, biases, darks, dark_groups, flats, cfg, factor)
+    master_todo = [(label, t, path) for label, t, path in master_files if t is not None]
+    results = runner.compute("science", [*tasks, *[t for _, t, _ in master_todo]])
+    runner.stages["science"]["raw_pixels"] = raw_pixels
+    sci_results, master_results = results[:len(tasks)], results[len(tasks):]
+    result.outputs = [str(f) for _, f in finals]
+
+    # ---------------------------------------------------------------- QA, manifest
+    t_qa = time.perf_counter()
+    rows = []
+    if cfg.output.qa:
+        qa_dir = out / "qa"
+        for (exp, final), chips in zip(finals, sci_results, strict=True):
+            for c in chips:
+                rows.append({"file": final.name, "chip": c["chip"], "filter": exp.filter or "",
+                             "exptime": exp.exptime if exp.exptime is not None else float("nan"),
+                             **c["stats"]})
+            thumbs = {c["chip"]: c["thumb"] for c in chips}
+            det = {e.chip: e.layout.detsec for e in exp.chips}
+            save_png(qa_dir / f"{exp.name}.png", focal_plane(thumbs, det, factor),
+                     f"{exp.name} ({exp.filter or '-'}, {exp.exptime or 0:g} s)")
+        for (label, _t, path), chips in zip(master_todo, master_results, strict=True):
+            thumbs = {c["chip"]: c["thumb"] for c in chips}
+            det = {c: plan.chips[c].science[0].layout.detsec if plan.chips[c].science else None for c in thumbs}
+            save_png(qa_dir / f"master_{Path(path).stem}.png", focal_plane(thumbs, det, factor), label)
+        if rows:
+            table = stats_table(rows)
+            qa_dir.mkdir(parents=True, exist_ok=True)
+            tmp = qa_dir / f"{TMP_PREFIX}stats.ecsv"
+            table.write(tmp, format="ascii.ecsv", overwrite=True)
+            os.replace(tmp, qa_dir / "stats.ecsv")
+    for label, _t, path in master_files:
+        result.masters[label] = str(path)
+    result.stages = runner.stages
+    result.stages["qa"] = {"seconds": time.perf_counter() - t_qa}
+    result.stages["catalog"] = {"seconds": t_scan}
+    result.manifest_path = _write_manifest(out, catalog, plan, cfg, result, biases, darks, dark_groups, flats,
+                                           total=time.perf_counter() - t_start)
+    return result
+
+
+def _key_of(m: Master | None) -> str | None:
+    return None if m is None else m.meta.get("cache_key")
+
+
+def _dark_for(chip, exptime, darks, dark_groups, cfg, entries) -> Master | None:
+    if cfg.dark.mode == "scale" or not dark_groups:
+        return darks.get(chip)
+    times = sorted(t for (c, t) in dark_groups if c == chip)
+    if not times:
+        return None
+    ref = exptime if exptime is not None else float(entries[0].exptime)
+    return dark_groups[(chip, nearest_dark_exptime(ref, times))]
+
+
+def _stage_masters(stage: str, wanted: dict, store: MasterCache, runner: _Runner,
+                   build: Callable[[Any], Master]) -> dict[Any, Master]:
+    """Masters from the cache, building and storing the missing ones with one compute."""
+    found, pending = {}, {}
+    pixels = 0
+    for name, (key, params, entries) in wanted.items():
+        m = store.get(key)
+        if m is not None:
+            found[name] = m
+            continue
+        pixels += sum(e.shape[0] * e.shape[1] for e in entries)
+        lazy = build(name)
+        meta = dict(lazy.meta)
+        meta.update({"key": key, "params": params})
+        pending[name] = store.store_graph(key, Master(
+            kind=lazy.kind, chip=lazy.chip, data=lazy.data, variance=lazy.variance, count=lazy.count,
+            ncombine=lazy.ncombine, filter=lazy.filter, exptime=lazy.exptime, meta=meta))
+    runner.stages.setdefault(stage, {"seconds": 0.0, "tasks": 0, "task_groups": {}})
+    runner.stages[stage]["cached"] = len(found)
+    runner.stages[stage]["built"] = len(pending)
+    runner.stages[stage]["raw_pixels"] = pixels
+    if pending:
+        try:
+            written = runner.compute(stage, [p.writes for p in pending.values()])
+        except BaseException:
+            for p in pending.values():
+                p.abort()
+            raise
+        for (name, p), w in zip(pending.items(), written, strict=True):
+            found[name] = p.finalize(w)
+    else:
+        runner.log(f"  {stage}: {len(found)} master(s) from the cache")
+    return found
+
+
+def _has_key(path: Path, key: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return fits.getheader(path, 0).get("CCDKEY") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _provenance(primary: fits.Header, exp, used: dict, cfg: ReduceConfig, key: str) -> fits.Header:
+    h = primary.copy()
+    for k in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE", "CHECKSUM", "DATASUM"):
+        h.remove(k, ignore_missing=True, remove_all=True)
+    h["CCDASKV"] = (__version__, "ccdask version")
+    h["CCDKEY"] = (key, "identity of inputs, masters and parameters")
+    h["RAWFILE"] = (Path(exp.path).name, "raw file reduced")
+    for chip, keys in used.items():
+        for kind, k in keys.items():
+            if k:
+                h.add_history(f"ccdask: {kind} master for {chip}: cache key {k}")
+    steps = ["overscan" if cfg.overscan.enabled else None, "trim", "gain",
+             "bias" if cfg.bias.enabled else None, f"dark({cfg.dark.mode})" if cfg.dark.mode != "none" else None,
+             "flat" if cfg.flat.enabled else None, f"cosmics({cfg.cosmics.method})"]
+    h.add_history("ccdask steps: " + " > ".join(s for s in steps if s))
+    return h
+
+
+def _finish(final: str, primary: fits.Header, part_paths: list[str], chip_results: list[dict]) -> list[dict]:
+    concat_parts(final, primary, part_paths)
+    return chip_results
+
+
+def _master_outputs(out: Path, biases, darks, dark_groups, flats, cfg: ReduceConfig, factor: int):
+    """Delayed writers of OUT/masters/*.fits: (label, task, path) per file."""
+    if not cfg.output.masters_fits:
+        return []
+    mdir = out / "masters"
+    files: list[tuple[str, dict[str, Master]]] = []
+    if any(biases.values()):
+        files.append(("bias", {c: m for c, m in biases.items() if m is not None}))
+    if any(darks.values()):
+        files.append(("dark", {c: m for c, m in darks.items() if m is not None}))
+    elif dark_groups:
+        for t in sorted({t for _, t in dark_groups}):
+            files.append((f"dark_{t:g}s", {c: m for (c, tt), m in dark_groups.items() if tt == t}))
+    for filt, ms in flats.items():
+        files.append((f"flat_{safe_filter_name(filt)}", ms))
+    outs = []
+    for label, ms in files:
+        final = mdir / f"{label}.fits"
+        ident = _digest({c: (_key_of(m), m.kind) for c, m in ms.items()})
+        if _has_key(final, ident):
+            outs.append((label, None, final))
+            continue
+        parts_paths, parts = [], []
+        for chip, m in ms.items():
+            part = mdir / f"{TMP_PREFIX}{label}.{chip}.part"
+            meta = {"key": _key_of(m), "inputs": m.meta.get("inputs", []), "filter": m.filter,
+                    "params": m.meta.get("params", {})}
+            parts.append(dask.delayed(master_part_task, pure=True)(
+                str(part), m.data, m.variance, m.count, chip=chip, kind=m.kind, ncombine=m.ncombine,
+                meta=meta, thumb_factor=factor, dask_key_name=f"write-master-{label}-{chip}-{ident[:8]}"))
+            parts_paths.append(str(part))
+        prim = fits.Header()
+        prim["CCDASKV"] = (__version__, "ccdask version")
+        prim["CCDKEY"] = (ident, "identity of the masters in this file")
+        prim["MASTER"] = (label, "kind of master")
+        task = dask.delayed(_finish, pure=True)(str(final), prim, parts_paths, parts,
+                                                dask_key_name=f"assemble-master-{label}-{ident[:8]}")
+        outs.append((label, task, final))
+    return outs
+
+
+def _sweep_tmp(out: Path, max_age: float = 0.0) -> None:
+    """Remove part and temporary files left by a killed run (only ours: ``.tmp-*`` names)."""
+    for sub in ("reduced", "masters", "qa"):
+        d = out / sub
+        if d.is_dir():
+            for p in d.glob(f"{TMP_PREFIX}*"):
+                if p.is_file() and time.time() - p.stat().st_mtime >= max_age:
+                    p.unlink(missing_ok=True)
+
+
+def _write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, result: ReduceResult,
+                    biases, darks, dark_groups, flats, *, total: float) -> Path:
+    def ident(e: Entry) -> dict[str, Any]:
+        return {"path": e.path, "hdu": e.hdu, "chip": e.chip, "imagetyp": e.imagetyp, "label": e.label,
+                "exptime": e.exptime, "filter": e.filter, "size": e.size, "mtime_ns": e.mtime_ns}
+
+    masters = []
+    for kind, ms in (("bias", biases), ("dark", darks)):
+        masters += [{"kind": kind, "chip": c, "cache_key": _key_of(m), "ncombine": m.ncombine}
+                    for c, m in ms.items() if m is not None]
+    if cfg.dark.mode == "nearest":
+        masters += [{"kind": "dark", "chip": c, "exptime": t, "cache_key": _key_of(m), "ncombine": m.ncombine}
+                    for (c, t), m in dark_groups.items()]
+    for filt, ms in flats.items():
+        masters += [{"kind": "flat", "filter": filt, "chip": c, "cache_key": _key_of(m), "ncombine": m.ncombine}
+                    for c, m in ms.items()]
+    doc = {
+        "ccdask_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "inputs": [ident(e) for e in catalog],
+        "problems": [{"path": p.path, "hdu": p.hdu, "reason": p.reason} for p in catalog.problems],
+        "notes": list(plan.notes),
+        "outputs": {"reduced": result.outputs, "skipped": result.skipped, "masters": result.masters},
+        "masters": masters,
+        "parameters": cfg.to_dict(),
+        "timings": {"total_seconds": total,
+                    **{k: {kk: vv for kk, vv in v.items() if kk != "task_groups"} for k, v in result.stages.items()}},
+        "task_groups": {k: v.get("task_groups", {}) for k, v in result.stages.items()},
+    }
+    path = out / "manifest.json"
+    tmp = out / f"{TMP_PREFIX}manifest.json"
+    tmp.write_text(json.dumps(doc, indent=1, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)

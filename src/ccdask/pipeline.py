@@ -76,7 +76,7 @@ class _Runner:
         for k, n in groups.items():
             record["task_groups"][k] = record["task_groups"].get(k, 0) + n
         t0 = time.perf_counter()
-        if self.client is None or isinstance(self.client, str):
+        if self.client is None or isinstance(self.client, str) or not hasattr(self.client, "gather"):
             results = list(dask.compute(*collections, scheduler=self.client or "threads"))
         else:
             futures = self.client.compute(list(collections))
@@ -119,7 +119,7 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
         Output folder (created). Nothing is written outside it and the cache.
     config : ReduceConfig, dict, TOML path, optional
         Step parameters; defaults when None.
-    client : distributed.Client, "threads", "sync" or None
+    client : distributed.Client, "threads", "sync", a dask scheduler function, or None
         Where to compute. None opens an embedded LocalCluster (``ccdask.cluster``) for the run.
     cache : path, optional
         The zarr master cache (default ``OUT/cache.zarr``); nights may share one.
@@ -382,7 +382,7 @@ def _provenance(primary: fits.Header, exp, used: dict, cfg: ReduceConfig, key: s
     for k in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE", "CHECKSUM", "DATASUM"):
         h.remove(k, ignore_missing=True, remove_all=True)
     h["CCDASKV"] = (__version__, "ccdask version")
-    h["CCDKEY"] = (key, "identity of inputs, masters and parameters")
+    h["CCDKEY"] = (key, "inputs+masters+parameters id")
     h["RAWFILE"] = (Path(exp.path).name, "raw file reduced")
     for chip, keys in used.items():
         for kind, k in keys.items():
@@ -433,7 +433,7 @@ def _master_outputs(out: Path, biases, darks, dark_groups, flats, cfg: ReduceCon
             parts_paths.append(str(part))
         prim = fits.Header()
         prim["CCDASKV"] = (__version__, "ccdask version")
-        prim["CCDKEY"] = (ident, "identity of the masters in this file")
+        prim["CCDKEY"] = (ident, "identity of these masters")
         prim["MASTER"] = (label, "kind of master")
         task = dask.delayed(_finish, pure=True)(str(final), prim, parts_paths, parts,
                                                 dask_key_name=f"assemble-master-{label}-{ident[:8]}")

@@ -114,8 +114,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray, title: str = "") -> str
     scale = 8.0 / max(ny, nx)
     fig = plt.figure(figsize=(max(2.0, nx * scale), max(2.0, ny * scale) + 0.4), dpi=max(72, int(max(ny, nx) / 8)))
     ax = fig.add_axes((0, 0, 1, 1 - 0.4 / (max(2.0, ny * scale) + 0.4)))
-    cmap = plt.get_cmap("gray").copy()
-    cmap.set_bad("red")
+    cmap = plt.get_cmap("gray").with_extremes(bad="red")
     ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
               interpolation="nearest")
     ax.set_axis_off()

@@ -29,11 +29,18 @@ from .catalog import Catalog, Entry
 from .config import ReduceConfig, load_config
 from .fitsout import TMP_PREFIX, concat_parts
 from .frame import Master
+from .io import image_source
 from .masks import bad_pixel_mask
 from .masters import bias_master, dark_master, flat_masters, normalise_flats
 from .plan import Plan, make_plan, nearest_dark_exptime
-from .process import ChipMasters, process_entry
-from .products import chip_header, master_part_task, output_name, reduced_part_task, safe_filter_name
+from .process import ChipMasters, process_in_memory
+from .products import (
+    chip_header,
+    master_part_task,
+    output_name,
+    reduced_part_task,
+    safe_filter_name,
+)
 from .qa import bin_factor, focal_plane, save_png, stats_table
 
 __all__ = ["ReduceResult", "reduce"]
@@ -262,15 +269,15 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
         primary = _primary_header(exp.path)
         parts = []
         for entry, cm in chip_tasks:
-            frame = process_entry(entry, cm, cfg, role="science", chunks=cfg.chunks_for(entry.shape))
             part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{entry.chip}.part"
             header = chip_header(entry.header, primary, entry.layout)
             if entry.layout.detsec is not None:
                 header["DETSEC"] = str(entry.layout.detsec)
-            parts.append(dask.delayed(reduced_part_task, pure=True)(
-                str(part), frame.sci, frame.var, frame.dq, header=header, chip=entry.chip,
-                extver=chip_numbers[entry.chip], history=frame.history, thumb_factor=factor,
-                dask_key_name=f"write-{exp.name}-{entry.chip}-{key[:8]}"))
+            parts.append(dask.delayed(_science_chip_task, pure=True)(
+                str(part), image_source(entry.path, entry.hdu), _master_inputs(cm), cfg,
+                layout=entry.layout, exptime=entry.exptime, name=exp.name, header=header,
+                extver=chip_numbers[entry.chip], thumb_factor=factor,
+                dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"))
             raw_pixels += entry.shape[0] * entry.shape[1]
         prim = _provenance(primary, exp, used, cfg, key)
         tasks.append(dask.delayed(_finish, pure=True)(
@@ -393,6 +400,30 @@ def _provenance(primary: fits.Header, exp, used: dict, cfg: ReduceConfig, key: s
              "flat" if cfg.flat.enabled else None, f"cosmics({cfg.cosmics.method})"]
     h.add_history("ccdask steps: " + " > ".join(s for s in steps if s))
     return h
+
+
+def _master_inputs(cm: ChipMasters) -> dict[str, Any]:
+    """The masters of one chip as graph inputs of a science task (computed once per chip)."""
+    out: dict[str, Any] = {}
+    for kind in ("bias", "dark", "flat"):
+        m = getattr(cm, kind)
+        if m is not None:
+            out[kind] = (m.data, m.variance)
+            out[f"{kind}_label"] = m.meta.get("label", kind)
+    if cm.bad is not None:
+        out["bad"] = cm.bad
+    return out
+
+
+def _science_chip_task(part: str, source: Any, masters: dict[str, Any], cfg: ReduceConfig, *,
+                       layout: Any, exptime: float | None, name: str, header: fits.Header,
+                       extver: int, thumb_factor: int) -> dict[str, Any]:
+    """Read, calibrate and write one chip of one exposure (one task per chip-frame)."""
+    raw = source.read(slice(None), slice(None))
+    sci, var, dqa, history = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime,
+                                               name=name, role="science")
+    return reduced_part_task(part, sci, var, dqa, header=header, chip=layout.name, extver=extver,
+                             history=history, thumb_factor=thumb_factor)
 
 
 def _finish(final: str, primary: fits.Header, part_paths: list[str], chip_results: list[dict]) -> list[dict]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import dask
 import dask.array as da
 import numpy as np
 from astropy.io import fits
@@ -30,10 +31,10 @@ from .calibrate import (
 )
 from .catalog import Entry
 from .config import ReduceConfig
+from .cosmics import clean_frame
 from .frame import Frame, Master
 from .io import image_source
 from .layout import ChipLayout
-from .cosmics import clean_frame
 from .masks import build_dq, interpolate_bad, saturation_mask
 
 __all__ = ["ChipMasters", "open_raw", "process", "process_entry"]
@@ -161,6 +162,39 @@ def process_entry(entry: Entry, masters: ChipMasters | None = None, config: Redu
     """:func:`process` for one row of a :class:`~ccdask.catalog.Catalog`."""
     return process(open_raw(entry, chunks), masters, config, layout=entry.layout, header=entry.header,
                    exptime=entry.exptime, name=entry.name, role=role or _role(entry))
+
+
+def process_in_memory(raw: np.ndarray, masters: dict[str, Any], config: ReduceConfig, *,
+                      layout: ChipLayout, exptime: float | None, name: str = "",
+                      role: Role = "science") -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """:func:`process` on one whole chip held in memory, inside a single task.
+
+    The night pipeline calibrates each science chip-frame in one task (read, calibrate, mask,
+    cosmic rays, write) so the graph stays at a couple of tasks per chip-frame however many
+    exposures a night holds; the arithmetic is exactly that of :func:`process`, run with the
+    synchronous scheduler on one block. ``masters`` maps ``bias``/``dark``/``flat`` to
+    ``(data, variance)`` numpy pairs (or None) and ``bad`` to a boolean array (or None).
+
+    Returns
+    -------
+    sci, var, dq, history
+    """
+    def master(kind: str) -> Master | None:
+        pair = masters.get(kind)
+        if pair is None:
+            return None
+        data, var = pair
+        return Master(kind=kind, chip=layout.name, data=da.from_array(data, chunks=-1),
+                      variance=None if var is None else da.from_array(var, chunks=-1), count=None,
+                      ncombine=0, meta={"label": masters.get(f"{kind}_label", "master")})
+
+    bad = masters.get("bad")
+    cm = ChipMasters(bias=master("bias"), dark=master("dark"), flat=master("flat"),
+                     bad=None if bad is None else da.from_array(bad, chunks=-1))
+    frame = process(da.from_array(raw, chunks=-1), cm, config, layout=layout, exptime=exptime,
+                    name=name, role=role)
+    sci, var, dqa = dask.compute(frame.sci, frame.var, frame.dq, scheduler="sync")
+    return sci, var, dqa, frame.history
 
 
 def _role(entry: Entry) -> Role:

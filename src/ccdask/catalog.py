@@ -23,7 +23,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .errors import CcdaskError, CcdaskWarning, FitsReadError
-from .io import HduInfo, scan_file
+from .io import HduInfo, ImageSource, image_source, scan_file
 from .layout import ChipLayout
 from .profiles import Profile, load_profile
 from .profiles._profile import detect_profile
@@ -68,6 +68,14 @@ class Entry:
     size: int
     mtime_ns: int
     header: fits.Header = field(repr=False, compare=False)
+    info: HduInfo | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def source(self) -> ImageSource:
+        """The pixel reader of this chip (no I/O: built from the scanned header)."""
+        if self.info is None:
+            return image_source(self.path, self.hdu)
+        return ImageSource.from_info(self.info)
 
     @property
     def name(self) -> str:
@@ -303,5 +311,5 @@ def _entry(info: HduInfo, prof: Profile, *, multi: bool) -> Entry:
         filter=None if filt is None else str(filt).strip(),
         date=None if date is None else str(date), object=None if obj is None else str(obj),
         shape=tuple(info.shape), dtype=_dtype_name(info), kind=info.kind, profile=prof.name,
-        layout=layout, size=info.size, mtime_ns=info.mtime_ns, header=header,
+        layout=layout, size=info.size, mtime_ns=info.mtime_ns, header=header, info=info,
     )

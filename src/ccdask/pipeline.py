@@ -29,7 +29,6 @@ from .catalog import Catalog, Entry
 from .config import ReduceConfig, load_config
 from .fitsout import TMP_PREFIX, concat_parts
 from .frame import Master
-from .io import image_source
 from .masks import bad_pixel_mask
 from .masters import bias_master, dark_master, flat_masters, normalise_flats
 from .plan import Plan, make_plan, nearest_dark_exptime
@@ -244,46 +243,11 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
         flats = {f: normalise_flats(ms, cfg) for f, ms in flats.items()}
 
     # ---------------------------------------------------------------- science
-    reduced_dir = out / "reduced"
-    chip_numbers = {c: i + 1 for i, c in enumerate(plan.chips)}
     factor = max(bin_factor(cp.raw_shape, max(64, cfg.output.qa_max_pixels // 2)) for cp in plan.chips.values())
-    tasks, finals, raw_pixels = [], [], 0
-    for exp in plan.exposures:
-        used = {}
-        chip_tasks = []
-        for entry in exp.chips:
-            chip = entry.chip
-            dark = _dark_for(chip, entry.exptime, darks, dark_groups, cfg, (entry,)) if plan.steps["dark"] else None
-            flat = flats.get(exp.filter, {}).get(chip) if plan.steps["flat"] else None
-            bad = bad_pixel_mask(dark_rate=None if dark is None else dark.data,
-                                 flat=None if flat is None else flat.data, config=cfg.masks,
-                                 shape=entry.layout.trimmed_shape)
-            used[chip] = {"bias": _key_of(biases.get(chip)), "dark": _key_of(dark), "flat": _key_of(flat)}
-            chip_tasks.append((entry, ChipMasters(bias=biases.get(chip), dark=dark, flat=flat, bad=bad)))
-        key = _digest({"inputs": [e.identity for e in exp.chips], "masters": used,
-                       "config": cfgd, "version": __version__})
-        final = reduced_dir / output_name(exp.name)
-        if cfg.output.skip_existing and _has_key(final, key):
-            result.skipped.append(str(final))
-            continue
-        primary = _primary_header(exp.path)
-        parts = []
-        for entry, cm in chip_tasks:
-            part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{entry.chip}.part"
-            header = chip_header(entry.header, primary, entry.layout)
-            if entry.layout.detsec is not None:
-                header["DETSEC"] = str(entry.layout.detsec)
-            parts.append(dask.delayed(_science_chip_task, pure=True)(
-                str(part), image_source(entry.path, entry.hdu), _master_inputs(cm), cfg,
-                layout=entry.layout, exptime=entry.exptime, name=exp.name, header=header,
-                extver=chip_numbers[entry.chip], thumb_factor=factor,
-                dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"))
-            raw_pixels += entry.shape[0] * entry.shape[1]
-        prim = _provenance(primary, exp, used, cfg, key)
-        tasks.append(dask.delayed(_finish, pure=True)(
-            str(final), prim, [str(reduced_dir / f"{TMP_PREFIX}{exp.name}.{e.chip}.part") for e, _ in chip_tasks],
-            parts, dask_key_name=f"assemble-{exp.name}-{key[:8]}"))
-        finals.append((exp, final))
+    science = science_graph(plan, cfg, out / "reduced", biases=biases, darks=darks, dark_groups=dark_groups,
+                            flats=flats, thumb_factor=factor)
+    tasks, finals, raw_pixels = science.tasks, science.finals, science.raw_pixels
+    result.skipped.extend(science.skipped)
 
     master_files = _master_outputs(out, biases, darks, dark_groups, flats, cfg, factor)
     master_todo = [(label, t, path) for label, t, path in master_files if t is not None]
@@ -324,6 +288,65 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
     result.manifest_path = _write_manifest(out, catalog, plan, cfg, result, biases, darks, dark_groups, flats,
                                            total=time.perf_counter() - t_start)
     return result
+
+
+@dataclass
+class ScienceGraph:
+    """The science stage, built but not computed."""
+
+    tasks: list[Any] = field(default_factory=list)
+    finals: list[tuple[Any, Path]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    raw_pixels: int = 0
+
+
+def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, darks, dark_groups, flats,
+                  thumb_factor: int) -> ScienceGraph:
+    """One task per chip-frame (read → calibrate → write a part) and one per exposure (assemble).
+
+    Exposures whose output already carries the same ``CCDKEY`` are skipped. Nothing is read:
+    readers come from the catalogue's scanned headers and the primary header is read by the
+    assembling task.
+    """
+    graph = ScienceGraph()
+    chip_numbers = {c: i + 1 for i, c in enumerate(plan.chips)}
+    cfgd = cfg.to_dict()
+    bad_masks: dict[tuple[str, Any], Any] = {}
+    for exp in plan.exposures:
+        used = {}
+        chip_tasks = []
+        for entry in exp.chips:
+            chip = entry.chip
+            dark = _dark_for(chip, entry.exptime, darks, dark_groups, cfg, (entry,)) if plan.steps["dark"] else None
+            flat = flats.get(exp.filter, {}).get(chip) if plan.steps["flat"] else None
+            mkey = (chip, _key_of(dark), _key_of(flat))
+            if mkey not in bad_masks:
+                bad_masks[mkey] = bad_pixel_mask(dark_rate=None if dark is None else dark.data,
+                                                 flat=None if flat is None else flat.data, config=cfg.masks,
+                                                 shape=entry.layout.trimmed_shape)
+            used[chip] = {"bias": _key_of(biases.get(chip)), "dark": _key_of(dark), "flat": _key_of(flat)}
+            chip_tasks.append((entry, ChipMasters(bias=biases.get(chip), dark=dark, flat=flat, bad=bad_masks[mkey])))
+        key = _digest({"inputs": [e.identity for e in exp.chips], "masters": used,
+                       "config": cfgd, "version": __version__})
+        final = reduced_dir / output_name(exp.name)
+        if cfg.output.skip_existing and _has_key(final, key):
+            graph.skipped.append(str(final))
+            continue
+        parts, part_paths = [], []
+        for entry, cm in chip_tasks:
+            part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{entry.chip}.part"
+            parts.append(dask.delayed(_science_chip_task, pure=True)(
+                str(part), entry.source, _master_inputs(cm), cfg,
+                layout=entry.layout, exptime=entry.exptime, name=exp.name, header=entry.header,
+                extver=chip_numbers[entry.chip], thumb_factor=thumb_factor,
+                dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"))
+            part_paths.append(str(part))
+            graph.raw_pixels += entry.shape[0] * entry.shape[1]
+        graph.tasks.append(dask.delayed(_finish_exposure, pure=True)(
+            str(final), exp.path, _provenance(exp, used, cfg, key), part_paths, parts,
+            dask_key_name=f"assemble-{exp.name}-{key[:8]}"))
+        graph.finals.append((exp, final))
+    return graph
 
 
 def _key_of(m: Master | None) -> str | None:
@@ -384,10 +407,9 @@ def _has_key(path: Path, key: str) -> bool:
         return False
 
 
-def _provenance(primary: fits.Header, exp, used: dict, cfg: ReduceConfig, key: str) -> fits.Header:
-    h = primary.copy()
-    for k in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE", "CHECKSUM", "DATASUM"):
-        h.remove(k, ignore_missing=True, remove_all=True)
+def _provenance(exp, used: dict, cfg: ReduceConfig, key: str) -> fits.Header:
+    """The cards ccdask adds to a reduced file's primary header."""
+    h = fits.Header()
     h["CCDASKV"] = (__version__, "ccdask version")
     h["CCDKEY"] = (key, "inputs+masters+parameters id")
     h["RAWFILE"] = (Path(exp.path).name, "raw file reduced")
@@ -418,12 +440,31 @@ def _master_inputs(cm: ChipMasters) -> dict[str, Any]:
 def _science_chip_task(part: str, source: Any, masters: dict[str, Any], cfg: ReduceConfig, *,
                        layout: Any, exptime: float | None, name: str, header: fits.Header,
                        extver: int, thumb_factor: int) -> dict[str, Any]:
-    """Read, calibrate and write one chip of one exposure (one task per chip-frame)."""
+    """Read, calibrate and write one chip of one exposure (one task per chip-frame).
+
+    ``header`` is the chip's merged header; the chip's own cards (not the primary's, not the
+    raw layout's) go into its SCI extension.
+    """
     raw = source.read(slice(None), slice(None))
+    header = chip_header(header, _primary_header(source.path), layout)
+    if layout.detsec is not None:
+        header["DETSEC"] = str(layout.detsec)
     sci, var, dqa, history = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime,
                                                name=name, role="science")
     return reduced_part_task(part, sci, var, dqa, header=header, chip=layout.name, extver=extver,
                              history=history, thumb_factor=thumb_factor)
+
+
+def _finish_exposure(final: str, raw_path: str, provenance: fits.Header, part_paths: list[str],
+                     chip_results: list[dict]) -> list[dict]:
+    """Assemble an exposure: the raw primary header plus ccdask's cards, then the chips' parts."""
+    primary = _primary_header(raw_path)
+    for k in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE", "BLANK",
+              "CHECKSUM", "DATASUM"):
+        primary.remove(k, ignore_missing=True, remove_all=True)
+    primary.extend(provenance.cards, unique=False)
+    concat_parts(final, primary, part_paths)
+    return chip_results
 
 
 def _finish(final: str, primary: fits.Header, part_paths: list[str], chip_results: list[dict]) -> list[dict]:

@@ -33,7 +33,6 @@ from .catalog import Entry
 from .config import ReduceConfig
 from .cosmics import clean_frame
 from .frame import Frame, Master
-from .io import image_source
 from .layout import ChipLayout
 from .masks import build_dq, interpolate_bad, saturation_mask
 
@@ -54,7 +53,7 @@ class ChipMasters:
 
 def open_raw(entry: Entry, chunks: Any = None) -> da.Array:
     """The raw chip of a catalogue entry as a lazy float32 array (raw ADU)."""
-    return image_source(entry.path, entry.hdu).to_dask(chunks=chunks)
+    return entry.source.to_dask(chunks=chunks)
 
 
 def _fmt(d: dict) -> str:

@@ -45,4 +45,4 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown munge:munge /etc/munge/munge.key
 chmod 600 /etc/munge/munge.key
-echo "ccdask slurm install: $(dpkg-query -W -f '${Package} ${Version}, ' slurm-wlm slurmctld slurmd munge)"
+echo "ccdask slurm install: ready:" $(dpkg-query -W -f '${Package}=${Version}\n' slurm-wlm slurmctld slurmd munge)

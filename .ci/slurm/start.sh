@@ -14,9 +14,6 @@ CONF=/etc/slurm/slurm.conf
 NODE=localhost
 PARTITION=debug
 TIMEOUT=${CCDASK_SLURM_TIMEOUT:-30}
-CPUS=${CCDASK_SLURM_CPUS:-$(nproc)}
-mem_mb=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))
-MEM_MB=${CCDASK_SLURM_MEMORY_MB:-$(( mem_mb < 20000 ? mem_mb : 20000 ))}
 t_start=$(date +%s.%N)
 
 say() { echo "ccdask slurm start: $*"; }
@@ -41,6 +38,12 @@ for cmd in munge unmunge sinfo scontrol /usr/sbin/munged /usr/sbin/slurmctld /us
     command -v "$cmd" >/dev/null || die "$cmd not found: run .ci/slurm/install.sh first"
 done
 [ -s /etc/munge/munge.key ] || die "/etc/munge/munge.key is missing: run .ci/slurm/install.sh first"
+CPUS=${CCDASK_SLURM_CPUS:-$(nproc)}
+mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+[[ "$mem_kb" =~ ^[0-9]+$ ]] || die "cannot read MemTotal from /proc/meminfo"
+mem_mb=$(( mem_kb / 1024 * 8 / 10 ))
+MEM_MB=${CCDASK_SLURM_MEMORY_MB:-$(( mem_mb < 20000 ? mem_mb : 20000 ))}
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "CCDASK_SLURM_TIMEOUT=$TIMEOUT is not a positive integer"
 [[ "$CPUS" =~ ^[1-9][0-9]*$ ]] || die "CCDASK_SLURM_CPUS=$CPUS is not a positive integer"
 [[ "$MEM_MB" =~ ^[1-9][0-9]*$ ]] || die "CCDASK_SLURM_MEMORY_MB=$MEM_MB is not a positive integer"
 
@@ -90,14 +93,15 @@ if alive /run/slurm/slurmd.pid; then
 else
     /usr/sbin/slurmd -N "$NODE" || { show_log /var/log/slurm/slurmd.log; die "slurmd did not start"; }
 fi
-if ! wait_for "$TIMEOUT" node_usable; then
+# A freshly started slurmd registers within a second or two. A node still down or drained
+# after that was left so by an earlier run (or an admin): put it back into service, once.
+if ! wait_for 5 node_usable; then
     state=$(node_state)
-    if [[ "$state" =~ ^(down|drain|drained|draining|fail) ]]; then
-        # A node left down or drained by an earlier run: put it back into service once.
-        say "node $NODE is $state ($(sinfo -h -R -n "$NODE" -o %E)); resuming it"
+    if [[ "$state" =~ ^(down|drain|fail) ]]; then
+        say "node $NODE is $state (reason: $(sinfo -h -R -n "$NODE" -o %E)); resuming it"
         scontrol update NodeName="$NODE" State=RESUME || true
-        wait_for "$TIMEOUT" node_usable || true
     fi
+    wait_for "$TIMEOUT" node_usable || true
 fi
 if ! node_usable; then
     sinfo -N -l >&2 || true

@@ -133,7 +133,7 @@ def test_rerun_reuses_masters_and_skips_outputs(night, reduced, tmp_path):
     out, first = reduced
     assert any(k.startswith("combine-") for k in first.stages["bias"]["task_groups"])
     again = reduce(night.raw_dir, out, client="threads")
-    for stage in ("bias", "dark", "flat"):
+    for stage in ("bias", "dark", "flat-g", "flat-r"):
         assert again.stages[stage]["built"] == 0 and again.stages[stage]["cached"] > 0
     assert not any(k.startswith("combine-") for st in again.stages.values() for k in st.get("task_groups", {}))
     assert sorted(again.skipped) == sorted(first.outputs) and again.outputs == []

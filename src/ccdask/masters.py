@@ -1,14 +1,25 @@
-"""Lazy graphs of the calibration masters: bias, dark rate, and flats per filter.
+"""The calibration masters, built in two steps that keep memory flat and graphs small.
 
-Each builder calibrates its input frames with :func:`ccdask.process.process` (up to the step
-the master itself corrects) and stacks them with :func:`ccdask.combine.combine`, propagating
-the frames' variance planes. Nothing here computes: the pipeline decides when (and caches).
+1. **Calibrate** (one task per chip-frame): read the raw chip, run :func:`ccdask.process.process`
+   on it up to the step the master itself corrects (in memory, one block), and write SCI and VAR
+   to a scratch zarr store chunked like the stacking tiles. Flat tasks also return a fixed-grid
+   sample of their pixels for the focal-plane normalisation.
+2. **Stack** (tile by tile): the scratch frames of one chip are read back lazily and stacked by
+   :func:`ccdask.combine.combine` with their variance planes; each task holds one
+   ``(N, ty, tx)`` tile within the per-task memory budget.
+
+So a master's memory is bounded by one chip (step 1) or one tile (step 2), never by the number
+of frames, and the graph is one task per chip-frame plus a few per tile.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -17,112 +28,153 @@ import numpy as np
 
 from .catalog import Entry
 from .combine import combine
-from .combine._config import CombineConfig
+from .combine._stack import tile_shape
 from .config import ReduceConfig
-from .errors import PlanError
 from .frame import Master
-from .process import ChipMasters, process_entry
+from .process import process_in_memory
 from .sections import Section
 
-__all__ = ["bias_master", "dark_master", "flat_masters", "focal_plane_median", "normalise_flats"]
+__all__ = ["CalibratedFrames", "calibrate_frames", "focal_plane_median", "normalise_flats",
+           "pooled_median", "stack_master"]
+
+SAMPLE_PIXELS = 1 << 18
+"""Pixels per chip (at most) of the fixed grid the focal-plane medians are taken on."""
 
 
-def _stack(frames: Sequence[Any], cfg: CombineConfig, name: str) -> Any:
-    sci = da.stack([f.sci for f in frames])
-    var = da.stack([f.var for f in frames])
-    opts = cfg.to_dict()
-    return combine(sci, variance=var, name=name, **opts)
+def sample_step(shape: tuple[int, int]) -> int:
+    """Stride of the fixed sample grid ``image[::s, ::s]`` (at most 2**18 pixels per chip)."""
+    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / SAMPLE_PIXELS)))
 
 
-def _master(kind: str, chip: str, res: Any, entries: Sequence[Entry], **extra: Any) -> Master:
-    meta = {"inputs": [e.name for e in entries], "label": f"{kind} {chip} ({len(entries)} frames)"}
-    meta.update(extra.pop("meta", {}))
-    return Master(kind=kind, chip=chip, data=res.data, variance=res.variance, count=res.count,
-                  ncombine=len(entries), meta=meta, **extra)
+def _region_sample(img: np.ndarray, region: str) -> np.ndarray:
+    sec = Section.parse(region, keyword="flat.region").validate(img.shape, keyword="flat.region")
+    sub = img[sec.normalized().slices]
+    s = sample_step(sub.shape)
+    return np.ascontiguousarray(sub[::s, ::s], dtype=np.float32).ravel()
 
 
-def _chunks(entry: Entry, config: ReduceConfig) -> tuple[int, int]:
-    return config.chunks_for(entry.shape)
+def pooled_median(samples: Sequence[np.ndarray]) -> float:
+    """The median of the finite values of several samples pooled (NaN when there are none)."""
+    values = np.concatenate([np.asarray(s, np.float64).ravel() for s in samples])
+    good = values[np.isfinite(values)]
+    return float(np.median(good)) if good.size else float("nan")
 
 
-def bias_master(entries: Sequence[Entry], config: ReduceConfig, *, chip: str) -> Master:
-    """Overscan-corrected, trimmed, gain-applied biases (e-) stacked per ``config.bias.combine``."""
-    if not entries:
-        raise PlanError(f"no bias frames for chip {chip}")
-    frames = [process_entry(e, None, config, role="bias", chunks=_chunks(e, config)) for e in entries]
-    return _master("bias", chip, _stack(frames, config.bias.combine, f"bias-{chip}"), entries)
+@dataclass
+class CalibratedFrames:
+    """Step 1 of a master stage: per chip, the scratch arrays and the tasks that fill them."""
+
+    root: Path
+    tasks: list[Any] = field(default_factory=list)
+    arrays: dict[str, list[tuple[Entry, Any, Any]]] = field(default_factory=dict)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def dark_master(entries: Sequence[Entry], config: ReduceConfig, *, chip: str,
-                bias: Master | None) -> Master:
-    """Bias-subtracted darks divided by their exposure times, stacked into a rate (e-/s)."""
-    if not entries:
-        raise PlanError(f"no dark frames for chip {chip}")
-    masters = ChipMasters(bias=bias)
-    rates = []
-    for e in entries:
-        f = process_entry(e, masters, config, role="dark", chunks=_chunks(e, config))
-        t = np.float32(e.exptime)
-        rates.append(f.evolve(sci=f.sci / t, var=f.var / (t * t)))
-    times = sorted({float(e.exptime) for e in entries})
-    res = _stack(rates, config.dark.combine, f"dark-{chip}")
-    return _master("dark", chip, res, entries, meta={"exptimes": times})
+def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str, Any],
+                    cfg: ReduceConfig, *, layout: Any, exptime: float | None, name: str, role: str,
+                    rate: bool, region: str | None, tile: tuple[int, int]) -> dict[str, Any]:
+    import zarr
+
+    raw = source.read(slice(None), slice(None))
+    shape = layout.trimmed_shape
+    sci, var, _dq, _hist = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime,
+                                             name=name, role=role)
+    if rate:
+        t = np.float32(exptime)
+        sci = sci / t
+        var = var / (t * t)
+    for path, plane in ((sci_path, sci), (var_path, var)):
+        z = zarr.create_array(store=path, shape=shape, chunks=tile, dtype="float32",
+                              compressors=None, fill_value=float("nan"), overwrite=True)
+        z[...] = plane
+    out: dict[str, Any] = {"nan": int(np.count_nonzero(~np.isfinite(sci)))}
+    if region is not None:
+        out["sample"] = _region_sample(sci, region)
+    return out
 
 
-def focal_plane_median(images: Sequence[da.Array], region: str = "[*,*]", *,
-                       step: int | None = None, name: str = "median") -> da.Array:
-    """The median of ``region`` of every chip image, pooled: a lazy 0-d float64 array.
+def calibrate_frames(kind: str, entries: Mapping[str, Sequence[Entry]], cfg: ReduceConfig,
+                     scratch: Path, *, masters: Mapping[str, Any], combine_cfg: Any,
+                     rate: bool = False, sample_region: str | None = None) -> CalibratedFrames:
+    """Graph of step 1 for one master stage: one task per chip-frame writing to ``scratch``.
 
-    The pixels used are a fixed grid (every ``step``-th row and column of the region, ``step``
-    chosen so each chip contributes at most 2**18 pixels unless given), so the result is exact
-    for that sample and independent of chunking. NaNs are ignored.
+    ``entries`` maps chip → frames; ``masters`` maps chip → a packed (delayed) set of masters as
+    made by :func:`ccdask.pipeline.pack_masters` (or an empty dict). With ``rate``, frames are
+    divided by their exposure time (darks). With ``sample_region``, each task returns the
+    fixed-grid sample of that region (flats).
     """
+    root = scratch / f"{kind}-{uuid.uuid4().hex[:8]}"
+    out = CalibratedFrames(root=root)
+    for chip, ents in entries.items():
+        if not ents:
+            continue
+        shape = ents[0].layout.trimmed_shape
+        tile = tile_shape(len(ents), shape, combine_cfg.memory_per_task, variance=True, stacked=True)
+        rows = []
+        for i, e in enumerate(ents):
+            paths = [str(root / chip / f"{i:04d}-{plane}.zarr") for plane in ("sci", "var")]
+            task = dask.delayed(_calibrate_task, pure=True)(
+                e.source, paths[0], paths[1], masters.get(chip, {}), cfg, layout=e.layout,
+                exptime=e.exptime, name=e.name, role=kind, rate=rate, region=sample_region, tile=tile,
+                dask_key_name=f"calibrate-{kind}-{e.name}-{chip}-{dask.base.tokenize(paths)[:8]}")
+            out.tasks.append(task)
+            rows.append((e, paths[0], paths[1]))
+        out.arrays[chip] = rows
+    return out
+
+
+def _open_plane(path: str) -> da.Array:
+    import zarr
+
+    return da.from_zarr(zarr.open_array(path, mode="r"))
+
+
+def stack_master(kind: str, chip: str, rows: Sequence[tuple[Entry, str, str]], combine_cfg: Any, *,
+                 divisors: Sequence[float] | None = None, filter: str | None = None,
+                 open_plane: Any = _open_plane) -> Master:
+    """Step 2: the lazy clipped stack of one chip's calibrated frames (read back from scratch).
+
+    ``divisors`` (flats) divide each frame, and its variance by the square, before stacking.
+    ``open_plane`` turns a scratch path into a lazy array (the graph benchmark substitutes
+    in-memory stand-ins).
+    """
+    sci, var = [], []
+    for i, (_e, sp, vp) in enumerate(rows):
+        s = open_plane(sp)
+        v = open_plane(vp)
+        if divisors is not None:
+            d = np.float32(divisors[i])
+            s, v = s / d, v / (d * d)
+        sci.append(s)
+        var.append(v)
+    res = combine(da.stack(sci), variance=da.stack(var), name=f"{kind}-{'' if filter is None else f'{filter}-'}{chip}",
+                  **combine_cfg.to_dict())
+    entries = [e for e, _, _ in rows]
+    meta = {"inputs": [e.name for e in entries],
+            "label": f"{kind}{'' if filter is None else ' ' + filter} {chip} ({len(entries)} frames)"}
+    if kind == "dark":
+        meta["exptimes"] = sorted({float(e.exptime) for e in entries})
+    return Master(kind=kind, chip=chip, data=res.data, variance=res.variance, count=res.count,
+                  ncombine=len(entries), filter=filter, meta=meta)
+
+
+def focal_plane_median(images: Sequence[da.Array], region: str = "[*,*]", *, name: str = "median") -> da.Array:
+    """The median of ``region`` of every chip image pooled, on the fixed sample grid: lazy 0-d."""
     parts = []
     for img in images:
         sec = Section.parse(region, keyword="flat.region").validate(tuple(img.shape), keyword="flat.region")
         sub = img[sec.normalized().slices]
-        s = step or max(1, math.ceil(math.sqrt(sub.shape[0] * sub.shape[1] / 2**18)))
+        s = sample_step(tuple(sub.shape))
         parts.append(sub[::s, ::s].ravel())
-    pooled = da.concatenate(parts)
-    med = dask.delayed(_nanmedian, pure=True)(pooled, dask_key_name=f"{name}-{dask.base.tokenize(pooled)}")
-    return da.from_delayed(med, shape=(), dtype=np.float64)
+    pooled = da.concatenate(parts).rechunk(-1)
+    return da.map_blocks(_nanmedian, pooled, drop_axis=0, dtype=np.float64, meta=np.array((), np.float64),
+                         name=f"{name}-{dask.base.tokenize(pooled)}")
 
 
 def _nanmedian(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    good = values[np.isfinite(values)]
-    return np.asarray(np.median(good) if good.size else np.nan, dtype=np.float64)
-
-
-def flat_masters(entries: Mapping[str, Sequence[Entry]], config: ReduceConfig, *, filter: str | None,
-                 biases: Mapping[str, Master | None], darks: Mapping[str, Master | None]) -> dict[str, Master]:
-    """Per chip, the stack of flats of one filter, each exposure normalised over the focal plane.
-
-    ``entries`` maps chip → that chip's flat frames. Every exposure (a file) is divided by the
-    median of its calibrated chips pooled (see :func:`focal_plane_median`), so chip-to-chip
-    sensitivity survives; the result is *not yet* normalised to 1 (see :func:`normalise_flats`).
-    """
-    by_file: dict[str, dict[str, Any]] = {}
-    for chip, ents in entries.items():
-        cm = ChipMasters(bias=biases.get(chip), dark=darks.get(chip))
-        for e in ents:
-            f = process_entry(e, cm, config, role="flat", chunks=_chunks(e, config))
-            by_file.setdefault(e.path, {})[chip] = f
-    norms = {}
-    for path, chips in by_file.items():
-        label = f"flatnorm-{filter}-{path.rsplit('/', 1)[-1]}"
-        norms[path] = focal_plane_median([f.sci for f in chips.values()], config.flat.region,
-                                         step=None, name=label)
-    out = {}
-    for chip, ents in entries.items():
-        frames = []
-        for e in ents:
-            f = by_file[e.path][chip]
-            n = norms[e.path].astype(np.float32)
-            frames.append(f.evolve(sci=f.sci / n, var=f.var / (n * n)))
-        res = _stack(frames, config.flat.combine, f"flat-{filter}-{chip}")
-        out[chip] = _master("flat", chip, res, ents, filter=filter)
-    return out
+    return np.asarray(pooled_median([values]), dtype=np.float64)
 
 
 def normalise_flats(flats: Mapping[str, Master], config: ReduceConfig) -> dict[str, Master]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +29,11 @@ from . import __version__
 from .cache import MasterCache, master_key
 from .catalog import Catalog, Entry
 from .config import ReduceConfig, load_config
+from .errors import CcdaskWarning, PlanError
 from .fitsout import TMP_PREFIX, concat_parts
 from .frame import Master
 from .masks import bad_pixel_mask
-from .masters import bias_master, dark_master, flat_masters, normalise_flats
+from .masters import calibrate_frames, normalise_flats, pooled_median, stack_master
 from .plan import Plan, make_plan, nearest_dark_exptime
 from .process import ChipMasters, process_in_memory
 from .products import (
@@ -168,6 +171,7 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
     common = {"overscan": cfgd["overscan"], "read_noise": cfg.read_noise, "masks": {
         "saturation_grow": cfg.masks.saturation_grow}}
 
+    scratch = out / ".scratch"
     # ---------------------------------------------------------------- bias
     biases: dict[str, Master | None] = dict.fromkeys(plan.chips)
     if plan.steps["bias"]:
@@ -176,17 +180,15 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
             if cp.biases:
                 params = {**common, "combine": cfgd["bias"]["combine"], "layout": cp.biases[0].layout.to_dict()}
                 wanted[chip] = (master_key("bias", [e.identity for e in cp.biases], params, chip=chip,
-                                           algorithm_version="bias-1"), params, cp.biases)
-        biases.update(_stage_masters(
-            "bias", wanted, store, runner,
-            lambda chip: bias_master(plan.chips[chip].biases, cfg, chip=chip)))
+                                           algorithm_version="bias-1"), params, cp.biases, chip)
+        biases.update(_stage_masters("bias", wanted, store, runner, cfg, scratch,
+                                     combine_cfg=cfg.bias.combine, masters={}))
 
     # ---------------------------------------------------------------- dark
     darks: dict[str, Master | None] = dict.fromkeys(plan.chips)
     dark_groups: dict[tuple[str, float | None], Master] = {}
     if plan.steps["dark"]:
         wanted = {}
-        builders = {}
         for chip, cp in plan.chips.items():
             groups = ({None: cp.darks} if cfg.dark.mode == "scale" else
                       {t: tuple(e for e in cp.darks if float(e.exptime) == t) for t in cp.dark_exptimes})
@@ -195,14 +197,12 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
                           "bias": _key_of(biases[chip])}
                 name = chip if t is None else f"{chip}@{t:g}s"
                 wanted[name] = (master_key("dark", [e.identity for e in ents], params, chip=chip,
-                                           algorithm_version="dark-1"), params, ents)
-                builders[name] = (chip, ents)
-        built = _stage_masters(
-            "dark", wanted, store, runner,
-            lambda name: dark_master(builders[name][1], cfg, chip=builders[name][0],
-                                     bias=biases[builders[name][0]]))
+                                           algorithm_version="dark-1"), params, ents, chip)
+        packed = {name: pack_masters(ChipMasters(bias=biases[w[3]]), name) for name, w in wanted.items()}
+        built = _stage_masters("dark", wanted, store, runner, cfg, scratch, combine_cfg=cfg.dark.combine,
+                               masters=packed, rate=True)
         for name, m in built.items():
-            chip, ents = builders[name]
+            chip, ents = wanted[name][3], wanted[name][2]
             t = None if cfg.dark.mode == "scale" else float(ents[0].exptime)
             dark_groups[(chip, t)] = m
             if t is None:
@@ -215,32 +215,22 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
         for chip, cp in plan.chips.items():
             for filt, ents in cp.flats.items():
                 per_filter.setdefault(filt, {})[chip] = ents
-        todo_graphs = {}
-        wanted = {}
         for filt, by_chip in per_filter.items():
             pooled = sorted((e.identity for ents in by_chip.values() for e in ents), key=lambda d: (d["path"], d["hdu"]))
-            for chip in by_chip:
-                dark_for_flats = _dark_for(chip, None, darks, dark_groups, cfg, by_chip[chip])
+            wanted = {}
+            packed = {}
+            for chip, ents in by_chip.items():
+                dark = _dark_for(chip, None, darks, dark_groups, cfg, ents)
                 params = {**common, "combine": cfgd["flat"]["combine"], "region": cfg.flat.region,
-                          "filter": filt, "bias": _key_of(biases[chip]), "dark": _key_of(dark_for_flats),
+                          "filter": filt, "bias": _key_of(biases[chip]), "dark": _key_of(dark),
                           "pooled_inputs": _digest(pooled)}
-                wanted[(filt, chip)] = (master_key("flat", [e.identity for e in by_chip[chip]], params,
-                                                   chip=chip, algorithm_version="flat-1"), params,
-                                        by_chip[chip])
-
-        def build_flat(fc):
-            filt, chip = fc
-            if filt not in todo_graphs:
-                by_chip = per_filter[filt]
-                todo_graphs[filt] = flat_masters(
-                    by_chip, cfg, filter=filt, biases=biases,
-                    darks={c: _dark_for(c, None, darks, dark_groups, cfg, by_chip[c]) for c in by_chip})
-            return todo_graphs[filt][chip]
-
-        built = _stage_masters("flat", wanted, store, runner, build_flat)
-        for (filt, chip), m in built.items():
-            flats.setdefault(filt, {})[chip] = m
-        flats = {f: normalise_flats(ms, cfg) for f, ms in flats.items()}
+                wanted[chip] = (master_key("flat", [e.identity for e in ents], params,
+                                           chip=chip, algorithm_version="flat-1"), params, ents, chip)
+                packed[chip] = pack_masters(ChipMasters(bias=biases[chip], dark=dark), f"{chip}-flat")
+            built = _stage_masters(f"flat-{filt}" if filt else "flat", wanted, store, runner, cfg, scratch,
+                                   combine_cfg=cfg.flat.combine, masters=packed, filter=filt,
+                                   focal_plane=True)
+            flats[filt] = normalise_flats(built, cfg)
 
     # ---------------------------------------------------------------- science
     factor = max(bin_factor(cp.raw_shape, max(64, cfg.output.qa_max_pixels // 2)) for cp in plan.chips.values())
@@ -255,6 +245,7 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
     runner.stages["science"]["raw_pixels"] = raw_pixels
     sci_results, master_results = results[:len(tasks)], results[len(tasks):]
     result.outputs = [str(f) for _, f in finals]
+    _warn_mostly_flagged(finals, sci_results)
 
     # ---------------------------------------------------------------- QA, manifest
     t_qa = time.perf_counter()
@@ -311,7 +302,7 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, d
     graph = ScienceGraph()
     chip_numbers = {c: i + 1 for i, c in enumerate(plan.chips)}
     cfgd = cfg.to_dict()
-    bad_masks: dict[tuple[str, Any], Any] = {}
+    packed: dict[tuple[str, Any], Any] = {}
     for exp in plan.exposures:
         used = {}
         chip_tasks = []
@@ -319,13 +310,14 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, d
             chip = entry.chip
             dark = _dark_for(chip, entry.exptime, darks, dark_groups, cfg, (entry,)) if plan.steps["dark"] else None
             flat = flats.get(exp.filter, {}).get(chip) if plan.steps["flat"] else None
-            mkey = (chip, _key_of(dark), _key_of(flat))
-            if mkey not in bad_masks:
-                bad_masks[mkey] = bad_pixel_mask(dark_rate=None if dark is None else dark.data,
-                                                 flat=None if flat is None else flat.data, config=cfg.masks,
-                                                 shape=entry.layout.trimmed_shape)
+            mkey = (chip, _key_of(biases.get(chip)), _key_of(dark), _key_of(flat))
+            if mkey not in packed:
+                bad = bad_pixel_mask(dark_rate=None if dark is None else dark.data,
+                                     flat=None if flat is None else flat.data, config=cfg.masks,
+                                     shape=entry.layout.trimmed_shape)
+                packed[mkey] = pack_masters(ChipMasters(bias=biases.get(chip), dark=dark, flat=flat, bad=bad), chip)
             used[chip] = {"bias": _key_of(biases.get(chip)), "dark": _key_of(dark), "flat": _key_of(flat)}
-            chip_tasks.append((entry, ChipMasters(bias=biases.get(chip), dark=dark, flat=flat, bad=bad_masks[mkey])))
+            chip_tasks.append((entry, packed[mkey]))
         key = _digest({"inputs": [e.identity for e in exp.chips], "masters": used,
                        "config": cfgd, "version": __version__})
         final = reduced_dir / output_name(exp.name)
@@ -333,10 +325,11 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, d
             graph.skipped.append(str(final))
             continue
         parts, part_paths = [], []
-        for entry, cm in chip_tasks:
-            part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{entry.chip}.part"
+        for entry, masters in chip_tasks:
+            # named by chip number: chip names come from headers and may hold '/' or '..'
+            part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{chip_numbers[entry.chip]}.part"
             parts.append(dask.delayed(_science_chip_task, pure=True)(
-                str(part), entry.source, _master_inputs(cm), cfg,
+                str(part), entry.source, masters, cfg,
                 layout=entry.layout, exptime=entry.exptime, name=exp.name, header=entry.header,
                 extver=chip_numbers[entry.chip], thumb_factor=thumb_factor,
                 dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"))
@@ -363,28 +356,53 @@ def _dark_for(chip, exptime, darks, dark_groups, cfg, entries) -> Master | None:
     return dark_groups[(chip, nearest_dark_exptime(ref, times))]
 
 
-def _stage_masters(stage: str, wanted: dict, store: MasterCache, runner: _Runner,
-                   build: Callable[[Any], Master]) -> dict[Any, Master]:
-    """Masters from the cache, building and storing the missing ones with one compute."""
-    found, pending = {}, {}
-    pixels = 0
-    for name, (key, params, entries) in wanted.items():
-        m = store.get(key)
-        if m is not None:
-            found[name] = m
-            continue
-        pixels += sum(e.shape[0] * e.shape[1] for e in entries)
-        lazy = build(name)
-        meta = dict(lazy.meta)
-        meta.update({"key": key, "params": params})
-        pending[name] = store.store_graph(key, Master(
-            kind=lazy.kind, chip=lazy.chip, data=lazy.data, variance=lazy.variance, count=lazy.count,
-            ncombine=lazy.ncombine, filter=lazy.filter, exptime=lazy.exptime, meta=meta))
-    runner.stages.setdefault(stage, {"seconds": 0.0, "tasks": 0, "task_groups": {}})
-    runner.stages[stage]["cached"] = len(found)
-    runner.stages[stage]["built"] = len(pending)
-    runner.stages[stage]["raw_pixels"] = pixels
-    if pending:
+def _stage_masters(stage: str, wanted: dict, store: MasterCache, runner: _Runner, cfg: ReduceConfig,
+                   scratch: Path, *, combine_cfg: Any, masters: dict, rate: bool = False,
+                   filter: str | None = None, focal_plane: bool = False) -> dict[Any, Master]:
+    """Masters from the cache; the missing ones are built (calibrate, then stack) and stored.
+
+    ``wanted`` maps a name to ``(cache key, params, entries, chip)``. With ``focal_plane``
+    (flats), each exposure is first divided by the median of all its chips pooled; then *every*
+    chip of the filter is rebuilt when one is missing, since they share that normalisation.
+    """
+    record = runner.stages.setdefault(stage, {"seconds": 0.0, "tasks": 0, "task_groups": {}})
+    found = {name: m for name, (key, *_rest) in wanted.items() if (m := store.get(key)) is not None}
+    todo = {name: w for name, w in wanted.items() if name not in found}
+    if focal_plane and todo:
+        todo = dict(wanted)
+    record["cached"] = len(wanted) - len(todo)
+    record["built"] = len(todo)
+    record["raw_pixels"] = sum(e.shape[0] * e.shape[1] for _k, _p, ents, _c in todo.values() for e in ents)
+    if not todo:
+        runner.log(f"  {stage}: {len(found)} master(s) from the cache")
+        return found
+    kind = stage.split("-")[0]
+    cal = calibrate_frames(kind, {name: w[2] for name, w in todo.items()}, cfg, scratch,
+                           masters=masters, combine_cfg=combine_cfg, rate=rate,
+                           sample_region=cfg.flat.region if focal_plane else None)
+    try:
+        infos = runner.compute(f"{stage}", cal.tasks)
+        divisors: dict[Any, list[float]] = {}
+        if focal_plane:
+            samples: dict[str, list[np.ndarray]] = {}
+            flat_rows = [(name, e) for name, rows in cal.arrays.items() for e, _s, _v in rows]
+            for (_name, e), info in zip(flat_rows, infos, strict=True):
+                samples.setdefault(e.path, []).append(info["sample"])
+            norm = {path: pooled_median(ss) for path, ss in samples.items()}
+            for path, value in norm.items():
+                if not (np.isfinite(value) and value > 0):
+                    raise PlanError(f"{path}: flat exposure has median {value} over the focal plane; "
+                                    "it cannot be normalised (empty or negative flat?)")
+            divisors = {name: [norm[e.path] for e, _s, _v in rows] for name, rows in cal.arrays.items()}
+        pending = {}
+        for name, (key, params, _ents, chip) in todo.items():
+            lazy = stack_master(kind, chip, cal.arrays[name], combine_cfg, divisors=divisors.get(name),
+                                filter=filter)
+            meta = dict(lazy.meta)
+            meta.update({"key": key, "params": params})
+            pending[name] = store.store_graph(key, Master(
+                kind=lazy.kind, chip=lazy.chip, data=lazy.data, variance=lazy.variance, count=lazy.count,
+                ncombine=lazy.ncombine, filter=lazy.filter, exptime=None, meta=meta))
         try:
             written = runner.compute(stage, [p.writes for p in pending.values()])
         except BaseException:
@@ -393,9 +411,18 @@ def _stage_masters(stage: str, wanted: dict, store: MasterCache, runner: _Runner
             raise
         for (name, p), w in zip(pending.items(), written, strict=True):
             found[name] = p.finalize(w)
-    else:
-        runner.log(f"  {stage}: {len(found)} master(s) from the cache")
+    finally:
+        cal.cleanup()
     return found
+
+
+def pack_masters(cm: ChipMasters, name: str) -> Any:
+    """The masters of one chip as a single graph node, computed once and shared by many tasks."""
+    return dask.delayed(_master_inputs(cm), pure=True, name=f"masters-{name}-{_digest(_master_keys(cm))[:8]}")
+
+
+def _master_keys(cm: ChipMasters) -> list:
+    return [_key_of(cm.bias), _key_of(cm.dark), _key_of(cm.flat), None if cm.bad is None else cm.bad.name]
 
 
 def _has_key(path: Path, key: str) -> bool:
@@ -495,8 +522,8 @@ def _master_outputs(out: Path, biases, darks, dark_groups, flats, cfg: ReduceCon
             outs.append((label, None, final))
             continue
         parts_paths, parts = [], []
-        for chip, m in ms.items():
-            part = mdir / f"{TMP_PREFIX}{label}.{chip}.part"
+        for number, (chip, m) in enumerate(ms.items(), start=1):
+            part = mdir / f"{TMP_PREFIX}{label}.{number}.part"  # never a header value in a path
             meta = {"key": _key_of(m), "inputs": m.meta.get("inputs", []), "filter": m.filter,
                     "params": m.meta.get("params", {})}
             parts.append(dask.delayed(master_part_task, pure=True)(
@@ -513,8 +540,23 @@ def _master_outputs(out: Path, biases, darks, dark_groups, flats, cfg: ReduceCon
     return outs
 
 
+def _warn_mostly_flagged(finals, sci_results, limit: float = 0.5) -> None:
+    """Warn about reduced chips with most pixels flagged: almost always an unusable master
+    (a blank or negative flat), which must not pass silently in an unattended run."""
+    bad = [f"{final.name} {c['chip']} ({c['stats']['rejected_fraction']:.0%})"
+           for (_, final), chips in zip(finals, sci_results, strict=True) for c in chips
+           if c.get("stats", {}).get("rejected_fraction", 0.0) > limit]
+    if bad:
+        warnings.warn(f"{len(bad)} reduced chip(s) have more than {limit:.0%} of their pixels flagged "
+                      "(DQ != 0): " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+                      + "; check the masters (a blank or negative flat?) and the DQ planes",
+                      CcdaskWarning, stacklevel=3)
+
+
 def _sweep_tmp(out: Path, max_age: float = 0.0) -> None:
-    """Remove part and temporary files left by a killed run (only ours: ``.tmp-*`` names)."""
+    """Remove part and temporary files left by a killed run (only ours: ``.tmp-*`` names and
+    the ``.scratch`` folder of calibrated frames)."""
+    shutil.rmtree(out / ".scratch", ignore_errors=True)
     for sub in ("reduced", "masters", "qa"):
         d = out / sub
         if d.is_dir():

@@ -1,0 +1,367 @@
+"""Overscan per amplifier: collapse, smooth along the readout direction, subtract, measure.
+
+Conventions
+-----------
+* A *line* is a raw row for a serial overscan (overscan columns beside the data, one value per
+  row) and a raw column for a parallel overscan (overscan rows above/below the data, one value
+  per column). Models are computed on raw line numbers, so a flipped data section simply reads
+  the model backwards: :func:`overscan_model` returns one value per line of the data section *in
+  the order of* ``raw[amp.datasec.slices]``.
+* ``skip_start``/``skip_end`` count overscan columns (serial) or rows (parallel) away from the
+  data: see :class:`~ccdask.calibrate.OverscanConfig`.
+* :func:`subtract_overscan` changes only the amplifiers' data-section pixels. Overscan, prescan
+  and any other pixel keep their raw values (cast to float32), so masks computed on raw
+  coordinates (saturation) stay meaningful and the overscan can still be inspected.
+* Data lines not covered by the overscan lines (LFC: DATASEC rows 1-4128, BIASSEC rows 1-4127)
+  get the nearest overscan line's value when ``model="none"``, and the model's extrapolation
+  otherwise.
+* Fits and statistics run in float64; the subtracted frame is float32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import dask.array as da
+import numpy as np
+
+from ..errors import ConfigError, ShapeMismatchError
+from ..layout import Amplifier, ChipLayout
+from ._config import OverscanConfig
+from ._regions import Rect, block_location, check_disjoint, local_slices, rect_of
+
+__all__ = ["OverscanStats", "overscan_model", "overscan_stats", "subtract_overscan"]
+
+#: MAD to standard deviation for a normal distribution.
+_MAD_TO_STD = 1.482602218505602
+
+
+class OverscanStats(NamedTuple):
+    """Lazy 0-d float64 summaries of one amplifier's overscan, in raw ADU.
+
+    Attributes
+    ----------
+    level : dask.array.Array
+        Mean of the overscan model over the amplifier's data lines.
+    noise : dask.array.Array
+        Robust standard deviation (1.4826 x MAD) of the used overscan pixels about the model.
+        With ``model="none"`` the model is the per-line statistic of the same pixels, which
+        biases the noise low by roughly ``1/(2 n)`` for ``n`` overscan columns (rows) used.
+    """
+
+    level: da.Array
+    noise: da.Array
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where one amplifier's overscan and data lie, in line/across terms."""
+
+    amp: str
+    chip: str
+    serial: bool
+    over_rect: Rect          # the overscan pixels used (after skips), raw, half-open
+    line0: int               # first raw line of the overscan
+    nlines: int              # number of overscan lines
+    nline_total: int         # raw lines of the whole frame (rows if serial, columns if parallel)
+    data_lines: slice        # the data section's lines, in its own (possibly flipped) order
+
+
+def _geometry(raw_shape: tuple[int, ...], amp: Amplifier, config: OverscanConfig,
+              chip: str = "") -> _Geometry:
+    label = f"{'chip ' + chip + ', ' if chip else ''}amplifier {amp.name}"
+    if len(raw_shape) != 2:
+        raise ShapeMismatchError(f"{label}: expected a 2-D raw chip, got shape {tuple(raw_shape)}")
+    if amp.biassec is None or amp.overscan_axis is None:
+        raise ConfigError(
+            f"{label}: no overscan region (biassec) is defined; give one in the instrument "
+            "profile or disable overscan subtraction (overscan.enabled = false)"
+        )
+    data = rect_of(amp.datasec)
+    over = rect_of(amp.biassec)
+    ny, nx = raw_shape
+    if over.y1 > ny or over.x1 > nx or data.y1 > ny or data.x1 > nx:
+        raise ShapeMismatchError(
+            f"{label}: datasec {amp.datasec} / biassec {amp.biassec} do not fit a raw chip of "
+            f"shape {tuple(raw_shape)}"
+        )
+    serial = amp.overscan_axis == "serial"
+    if serial:
+        a0, a1 = over.x0, over.x1
+        after = (over.x0 + over.x1) > (data.x0 + data.x1)
+    else:
+        a0, a1 = over.y0, over.y1
+        after = (over.y0 + over.y1) > (data.y0 + data.y1)
+    # Away from the data: an overscan after the data starts next to it at its low index.
+    if after:
+        u0, u1 = a0 + config.skip_start, a1 - config.skip_end
+    else:
+        u0, u1 = a0 + config.skip_end, a1 - config.skip_start
+    if u1 <= u0:
+        raise ConfigError(
+            f"{label}: skipping {config.skip_start} + {config.skip_end} of the {a1 - a0} overscan "
+            f"{'columns' if serial else 'rows'} of {amp.biassec} leaves none"
+        )
+    if serial:
+        used = Rect(over.y0, over.y1, u0, u1)
+        line0, nlines, total = over.y0, over.y1 - over.y0, ny
+        data_lines = amp.datasec.slices[0]
+    else:
+        used = Rect(u0, u1, over.x0, over.x1)
+        line0, nlines, total = over.x0, over.x1 - over.x0, nx
+        data_lines = amp.datasec.slices[1]
+    _check_model_fits(label, config, nlines)
+    return _Geometry(amp.name, chip, serial, used, line0, nlines, total, data_lines)
+
+
+def _check_model_fits(label: str, config: OverscanConfig, nlines: int) -> None:
+    if config.model in ("polynomial", "legendre") and nlines < config.order + 1:
+        raise ConfigError(
+            f"{label}: a {config.model} of order {config.order} needs at least {config.order + 1} "
+            f"overscan lines, the overscan has {nlines}"
+        )
+    if config.model == "spline" and nlines < config.knots + 4:
+        raise ConfigError(
+            f"{label}: a cubic spline with {config.knots} interior knots needs at least "
+            f"{config.knots + 4} overscan lines, the overscan has {nlines}"
+        )
+
+
+# -- numpy kernels ------------------------------------------------------------------------------
+
+def _collapse_lines(block: np.ndarray, method: str, clip_sigma: float,
+                    clip_iters: int) -> np.ndarray:
+    """One float64 value per line (axis 0) of an overscan block ``(lines, across)``."""
+    a = np.asarray(block, dtype=np.float64)
+    if method == "median":
+        return np.median(a, axis=1)
+    if method == "mean":
+        return np.mean(a, axis=1)
+    keep = np.isfinite(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(clip_iters):
+            kept = np.where(keep, a, np.nan)
+            center = np.nanmedian(kept, axis=1, keepdims=True)
+            spread = np.nanstd(kept, axis=1, keepdims=True)
+            new = keep & (np.abs(a - center) <= clip_sigma * spread)
+            if np.array_equal(new, keep):
+                break
+            keep = new
+        return np.nanmean(np.where(keep, a, np.nan), axis=1)
+
+
+def _evaluate_model(profile: np.ndarray, line0: int, nline_total: int, model: str,
+                    order: int, knots: int) -> np.ndarray:
+    """The model of a collapsed ``profile`` (lines ``line0...``) at every raw line 0..total-1."""
+    y = np.asarray(profile, dtype=np.float64)
+    n = y.size
+    x = np.arange(line0, line0 + n, dtype=np.float64)
+    everywhere = np.arange(nline_total, dtype=np.float64)
+    if model == "none":
+        idx = np.clip(np.arange(nline_total) - line0, 0, n - 1)
+        return y[idx]
+    good = np.isfinite(y)
+    if model in ("polynomial", "legendre"):
+        kind = np.polynomial.Polynomial if model == "polynomial" else np.polynomial.Legendre
+        domain = [x[0], x[-1]] if n > 1 else [x[0] - 0.5, x[0] + 0.5]
+        fit = kind.fit(x[good], y[good], order, domain=domain)
+        return fit(everywhere)
+    from scipy.interpolate import make_lsq_spline
+
+    xs, ys = x[good], y[good]
+    inner = np.linspace(xs[0], xs[-1], knots + 2)[1:-1]
+    t = np.concatenate([np.repeat(xs[0], 4), inner, np.repeat(xs[-1], 4)])
+    spline = make_lsq_spline(xs, ys, t, k=3)
+    return spline(everywhere, extrapolate=True)
+
+
+def _robust_std_about(block: np.ndarray, model_full: np.ndarray, line0: int) -> np.ndarray:
+    """1.4826 x MAD of ``block`` (lines, across) minus the model at its lines, as a 0-d array."""
+    a = np.asarray(block, dtype=np.float64)
+    resid = a - model_full[line0:line0 + a.shape[0], None]
+    resid = resid[np.isfinite(resid)]
+    if resid.size == 0:
+        return np.array(np.nan)
+    mad = np.median(np.abs(resid - np.median(resid)))
+    return np.array(_MAD_TO_STD * mad)
+
+
+def _subtract_kernel(block: np.ndarray, *models: np.ndarray, rects: tuple[Rect, ...],
+                     serial: tuple[bool, ...], block_info: dict | None = None) -> np.ndarray:
+    where = block_location(block_info)
+    out = block.astype(np.float32)
+    for model, rect, is_serial in zip(models, rects, serial, strict=True):
+        sl = local_slices(rect, where)
+        if sl is None:
+            continue
+        m = model[sl[0], :] if is_serial else model[:, sl[1]]
+        out[sl] = np.asarray(block[sl], dtype=np.float64) - m
+    return out
+
+
+# -- lazy graph ---------------------------------------------------------------------------------
+
+def _used_overscan(raw: da.Array, geo: _Geometry) -> da.Array:
+    """The used overscan pixels as ``(lines, across)``, whole lines in each chunk."""
+    r = geo.over_rect
+    over = raw[r.y0:r.y1, r.x0:r.x1]
+    if not geo.serial:
+        over = over.T
+    return over.rechunk({1: -1})
+
+
+def _model_full(raw: da.Array, geo: _Geometry, config: OverscanConfig) -> da.Array:
+    """Lazy float64 model at every raw line of the frame (one chunk)."""
+    over = _used_overscan(raw, geo)
+    profile = over.map_blocks(
+        _collapse_lines, config.method, config.clip_sigma, config.clip_iters,
+        drop_axis=1, dtype=np.float64, meta=np.array((), dtype=np.float64),
+        token=f"overscan-collapse-{geo.chip}-{geo.amp}",
+    ).rechunk(-1)
+    return profile.map_blocks(
+        _evaluate_model, geo.line0, geo.nline_total, config.model, config.order, config.knots,
+        chunks=((geo.nline_total,),), dtype=np.float64, meta=np.array((), dtype=np.float64),
+        token=f"overscan-model-{geo.chip}-{geo.amp}",
+    )
+
+
+def _as_dask(raw: da.Array | np.ndarray) -> da.Array:
+    return raw if isinstance(raw, da.Array) else da.asarray(raw)
+
+
+def overscan_model(raw: da.Array, amp: Amplifier, config: OverscanConfig | None = None, *,
+                   chip: str = "") -> da.Array:
+    """The overscan level to subtract from each line of one amplifier's data section.
+
+    Parameters
+    ----------
+    raw : dask.array.Array
+        The raw chip ``(ny, nx)``, overscan included, in ADU.
+    amp : Amplifier
+        The amplifier; its ``biassec`` and ``overscan_axis`` must be set.
+    config : OverscanConfig, optional
+        Collapse method, skips and smoothing model (defaults: median, no skips, no model).
+    chip : str, optional
+        Chip name, used in error messages and task names.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy 1-D float64 array: one value per row of the data section (serial overscan) or per
+        column (parallel), in the order of ``raw[amp.datasec.slices]`` (a flipped data section
+        gets the model reversed).
+
+    Raises
+    ------
+    ConfigError
+        The amplifier has no overscan, the skips leave no overscan, or the model needs more
+        lines than the overscan has.
+    """
+    config = config or OverscanConfig()
+    raw = _as_dask(raw)
+    geo = _geometry(raw.shape, amp, config, chip)
+    return _model_full(raw, geo, config)[geo.data_lines]
+
+
+def subtract_overscan(raw: da.Array, layout: ChipLayout,
+                      config: OverscanConfig | None = None) -> da.Array:
+    """Subtract each amplifier's overscan model from its data section.
+
+    Parameters
+    ----------
+    raw : dask.array.Array
+        The raw chip, shape ``layout.raw_shape``, in ADU (any numeric dtype).
+    layout : ChipLayout
+        The chip's amplifiers.
+    config : OverscanConfig, optional
+        Collapse method, skips and model; ``enabled=False`` returns ``raw`` as float32.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy float32 array of the raw shape and chunks. Each amplifier's data-section pixels are
+        ``raw - model`` broadcast along the readout direction (computed in float64); all other
+        pixels (overscan included) keep their raw values.
+
+    Raises
+    ------
+    ShapeMismatchError
+        ``raw`` does not have the layout's raw shape.
+    ConfigError
+        An amplifier has no overscan (while enabled), or the overscan cannot support the model.
+    ProfileError
+        Two amplifiers' data sections overlap.
+    """
+    config = config or OverscanConfig()
+    raw = _as_dask(raw)
+    _check_shape(raw, layout)
+    if not config.enabled:
+        return raw.astype(np.float32)
+    rects = {a.name: rect_of(a.datasec) for a in layout.amplifiers}
+    check_disjoint(layout, rects, "data sections")
+    models, serial = [], []
+    for amp in layout.amplifiers:
+        geo = _geometry(raw.shape, amp, config, layout.name)
+        full = _model_full(raw, geo, config)
+        if geo.serial:
+            models.append(full[:, None].rechunk((raw.chunks[0], 1)))
+        else:
+            models.append(full[None, :].rechunk((1, raw.chunks[1])))
+        serial.append(geo.serial)
+    return da.map_blocks(
+        _subtract_kernel, raw, *models, rects=tuple(rects.values()), serial=tuple(serial),
+        dtype=np.float32, meta=np.array((), dtype=np.float32), token=f"overscan-{layout.name}",
+    )
+
+
+def overscan_stats(raw: da.Array, layout: ChipLayout,
+                   config: OverscanConfig | None = None) -> dict[str, OverscanStats]:
+    """Per-amplifier overscan level and noise, as lazy 0-d float64 arrays in ADU.
+
+    The measurement ignores ``config.enabled``: it describes the overscan whether or not it is
+    subtracted. Computing these together with :func:`subtract_overscan`'s result shares the
+    collapse and fit tasks (same keys).
+
+    Parameters
+    ----------
+    raw : dask.array.Array
+        The raw chip, shape ``layout.raw_shape``.
+    layout : ChipLayout
+        The chip's amplifiers; every one must have an overscan.
+    config : OverscanConfig, optional
+        Collapse method, skips and model.
+
+    Returns
+    -------
+    dict of str to OverscanStats
+        ``{amplifier name: OverscanStats(level, noise)}``; ``level`` is the mean of the model
+        over the data lines, ``noise`` the robust standard deviation of the used overscan
+        pixels about the model.
+    """
+    config = config or OverscanConfig()
+    raw = _as_dask(raw)
+    _check_shape(raw, layout)
+    out = {}
+    for amp in layout.amplifiers:
+        geo = _geometry(raw.shape, amp, config, layout.name)
+        full = _model_full(raw, geo, config)
+        level = full[geo.data_lines].mean()
+        over = _used_overscan(raw, geo).rechunk(-1)
+        noise = da.blockwise(
+            _robust_std_about, "", over, "ij", full, "k", geo.line0, None,
+            concatenate=True, dtype=np.float64, meta=np.array((), dtype=np.float64),
+            token=f"overscan-noise-{layout.name}-{amp.name}",
+        )
+        out[amp.name] = OverscanStats(level, noise)
+    return out
+
+
+def _check_shape(raw: da.Array, layout: ChipLayout) -> None:
+    if tuple(raw.shape) != tuple(layout.raw_shape):
+        raise ShapeMismatchError(
+            f"chip {layout.name}: array of shape {tuple(raw.shape)} does not match the layout's "
+            f"raw shape {tuple(layout.raw_shape)}"
+        )

@@ -33,6 +33,12 @@ class Frame:
     history: tuple[str, ...] = ()
     stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def to_ccddata(self, **compute_kwargs: Any) -> Any:
+        """An astropy ``CCDData`` of this frame (see :func:`ccdask.ccddata.to_ccddata`)."""
+        from .ccddata import to_ccddata
+
+        return to_ccddata(self, **compute_kwargs)
+
     def evolve(self, *, step: str | None = None, **changes: Any) -> Frame:
         """A copy with ``changes`` applied and ``step`` (if given) appended to the history."""
         if step is not None:

@@ -30,6 +30,7 @@ from .calibrate import (
     subtract_overscan,
 )
 from .catalog import Entry
+from .ccddata import from_ccddata, is_ccddata
 from .config import ReduceConfig
 from .cosmics import clean_frame
 from .frame import Frame, Master
@@ -67,7 +68,7 @@ def process(raw: da.Array, masters: ChipMasters | None = None, config: ReduceCon
 
     Parameters
     ----------
-    raw : dask.array.Array
+    raw : dask.array.Array, numpy array or CCDData
         The raw chip in ADU, shape ``layout.raw_shape`` (overscan included).
     masters : ChipMasters, optional
         Bias, dark (rate, e-/s) and flat masters for this chip, and the static bad-pixel mask.
@@ -93,6 +94,10 @@ def process(raw: da.Array, masters: ChipMasters | None = None, config: ReduceCon
     """
     cfg = config or ReduceConfig()
     masters = masters or ChipMasters()
+    if is_ccddata(raw):
+        raw = from_ccddata(raw, chunks=cfg.chunks_for(raw.shape))[0]
+    elif not isinstance(raw, da.Array):
+        raw = da.from_array(np.asarray(raw), chunks=cfg.chunks_for(np.shape(raw)))
     history: list[str] = []
     stats: dict[str, Any] = {}
 

@@ -14,6 +14,7 @@ of frames, and the graph is one task per chip-frame plus a few per tile.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import uuid
@@ -72,8 +73,8 @@ class CalibratedFrames:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str, Any],
-                    cfg: ReduceConfig, *, layout: Any, exptime: float | None, name: str, role: str,
+def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str, Any], *,
+                    cfg: ReduceConfig, layout: Any, exptime: float | None, name: str, role: str,
                     rate: bool, region: str | None, tile: tuple[int, int]) -> dict[str, Any]:
     import zarr
 
@@ -107,17 +108,21 @@ def calibrate_frames(kind: str, entries: Mapping[str, Sequence[Entry]], cfg: Red
     """
     root = scratch / f"{kind}-{uuid.uuid4().hex[:8]}"
     out = CalibratedFrames(root=root)
-    for chip, ents in entries.items():
+    for number, (chip, ents) in enumerate(entries.items()):
         if not ents:
             continue
         shape = ents[0].layout.trimmed_shape
         tile = tile_shape(len(ents), shape, combine_cfg.memory_per_task, variance=True, stacked=True)
         rows = []
         for i, e in enumerate(ents):
-            paths = [str(root / chip / f"{i:04d}-{plane}.zarr") for plane in ("sci", "var")]
-            task = dask.delayed(_calibrate_task, pure=True)(
-                e.source, paths[0], paths[1], masters.get(chip, {}), cfg, layout=e.layout,
-                exptime=e.exptime, name=e.name, role=kind, rate=rate, region=sample_region, tile=tile,
+            # by number: chip names come from headers and may hold '/' or '..'
+            paths = [str(root / f"{number:03d}" / f"{i:04d}-{plane}.zarr") for plane in ("sci", "var")]
+            # static arguments go into a partial: dask does not walk it looking for collections
+            func = functools.partial(_calibrate_task, e.source, paths[0], paths[1], cfg=cfg,
+                                     layout=e.layout, exptime=e.exptime, name=e.name, role=kind,
+                                     rate=rate, region=sample_region, tile=tile)
+            task = dask.delayed(func, pure=False)(
+                masters.get(chip, {}),
                 dask_key_name=f"calibrate-{kind}-{e.name}-{chip}-{dask.base.tokenize(paths)[:8]}")
             out.tasks.append(task)
             rows.append((e, paths[0], paths[1]))

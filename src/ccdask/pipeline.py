@@ -9,6 +9,7 @@ masters and parameters are skipped, so an interrupted run resumes where it stopp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -301,7 +302,7 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, d
     """
     graph = ScienceGraph()
     chip_numbers = {c: i + 1 for i, c in enumerate(plan.chips)}
-    cfgd = cfg.to_dict()
+    cfg_digest = _digest(cfg.to_dict())
     packed: dict[tuple[str, Any], Any] = {}
     for exp in plan.exposures:
         used = {}
@@ -319,7 +320,7 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, d
             used[chip] = {"bias": _key_of(biases.get(chip)), "dark": _key_of(dark), "flat": _key_of(flat)}
             chip_tasks.append((entry, packed[mkey]))
         key = _digest({"inputs": [e.identity for e in exp.chips], "masters": used,
-                       "config": cfgd, "version": __version__})
+                       "config": cfg_digest, "version": __version__})
         final = reduced_dir / output_name(exp.name)
         if cfg.output.skip_existing and _has_key(final, key):
             graph.skipped.append(str(final))
@@ -328,11 +329,13 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, d
         for entry, masters in chip_tasks:
             # named by chip number: chip names come from headers and may hold '/' or '..'
             part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{chip_numbers[entry.chip]}.part"
-            parts.append(dask.delayed(_science_chip_task, pure=True)(
-                str(part), entry.source, masters, cfg,
-                layout=entry.layout, exptime=entry.exptime, name=exp.name, header=entry.header,
-                extver=chip_numbers[entry.chip], thumb_factor=thumb_factor,
-                dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"))
+            # static arguments go into a partial: dask does not walk it looking for collections
+            task = functools.partial(
+                _science_chip_task, str(part), entry.source, cfg=cfg, layout=entry.layout,
+                exptime=entry.exptime, name=exp.name, header=entry.header,
+                extver=chip_numbers[entry.chip], thumb_factor=thumb_factor)
+            parts.append(dask.delayed(task, pure=False)(
+                masters, dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"))
             part_paths.append(str(part))
             graph.raw_pixels += entry.shape[0] * entry.shape[1]
         graph.tasks.append(dask.delayed(_finish_exposure, pure=True)(
@@ -389,10 +392,16 @@ def _stage_masters(stage: str, wanted: dict, store: MasterCache, runner: _Runner
             for (_name, e), info in zip(flat_rows, infos, strict=True):
                 samples.setdefault(e.path, []).append(info["sample"])
             norm = {path: pooled_median(ss) for path, ss in samples.items()}
-            for path, value in norm.items():
-                if not (np.isfinite(value) and value > 0):
-                    raise PlanError(f"{path}: flat exposure has median {value} over the focal plane; "
-                                    "it cannot be normalised (empty or negative flat?)")
+            blank = [path for path, value in norm.items() if not (np.isfinite(value) and value > 0)]
+            if blank:  # no light: left out with a warning (junk must not stop a night), unless all are
+                what = "flat" + ("" if filter is None else f" for filter {filter!r}")
+                listed = "; ".join(f"{p} (median {norm[p]:.4g})" for p in blank[:5]) + (" ..." if len(blank) > 5 else "")
+                if len(blank) == len(norm):
+                    raise PlanError(f"no usable {what}: every exposure has a median <= 0 over the focal "
+                                    f"plane, it cannot be normalised (empty or negative flats?): {listed}")
+                warnings.warn(f"{len(blank)} of {len(norm)} exposure(s) left out of the {what}: median <= 0 "
+                              f"over the focal plane (empty or negative flat?): {listed}", CcdaskWarning, stacklevel=3)
+                cal.arrays = {name: [r for r in rows if r[0].path not in blank] for name, rows in cal.arrays.items()}
             divisors = {name: [norm[e.path] for e, _s, _v in rows] for name, rows in cal.arrays.items()}
         pending = {}
         for name, (key, params, _ents, chip) in todo.items():
@@ -464,7 +473,7 @@ def _master_inputs(cm: ChipMasters) -> dict[str, Any]:
     return out
 
 
-def _science_chip_task(part: str, source: Any, masters: dict[str, Any], cfg: ReduceConfig, *,
+def _science_chip_task(part: str, source: Any, masters: dict[str, Any], *, cfg: ReduceConfig,
                        layout: Any, exptime: float | None, name: str, header: fits.Header,
                        extver: int, thumb_factor: int) -> dict[str, Any]:
     """Read, calibrate and write one chip of one exposure (one task per chip-frame).

@@ -111,10 +111,14 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
     if len(other):
         labels = Counter(e.label for e in other)
         notes.append("not reduced (type 'other'): " + ", ".join(f"{n} {k}" for k, n in labels.items()))
+        untyped = list(dict.fromkeys(Path(e.path).name for e in other if e.label == "unknown"))
+        if untyped:
+            notes.append(f"no image type ({_keywords(other.entries[0], 'imagetyp')}) in "
+                         + ", ".join(untyped[:10]) + (" ..." if len(untyped) > 10 else "")
+                         + ": not reduced")
 
     chips: dict[str, ChipPlan] = {}
-    for chip in catalog.chips:
-        rows = catalog.select(chip=chip)
+    for (chip,), rows in catalog.group_by("chip").items():
         shape = _common_shape(rows, chip)
         biases = tuple(rows.select(imagetyp="bias"))
         darks = tuple(rows.select(imagetyp="dark")) if use_dark else ()
@@ -146,9 +150,10 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
                     )
         chips[chip] = ChipPlan(chip, shape, biases, darks, flats, science)
 
+    _check_master_names([f for cp in chips.values() for f in cp.flats])
     exposures = []
-    for path in science_all.paths:
-        ents = tuple(science_all.select(path=path))
+    for (path,), group in science_all.group_by("path").items():
+        ents = tuple(group)
         exposures.append(Exposure(path=path, name=ents[0].name, filter=ents[0].filter,
                                   exptime=ents[0].exptime, chips=ents))
     _check_unique_names(exposures)
@@ -206,6 +211,19 @@ def _nearest_dark(e: Entry, darks: tuple[Entry, ...], tolerance: float) -> float
 def nearest_dark_exptime(exptime: float, times: list[float]) -> float:
     """The dark exposure time closest to ``exptime`` (ties go to the shorter)."""
     return min(times, key=lambda t: (abs(t - exptime), t))
+
+
+def _check_master_names(filters: list[str | None]) -> None:
+    """Two filters must not write the same ``flat_<name>.fits`` (names are made file-safe)."""
+    from .products import safe_filter_name
+
+    seen: dict[str, str | None] = {}
+    for f in dict.fromkeys(filters):
+        name = safe_filter_name(f)
+        if name in seen:
+            raise PlanError(f"filters {seen[name]!r} and {f!r} would write the same master file "
+                            f"flat_{name}.fits (rename one in the headers or a profile)")
+        seen[name] = f
 
 
 def _check_unique_names(exposures: list[Exposure]) -> None:

@@ -61,12 +61,9 @@ class FlatConfig(ConfigBase):
     enabled: bool = option(True, "divide science frames by the flat master of their filter")
     region: str = option(
         "[*,*]",
-        "FITS section of each trimmed chip used for the normalising median (e.g. '[100:900,100:900]' "
-        "to avoid vignetted edges)",
-    )
-    sample_step: int = option(
-        4, "use every n-th pixel (along both axes) of the region for the medians",
-        check=lambda v: v >= 1, why="must be at least 1",
+        "FITS section of each trimmed chip used for the normalising medians (e.g. "
+        "'[100:900,100:900]' to avoid vignetted edges); the medians are taken on a fixed grid of "
+        "at most 2**18 pixels per chip (every s-th row and column), exact and chunk independent",
     )
     min_value: float = option(
         0.1, "flat values below this are replaced by it when dividing, and their pixels flagged bad",

@@ -35,10 +35,38 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out=args.out, chips=args.chips, size=args.size, workers=args.workers)
 
 
+def _precheck(args: argparse.Namespace) -> None:
+    """Configuration, catalogue and plan checked, and OUT made, before a cluster is started, so
+    bad input fails in seconds (``reduce`` checks again; headers only, cheap). Catalogue
+    warnings are shown here only when the check fails (otherwise ``reduce`` shows them)."""
+    import warnings
+    from pathlib import Path
+
+    from .catalog import Catalog
+    from .config import load_config
+    from .plan import make_plan
+
+    cfg = load_config(args.config)
+    error = None
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            make_plan(Catalog.scan(args.raw, profile=cfg.profile), cfg)
+        except CcdaskError as exc:
+            error = exc
+    if error is not None:
+        for w in seen:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        raise error
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+
+
 def _reduce(args: argparse.Namespace) -> int:
     from .cluster import ClusterConfig, SlurmConfig, describe_client, open_client
+    from .config import load_config
     from .pipeline import reduce
 
+    _precheck(args)
     if args.slurm:
         slurm = SlurmConfig.from_dict({k: v for k, v in {
             "queue": args.slurm_queue, "jobs": args.slurm_jobs, "cores": args.slurm_cores,
@@ -54,7 +82,10 @@ def _reduce(args: argparse.Namespace) -> int:
     with open_client(ccfg) as client:
         print(describe_client(client))
         print(f"dashboard: {client.dashboard_link}")
-        result = reduce(args.raw, args.out, config=args.config, client=client, cache=args.cache,
+        config = load_config(args.config)
+        if args.profile:
+            config = config.replace(profile=args.profile)
+        result = reduce(args.raw, args.out, config=config, client=client, cache=args.cache,
                         progress=sys.stderr.isatty(), log=print)
     print(f"reduced {len(result.outputs)} exposure(s), {len(result.skipped)} already done; "
           f"manifest: {result.manifest_path}")
@@ -90,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate a small mosaic night and reduce it")
     p.add_argument("--out", default="ccdask-demo", help="output folder (default ./ccdask-demo)")
     p.add_argument("--chips", type=int, default=4, help="number of chips (default 4)")
-    p.add_argument("--size", choices=("small", "medium"), default="medium")
+    p.add_argument("--size", choices=("small", "medium"), default="medium",
+                   help="chip size: small 192x160, medium 1024x1024 data pixels (default medium)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     p.set_defaults(func=_demo)
 
@@ -104,12 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", metavar="ADDR", help="address of a running dask scheduler")
     where.add_argument("--scheduler-file", metavar="F", help="scheduler file of a running cluster")
     where.add_argument("--slurm", action="store_true", help="submit dask workers as SLURM jobs")
-    p.add_argument("--slurm-queue", metavar="Q")
-    p.add_argument("--slurm-jobs", type=int, metavar="N")
-    p.add_argument("--slurm-cores", type=int, metavar="C")
-    p.add_argument("--slurm-memory", metavar="M")
-    p.add_argument("--slurm-walltime", metavar="T")
-    p.add_argument("--slurm-account", metavar="A")
+    p.add_argument("--slurm-queue", metavar="Q", help="SLURM partition (sbatch -p)")
+    p.add_argument("--slurm-jobs", type=int, metavar="N", help="number of SLURM jobs, one dask worker each")
+    p.add_argument("--slurm-cores", type=int, metavar="C", help="cores per job (sbatch --cpus-per-task)")
+    p.add_argument("--slurm-memory", metavar="M", help="memory per job, e.g. 8GB (sbatch --mem)")
+    p.add_argument("--slurm-walltime", metavar="T", help="time limit per job, e.g. 02:00:00 (sbatch -t)")
+    p.add_argument("--slurm-account", metavar="A", help="account charged (sbatch -A)")
+    p.add_argument("--profile", help="instrument profile name or TOML path for every file "
+                                     "(default: the configuration's, else detected per file)")
     p.set_defaults(func=_reduce)
 
     p = sub.add_parser("config", help="print the documented default configuration")
@@ -127,7 +161,7 @@ def _command_modules() -> list:
     import importlib
 
     mods = []
-    for name in ("ccdask.combine._command", "ccdask._cache_command", "ccdask._gain_command"):
+    for name in ("ccdask.combine._command", "ccdask._cache_command", "ccdask.gainpairs"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
@@ -144,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PlanError, FitsReadError, SectionError, ProfileError, ConfigError) as exc:
         print(f"ccdask {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    except CcdaskError as exc:
+    except (CcdaskError, OSError) as exc:  # OSError: an output folder that cannot be written...
         print(f"ccdask {args.command}: failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -95,8 +95,9 @@ class _Runner:
 
                 progress(futures)
             results = self.client.gather(futures)
-        record["seconds"] += time.perf_counter() - t0
-        self.log(f"  {stage}: {len(graph)} tasks in {record['seconds']:.1f} s")
+        seconds = time.perf_counter() - t0
+        record["seconds"] += seconds
+        self.log(f"  {stage}: {len(graph)} tasks in {seconds:.1f} s")
         return results
 
 

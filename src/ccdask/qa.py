@@ -101,20 +101,25 @@ def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section 
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray, title: str = "") -> str:
-    """A zscale-stretched greyscale PNG of ``image`` (NaN shown in red), written atomically."""
-    import matplotlib
+    """A zscale-stretched greyscale PNG of ``image`` (NaN shown in red), written atomically.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Drawn on a bare ``matplotlib.figure.Figure`` (no pyplot), so the caller's backend, e.g.
+    Jupyter's inline plots, is left alone and tasks on any worker can draw.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from astropy.visualization import ZScaleInterval
 
     finite = image[np.isfinite(image)]
     vmin, vmax = ZScaleInterval().get_limits(finite) if finite.size else (0.0, 1.0)
     ny, nx = image.shape
     scale = 8.0 / max(ny, nx)
-    fig = plt.figure(figsize=(max(2.0, nx * scale), max(2.0, ny * scale) + 0.4), dpi=max(72, int(max(ny, nx) / 8)))
-    ax = fig.add_axes((0, 0, 1, 1 - 0.4 / (max(2.0, ny * scale) + 0.4)))
-    cmap = plt.get_cmap("gray").with_extremes(bad="red")
+    height = max(2.0, ny * scale) + 0.4
+    fig = Figure(figsize=(max(2.0, nx * scale), height), dpi=max(72, int(max(ny, nx) / 8)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1 - 0.4 / height))
+    cmap = colormaps["gray"].with_extremes(bad="red")
     ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
               interpolation="nearest")
     ax.set_axis_off()
@@ -124,7 +129,6 @@ def save_png(path: str | os.PathLike, image: np.ndarray, title: str = "") -> str
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}")
     fig.savefig(tmp, format="png")
-    plt.close(fig)
     os.replace(tmp, final)
     return str(final)
 

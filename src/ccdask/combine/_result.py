@@ -1,0 +1,165 @@
+"""The result of a combine: lazy arrays, one-call compute, CCDData and provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._config import CombineConfig
+
+__all__ = ["ALGORITHM_VERSION", "CombineResult", "provenance_header"]
+
+#: Bumped whenever the kernels' numerical results change (part of cache keys).
+ALGORITHM_VERSION = 1
+
+# Short FITS keywords for the parameters (value, comment).
+_PARAM_CARDS = (
+    ("method", "CMBMETH", "combine method of the survivors"),
+    ("clip", "CMBCLIP", "rejection algorithm"),
+    ("sigma_lower", "CMBSIGLO", "sigma clipping lower threshold"),
+    ("sigma_upper", "CMBSIGHI", "sigma clipping upper threshold"),
+    ("maxiters", "CMBMAXIT", "sigma clipping max iterations (0: no limit)"),
+    ("center", "CMBCENTR", "sigma clipping center"),
+    ("spread", "CMBSPRD", "sigma clipping spread"),
+    ("nlow", "CMBNLOW", "extrema clipping: lowest rejected"),
+    ("nhigh", "CMBNHIGH", "extrema clipping: highest rejected"),
+    ("min_clip", "CMBMINCL", "lower absolute threshold"),
+    ("max_clip", "CMBMAXCL", "upper absolute threshold"),
+    ("nkeep", "CMBNKEEP", "minimum survivors of sigma clipping"),
+)
+
+
+@dataclass(frozen=True)
+class CombineResult:
+    """A combined image: lazy dask arrays until :meth:`compute` (then numpy arrays).
+
+    Attributes
+    ----------
+    data : dask or numpy array (ny, nx) float32
+        Combined values; NaN where no frame survived.
+    count : dask or numpy array (ny, nx) int16
+        Number of surviving frames per pixel.
+    variance : dask or numpy array (ny, nx) float32, or None
+        Variance of ``data`` (from input variance planes or the survivors' scatter, see
+        ``variance_source``), None when not asked for.
+    ncombine : int
+        Number of input frames.
+    config : CombineConfig
+        The options used.
+    inputs : tuple of str
+        Names of the inputs (file names, or ``frame i``).
+    name : str or None
+        The readable name in the task keys.
+    scale_factors : array (N,) or None
+        Multiplicative factors applied per frame (lazy for ``median``/``mean``).
+    variance_source : {"planes", "scatter"} or None
+    """
+
+    data: Any
+    count: Any
+    variance: Any = None
+    ncombine: int = 0
+    config: CombineConfig = field(default_factory=CombineConfig)
+    inputs: tuple[str, ...] = ()
+    name: str | None = None
+    scale_factors: Any = None
+    variance_source: str | None = None
+
+    @property
+    def is_lazy(self) -> bool:
+        """True while ``data`` is a dask array."""
+        return not isinstance(self.data, np.ndarray)
+
+    def compute(self, **kwargs: Any) -> CombineResult:
+        """Compute data, count, variance (and lazy scale factors) in one ``dask.compute`` call.
+
+        Keyword arguments go to :func:`dask.compute` (e.g. ``scheduler=``). Returns a new
+        result holding numpy arrays.
+        """
+        if not self.is_lazy:
+            return self
+        import dask
+
+        data, count, variance, factors = dask.compute(
+            self.data, self.count, self.variance, self.scale_factors, **kwargs)
+        return dataclasses.replace(self, data=data, count=count, variance=variance,
+                                   scale_factors=factors)
+
+    def header(self, base: Any = None) -> Any:
+        """A FITS header with the provenance (see :func:`provenance_header`)."""
+        return provenance_header(self, base)
+
+    def to_ccddata(self, unit: Any = "adu", **compute_kwargs: Any) -> Any:
+        """An ``astropy.nddata.CCDData`` (computing first if lazy).
+
+        The variance becomes a ``VarianceUncertainty``; pixels without survivors are masked;
+        the header carries the provenance.
+        """
+        from astropy.nddata import CCDData, VarianceUncertainty
+
+        res = self.compute(**compute_kwargs)
+        unc = None if res.variance is None else VarianceUncertainty(res.variance, unit=None)
+        ccd = CCDData(res.data, unit=unit, uncertainty=unc, mask=res.count == 0,
+                      meta=res.header())
+        return ccd
+
+
+def provenance_header(result: CombineResult, base: Any = None) -> Any:
+    """Header cards describing how ``result`` was made.
+
+    ``NCOMBINE``; ``IMCMBnnn`` with each input (as IRAF ``imcombine``; above 999 inputs they go
+    to ``HISTORY``); the parameters as ``CMB*`` keywords; ``CMBSCALE`` and ``CMBVAR``;
+    ``CCDASKV`` (ccdask version) and ``CMBALGV`` (algorithm version); a ``HISTORY`` line.
+    Cards are added to a copy of ``base`` when given.
+    """
+    from astropy.io import fits
+
+    from .. import __version__
+
+    hdr = fits.Header() if base is None else base.copy()
+    cfg = result.config
+    hdr["NCOMBINE"] = (result.ncombine, "number of frames combined")
+    for key, card, comment in _PARAM_CARDS:
+        value = getattr(cfg, key)
+        if key == "maxiters" and value is None:
+            value = 0
+        if value is None:
+            continue
+        hdr[card] = (value, comment)
+    scale = cfg.scale
+    if isinstance(scale, tuple):
+        scale = "array"
+    hdr["CMBSCALE"] = (scale if scale is not None else "none", "per-frame scaling")
+    if cfg.zero is not None:
+        hdr["CMBZERO"] = (True, "per-frame additive offsets applied")
+    if cfg.weights is not None:
+        hdr["CMBWEIGH"] = (True, "per-frame weights applied")
+    if result.variance_source is not None:
+        hdr["CMBVAR"] = (result.variance_source, "variance from input planes or scatter")
+    hdr["CCDASKV"] = (__version__, "ccdask version")
+    hdr["CMBALGV"] = (ALGORITHM_VERSION, "ccdask combine algorithm version")
+    if len(result.inputs) <= 999:
+        for i, name in enumerate(result.inputs, start=1):
+            hdr[f"IMCMB{i:03d}"] = (str(name)[:68], "input frame")
+    else:
+        for name in result.inputs:
+            hdr.add_history(f"input: {name}")
+    factors = result.scale_factors
+    if isinstance(factors, np.ndarray) and factors.size == result.ncombine and factors.size <= 999:
+        for i, f in enumerate(factors, start=1):
+            hdr[f"CMBSC{i:03d}"] = (float(f), "scale factor of input frame")
+    hdr.add_history(f"ccdask {__version__} combine of {result.ncombine} frames: "
+                    + ", ".join(f"{k}={v}" for k, v in _history_params(cfg)))
+    return hdr
+
+
+def _history_params(cfg: CombineConfig):
+    d = cfg.to_dict()
+    for key in ("method", "clip", "sigma_lower", "sigma_upper", "maxiters", "center", "spread",
+                "nlow", "nhigh", "min_clip", "max_clip", "nkeep"):
+        yield key, d[key]
+    if isinstance(cfg.scale, str):
+        yield "scale", cfg.scale

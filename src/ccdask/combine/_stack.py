@@ -1,0 +1,473 @@
+"""The dask layer: stack frames, cut them into ``(N, ty, tx)`` tiles, map the kernel per tile.
+
+Two graph shapes, both with one kernel task per tile:
+
+* **files** whose pixels can be read by region (plain FITS, fpack): each tile task reads its
+  region from every frame (:meth:`ccdask.io.ImageSource.read`) into one ``(N, ty, tx)`` block and
+  clips it. No stacking or rechunking tasks, nothing held between tasks but the outputs.
+* **arrays** (numpy, dask, sequences of 2-D arrays) and gzip-wrapped files (which must be
+  decompressed whole): the frames are stacked, rechunked to ``(N, ty, tx)`` and the kernel is
+  mapped over the blocks. A gzip file is decompressed once per graph and its bytes are held
+  until every tile that needs them has run, so peak memory grows with the stack there.
+
+Tile shape (:func:`tile_shape`): with ``B`` the per-task budget (``memory_per_task``, default
+64 MiB) and ``b`` the bytes a task holds per output pixel, ``ty = floor(B / (nx b))`` whole rows
+(rows are contiguous in FITS files), balanced over the frame; if one row does not fit,
+``ty = 1`` and ``tx = floor(B / b)``. ``b = 4N (+4N with variance planes) + 32`` for file
+tiles (the block, one frame's read buffers, the outputs) and twice the block for stacked arrays
+(the rechunked pieces and their concatenation). So peak memory per task does not grow with N or
+with the frame size: more frames give shorter tiles.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from ..errors import ConfigError, ShapeMismatchError
+from ._config import CombineConfig, parse_memory
+from ._kernels import combine_block
+from ._result import CombineResult
+
+__all__ = ["SCALE_SAMPLE_PIXELS", "combine", "scale_sample_step", "tile_shape"]
+
+#: Pixels per frame (at most) of the fixed sample grid on which median/mean scales are computed.
+SCALE_SAMPLE_PIXELS = 1 << 18
+
+_META2 = np.empty((0, 0), np.float32)
+_META_COUNT = np.empty((0, 0), np.int16)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiling
+# ---------------------------------------------------------------------------------------------
+def tile_shape(nframes: int, shape: tuple[int, int], memory_per_task: int | str | None = None,
+               *, variance: bool = False, stacked: bool = False) -> tuple[int, int]:
+    """Tile ``(ty, tx)`` for ``nframes`` frames of ``shape`` within the per-task budget.
+
+    >>> tile_shape(30, (4096, 2048))
+    (205, 2048)
+    >>> tile_shape(48, (4096, 2048))
+    (142, 2048)
+    """
+    budget = parse_memory(memory_per_task)
+    ny, nx = shape
+    per_pixel = 4 * nframes * (2 if variance else 1)
+    if stacked:
+        per_pixel *= 2
+    per_pixel += 32
+    rows = budget // (nx * per_pixel)
+    if rows >= 1:
+        rows = min(rows, ny)
+        ntiles = math.ceil(ny / rows)
+        return math.ceil(ny / ntiles), nx
+    cols = max(1, budget // per_pixel)
+    ntiles = math.ceil(nx / cols)
+    return 1, math.ceil(nx / ntiles)
+
+
+def _starts(n: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+# ---------------------------------------------------------------------------------------------
+# tasks
+# ---------------------------------------------------------------------------------------------
+def _tile_from_sources(sources, rows: slice, cols: slice, scale, config: CombineConfig,
+                       want_var: bool):
+    """Read one tile from every frame and combine it (the files graph)."""
+    ny = rows.stop - rows.start
+    nx = cols.stop - cols.start
+    block = np.empty((len(sources), ny, nx), np.float32)
+    for i, src in enumerate(sources):
+        block[i] = src.read(rows, cols)
+    res = combine_block(block, config, scale=scale, return_variance=want_var)
+    return res.data, res.count, res.variance
+
+
+def _tile_from_block(block, var, scale, config: CombineConfig, want_var: bool):
+    """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph)."""
+    res = combine_block(block, config, scale=scale, variance=var, return_variance=want_var)
+    return res.data, res.count, res.variance
+
+
+def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: str) -> float:
+    s = np.asarray(sample, dtype=np.float64)
+    if config.min_clip is not None or config.max_clip is not None:
+        lo = -np.inf if config.min_clip is None else config.min_clip
+        hi = np.inf if config.max_clip is None else config.max_clip
+        s = np.where((s >= lo) & (s <= hi), s, np.nan)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        raise ConfigError(f"{label}: no finite value to compute its {stat} scale from")
+    value = float(np.median(s) if stat == "median" else np.mean(s))
+    if not value > 0:
+        raise ConfigError(f"{label}: its {stat} is {value}; scale={stat!r} needs a positive level")
+    return value
+
+
+def _source_stat(source, stat: str, step: int, band: int, config: CombineConfig) -> float:
+    """Median/mean of a frame on its fixed sample grid, read in bands of rows."""
+    ny, nx = source.shape
+    if source.kind == "gzip":
+        sample = source.read(slice(0, ny, step), slice(0, nx, step))
+    else:
+        parts = [source.read(slice(r0, min(r0 + band, ny), step), slice(0, nx, step))
+                 for r0 in range(0, ny, band)]
+        sample = np.concatenate(parts, axis=0)
+    return _sample_stat(sample, stat, config, source.label)
+
+
+def _array_stat(sample: np.ndarray, stat: str, config: CombineConfig, index: int) -> float:
+    return _sample_stat(sample, stat, config, f"frame {index}")
+
+
+def _factors(*levels: float) -> np.ndarray:
+    lv = np.asarray(levels, dtype=np.float64)
+    return lv.mean() / lv
+
+
+def scale_sample_step(shape: tuple[int, int]) -> int:
+    """Stride of the fixed sample grid ``frame[::step, ::step]`` used for median/mean scales.
+
+    >>> scale_sample_step((4096, 2048))
+    6
+    """
+    ny, nx = shape
+    return max(1, math.ceil(math.sqrt(ny * nx / SCALE_SAMPLE_PIXELS)))
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------------
+def _is_path(x: Any) -> bool:
+    return isinstance(x, str | os.PathLike)
+
+
+class _Inputs:
+    """Normalised frames: either image sources (files) or one dask stack (N, ny, nx)."""
+
+    def __init__(self, frames: Any, hdu: Any) -> None:
+        self.sources = None
+        self.stack: da.Array | None = None
+        self.names: list[str] = []
+        if _is_path(frames):
+            raise ConfigError("frames must be a sequence of files or arrays, not one path "
+                              f"({frames!s}); pass [path] to combine a single file")
+        if isinstance(frames, np.ndarray | da.Array):
+            if frames.ndim != 3:
+                raise ShapeMismatchError(f"frames must be a 3-D array (N, y, x), got shape "
+                                         f"{frames.shape}")
+            self.stack = da.asarray(frames)
+            self.names = [f"frame {i}" for i in range(frames.shape[0])]
+        else:
+            items = list(frames)
+            if not items:
+                raise ConfigError("combine needs at least one frame")
+            if all(_is_path(x) for x in items):
+                from ..io import image_source
+
+                self.sources = [image_source(p, hdu) for p in items]
+                first = self.sources[0]
+                for src in self.sources[1:]:
+                    if src.shape != first.shape:
+                        raise ShapeMismatchError(
+                            f"{src.label}: frame shape (ny, nx) = {src.shape} differs from "
+                            f"{first.shape} of the first frame {first.label}")
+                self.names = [os.path.basename(src.path) for src in self.sources]
+            elif any(_is_path(x) for x in items):
+                raise ConfigError("frames mix file paths and arrays; pass one kind")
+            else:
+                arrays = []
+                for i, x in enumerate(items):
+                    a = x if isinstance(x, da.Array) else np.asarray(x)
+                    if a.ndim != 2:
+                        raise ShapeMismatchError(f"frame {i} must be 2-D, got shape {a.shape}")
+                    if arrays and a.shape != arrays[0].shape:
+                        raise ShapeMismatchError(f"frame {i} has shape {a.shape}, frame 0 has "
+                                                 f"{arrays[0].shape}")
+                    arrays.append(a)
+                self.stack = da.stack([da.asarray(a) for a in arrays])
+                self.names = [f"frame {i}" for i in range(len(arrays))]
+        if self.stack is not None and self.stack.dtype != np.float32:
+            self.stack = self.stack.astype(np.float32)
+
+    @property
+    def n(self) -> int:
+        return len(self.sources) if self.sources is not None else self.stack.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.sources is not None:
+            return tuple(self.sources[0].shape)
+        return tuple(self.stack.shape[1:])
+
+    @property
+    def readable_by_region(self) -> bool:
+        return self.sources is not None and all(s.kind in ("plain", "fpack")
+                                                for s in self.sources)
+
+    def as_stack(self, tile: tuple[int, int]) -> da.Array:
+        """The frames as one dask array ``(N, ny, nx)`` chunked ``(N, ty, tx)``."""
+        n = self.n
+        if self.stack is None:
+            # chunks aligned with the tiles: the rechunk only concatenates along N
+            self.stack = da.stack([s.to_dask(chunks=tile) for s in self.sources])
+        return self.stack.rechunk((n, *tile))
+
+    def exptimes(self, exptime: Any) -> np.ndarray:
+        if exptime is not None:
+            t = np.asarray(exptime, dtype=np.float64).reshape(-1)
+            if t.shape[0] != self.n:
+                raise ConfigError(f"exptime has {t.shape[0]} values for {self.n} frames")
+            labels = self.names
+        elif self.sources is not None:
+            from ..io import scan_file
+
+            t = np.empty(self.n)
+            labels = []
+            for i, src in enumerate(self.sources):
+                info = next(h for h in scan_file(src.path) if h.index == src.hdu)
+                labels.append(src.label)
+                value = info.header.get("EXPTIME", info.header.get("EXPOSURE"))
+                if value is None:
+                    raise ConfigError(f"{src.label}: no EXPTIME in the header; "
+                                      "scale='exposure' needs it")
+                try:
+                    t[i] = float(value)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{src.label}: EXPTIME = {value!r} is not a number") \
+                        from exc
+        else:
+            raise ConfigError("scale='exposure' with array frames needs exptime=[...]")
+        for label, v in zip(labels, t, strict=True):
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{label}: exposure time {v} s; scale='exposure' needs > 0")
+        return t
+
+
+# ---------------------------------------------------------------------------------------------
+# the public function
+# ---------------------------------------------------------------------------------------------
+def combine(frames, *, method="mean", clip="sigma", sigma_lower=3.0, sigma_upper=3.0,
+            maxiters=5, center="median", spread="mad_std", nlow=1, nhigh=1, min_clip=None,
+            max_clip=None, nkeep=1, scale=None, weights=None, hdu=None, memory_per_task=None,
+            variance=None, zero=None, exptime=None, name=None) -> CombineResult:
+    """Clip and combine frames along the frame axis, lazily.
+
+    Parameters
+    ----------
+    frames : array (N, y, x), sequence of 2-D arrays, or sequence of FITS paths
+        numpy or dask arrays (any dtype, used as float32) or files read lazily with
+        :mod:`ccdask.io` (``hdu`` selects the image HDU of each file). NaN and ±inf are ignored.
+    method : {"mean", "median", "sum"}
+        Statistic of the survivors (``sum`` as ccdproc: the sum of survivors, not rescaled).
+    clip : {"sigma", "minmax", "extrema", "none"}
+        Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics).
+    sigma_lower, sigma_upper, maxiters, center, spread
+        Sigma clipping as ``astropy.stats.sigma_clip(axis=0, ...)``; ``maxiters=None`` iterates
+        until nothing changes.
+    nlow, nhigh : int
+        Extrema clipping: lowest/highest values rejected per pixel.
+    min_clip, max_clip : float, optional
+        Absolute thresholds on the input values (before scaling), with any clip mode;
+        ``clip="minmax"`` needs at least one.
+    nkeep : int
+        Minimum survivors kept by sigma clipping (``0``: astropy exactly).
+    scale : None, array (N,), or {"median", "mean", "exposure"}
+        Multiplicative factor per frame. ``median``/``mean``: ``f_i = mean_j(m_j) / m_i`` with
+        ``m_i`` the statistic of frame ``i`` on the fixed grid ``frame[::s, ::s]`` (``s`` from
+        :func:`scale_sample_step`, at most 2**18 pixels; finite values inside the thresholds),
+        computed in its own lazy pass, exact and chunk independent. ``exposure``:
+        ``f_i = mean(t) / t_i`` from ``EXPTIME`` (files) or ``exptime=``.
+    weights : array (N,), optional
+        Weights of the mean (or sum).
+    hdu : int, str or (str, int), optional
+        Image HDU of each file (default: the only one).
+    memory_per_task : int or str, optional
+        Per-task memory budget in bytes or as ``"64 MiB"`` (default 64 MiB); sets the tile shape.
+    variance : None, True/"scatter", or array like ``frames``
+        None: no variance. ``"scatter"``: the variance of the result from the survivors'
+        scatter. Variance planes ``(N, y, x)``: propagated (``sum var / n²`` for the mean).
+    zero : array (N,), optional
+        Additive offset per frame, applied after the scale: ``value * scale + zero``.
+    exptime : array (N,), optional
+        Exposure times for ``scale="exposure"`` with array frames.
+    name : str, optional
+        Readable part of the task keys: ``combine-<name>-<token>`` (e.g. ``"bias-CCD1"``).
+
+    Returns
+    -------
+    CombineResult
+        Lazy ``data`` (float32), ``count`` (int16), ``variance`` (float32 or None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stack = np.ones((5, 4, 6), np.float32); stack[2, 1, 1] = 1e4
+    >>> res = combine(stack).compute()
+    >>> float(res.data[1, 1]), int(res.count[1, 1]), res.ncombine
+    (1.0, 4, 5)
+    """
+    if isinstance(scale, str) or scale is None:
+        scale_cfg = scale
+    else:
+        scale_cfg = tuple(np.asarray(scale, dtype=np.float64).reshape(-1).tolist())
+    config = CombineConfig(
+        method=method, clip=clip, sigma_lower=sigma_lower, sigma_upper=sigma_upper,
+        maxiters=maxiters, center=center, spread=spread, nlow=nlow, nhigh=nhigh,
+        min_clip=min_clip, max_clip=max_clip, nkeep=nkeep, scale=scale_cfg,
+        zero=None if zero is None else np.asarray(zero, dtype=np.float64).reshape(-1).tolist(),
+        weights=(None if weights is None
+                 else np.asarray(weights, dtype=np.float64).reshape(-1).tolist()),
+        memory_per_task=parse_memory(memory_per_task),
+    )
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigError(f"name must be a non-empty string, not {name!r}")
+    inputs = _Inputs(frames, hdu)
+    n = inputs.n
+    config.check_frames(n)
+
+    var_stack = None
+    want_var = False
+    if variance is True or (isinstance(variance, str) and variance == "scatter"):
+        want_var = True
+    elif isinstance(variance, str):
+        raise ConfigError(f"variance must be None, 'scatter' or variance planes, not {variance!r}")
+    elif variance is not None and variance is not False:
+        want_var = True
+        if isinstance(variance, np.ndarray | da.Array):
+            var_stack = da.asarray(variance)
+        else:
+            var_stack = da.stack([da.asarray(v) for v in variance])
+        if var_stack.shape != (n, *inputs.shape):
+            raise ShapeMismatchError(f"variance planes {var_stack.shape} do not match the "
+                                     f"frames {(n, *inputs.shape)}")
+        var_stack = var_stack.astype(np.float32)
+
+    prefix = f"combine-{name}" if name else "combine"
+    token = tokenize(
+        [s.token for s in inputs.sources] if inputs.sources is not None else inputs.stack,
+        var_stack, config.to_dict(), want_var, hdu, exptime)
+
+    # ---- scale factors: constant, from headers, or a lazy statistics pass
+    layers: dict[str, dict] = {}
+    layer_deps: dict[str, set[str]] = {}
+    collections: list[da.Array] = []
+    scale_arg: Any = None
+    factors_name = None
+    if isinstance(config.scale, tuple):
+        scale_arg = np.asarray(config.scale)
+    elif config.scale == "exposure":
+        scale_arg = _factors(*inputs.exptimes(exptime))
+    elif config.scale in ("median", "mean"):
+        factors_name = _scale_graph(inputs, config, prefix, token, layers, layer_deps,
+                                    collections)
+        scale_arg = (factors_name, 0)
+
+    use_files = inputs.readable_by_region and var_stack is None
+    tile = tile_shape(n, inputs.shape, config.memory_per_task,
+                      variance=var_stack is not None, stacked=not use_files)
+    ny, nx = inputs.shape
+    ys, xs = _starts(ny, tile[0]), _starts(nx, tile[1])
+    tiles_name = f"{prefix}-{token}"
+    tasks: dict[Any, Any] = {}
+    tdeps: set[str] = {factors_name} if factors_name else set()
+    if use_files:
+        sources = inputs.sources
+        for i, (y0, y1) in enumerate(ys):
+            for j, (x0, x1) in enumerate(xs):
+                tasks[(tiles_name, i, j)] = (_tile_from_sources, sources, slice(y0, y1),
+                                             slice(x0, x1), scale_arg, config, want_var)
+    else:
+        stack = inputs.as_stack(tile)
+        collections.append(stack)
+        tdeps.add(stack.name)
+        if var_stack is not None:
+            var_stack = var_stack.rechunk(stack.chunks)
+            collections.append(var_stack)
+            tdeps.add(var_stack.name)
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                vkey = (var_stack.name, 0, i, j) if var_stack is not None else None
+                tasks[(tiles_name, i, j)] = (_tile_from_block, (stack.name, 0, i, j), vkey,
+                                             scale_arg, config, want_var)
+    layers[tiles_name] = tasks
+    layer_deps[tiles_name] = tdeps
+    chunks = (tuple(b - a for a, b in ys), tuple(b - a for a, b in xs))
+    for index, suffix in enumerate(("data", "count", "variance")[: 3 if want_var else 2]):
+        out_name = f"{prefix}-{suffix}-{token}"
+        layers[out_name] = {(out_name, i, j): (operator.getitem, (tiles_name, i, j), index)
+                            for i in range(len(ys)) for j in range(len(xs))}
+        layer_deps[out_name] = {tiles_name}
+    hlg = _graph(layers, layer_deps, collections)
+
+    def output(suffix: str, meta: np.ndarray) -> da.Array:
+        out_name = f"{prefix}-{suffix}-{token}"
+        return da.Array(hlg, out_name, chunks=chunks, dtype=meta.dtype, meta=meta)
+
+    data = output("data", _META2)
+    count = output("count", _META_COUNT)
+    var_out = output("variance", _META2) if want_var else None
+    factors = None
+    if factors_name is not None:
+        factors = da.Array(hlg, factors_name, chunks=((n,),), dtype=np.float64,
+                           meta=np.empty((0,), np.float64))
+    elif scale_arg is not None:
+        factors = np.asarray(scale_arg)
+    return CombineResult(data=data, count=count, variance=var_out, ncombine=n, config=config,
+                         inputs=tuple(inputs.names), name=name, scale_factors=factors,
+                         variance_source=("planes" if var_stack is not None
+                                          else "scatter" if want_var else None))
+
+
+def _graph(layers: dict[str, dict], layer_deps: dict[str, set[str]],
+           collections: list[da.Array]) -> HighLevelGraph:
+    """A HighLevelGraph of our layers on top of the input collections' graphs."""
+    all_layers: dict[str, Any] = dict(layers)
+    all_deps = {k: set(layer_deps.get(k, ())) for k in layers}
+    for coll in collections:
+        g = coll.__dask_graph__()
+        if not isinstance(g, HighLevelGraph):
+            g = HighLevelGraph.from_collections(coll.name, g)
+        for lname, lay in g.layers.items():
+            all_layers.setdefault(lname, lay)
+            all_deps.setdefault(lname, set(g.dependencies.get(lname, set())))
+    return HighLevelGraph(all_layers, all_deps)
+
+
+def _scale_graph(inputs: _Inputs, config: CombineConfig, prefix: str, token: str,
+                 layers: dict, layer_deps: dict, collections: list) -> str:
+    """Add the layers computing one level per frame and the factors ``mean(levels) / level``."""
+    stat = config.scale
+    step = scale_sample_step(inputs.shape)
+    stat_name = f"{prefix}-scale-{stat}-{token}"
+    factors_name = f"{prefix}-scale-{token}"
+    tasks: dict[Any, Any] = {}
+    if inputs.readable_by_region:
+        nx = inputs.shape[1]
+        band = max(step, (config.memory_per_task // (16 * nx)) // step * step)
+        for i, src in enumerate(inputs.sources):
+            tasks[(stat_name, i)] = (_source_stat, src, stat, step, band, config)
+        layer_deps[stat_name] = set()
+    else:
+        if inputs.stack is None:
+            inputs.stack = da.stack([s.to_dask() for s in inputs.sources])
+        sample = inputs.stack[:, ::step, ::step].rechunk((1, -1, -1))
+        collections.append(sample)
+        for i in range(inputs.n):
+            tasks[(stat_name, i)] = (_array_stat, (operator.getitem, (sample.name, i, 0, 0), 0),
+                                     stat, config, i)
+        layer_deps[stat_name] = {sample.name}
+    layers[stat_name] = tasks
+    layers[factors_name] = {(factors_name, 0): (_factors, *[(stat_name, i)
+                                                             for i in range(inputs.n)])}
+    layer_deps[factors_name] = {stat_name}
+    return factors_name

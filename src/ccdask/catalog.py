@@ -3,14 +3,18 @@
 >>> cat = Catalog.scan(["raw/"])                         # doctest: +SKIP
 >>> cat.select(imagetyp="flat", filter="g").paths        # doctest: +SKIP
 
-Files are scanned in parallel threads; nothing reads pixel data. Files that cannot be read as
-FITS images are *problems*: they are listed (``.problems``) with the reason, skipped, and
-reported with a :class:`~ccdask.errors.CcdaskWarning` (``strict=True`` raises instead).
+Files are scanned in parallel threads; nothing reads pixel data (except to confirm that two
+files with identical headers are copies of one exposure). Files that cannot be read as FITS
+images (also dangling links and FIFOs named like FITS files) and the second copy of a duplicated
+file are *problems*: they are listed (``.problems``) with the reason, skipped, and reported
+with a :class:`~ccdask.errors.CcdaskWarning` (``strict=True`` raises instead).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -140,6 +144,7 @@ class Catalog:
         prof = None if profile is None else load_profile(profile)
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             results = list(pool.map(lambda p: _scan_one(p, prof), files))
+        _drop_duplicates(results)
         entries, problems = [], []
         for rows, probs in results:
             entries.extend(rows)
@@ -260,9 +265,11 @@ def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]
     for p in paths:
         p = Path(p)
         if p.is_dir():
+            # Entries that are not regular files (a dangling link, a FIFO) are kept so that
+            # the scan reports them as problems instead of silently passing them over.
             out.extend(
-                str(f.resolve()) for f in sorted(p.rglob("*"))
-                if f.is_file() and f.name.lower().endswith(FITS_SUFFIXES)
+                str(f.resolve()) if f.is_file() else str(f.absolute()) for f in sorted(p.rglob("*"))
+                if f.name.lower().endswith(FITS_SUFFIXES) and not f.is_dir()
             )
         else:
             out.append(str(p.resolve()) if p.exists() else str(p))
@@ -270,6 +277,13 @@ def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]
 
 
 def _scan_one(path: str, profile: Profile | None) -> tuple[list[Entry], list[Problem]]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        link = " (a dangling symbolic link)" if os.path.islink(path) else ""
+        return [], [Problem(path, None, f"cannot open the file{link}: {exc.strerror or exc}")]
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block; a device is never a frame
+        return [], [Problem(path, None, "not a regular file (a FIFO, socket or device)")]
     try:
         infos = scan_file(path)
     except CcdaskError as exc:
@@ -282,6 +296,43 @@ def _scan_one(path: str, profile: Profile | None) -> tuple[list[Entry], list[Pro
         except CcdaskError as exc:
             problems.append(Problem(path, info.index, _reason(exc, path)))
     return entries, problems
+
+
+def _drop_duplicates(results: list[tuple[list[Entry], list[Problem]]]) -> None:
+    """Turn the second and later copies of one file (same headers, size and bytes) into problems.
+
+    The same exposure under two names (a copy, a hard link) would otherwise be stacked twice
+    into a master or reduced twice. Headers and sizes are compared first, so the bytes are
+    read only for files whose headers are identical; the first copy in path order is kept.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, (rows, _) in enumerate(results):
+        if rows:
+            groups.setdefault((rows[0].size, tuple(e.header.tostring() for e in rows)), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        kept: dict[str, str] = {}
+        for i in sorted(members, key=lambda i: results[i][0][0].path):
+            rows, probs = results[i]
+            path = rows[0].path
+            try:
+                digest = _file_digest(path)
+            except OSError:
+                continue
+            if digest in kept:
+                results[i] = ([], [*probs, Problem(path, None, f"duplicate of {kept[digest]} (identical "
+                                                                "headers and pixels); skipped so it is used once")])
+            else:
+                kept[digest] = path
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _reason(exc: Exception, path: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +291,7 @@ def _amps_from_header(header: fits.Header, shape: tuple[int, int], bitpix: int |
     return amps
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shipped(name: str) -> Profile:
     base = None if name == "generic" else _shipped("generic")
     return Profile.from_toml(_HERE / f"{name}.toml", base=base)

@@ -93,7 +93,10 @@ class ConfigBase:
         try:
             return cls(**kwargs)
         except ConfigError as exc:
-            raise ConfigError(f"{where}{exc}") from exc
+            msg = str(exc)
+            if where and msg.startswith(f"{cls.__name__}."):
+                msg = msg[len(cls.__name__) + 1:]  # "bias.enabled = ..." rather than "bias.BiasConfig.enabled"
+            raise ConfigError(f"{where}{msg}") from exc
 
     def replace(self, **changes: Any) -> Any:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]

@@ -396,3 +396,22 @@ def test_simulated_read_noise_from_overscan(night):
     for amp, r in ratios.items():
         assert np.all(np.abs(np.array(r) - 1) < 0.07), (amp, r)
         assert abs(np.mean(r) - 1) < 0.04, (amp, r)
+
+
+def test_a_non_finite_overscan_pixel_does_not_spoil_its_line():
+    """One NaN/inf in a row's overscan: that row's level comes from its finite overscan pixels."""
+    rng = np.random.default_rng(3)
+    raw = rng.normal(1000.0, 3.0, (40, 30)).astype(np.float32)
+    raw[5, 25] = np.nan
+    raw[9, 27] = np.inf
+    h = fits.Header()
+    h["DATASEC"] = "[1:24,1:40]"
+    h["BIASSEC"] = "[25:30,1:40]"
+    layout = load_profile("generic").chip_layout(h, raw.shape, chip="X")
+    for method in ("median", "mean"):
+        got = subtract_overscan(da.from_array(raw, chunks=(7, 13)), layout, OverscanConfig(method=method)).compute()
+        over = np.where(np.isfinite(raw[:, 24:]), raw[:, 24:].astype(np.float64), np.nan)
+        level = np.nanmedian(over, axis=1) if method == "median" else np.nanmean(over, axis=1)
+        expected = (raw[:, :24] - level[:, None]).astype(np.float32)
+        assert np.all(np.isfinite(got[:, :24]))
+        np.testing.assert_allclose(got[:, :24], expected, rtol=0, atol=1e-3)

@@ -135,11 +135,17 @@ def _collapse_lines(block: np.ndarray, method: str, clip_sigma: float,
                     clip_iters: int) -> np.ndarray:
     """One float64 value per line (axis 0) of an overscan block ``(lines, across)``."""
     a = np.asarray(block, dtype=np.float64)
-    if method == "median":
-        return np.median(a, axis=1)
-    if method == "mean":
-        return np.mean(a, axis=1)
-    keep = np.isfinite(a)
+    finite = np.isfinite(a)
+    if method in ("median", "mean"):
+        if finite.all():
+            return np.median(a, axis=1) if method == "median" else np.mean(a, axis=1)
+        # a non-finite overscan pixel (a bad readout, a NaN in float data) must not spoil its
+        # whole line: use the finite values; a line with none stays NaN (and is flagged later)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            a = np.where(finite, a, np.nan)
+            return np.nanmedian(a, axis=1) if method == "median" else np.nanmean(a, axis=1)
+    keep = finite
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for _ in range(clip_iters):

@@ -36,6 +36,15 @@ squared, and passes astroscrappy ``gain``, ``readnoise=read_noise``,
 (``gain`` = e-/ADU) as well as in electrons (``gain=1``). The cleaned image is returned in the
 units of the input.
 
+Threads
+-------
+astroscrappy releases the GIL and runs its loops with OpenMP. Its pool size is fixed when the
+library loads (``OMP_NUM_THREADS``); with dask threads on every core, set it to 1 in the
+workers' environment: measured on 2 cores, OpenMP threads on top of dask threads only add
+spinning (+40 % CPU, see ``benchmarks/RESULTS.md``). Chips and frames are independent, so the
+default keeps the input chunks (one call per chip with the reader's default chunking);
+``CosmicConfig.tile`` splits a chip for parallelism inside it.
+
 Examples
 --------
 >>> cr, cleaned = detect_cosmics(sci, var, gain=1.0, read_noise=5.0,

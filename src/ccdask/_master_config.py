@@ -33,7 +33,8 @@ class DarkConfig(ConfigBase):
         "scale",
         "scale: one rate master from all darks, times each frame's exposure time; nearest: the "
         "rate master of the darks whose exposure time is closest to the frame's (within "
-        "`tolerance`), as the CCD reduction guide does; none: no dark correction",
+        "`tolerance` for science frames; flats take the nearest, scaled), as the CCD reduction "
+        "guide does; none: no dark correction",
     )
     tolerance: float = option(
         1.0, "nearest mode: largest allowed |dark exptime - frame exptime| in seconds",
@@ -72,4 +73,33 @@ class FlatConfig(ConfigBase):
     combine: CombineConfig = option(
         CombineConfig(method="mean", clip="sigma", sigma_lower=3.0, sigma_upper=3.0, maxiters=5),
         "how the normalised flats are stacked",
+    )
+    illumination: bool = option(
+        False,
+        "when a filter has both dome and twilight/sky flats (see `twilight_labels`), keep the dome "
+        "master's pixel-to-pixel structure and take its large-scale shape from the twilight "
+        "master: flat = dome x L(twilight / dome), L a least-squares 2-D Legendre polynomial "
+        "fitted over the focal plane (DETSEC coordinates; per chip when a chip has no DETSEC), "
+        "then renormalised to a focal-plane median of 1. Off: every flat of a filter, dome or "
+        "twilight, is stacked into one master",
+    )
+    illumination_order: int = option(
+        2, "illumination: total degree of the 2-D Legendre polynomial (terms P_i(x) P_j(y), i + j <= order)",
+        check=lambda v: isinstance(v, int) and 0 <= v <= 10, why="must be an integer from 0 to 10",
+    )
+    illumination_sigma: float = option(
+        3.0, "illumination: sample pixels whose residual exceeds this many sigma (MAD-based) are "
+        "left out of the fit, iterated",
+        check=lambda v: v > 0, why="must be positive",
+    )
+    illumination_maxiters: int = option(
+        5, "illumination: at most this many clip-and-refit iterations (stops earlier when nothing changes)",
+        check=lambda v: isinstance(v, int) and v >= 0, why="must be a non-negative integer",
+    )
+    twilight_labels: tuple[str, ...] = option(
+        ("skyflat", "twilight", "twiflat", "twilightflat", "sky flat", "twilight flat"),
+        "catalogue labels of the flats that count as twilight/sky flats for `illumination` "
+        "(the generic profile labels a flat by its normalised IMAGETYP value, e.g. 'skyflat', "
+        "'domeflat', 'flat'; profile rules may set their own labels). Compared case-insensitively "
+        "with spaces, dashes and underscores removed",
     )

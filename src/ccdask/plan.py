@@ -138,7 +138,9 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
         if use_dark:
             for e in (*science, *(f for fl in flats.values() for f in fl)):
                 _need_exptime(e, e.imagetyp, positive=False)
-                if dark_mode == "nearest":
+                # nearest mode holds science frames to the tolerance; flats (short, dark current
+                # negligible) take the nearest dark's rate scaled to their exposure time
+                if dark_mode == "nearest" and e.imagetyp == "science":
                     _nearest_dark(e, darks, config.dark.tolerance)
         if use_flat:
             for e in science:

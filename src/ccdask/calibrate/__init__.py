@@ -46,3 +46,13 @@ __all__ = [
     "subtract_overscan",
     "trim",
 ]
+
+
+def __getattr__(name: str):
+    """``ccdask.calibrate.process`` (ccdproc's ``ccd_process``) lives in :mod:`ccdask.process`,
+    which builds on this package; it is looked up lazily to avoid a circular import."""
+    if name in ("process", "process_entry", "ChipMasters"):
+        from .. import process as _process
+
+        return getattr(_process, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,7 @@ def reduced(night, tmp_path_factory):
 
 
 def test_output_layout_and_headers(night, reduced):
-    out, result = reduced
+    out, _result = reduced
     names = sorted(p.name for p in (out / "reduced").iterdir())
     assert names == sorted(f"{p.name}" for p in night.files["science"])
     assert sorted(p.name for p in (out / "masters").iterdir()) == ["bias.fits", "dark.fits", "flat_g.fits", "flat_r.fits"]

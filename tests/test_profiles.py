@@ -88,7 +88,7 @@ def test_ambiguous_overscan_needs_axis():
 
 
 def test_profile_schema_errors_name_the_source():
-    with pytest.raises(ProfileError, match="mine.toml"):
+    with pytest.raises(ProfileError, match=r"mine\.toml"):
         Profile.from_dict({"name": "x", "imagetyp": {"flatt": ["f"]}}, source="mine.toml")
     with pytest.raises(ProfileError, match="unknown top-level"):
         Profile.from_dict({"name": "x", "keywrds": {}}, source="mine.toml")

@@ -162,7 +162,7 @@ def test_reduce_on_slurm_equals_local_run(slurm, tmp_path, monkeypatch):
                  "--slurm-queue", PARTITION, "--slurm-jobs", "2", "--slurm-cores", "1",
                  "--slurm-memory", "2GB", "--slurm-walltime", "00:10:00"])
     assert code == 0
-    outputs = sorted(Path(p).name for p in local.outputs) + ["bias.fits", "dark.fits", "flat_g.fits"]
+    outputs = [*sorted(Path(p).name for p in local.outputs), "bias.fits", "dark.fits", "flat_g.fits"]
     for name in outputs:
         sub = "reduced" if not name.startswith(("bias", "dark", "flat")) else "masters"
         a = _arrays(tmp_path / "local" / sub / name)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .catalog import Catalog  # noqa: E402
-from .combine import combine  # noqa: E402  (the function; the subpackage stays importable)
-from .config import ReduceConfig, load_config  # noqa: E402
-from .pipeline import reduce  # noqa: E402
-from .simulate import simulate_night  # noqa: E402
+from .catalog import Catalog
+from .combine import combine  # the function; the subpackage stays importable
+from .config import ReduceConfig, load_config
+from .pipeline import reduce
+from .simulate import simulate_night
 
 __all__ = ["Catalog", "ReduceConfig", "__version__", "combine", "load_config", "reduce", "simulate_night"]

@@ -177,7 +177,7 @@ class ClusterConfig(ConfigBase):
         None, "JSON file written by 'dask scheduler --scheduler-file FILE'",
         check=lambda v: bool(v.strip()), why="a file path")
     # option() returns a dataclasses.field, which ruff cannot see through.
-    slurm: SlurmConfig | None = option(None, "submit dask workers as SLURM jobs")  # noqa: RUF009
+    slurm: SlurmConfig | None = option(None, "submit dask workers as SLURM jobs")
     dashboard_address: str = option(
         ":0", "where the dashboard of a cluster started here listens: ':0' a free port, "
         "':8787' the usual one, 'localhost:8787' only this machine",

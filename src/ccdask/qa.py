@@ -106,10 +106,10 @@ def save_png(path: str | os.PathLike, image: np.ndarray, title: str = "") -> str
     Drawn on a bare ``matplotlib.figure.Figure`` (no pyplot), so the caller's backend, e.g.
     Jupyter's inline plots, is left alone and tasks on any worker can draw.
     """
+    from astropy.visualization import ZScaleInterval
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from astropy.visualization import ZScaleInterval
 
     finite = image[np.isfinite(image)]
     vmin, vmax = ZScaleInterval().get_limits(finite) if finite.size else (0.0, 1.0)

@@ -170,7 +170,9 @@ class Profile:
             return Classification("other", _norm(raw) or "unknown", f"unknown image type {raw!r}")
         if typ == "dark" and self.zero_exposure_dark_is_bias and self.exptime(header) == 0.0:
             return Classification("bias", "bias", f"{raw!r} with zero exposure time")
-        return Classification(typ, typ if typ != "science" else "science", f"{raw!r}")
+        # a flat keeps its normalised header value as label ("domeflat", "skyflat", "flat"...):
+        # flat.illumination tells dome from twilight/sky flats by it
+        return Classification(typ, _norm(raw) if typ == "flat" else typ, f"{raw!r}")
 
     # -- amplifier layout ---------------------------------------------------------------
     def chip_layout(self, header: fits.Header, shape: tuple[int, int], *, chip: str,

@@ -172,3 +172,23 @@ def test_missing_exptime_is_a_plan_error_naming_file_and_keyword(night, tmp_path
         del h[0].header["EXPTIME"]
     with pytest.raises(PlanError, match=rf"{victim.name}.*EXPTIME"):
         reduce(raw, tmp_path / "out", client=_no_compute)
+
+
+def test_overscan_level_and_noise_are_recorded(night, reduced):
+    """Each reduced chip records its amplifiers' measured overscan level and noise (raw ADU)."""
+    import re
+
+    out, _ = reduced
+    truth = night.truth()
+    path = night.files["science"][0]
+    name = path.name.removesuffix(".fits")
+    with fits.open(out / "reduced" / path.name) as h:
+        hist = "\n".join(h["SCI", 1].header["HISTORY"])
+    rows = truth.array("CCD1", f"{name}/row_bias")  # (amps, rows): the injected level per row
+    amps = truth.meta["chips"]["CCD1"]["amps"]
+    for k, amp in enumerate(amps):
+        m = re.search(rf"overscan {amp}: level ([0-9.]+) ADU, noise ([0-9.]+) ADU", hist)
+        assert m, hist
+        level, noise = float(m.group(1)), float(m.group(2))
+        assert level == pytest.approx(rows[k].mean(), abs=0.5)
+        assert noise == pytest.approx(amps[amp]["rdnoise_adu"], rel=0.15)

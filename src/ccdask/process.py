@@ -10,7 +10,7 @@ this module only strings them together as the configuration says and records the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask
@@ -24,6 +24,7 @@ from .calibrate import (
     assemble,
     divide_flat,
     initial_variance,
+    overscan_stats,
     read_noise_from_overscan,
     subtract_bias,
     subtract_dark,
@@ -106,6 +107,7 @@ def process(raw: da.Array, masters: ChipMasters | None = None, config: ReduceCon
     if cfg.overscan.enabled and has_overscan:
         data = subtract_overscan(raw, layout, cfg.overscan)
         history.append(f"overscan: {_fmt(cfg.overscan.to_dict())}")
+        stats["overscan"] = overscan_stats(raw, layout, cfg.overscan)
     else:
         data = raw.astype(np.float32)
         history.append("overscan: not subtracted" + ("" if has_overscan else " (no BIASSEC)"))
@@ -121,14 +123,14 @@ def process(raw: da.Array, masters: ChipMasters | None = None, config: ReduceCon
     var = initial_variance(sci, layout, read_noise=read_noise)
 
     if masters.bias is not None:
-        sci, var = subtract_bias(sci, var, _aligned(masters.bias, sci))
+        sci, var = subtract_bias(sci, var, masters.bias)
         history.append(f"bias: {masters.bias.meta.get('label', 'master')}")
     if masters.dark is not None:
-        sci, var = subtract_dark(sci, var, _aligned(masters.dark, sci), exptime)
+        sci, var = subtract_dark(sci, var, masters.dark, exptime)
         history.append(f"dark: {masters.dark.meta.get('label', 'master')} x {exptime:g} s")
     low = None
     if masters.flat is not None:
-        sci, var, low = divide_flat(sci, var, _aligned(masters.flat, sci), min_value=cfg.flat.min_value)
+        sci, var, low = divide_flat(sci, var, masters.flat, min_value=cfg.flat.min_value)
         history.append(f"flat: {masters.flat.meta.get('label', 'master')}, min_value={cfg.flat.min_value:g}")
 
     if role in ("dark", "flat"):
@@ -151,14 +153,6 @@ def process(raw: da.Array, masters: ChipMasters | None = None, config: ReduceCon
             sci=fixed, dq=frame.dq | (done.astype(DQ.DQ_DTYPE) * DQ.DQ_DTYPE(DQ.INTERPOLATED)),
             step=f"interpolated bad pixels: median of good neighbours in a {cfg.masks.interpolate_size}-pixel box")
     return frame
-
-
-def _aligned(master: Master, like: da.Array) -> Master:
-    """The master with its arrays chunked like the frame (cached masters come in zarr chunks)."""
-    def re(a):
-        return None if a is None or tuple(a.shape) != tuple(like.shape) else a.rechunk(like.chunks)
-    return replace(master, data=re(master.data) if tuple(master.data.shape) == tuple(like.shape) else master.data,
-                   variance=re(master.variance), count=re(master.count))
 
 
 def process_entry(entry: Entry, masters: ChipMasters | None = None, config: ReduceConfig | None = None,
@@ -197,8 +191,12 @@ def process_in_memory(raw: np.ndarray, masters: dict[str, Any], config: ReduceCo
                      bad=None if bad is None else da.from_array(bad, chunks=-1))
     frame = process(da.from_array(raw, chunks=-1), cm, config, layout=layout, exptime=exptime,
                     name=name, role=role)
-    sci, var, dqa = dask.compute(frame.sci, frame.var, frame.dq, scheduler="sync")
-    return sci, var, dqa, frame.history
+    sci, var, dqa, over = dask.compute(frame.sci, frame.var, frame.dq, frame.stats.get("overscan", {}),
+                                       scheduler="sync")
+    history = list(frame.history)
+    for amp, st in over.items():  # the measured overscan of each amplifier, recorded with the frame
+        history.append(f"overscan {amp}: level {float(st.level):.2f} ADU, noise {float(st.noise):.2f} ADU")
+    return sci, var, dqa, tuple(history)
 
 
 def _role(entry: Entry) -> Role:

@@ -97,7 +97,7 @@ class FlatConfig(ConfigBase):
         check=lambda v: isinstance(v, int) and v >= 0, why="must be a non-negative integer",
     )
     twilight_labels: tuple[str, ...] = option(
-        ("skyflat", "twilight", "twiflat", "twilightflat", "sky flat", "twilight flat"),
+        ("skyflat", "twilight", "twiflat", "twilightflat"),
         "catalogue labels of the flats that count as twilight/sky flats for `illumination` "
         "(the generic profile labels a flat by its normalised IMAGETYP value, e.g. 'skyflat', "
         "'domeflat', 'flat'; profile rules may set their own labels). Compared case-insensitively "

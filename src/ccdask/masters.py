@@ -199,3 +199,50 @@ def normalise_flats(flats: Mapping[str, Master], config: ReduceConfig) -> dict[s
         out[c] = Master(kind="flat", chip=c, data=f.data / m, variance=var, count=f.count,
                         ncombine=f.ncombine, filter=filt, meta=meta)
     return out
+
+
+def illumination_samples(dome: Mapping[str, Master], twilight: Mapping[str, Master]) -> dict[str, da.Array]:
+    """Lazy ``twilight / dome`` per chip on the illumination model's fixed sample grid."""
+    from .illumination import sample_grid
+
+    return {c: (twilight[c].data / dome[c].data)[sample_grid(tuple(dome[c].data.shape))] for c in dome}
+
+
+def illuminate_flats(dome: Mapping[str, Master], twilight: Mapping[str, Master], samples: Mapping[str, np.ndarray],
+                     detsecs: Mapping[str, Any], config: ReduceConfig) -> tuple[dict[str, Master], list[Any]]:
+    """``dome × L(twilight / dome)`` per chip, with ``L`` the 2-D Legendre fit of the sampled ratio.
+
+    One fit over the focal plane when every chip has a DETSEC, else one fit per chip in its own
+    pixel coordinates. The model is evaluated lazily, block by block, on the dome master's chunks;
+    the result is *not* normalised (:func:`normalise_flats` does that). Returns the masters and
+    the fitted models.
+    """
+    from .illumination import chip_coords, fit_focal_plane, model_image
+
+    fc = config.flat
+    chips = list(dome)
+    shapes = {c: tuple(dome[c].data.shape) for c in chips}
+    focal = all(detsecs.get(c) is not None for c in chips)
+    coords = {c: chip_coords(shapes[c], detsecs[c] if focal else None) for c in chips}
+    groups = [chips] if focal else [[c] for c in chips]
+    out: dict[str, Master] = {}
+    models = []
+    for group in groups:
+        model = fit_focal_plane({c: samples[c] for c in group}, shapes, coords, fc.illumination_order,
+                                sigma=fc.illumination_sigma, maxiters=fc.illumination_maxiters)
+        models.append(model)
+        for c in group:
+            d = dome[c]
+            m = model_image(model, shapes[c], coords[c], chunks=d.data.chunks,
+                            name=f"illumination-{d.filter}-{c}")
+            meta = dict(d.meta)
+            meta["params"] = {**meta.get("params", {}), "illumination_fit": {
+                "coordinates": "focal plane (DETSEC)" if focal else "chip", "order": model.order,
+                "coeffs": [round(x, 8) for x in model.coeffs], "used": model.nused, "sampled": model.nsample,
+                "twilight_inputs": twilight[c].meta.get("inputs", [])}}
+            meta["label"] = f"flat {d.filter} {c} ({d.ncombine} dome frames, illumination from " \
+                            f"{twilight[c].ncombine} twilight)"
+            out[c] = Master(kind="flat", chip=c, data=d.data * m,
+                            variance=None if d.variance is None else d.variance * (m * m),
+                            count=d.count, ncombine=d.ncombine, filter=d.filter, meta=meta)
+    return out, models

@@ -34,7 +34,14 @@ from .errors import CcdaskWarning, PlanError
 from .fitsout import TMP_PREFIX, concat_parts
 from .frame import Master
 from .masks import bad_pixel_mask
-from .masters import calibrate_frames, normalise_flats, pooled_median, stack_master
+from .masters import (
+    calibrate_frames,
+    illuminate_flats,
+    illumination_samples,
+    normalise_flats,
+    pooled_median,
+    stack_master,
+)
 from .plan import Plan, make_plan, nearest_dark_exptime
 from .process import ChipMasters, process_in_memory
 from .products import (
@@ -217,7 +224,7 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
         for chip, cp in plan.chips.items():
             for filt, ents in cp.flats.items():
                 per_filter.setdefault(filt, {})[chip] = ents
-        for filt, by_chip in per_filter.items():
+        def flat_stage(stage: str, by_chip: dict[str, tuple[Entry, ...]], extra: dict) -> dict[str, Master]:
             pooled = sorted((e.identity for ents in by_chip.values() for e in ents), key=lambda d: (d["path"], d["hdu"]))
             wanted = {}
             packed = {}
@@ -225,14 +232,36 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
                 dark = _dark_for(chip, None, darks, dark_groups, cfg, ents)
                 params = {**common, "combine": cfgd["flat"]["combine"], "region": cfg.flat.region,
                           "filter": filt, "bias": _key_of(biases[chip]), "dark": _key_of(dark),
-                          "pooled_inputs": _digest(pooled)}
+                          "pooled_inputs": _digest(pooled), **extra}
                 wanted[chip] = (master_key("flat", [e.identity for e in ents], params,
                                            chip=chip, algorithm_version="flat-1"), params, ents, chip)
                 packed[chip] = pack_masters(ChipMasters(bias=biases[chip], dark=dark), f"{chip}-flat")
-            built = _stage_masters(f"flat-{filt}" if filt else "flat", wanted, store, runner, cfg, scratch,
-                                   combine_cfg=cfg.flat.combine, masters=packed, filter=filt,
-                                   focal_plane=True)
-            flats[filt] = normalise_flats(built, cfg)
+            return _stage_masters(stage, wanted, store, runner, cfg, scratch,
+                                  combine_cfg=cfg.flat.combine, masters=packed, filter=filt,
+                                  focal_plane=True)
+
+        for filt, by_chip in per_filter.items():
+            stage = f"flat-{filt}" if filt else "flat"
+            dome_by, twilight_by = _split_twilight(by_chip, cfg, filt, log)
+            if not twilight_by:
+                flats[filt] = normalise_flats(flat_stage(stage, by_chip, {}), cfg)
+                continue
+            # the dome master's key also covers the twilight inputs and the model's options, so
+            # the final (illuminated) flat, which carries that key, changes when either does
+            twi_ids = sorted((e.identity for ents in twilight_by.values() for e in ents),
+                             key=lambda d: (d["path"], d["hdu"]))
+            illum = {"order": cfg.flat.illumination_order, "sigma": cfg.flat.illumination_sigma,
+                     "maxiters": cfg.flat.illumination_maxiters, "twilight_inputs": _digest(twi_ids),
+                     "algorithm": "illumination-1"}
+            dome = flat_stage(stage, dome_by, {"illumination": illum})
+            twilight = flat_stage(f"{stage}-twilight", twilight_by, {"set": "twilight"})
+            lazy = illumination_samples(dome, twilight)
+            values = runner.compute(f"{stage}-illumination", list(lazy.values()))
+            detsecs = {c: by_chip[c][0].layout.detsec for c in dome}
+            illuminated, models = illuminate_flats(dome, twilight, dict(zip(lazy, values, strict=True)), detsecs, cfg)
+            for mdl in models:
+                log(f"  {stage}: illumination order {mdl.order} from {mdl.nused}/{mdl.nsample} samples")
+            flats[filt] = normalise_flats(illuminated, cfg)
 
     # ---------------------------------------------------------------- science
     factor = max(bin_factor(cp.raw_shape, max(64, cfg.output.qa_max_pixels // 2)) for cp in plan.chips.values())
@@ -344,6 +373,30 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, *, biases, d
             dask_key_name=f"assemble-{exp.name}-{key[:8]}"))
         graph.finals.append((exp, final))
     return graph
+
+
+def _split_twilight(by_chip: dict[str, tuple[Entry, ...]], cfg: ReduceConfig, filt: str | None,
+                    log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Dome and twilight flats of one filter per chip, when ``flat.illumination`` applies.
+
+    Returns ``(by_chip, {})`` — every flat stacked together, as without the option — when the
+    option is off, or the filter lacks dome or twilight flats (a note is logged when only some
+    chips have both).
+    """
+    if not cfg.flat.illumination:
+        return by_chip, {}
+    from .profiles._profile import _norm
+
+    labels = {_norm(x) for x in cfg.flat.twilight_labels}
+    twi = {c: tuple(e for e in ents if _norm(e.label) in labels) for c, ents in by_chip.items()}
+    dome = {c: tuple(e for e in ents if _norm(e.label) not in labels) for c, ents in by_chip.items()}
+    if not any(twi.values()) or not any(dome.values()):
+        return by_chip, {}
+    if not all(twi.values()) or not all(dome.values()):
+        log(f"  note: filter {filt!r}: not every chip has both dome and twilight flats; "
+            "illumination correction skipped, all flats stacked together")
+        return by_chip, {}
+    return dome, twi
 
 
 def _key_of(m: Master | None) -> str | None:

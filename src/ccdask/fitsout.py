@@ -42,16 +42,8 @@ def atomic_writeto(hdul: fits.HDUList, path: str | os.PathLike) -> Path:
 
 def write_part(path: str | os.PathLike, hdus: Sequence[tuple[fits.Header, np.ndarray]]) -> str:
     """Write image extensions ``(header, data)`` to a part file (with a throwaway primary HDU)."""
-    part = Path(path)
-    part.parent.mkdir(parents=True, exist_ok=True)
     hdul = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(data=d, header=h) for h, d in hdus])
-    tmp = _tmp_name(part)
-    try:
-        hdul.writeto(tmp, checksum=True)
-        os.replace(tmp, part)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return str(part)
+    return str(atomic_writeto(hdul, path))
 
 
 def concat_parts(final: str | os.PathLike, primary: fits.Header, parts: Sequence[str | os.PathLike],

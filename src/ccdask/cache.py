@@ -57,6 +57,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 import warnings
@@ -112,6 +113,7 @@ DAMAGED_KEEP = 86400.0
 """Seconds a damaged entry is kept aside for inspection before :meth:`MasterCache.sweep` deletes it."""
 
 _MARKER = "ccdask_master_cache"
+_ROOT_LOCK = threading.Lock()
 _OWNER = "owner.json"
 
 
@@ -357,18 +359,22 @@ class MasterCache:
             return False
 
     def _ensure_root(self) -> None:
-        if self.is_cache():
-            return
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
-            raise CacheError(
-                f"{self.root}: exists and is not a ccdask master cache; refusing to write there"
-            )
-        import zarr
+        with _ROOT_LOCK:  # two threads of one process creating the same cache
+            if self.is_cache():
+                return
+            if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+                raise CacheError(
+                    f"{self.root}: exists and is not a ccdask master cache; refusing to write there"
+                )
+            import zarr
 
-        try:
-            zarr.open_group(store=str(self.root), mode="w", attributes={_MARKER: CACHE_FORMAT})
-        except OSError as exc:
-            raise CacheError(f"{self.root}: cannot create the master cache ({exc})") from exc
+            try:
+                zarr.open_group(store=str(self.root), mode="w-", attributes={_MARKER: CACHE_FORMAT})
+            except Exception as exc:
+                # another process may have created it at the same moment: then all is well
+                if self.is_cache():
+                    return
+                raise CacheError(f"{self.root}: cannot create the master cache ({exc})") from exc
 
     # -------------------------------------------------------------------------------- writing
 

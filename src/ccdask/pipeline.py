@@ -33,6 +33,7 @@ from .config import ReduceConfig, load_config
 from .errors import CcdaskWarning, PlanError
 from .fitsout import TMP_PREFIX, concat_parts
 from .frame import Master
+from .manifest import write_manifest
 from .masks import bad_pixel_mask
 from .masters import (
     calibrate_frames,
@@ -307,7 +308,7 @@ def reduce(raw: str | os.PathLike | Iterable[str | os.PathLike], out: str | os.P
     result.stages = runner.stages
     result.stages["qa"] = {"seconds": time.perf_counter() - t_qa}
     result.stages["catalog"] = {"seconds": t_scan}
-    result.manifest_path = _write_manifest(out, catalog, plan, cfg, result, biases, darks, dark_groups, flats,
+    result.manifest_path = write_manifest(out, catalog, plan, cfg, result, biases, darks, dark_groups, flats,
                                            total=time.perf_counter() - t_start)
     return result
 
@@ -626,47 +627,3 @@ def _sweep_tmp(out: Path, max_age: float = 0.0) -> None:
             for p in d.glob(f"{TMP_PREFIX}*"):
                 if p.is_file() and time.time() - p.stat().st_mtime >= max_age:
                     p.unlink(missing_ok=True)
-
-
-def _write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, result: ReduceResult,
-                    biases, darks, dark_groups, flats, *, total: float) -> Path:
-    def ident(e: Entry) -> dict[str, Any]:
-        return {"path": e.path, "hdu": e.hdu, "chip": e.chip, "imagetyp": e.imagetyp, "label": e.label,
-                "exptime": e.exptime, "filter": e.filter, "size": e.size, "mtime_ns": e.mtime_ns}
-
-    masters = []
-    for kind, ms in (("bias", biases), ("dark", darks)):
-        masters += [{"kind": kind, "chip": c, "cache_key": _key_of(m), "ncombine": m.ncombine}
-                    for c, m in ms.items() if m is not None]
-    if cfg.dark.mode == "nearest":
-        masters += [{"kind": "dark", "chip": c, "exptime": t, "cache_key": _key_of(m), "ncombine": m.ncombine}
-                    for (c, t), m in dark_groups.items()]
-    for filt, ms in flats.items():
-        masters += [{"kind": "flat", "filter": filt, "chip": c, "cache_key": _key_of(m), "ncombine": m.ncombine}
-                    for c, m in ms.items()]
-    doc = {
-        "ccdask_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "inputs": [ident(e) for e in catalog],
-        "problems": [{"path": p.path, "hdu": p.hdu, "reason": p.reason} for p in catalog.problems],
-        "notes": list(plan.notes),
-        "outputs": {"reduced": result.outputs, "skipped": result.skipped, "masters": result.masters},
-        "masters": masters,
-        "parameters": cfg.to_dict(),
-        "timings": {"total_seconds": total,
-                    **{k: {kk: vv for kk, vv in v.items() if kk != "task_groups"} for k, v in result.stages.items()}},
-        "task_groups": {k: v.get("task_groups", {}) for k, v in result.stages.items()},
-    }
-    path = out / "manifest.json"
-    tmp = out / f"{TMP_PREFIX}manifest.json"
-    tmp.write_text(json.dumps(doc, indent=1, default=_json_default))
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    return str(o)

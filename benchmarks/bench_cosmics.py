@@ -5,10 +5,10 @@ calibrates it eagerly with the simulator's truth (bias, gain, dark, flat: electr
 on that frame:
 
 (a) ``astroscrappy.detect_cosmics`` on the whole numpy frame (the eager reference),
-(b) ``ccdask.cosmics.detect_cosmics`` (default LACosmic, default halo) computed on dask's
+(b) ``ccdask.calibrate._cosmics.detect_cosmics`` (default LACosmic, default halo) computed on dask's
     threaded scheduler with 1 or 2 threads, on tiles of ``--tile`` pixels,
 (c) the median method of ccdask (``method="median"``, 5 x 5, 5 sigma),
-(d) the mask steps of :mod:`ccdask.masks` (in this process, 2 threads) on the same chip: hot
+(d) the mask steps of :mod:`ccdask.calibrate._masks` (in this process, 2 threads) on the same chip: hot
     pixels from the dark rate, dead/low pixels from the flat, saturation from the raw frame,
     interpolation of the bad pixels, the DQ plane,
 
@@ -51,7 +51,7 @@ def calibrated_frame(root: Path, size: str) -> tuple[np.ndarray, np.ndarray, np.
     from scipy import ndimage
 
     from ccdask.sections import Section
-    from ccdask.simulate import simulate_night
+    from ccdask.simulate._night import simulate_night
 
     night = simulate_night(root, chips=1, amps=2, size=size, nbias=0, ndark=0, nflat=0,
                            filters=("r",), nscience=1, seed=3, science_exptime=120.0)
@@ -97,7 +97,7 @@ def worker(mode: str, data_dir: Path, threads: int, tile: int) -> dict:
         import dask
         import dask.array as da
 
-        from ccdask.cosmics import CosmicConfig, detect_cosmics
+        from ccdask.calibrate._cosmics import CosmicConfig, detect_cosmics
 
         cfg = CosmicConfig(tile=tile) if mode == "lacosmic" else CosmicConfig(
             method="median", tile=tile)
@@ -132,10 +132,16 @@ def mask_steps(root: Path, rounds: int, tile: int) -> list[tuple[str, float, flo
     import dask
     import dask.array as da
 
+    from ccdask.calibrate._masks import (
+        build_dq,
+        hot_pixels,
+        interpolate_bad,
+        low_pixels,
+        saturation_mask,
+    )
     from ccdask.catalog import Catalog
     from ccdask.io import open_frame
-    from ccdask.masks import build_dq, hot_pixels, interpolate_bad, low_pixels, saturation_mask
-    from ccdask.simulate import SimulatedNight
+    from ccdask.simulate._night import SimulatedNight
 
     night = SimulatedNight.load(root)
     tr = night.truth()

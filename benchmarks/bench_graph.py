@@ -1,7 +1,7 @@
 """Graph construction for a survey night, without pixels.
 
 Builds every stage's graph of a night of N exposures of a C-chip mosaic from a synthetic
-catalogue (headers only: no file is read, nothing computes), the way ``ccdask.pipeline.reduce``
+catalogue (headers only: no file is read, nothing computes), the way ``ccdask.night._reduce.reduce``
 builds them stage by stage, and reports construction time and tasks per chip-frame:
 
 - masters: per chip-frame one calibrate task, then per chip a tile-by-tile stack of the
@@ -29,9 +29,9 @@ from ccdask.combine._stack import tile_shape
 from ccdask.config import ReduceConfig
 from ccdask.frame import Master
 from ccdask.io import HduInfo
-from ccdask.masters import calibrate_frames, normalise_flats, stack_master
-from ccdask.pipeline import ChipMasters, pack_masters, science_graph
-from ccdask.plan import make_plan
+from ccdask.night._masters import calibrate_frames, normalise_flats, stack_master
+from ccdask.night._plan import make_plan
+from ccdask.night._reduce import ChipMasters, pack_masters, science_graph
 from ccdask.profiles import load_profile
 
 

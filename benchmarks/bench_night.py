@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from ccdask.cluster import ClusterConfig, describe_client, open_client
-from ccdask.pipeline import reduce
-from ccdask.simulate import SimulatedNight, simulate_night
+from ccdask.night._reduce import reduce
+from ccdask.simulate._night import SimulatedNight, simulate_night
 
 
 def main() -> None:

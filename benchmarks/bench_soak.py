@@ -32,8 +32,8 @@ from pathlib import Path
 import psutil
 
 from ccdask.cluster import ClusterConfig, open_client
-from ccdask.pipeline import reduce
-from ccdask.simulate import simulate_night
+from ccdask.night._reduce import reduce
+from ccdask.simulate._night import simulate_night
 
 NIGHT = {"nbias": 20, "ndark": 10, "nflat": 10, "nscience": 25, "filters": ("g", "r")}
 

@@ -1,7 +1,7 @@
 """Throughput of each arithmetic calibration step on a ``large`` simulated chip.
 
 One ``large`` chip (4096 x 2048 data pixels, two amplifiers with 32 serial overscan columns each:
-raw 4096 x 2112) science frame is simulated once with :func:`ccdask.simulate.simulate_night`
+raw 4096 x 2112) science frame is simulated once with :func:`ccdask.simulate._night.simulate_night`
 into ``--dir`` (default ``benchmarks/_data/steps``, git-ignored) and reused. Its raw pixels are
 read into memory once and split into chunks of ``--rows`` whole rows, so what is timed is the
 step itself, not the reader (see the "Reading" section of RESULTS.md for that). Masters are the
@@ -18,7 +18,7 @@ other processes competing for the cores).
 The last row runs the whole chain from raw pixels to the flat-fielded frame in one graph.
 
 Cosmic rays are not measured here: ``benchmarks/bench_cosmics.py`` (the owner of
-``ccdask.cosmics``) measures them.
+``ccdask.calibrate._cosmics``) measures them.
 
 Usage::
 
@@ -51,7 +51,7 @@ from ccdask.calibrate import (
 from ccdask.catalog import Catalog
 from ccdask.frame import Master
 from ccdask.io import open_frame
-from ccdask.simulate import SimulatedNight, simulate_night
+from ccdask.simulate._night import SimulatedNight, simulate_night
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE / "_data" / "steps"

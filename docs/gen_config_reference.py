@@ -189,7 +189,7 @@ def render_configuration() -> str:
         "",
         "```python",
         "from ccdask.config import ReduceConfig, load_config",
-        "from ccdask.pipeline import reduce",
+        "from ccdask.night._reduce import reduce",
         "",
         'cfg = load_config("night.toml")                        # or a dict, or ReduceConfig(...)',
         'cfg = cfg.replace(cosmics=cfg.cosmics.replace(method="median"))   # frozen: copy with changes',
@@ -270,7 +270,7 @@ def render_cli() -> str:
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = str(HELP_COLUMNS)
     try:
-        from ccdask import cli
+        from ccdask.cli._main import _main as cli
 
         parser = cli.build_parser()
         out = [

@@ -1,21 +1,12 @@
-"""Shared fixtures: the real frames beside the repository and small helpers."""
+"""Shared fixtures: the real frames beside the repository."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REAL = Path(os.environ.get("CCDASK_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
-
-
-def real_dir(name: str) -> Path:
-    """A folder of real frames, or skip the test saying where they were looked for."""
-    path = REAL / name
-    if not path.is_dir():
-        pytest.skip(f"real frames not available: {path} is absent (set CCDASK_REAL_DATA)")
-    return path
+from tests.helpers import real_dir
 
 
 @pytest.fixture

@@ -151,8 +151,8 @@ def _arrays(path: Path) -> list[np.ndarray]:
 def test_reduce_on_slurm_equals_local_run(slurm, tmp_path, monkeypatch):
     """``ccdask reduce --slurm`` on a small simulated night: bitwise the threaded run's outputs."""
     from ccdask.cli import main
-    from ccdask.pipeline import reduce
-    from ccdask.simulate import simulate_night
+    from ccdask.night._reduce import reduce
+    from ccdask.simulate._night import simulate_night
 
     night = simulate_night(tmp_path / "night", chips=2, amps=2, size="small", nbias=3, ndark=2,
                            nflat=2, filters=("g",), nscience=1, seed=5)

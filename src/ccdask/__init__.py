@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
+from .calibrate import process
 from .catalog import Catalog
 from .combine import combine  # the function; the subpackage stays importable
 from .config import ReduceConfig, load_config
-from .pipeline import reduce
+from .night import reduce
 from .simulate import simulate_night
 
-__all__ = ["Catalog", "ReduceConfig", "__version__", "combine", "load_config", "reduce", "simulate_night"]
+__all__ = ["Catalog", "ReduceConfig", "__version__", "combine", "load_config", "process", "reduce",
+           "simulate_night"]

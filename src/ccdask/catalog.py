@@ -28,8 +28,8 @@ from astropy.table import Table
 
 from .errors import CcdaskError, CcdaskWarning, FitsReadError
 from .io import HduInfo, ImageSource, image_source, scan_file
-from .layout import ChipLayout
 from .profiles import Profile, load_profile
+from .profiles._layout import ChipLayout
 from .profiles._profile import detect_profile
 
 __all__ = ["FITS_SUFFIXES", "Catalog", "Entry", "Problem"]

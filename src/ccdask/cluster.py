@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._config_base import ConfigBase, option
 from .errors import CcdaskError, ConfigError
+from .utils._options import ConfigBase, option
 
 __all__ = ["ClusterConfig", "SlurmConfig", "describe_client", "open_client"]
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 from astropy.io import fits
 
-from .layout import ChipLayout
+if TYPE_CHECKING:  # the container only carries a layout; profiles build them
+    from .profiles import ChipLayout
 
-__all__ = ["Frame", "Master"]
+
+__all__ = ["Frame", "Master", "to_ccddata"]
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,7 @@ class Frame:
     stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_ccddata(self, **compute_kwargs: Any) -> Any:
-        """An astropy ``CCDData`` of this frame (see :func:`ccdask.ccddata.to_ccddata`)."""
-        from .ccddata import to_ccddata
-
+        """An astropy ``CCDData`` of this frame (see :func:`to_ccddata`)."""
         return to_ccddata(self, **compute_kwargs)
 
     def evolve(self, *, step: str | None = None, **changes: Any) -> Frame:
@@ -64,3 +64,22 @@ class Master:
     filter: str | None = None
     exptime: float | None = None
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def to_ccddata(frame: Frame, **compute_kwargs: Any) -> Any:
+    """A ``CCDData`` (electrons) of a calibrated frame, computing its SCI, VAR and DQ together."""
+    import dask
+    import numpy as np
+    from astropy.nddata import CCDData, VarianceUncertainty
+
+    parts = [frame.sci, frame.dq] + ([frame.var] if frame.var is not None else [])
+    values = dask.compute(*parts, **compute_kwargs)
+    sci, dq = values[0], values[1]
+    var = values[2] if frame.var is not None else None
+    header = frame.header.copy()
+    for line in frame.history:
+        header.add_history(line)
+    ccd = CCDData(np.asarray(sci), unit="electron", meta=header, mask=np.asarray(dq) != 0,
+                  uncertainty=None if var is None else VarianceUncertainty(np.asarray(var)))
+    ccd.flags = np.asarray(dq)
+    return ccd

@@ -25,21 +25,31 @@ from ._arith import (
 )
 from ._assemble import assemble, trim
 from ._config import OverscanConfig, OverscanMethod, OverscanModel
+from ._cosmics import CosmicConfig
+from ._masks import MaskConfig
 from ._overscan import OverscanStats, overscan_model, overscan_stats, subtract_overscan
+from ._process import ChipMasters, ProcessConfig, process, process_entry, process_in_memory
 
 __all__ = [
+    "ChipMasters",
     "Corrected",
+    "CosmicConfig",
     "FlatCorrected",
+    "MaskConfig",
     "OverscanConfig",
     "OverscanMethod",
     "OverscanModel",
     "OverscanStats",
+    "ProcessConfig",
     "apply_gain",
     "assemble",
     "divide_flat",
     "initial_variance",
     "overscan_model",
     "overscan_stats",
+    "process",
+    "process_entry",
+    "process_in_memory",
     "read_noise_from_overscan",
     "subtract_bias",
     "subtract_dark",
@@ -47,12 +57,3 @@ __all__ = [
     "trim",
 ]
 
-
-def __getattr__(name: str):
-    """``ccdask.calibrate.process`` (ccdproc's ``ccd_process``) lives in :mod:`ccdask.process`,
-    which builds on this package; it is looked up lazily to avoid a circular import."""
-    if name in ("process", "process_entry", "ChipMasters"):
-        from .. import process as _process
-
-        return getattr(_process, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

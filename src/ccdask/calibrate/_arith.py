@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError, PlanError, ShapeMismatchError
 from ..frame import Master
-from ..layout import ChipLayout
+from ..profiles._layout import ChipLayout
 from ._config import OverscanConfig
 from ._overscan import overscan_stats
 from ._regions import Rect, block_location, check_disjoint, local_slices, rect_of

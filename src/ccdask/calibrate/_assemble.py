@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import ShapeMismatchError
-from ..layout import ChipLayout
+from ..profiles._layout import ChipLayout
 from ._regions import Rect, check_disjoint, rect_of
 
 __all__ = ["assemble", "trim"]

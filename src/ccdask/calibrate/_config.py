@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .._config_base import ConfigBase, option
+from ..utils._options import ConfigBase, option
 
 __all__ = ["OverscanConfig", "OverscanMethod", "OverscanModel"]
 

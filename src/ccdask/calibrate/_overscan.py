@@ -28,7 +28,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import ConfigError, ShapeMismatchError
-from ..layout import Amplifier, ChipLayout
+from ..profiles._layout import Amplifier, ChipLayout
 from ._config import OverscanConfig
 from ._regions import Rect, block_location, check_disjoint, local_slices, rect_of
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..errors import ProfileError
-from ..layout import ChipLayout
+from ..profiles._layout import ChipLayout
 from ..sections import Section
 
 __all__ = ["Rect", "block_location", "check_disjoint", "local_slices", "rect_of"]

@@ -117,7 +117,7 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
     """
     from astropy.io import fits
 
-    from .. import __version__
+    from .._version import __version__
 
     hdr = fits.Header() if base is None else base.copy()
     cfg = result.config

@@ -7,6 +7,8 @@ either read from standard keywords (``generic``) or written out per amplifier. T
 ship with ccdask live beside this module; ``load_profile`` also accepts a path to your own file.
 """
 
+from ._layout import Amplifier, ChipLayout, OverscanAxis
 from ._profile import IMAGE_TYPES, Classification, Profile, available_profiles, load_profile
 
-__all__ = ["IMAGE_TYPES", "Classification", "Profile", "available_profiles", "load_profile"]
+__all__ = ["IMAGE_TYPES", "Amplifier", "ChipLayout", "Classification", "OverscanAxis", "Profile",
+           "available_profiles", "load_profile"]

@@ -12,8 +12,8 @@ from typing import Any
 from astropy.io import fits
 
 from ..errors import ProfileError, SectionError, where
-from ..layout import Amplifier, ChipLayout
 from ..sections import Section
+from ._layout import Amplifier, ChipLayout
 
 IMAGE_TYPES = ("bias", "dark", "flat", "science", "other")
 _HERE = Path(__file__).parent

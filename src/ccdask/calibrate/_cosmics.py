@@ -1,0 +1,417 @@
+"""Cosmic-ray detection and cleaning of one chip, lazily, through ``map_overlap``.
+
+Two methods:
+
+``lacosmic``
+    astroscrappy's L.A.Cosmic (van Dokkum 2001) run on each chunk plus a halo of
+    neighbouring pixels. LACosmic is local: every quantity it derives for a pixel (Laplacian,
+    noise model, fine-structure image, the saturated-star mask, the 3x3 growth of detections,
+    the 5x5 cleaning) depends only on pixels within a fixed distance, and each of its
+    ``niter`` iterations feeds the cleaned image to the next, so that distance grows by the
+    same step per iteration. :func:`lacosmic_halo` adds up those radii for the chosen
+    parameters; with that halo (the default) the mask and the cleaned image of every chunk
+    equal a whole-frame astroscrappy run, for any chunking. The frame edges are not padded
+    (``boundary="none"``): a chunk at the edge of the frame sees the real edge, exactly as
+    the whole-frame run does, so the equality holds up to the border too. (One documented
+    exception: when a cosmic-ray pixel has no usable pixel at all in its 5x5 cleaning box,
+    astroscrappy fills it with the median of the whole image it was given, which for a chunk
+    is the median of that chunk and its halo.)
+
+``median``
+    A pixel is a cosmic ray when it exceeds the median of its ``size`` x ``size``
+    neighbourhood by more than ``threshold`` standard deviations, the standard deviation
+    being the square root of the variance plane (or of the noise model
+    ``max(signal, 0) + read noise²`` when no variance is given). Cleaned pixels take the
+    local median.
+
+Units
+-----
+astroscrappy works in electrons: it multiplies the data by ``gain``, compares the result with
+``satlevel`` and builds its noise model as ``data x gain + readnoise²``. ccdask frames are in
+electrons already, so the normal call is ``gain=1.0`` with the read noise in electrons and any
+saturation level in electrons. :func:`detect_cosmics` takes ``gain`` as electrons per *data
+unit*, ``read_noise`` in electrons, ``saturation`` in data units and ``var`` in data units
+squared, and passes astroscrappy ``gain``, ``readnoise=read_noise``,
+``satlevel=saturation x gain`` and ``invar=var``, which is consistent for data in ADU
+(``gain`` = e-/ADU) as well as in electrons (``gain=1``). The cleaned image is returned in the
+units of the input.
+
+Threads
+-------
+astroscrappy releases the GIL and runs its loops with OpenMP. Its pool size is fixed when the
+library loads (``OMP_NUM_THREADS``); with dask threads on every core, set it to 1 in the
+workers' environment: measured on 2 cores, OpenMP threads on top of dask threads only add
+spinning (+40 % CPU, see ``benchmarks/RESULTS.md``). Chips and frames are independent, so the
+default keeps the input chunks (one call per chip with the reader's default chunking);
+``CosmicConfig.tile`` splits a chip for parallelism inside it.
+
+Examples
+--------
+>>> cr, cleaned = detect_cosmics(sci, var, gain=1.0, read_noise=5.0,
+...                              config=CosmicConfig(sigclip=5.0))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+from scipy import ndimage
+
+from .. import dq as dqbits
+from ..errors import ConfigError, ShapeMismatchError
+from ..frame import Frame
+from ..utils._options import ConfigBase, option
+from ._masks import grow_mask
+
+__all__ = [
+    "CosmicConfig",
+    "CosmicMethod",
+    "clean_frame",
+    "detect_cosmics",
+    "lacosmic_halo",
+]
+
+CosmicMethod = Literal["lacosmic", "median", "none"]
+
+_CR_DTYPE = np.dtype([("mask", np.bool_), ("clean", np.float32)])
+
+
+def _odd(v: int) -> bool:
+    return v >= 1 and v % 2 == 1
+
+
+@dataclass(frozen=True)
+class CosmicConfig(ConfigBase):
+    """How cosmic rays are found and cleaned (DQ bit 4).
+
+    The LACosmic fields are astroscrappy's ``detect_cosmics`` parameters of the same names.
+    """
+
+    method: Literal["lacosmic", "median", "none"] = option(
+        "lacosmic", "lacosmic (astroscrappy), median (local median + variance), or none")
+    sigclip: float = option(4.5, "LACosmic: Laplacian-to-noise limit for detection",
+                            check=lambda v: v > 0, why="must be positive")
+    sigfrac: float = option(0.3, "LACosmic: fraction of sigclip used for neighbouring pixels",
+                            check=lambda v: v > 0, why="must be positive")
+    objlim: float = option(5.0, "LACosmic: minimum contrast between the Laplacian and the "
+                                "fine-structure image (raise it if star cores are flagged)",
+                           check=lambda v: v > 0, why="must be positive")
+    niter: int = option(4, "LACosmic: iterations (each widens the halo needed)",
+                        check=lambda v: 1 <= v <= 20, why="must be between 1 and 20")
+    sepmed: bool = option(True, "LACosmic: separable median filters (faster; False is 2.6-3x slower)")
+    cleantype: Literal["meanmask", "medmask", "median", "idw"] = option(
+        "meanmask", "LACosmic: how cosmic-ray pixels are replaced in the cleaned image (5x5 box)")
+    fsmode: Literal["median", "convolve"] = option(
+        "median", "LACosmic: fine-structure image by median filters or by PSF convolution")
+    psfmodel: Literal["gauss", "gaussx", "gaussy", "moffat"] = option(
+        "gauss", "LACosmic: PSF model when fsmode = convolve")
+    psffwhm: float = option(2.5, "LACosmic: PSF FWHM (pixels) when fsmode = convolve",
+                            check=lambda v: v > 0, why="must be positive")
+    psfsize: int = option(7, "LACosmic: PSF kernel side (odd, pixels) when fsmode = convolve",
+                          check=_odd, why="must be an odd positive integer")
+    psfbeta: float = option(4.765, "LACosmic: Moffat beta when psfmodel = moffat",
+                            check=lambda v: v > 0, why="must be positive")
+    saturation_grow: int = option(
+        2, "grow a saturated-pixel mask by this many pixels before detection (the grown pixels "
+           "are only ignored, not flagged); the steep wings of saturated stars otherwise look "
+           "like cosmic rays (astroscrappy grows the saturated stars it finds itself by 4)",
+        check=lambda v: 0 <= v <= 50, why="must be between 0 and 50")
+    use_variance: bool = option(
+        True, "LACosmic: give astroscrappy the VAR plane as its noise model (invar) when available")
+    halo: int | None = option(
+        None, "pixels of overlap between chunks; None: the proven bound of lacosmic_halo() "
+              "(41 for the defaults), or size // 2 for the median method",
+        check=lambda v: v >= 0, why="must be zero or positive")
+    tile: int | None = option(
+        None, "rechunk the chip into tiles of about this side before detection; None keeps the "
+              "input chunks (chunks smaller than the halo are merged either way)",
+        check=lambda v: v >= 16, why="must be at least 16 pixels")
+    size: int = option(5, "median method: side of the median window (odd)",
+                       check=lambda v: _odd(v) and v >= 3, why="must be an odd integer >= 3")
+    threshold: float = option(5.0, "median method: excess over the local median, in sigma",
+                              check=lambda v: v > 0, why="must be positive")
+    clean: bool = option(True, "replace cosmic-ray pixels of SCI by the cleaned values "
+                               "(False only sets DQ bit 4)")
+
+
+def lacosmic_halo(config: CosmicConfig | None = None) -> int:
+    """The halo (pixels) that makes chunked LACosmic equal to a whole-frame run.
+
+    Every step of astroscrappy's ``detect_cosmics`` reads pixels within a fixed Chebyshev
+    radius; the radii add up along the chain of steps:
+
+    * noise model: median of the variance, ``sepmedfilt7`` (radius 3) or ``medfilt5`` (2);
+    * Laplacian of the 2x-subsampled image: radius 1; ``S / noise``: max(1, noise) = 3 (2);
+    * ``S' = S - median(S)``: + 3 (+ 2) = 6 (4);
+    * fine structure: ``sepmedfilt5`` then ``sepmedfilt9`` (2 + 4 = 6), or ``medfilt3`` then
+      ``medfilt7`` (1 + 3 = 4); with ``fsmode="convolve"``: noise + psfsize // 2 + that second
+      median;
+    * two 3x3 growths of the candidates: + 2. One iteration's detections thus reach
+      ``a = max(S', F) + 2`` = 8 (6) from the image it starts from;
+    * the saturated-star mask: a median (3 | 2) and two 5x5 dilations (4), or the 3x3 growth
+      of the given mask (1): 7 (6), entering the detections before the two growths:
+      ``b`` = 9 (8);
+    * cleaning: a 5x5 box, + 2, and the cleaned image starts the next iteration.
+
+    So the detections of iteration 1 reach ``r1 = max(a, b)``, those of iteration k reach
+    ``r_k = max(r_{k-1} + 2 + a, b)``, the final mask reaches ``r_niter`` and the final
+    cleaned image ``r_niter + 2``. Defaults (``sepmed``, ``fsmode="median"``, 4 iterations):
+    9, 19, 29, 39, so 41.
+
+    Parameters
+    ----------
+    config : CosmicConfig, optional
+        The LACosmic parameters (``niter``, ``sepmed``, ``fsmode``, ``psfsize``).
+
+    Returns
+    -------
+    int
+        The halo in pixels.
+    """
+    cfg = config or CosmicConfig()
+    med = 3 if cfg.sepmed else 2
+    noise = med
+    splus = max(1, noise) + med
+    second = 4 if cfg.sepmed else 3
+    if cfg.fsmode == "median":
+        fine = max((2 if cfg.sepmed else 1) + second, noise)
+    else:
+        fine = noise + cfg.psfsize // 2 + second
+    a = max(splus, fine) + 2
+    mask_radius = max(med + 4, 1)
+    b = mask_radius + 2
+    r = max(a, b)
+    for _ in range(cfg.niter - 1):
+        r = max(r + 2 + a, b)
+    return r + 2
+
+
+# --------------------------------------------------------------------------------------------
+# block kernels
+
+
+def _lacosmic_block(sci: np.ndarray, var: np.ndarray | None, mask: np.ndarray | None, *,
+                    params: dict[str, Any], gain: float, readnoise: float,
+                    satlevel: float) -> np.ndarray:
+    import astroscrappy
+
+    data = np.ascontiguousarray(sci, dtype=np.float32)
+    finite = np.isfinite(data)
+    inmask = np.zeros(data.shape, dtype=bool) if mask is None else np.array(mask, dtype=bool)
+    if not finite.all():
+        inmask |= ~finite
+        data = np.where(finite, data, np.float32(0.0))
+    invar = None
+    if var is not None:
+        invar = np.ascontiguousarray(var, dtype=np.float32)
+        vfinite = np.isfinite(invar)
+        if not vfinite.all():
+            inmask |= ~vfinite
+            invar = np.where(vfinite, invar, np.float32(0.0))
+    crmask, cleaned = astroscrappy.detect_cosmics(
+        data, inmask=inmask, invar=invar, gain=gain, readnoise=readnoise, satlevel=satlevel,
+        verbose=False, **params)
+    out = np.empty(data.shape, dtype=_CR_DTYPE)
+    out["mask"] = crmask
+    out["clean"] = np.where(finite, cleaned, sci)
+    return out
+
+
+def _median_block(sci: np.ndarray, var: np.ndarray | None, mask: np.ndarray | None, *,
+                  size: int, threshold: float, gain: float, readnoise: float) -> np.ndarray:
+    data = np.asarray(sci, dtype=np.float32)
+    finite = np.isfinite(data)
+    filled = np.where(finite, data, np.float32(0.0))
+    local = ndimage.median_filter(filled, size=size, mode="reflect")
+    if var is not None:
+        sigma = np.sqrt(np.maximum(np.asarray(var, dtype=np.float64), 0.0))
+    else:
+        electrons = np.maximum(filled.astype(np.float64) * gain, 0.0)
+        sigma = np.sqrt(electrons + readnoise * readnoise) / gain
+    excess = filled.astype(np.float64) - local
+    cr = finite & (excess > 0) & (excess > threshold * sigma)
+    if mask is not None:
+        cr &= ~np.asarray(mask, dtype=bool)
+    out = np.empty(data.shape, dtype=_CR_DTYPE)
+    out["mask"] = cr
+    out["clean"] = np.where(cr, local, data)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the public entry points
+
+
+def _lacosmic_params(cfg: CosmicConfig) -> dict[str, Any]:
+    return {"sigclip": cfg.sigclip, "sigfrac": cfg.sigfrac, "objlim": cfg.objlim,
+            "niter": cfg.niter, "sepmed": cfg.sepmed, "cleantype": cfg.cleantype,
+            "fsmode": cfg.fsmode, "psfmodel": cfg.psfmodel, "psffwhm": cfg.psffwhm,
+            "psfsize": cfg.psfsize, "psfbeta": cfg.psfbeta}
+
+
+def detect_cosmics(sci: da.Array, var: da.Array | None = None, *, gain: float = 1.0,
+                   read_noise: float, saturation: float | da.Array | None = None,
+                   mask: da.Array | None = None, config: CosmicConfig | None = None
+                   ) -> tuple[da.Array, da.Array]:
+    """Find and clean the cosmic rays of one chip, lazily.
+
+    Parameters
+    ----------
+    sci : dask.array.Array
+        The chip, calibrated (sky included: the noise model needs the background), in data
+        units (electrons for ccdask frames).
+    var : dask.array.Array, optional
+        Its variance in data units squared. LACosmic uses it as the noise model when
+        ``config.use_variance`` (it median-filters it like its own model); the median method
+        uses it for sigma.
+    gain : float
+        Electrons per data unit: 1.0 for data in electrons, the amplifier gain for ADU.
+    read_noise : float
+        Read noise in electrons (used by the noise model when no variance is used).
+    saturation : float or dask.array.Array, optional
+        A saturation level in data units (astroscrappy masks saturated stars around pixels at
+        or above it), or a boolean mask of saturated pixels (e.g. from
+        :func:`ccdask.calibrate._masks.saturation_mask`), which is grown by ``config.saturation_grow``
+        pixels and joins ``mask``. None: no saturation.
+    mask : dask.array.Array, optional
+        Boolean, pixels to ignore (bad pixels, no data). They are never flagged and not used
+        to clean their neighbours.
+    config : CosmicConfig, optional
+        Method and parameters; ``CosmicConfig()`` by default.
+
+    Returns
+    -------
+    cr_mask : dask.array.Array
+        Boolean, True for cosmic-ray pixels (DQ bit 4).
+    cleaned : dask.array.Array
+        ``sci`` with the cosmic-ray pixels replaced (float32, data units).
+
+    Raises
+    ------
+    ShapeMismatchError
+        ``var``, ``mask`` or a saturation mask differ in shape from ``sci``.
+    ConfigError
+        A parameter is out of range.
+
+    Notes
+    -----
+    Non-finite pixels are masked (and handed to astroscrappy as 0); they keep their values in
+    the cleaned image. Chunks smaller than the halo are merged with their neighbours by dask;
+    for speed prefer chunks of 1000 pixels or more (``config.tile``).
+    """
+    cfg = config or CosmicConfig()
+    if not (gain > 0):
+        raise ConfigError(f"detect_cosmics: gain must be positive, got {gain!r}")
+    if read_noise is None or not (read_noise >= 0):
+        raise ConfigError(f"detect_cosmics: read_noise must be >= 0 electrons, got {read_noise!r}")
+    s = da.asarray(sci)
+    if s.ndim != 2:
+        raise ShapeMismatchError(f"detect_cosmics works on one 2-D chip, got shape {s.shape}")
+    if s.dtype != np.float32:
+        s = s.astype(np.float32)
+    if cfg.tile is not None:
+        s = s.rechunk((cfg.tile, cfg.tile))
+
+    def aligned(arr: Any, label: str) -> da.Array:
+        a = da.asarray(arr)
+        if tuple(a.shape) != tuple(s.shape):
+            raise ShapeMismatchError(
+                f"detect_cosmics: {label} of shape {tuple(a.shape)} differs from the image "
+                f"{tuple(s.shape)}")
+        return a.rechunk(s.chunks)
+
+    m = None if mask is None else aligned(mask, "mask").astype(bool)
+    satlevel = np.inf
+    if saturation is not None:
+        if np.ndim(saturation) == 0 and not isinstance(saturation, da.Array):
+            satlevel = float(saturation) * float(gain)
+        else:
+            sat = grow_mask(aligned(saturation, "saturation mask"), cfg.saturation_grow)
+            m = sat if m is None else (m | sat)
+    v = None if var is None else aligned(var, "variance").astype(np.float32)
+
+    if cfg.method == "none":
+        return da.zeros(s.shape, dtype=bool, chunks=s.chunks), s
+
+    if cfg.method == "lacosmic":
+        if v is not None and not cfg.use_variance:
+            v = None
+        depth = lacosmic_halo(cfg) if cfg.halo is None else cfg.halo
+        kernel = _lacosmic_block
+        kwargs: dict[str, Any] = {"params": _lacosmic_params(cfg), "gain": float(gain),
+                                  "readnoise": float(read_noise), "satlevel": satlevel}
+    else:
+        depth = cfg.size // 2 if cfg.halo is None else max(cfg.halo, cfg.size // 2)
+        kernel = _median_block
+        kwargs = {"size": cfg.size, "threshold": float(cfg.threshold), "gain": float(gain),
+                  "readnoise": float(read_noise)}
+
+    arrays = [s, v, m]
+    present = [a for a in arrays if a is not None]
+    order = [a is not None for a in arrays]
+
+    def call(*blocks: np.ndarray, **kw: Any) -> np.ndarray:
+        it = iter(blocks)
+        sci_b, var_b, mask_b = (next(it) if have else None for have in order)
+        return kernel(sci_b, var_b, mask_b, **kw)
+
+    result = da.map_overlap(call, *present, depth=depth, boundary="none", dtype=_CR_DTYPE,
+                            meta=np.empty((0, 0), dtype=_CR_DTYPE), **kwargs)
+    return result["mask"], result["clean"]
+
+
+def clean_frame(frame: Frame, config: CosmicConfig | None = None, *,
+                saturation: float | da.Array | None = None,
+                read_noise: float | None = None) -> Frame:
+    """Detect cosmic rays on a calibrated :class:`~ccdask.frame.Frame` (electrons).
+
+    Pixels already flagged BAD or NODATA in the frame's DQ are masked, and so are SATURATED
+    pixels grown by ``config.saturation_grow``. The result has DQ bit 4 set on cosmic-ray
+    pixels and, when ``config.clean``, the cleaned SCI.
+
+    Parameters
+    ----------
+    frame : Frame
+        One calibrated chip; SCI in electrons, VAR in e-².
+    config : CosmicConfig, optional
+        Method and parameters.
+    saturation : float or dask.array.Array, optional
+        Saturation level in electrons or a saturated-pixel mask (see :func:`detect_cosmics`).
+    read_noise : float, optional
+        Read noise (e-); by default the largest of the layout's amplifiers (or 0 when the VAR
+        plane carries the noise).
+
+    Returns
+    -------
+    Frame
+        The frame with updated SCI and DQ and one history line.
+    """
+    cfg = config or CosmicConfig()
+    if cfg.method == "none":
+        return frame
+    if read_noise is None:
+        noises = [a.rdnoise for a in (frame.layout.amplifiers if frame.layout else ())
+                  if a.rdnoise is not None]
+        read_noise = max(noises) if noises else 0.0
+    flagged = (frame.dq & np.uint16(dqbits.BAD | dqbits.NODATA)) != 0
+    saturated = (frame.dq & np.uint16(dqbits.SATURATED)) != 0
+    if saturation is not None and (isinstance(saturation, da.Array) or np.ndim(saturation) == 2):
+        saturated = saturated | da.asarray(saturation).astype(bool)
+        saturation = None
+    flagged = flagged | grow_mask(saturated, cfg.saturation_grow)
+    cr, cleaned = detect_cosmics(frame.sci, frame.var, gain=1.0, read_noise=read_noise,
+                                 saturation=saturation, mask=flagged, config=cfg)
+    dq = frame.dq | (cr.astype(dqbits.DQ_DTYPE) * dqbits.DQ_DTYPE(dqbits.COSMIC))
+    sci = cleaned if cfg.clean else frame.sci
+    if cfg.method == "lacosmic":
+        step = (f"cosmics: lacosmic sigclip={cfg.sigclip} sigfrac={cfg.sigfrac} "
+                f"objlim={cfg.objlim} niter={cfg.niter} sepmed={cfg.sepmed} "
+                f"halo={lacosmic_halo(cfg) if cfg.halo is None else cfg.halo}"
+                f"{' cleaned' if cfg.clean else ''}")
+    else:
+        step = (f"cosmics: median size={cfg.size} threshold={cfg.threshold}"
+                f"{' cleaned' if cfg.clean else ''}")
+    return frame.evolve(step=step, sci=sci, dq=dq)

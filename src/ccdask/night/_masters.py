@@ -1,0 +1,248 @@
+"""The calibration masters, built in two steps that keep memory flat and graphs small.
+
+1. **Calibrate** (one task per chip-frame): read the raw chip, run :func:`ccdask.calibrate._process.process`
+   on it up to the step the master itself corrects (in memory, one block), and write SCI and VAR
+   to a scratch zarr store chunked like the stacking tiles. Flat tasks also return a fixed-grid
+   sample of their pixels for the focal-plane normalisation.
+2. **Stack** (tile by tile): the scratch frames of one chip are read back lazily and stacked by
+   :func:`ccdask.combine.combine` with their variance planes; each task holds one
+   ``(N, ty, tx)`` tile within the per-task memory budget.
+
+So a master's memory is bounded by one chip (step 1) or one tile (step 2), never by the number
+of frames, and the graph is one task per chip-frame plus a few per tile.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..calibrate._process import process_in_memory
+from ..catalog import Entry
+from ..combine import combine
+from ..combine._stack import tile_shape
+from ..config import ReduceConfig
+from ..frame import Master
+from ..sections import Section
+
+__all__ = ["CalibratedFrames", "calibrate_frames", "focal_plane_median", "normalise_flats",
+           "pooled_median", "stack_master"]
+
+SAMPLE_PIXELS = 1 << 18
+"""Pixels per chip (at most) of the fixed grid the focal-plane medians are taken on."""
+
+
+def sample_step(shape: tuple[int, int]) -> int:
+    """Stride of the fixed sample grid ``image[::s, ::s]`` (at most 2**18 pixels per chip)."""
+    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / SAMPLE_PIXELS)))
+
+
+def _region_sample(img: np.ndarray, region: str) -> np.ndarray:
+    sec = Section.parse(region, keyword="flat.region").validate(img.shape, keyword="flat.region")
+    sub = img[sec.normalized().slices]
+    s = sample_step(sub.shape)
+    return np.ascontiguousarray(sub[::s, ::s], dtype=np.float32).ravel()
+
+
+def pooled_median(samples: Sequence[np.ndarray]) -> float:
+    """The median of the finite values of several samples pooled (NaN when there are none)."""
+    values = np.concatenate([np.asarray(s, np.float64).ravel() for s in samples])
+    good = values[np.isfinite(values)]
+    return float(np.median(good)) if good.size else float("nan")
+
+
+@dataclass
+class CalibratedFrames:
+    """Step 1 of a master stage: per chip, the scratch arrays and the tasks that fill them."""
+
+    root: Path
+    tasks: list[Any] = field(default_factory=list)
+    arrays: dict[str, list[tuple[Entry, Any, Any]]] = field(default_factory=dict)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str, Any], *,
+                    cfg: ReduceConfig, layout: Any, exptime: float | None, name: str, role: str,
+                    rate: bool, region: str | None, tile: tuple[int, int]) -> dict[str, Any]:
+    import zarr
+
+    raw = source.read(slice(None), slice(None))
+    shape = layout.trimmed_shape
+    sci, var, _dq, _hist = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime,
+                                             name=name, role=role)
+    if rate:
+        t = np.float32(exptime)
+        sci = sci / t
+        var = var / (t * t)
+    for path, plane in ((sci_path, sci), (var_path, var)):
+        z = zarr.create_array(store=path, shape=shape, chunks=tile, dtype="float32",
+                              compressors=None, fill_value=float("nan"), overwrite=True)
+        z[...] = plane
+    out: dict[str, Any] = {"nan": int(np.count_nonzero(~np.isfinite(sci)))}
+    if region is not None:
+        out["sample"] = _region_sample(sci, region)
+    return out
+
+
+def calibrate_frames(kind: str, entries: Mapping[str, Sequence[Entry]], cfg: ReduceConfig,
+                     scratch: Path, *, masters: Mapping[str, Any], combine_cfg: Any,
+                     rate: bool = False, sample_region: str | None = None) -> CalibratedFrames:
+    """Graph of step 1 for one master stage: one task per chip-frame writing to ``scratch``.
+
+    ``entries`` maps chip → frames; ``masters`` maps chip → a packed (delayed) set of masters as
+    made by :func:`ccdask.night._reduce.pack_masters` (or an empty dict). With ``rate``, frames are
+    divided by their exposure time (darks). With ``sample_region``, each task returns the
+    fixed-grid sample of that region (flats).
+    """
+    root = scratch / f"{kind}-{uuid.uuid4().hex[:8]}"
+    out = CalibratedFrames(root=root)
+    for number, (chip, ents) in enumerate(entries.items()):
+        if not ents:
+            continue
+        shape = ents[0].layout.trimmed_shape
+        tile = tile_shape(len(ents), shape, combine_cfg.memory_per_task, variance=True, stacked=True)
+        rows = []
+        for i, e in enumerate(ents):
+            # by number: chip names come from headers and may hold '/' or '..'
+            paths = [str(root / f"{number:03d}" / f"{i:04d}-{plane}.zarr") for plane in ("sci", "var")]
+            # static arguments go into a partial: dask does not walk it looking for collections
+            func = functools.partial(_calibrate_task, e.source, paths[0], paths[1], cfg=cfg,
+                                     layout=e.layout, exptime=e.exptime, name=e.name, role=kind,
+                                     rate=rate, region=sample_region, tile=tile)
+            task = dask.delayed(func, pure=False)(
+                masters.get(chip, {}),
+                dask_key_name=f"calibrate-{kind}-{e.name}-{chip}-{dask.base.tokenize(paths)[:8]}")
+            out.tasks.append(task)
+            rows.append((e, paths[0], paths[1]))
+        out.arrays[chip] = rows
+    return out
+
+
+def _open_plane(path: str) -> da.Array:
+    import zarr
+
+    return da.from_zarr(zarr.open_array(path, mode="r"))
+
+
+def stack_master(kind: str, chip: str, rows: Sequence[tuple[Entry, str, str]], combine_cfg: Any, *,
+                 divisors: Sequence[float] | None = None, filter: str | None = None,
+                 open_plane: Any = _open_plane) -> Master:
+    """Step 2: the lazy clipped stack of one chip's calibrated frames (read back from scratch).
+
+    ``divisors`` (flats) divide each frame, and its variance by the square, before stacking.
+    ``open_plane`` turns a scratch path into a lazy array (the graph benchmark substitutes
+    in-memory stand-ins).
+    """
+    sci, var = [], []
+    for i, (_e, sp, vp) in enumerate(rows):
+        s = open_plane(sp)
+        v = open_plane(vp)
+        if divisors is not None:
+            d = np.float32(divisors[i])
+            s, v = s / d, v / (d * d)
+        sci.append(s)
+        var.append(v)
+    res = combine(da.stack(sci), variance=da.stack(var), name=f"{kind}-{'' if filter is None else f'{filter}-'}{chip}",
+                  **combine_cfg.to_dict())
+    entries = [e for e, _, _ in rows]
+    meta = {"inputs": [e.name for e in entries],
+            "label": f"{kind}{'' if filter is None else ' ' + filter} {chip} ({len(entries)} frames)"}
+    if kind == "dark":
+        meta["exptimes"] = sorted({float(e.exptime) for e in entries})
+    return Master(kind=kind, chip=chip, data=res.data, variance=res.variance, count=res.count,
+                  ncombine=len(entries), filter=filter, meta=meta)
+
+
+def focal_plane_median(images: Sequence[da.Array], region: str = "[*,*]", *, name: str = "median") -> da.Array:
+    """The median of ``region`` of every chip image pooled, on the fixed sample grid: lazy 0-d."""
+    parts = []
+    for img in images:
+        sec = Section.parse(region, keyword="flat.region").validate(tuple(img.shape), keyword="flat.region")
+        sub = img[sec.normalized().slices]
+        s = sample_step(tuple(sub.shape))
+        parts.append(sub[::s, ::s].ravel())
+    pooled = da.concatenate(parts).rechunk(-1)
+    return da.map_blocks(_nanmedian, pooled, drop_axis=0, dtype=np.float64, meta=np.array((), np.float64),
+                         name=f"{name}-{dask.base.tokenize(pooled)}")
+
+
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    return np.asarray(pooled_median([values]), dtype=np.float64)
+
+
+def normalise_flats(flats: Mapping[str, Master], config: ReduceConfig) -> dict[str, Master]:
+    """Divide every chip's flat by the pooled focal-plane median so the median response is 1."""
+    chips = list(flats)
+    if not chips:
+        return {}
+    filt = flats[chips[0]].filter
+    m = focal_plane_median([flats[c].data for c in chips], config.flat.region,
+                           name=f"flatscale-{filt}").astype(np.float32)
+    out = {}
+    for c in chips:
+        f = flats[c]
+        var = None if f.variance is None else f.variance / (m * m)
+        meta = dict(f.meta)
+        meta["label"] = f"flat {filt} {c} ({f.ncombine} frames)"
+        out[c] = Master(kind="flat", chip=c, data=f.data / m, variance=var, count=f.count,
+                        ncombine=f.ncombine, filter=filt, meta=meta)
+    return out
+
+
+def illumination_samples(dome: Mapping[str, Master], twilight: Mapping[str, Master]) -> dict[str, da.Array]:
+    """Lazy ``twilight / dome`` per chip on the illumination model's fixed sample grid."""
+    from ..calibrate._illumination import sample_grid
+
+    return {c: (twilight[c].data / dome[c].data)[sample_grid(tuple(dome[c].data.shape))] for c in dome}
+
+
+def illuminate_flats(dome: Mapping[str, Master], twilight: Mapping[str, Master], samples: Mapping[str, np.ndarray],
+                     detsecs: Mapping[str, Any], config: ReduceConfig) -> tuple[dict[str, Master], list[Any]]:
+    """``dome × L(twilight / dome)`` per chip, with ``L`` the 2-D Legendre fit of the sampled ratio.
+
+    One fit over the focal plane when every chip has a DETSEC, else one fit per chip in its own
+    pixel coordinates. The model is evaluated lazily, block by block, on the dome master's chunks;
+    the result is *not* normalised (:func:`normalise_flats` does that). Returns the masters and
+    the fitted models.
+    """
+    from ..calibrate._illumination import chip_coords, fit_focal_plane, model_image
+
+    fc = config.flat
+    chips = list(dome)
+    shapes = {c: tuple(dome[c].data.shape) for c in chips}
+    focal = all(detsecs.get(c) is not None for c in chips)
+    coords = {c: chip_coords(shapes[c], detsecs[c] if focal else None) for c in chips}
+    groups = [chips] if focal else [[c] for c in chips]
+    out: dict[str, Master] = {}
+    models = []
+    for group in groups:
+        model = fit_focal_plane({c: samples[c] for c in group}, shapes, coords, fc.illumination_order,
+                                sigma=fc.illumination_sigma, maxiters=fc.illumination_maxiters)
+        models.append(model)
+        for c in group:
+            d = dome[c]
+            m = model_image(model, shapes[c], coords[c], chunks=d.data.chunks,
+                            name=f"illumination-{d.filter}-{c}")
+            meta = dict(d.meta)
+            meta["params"] = {**meta.get("params", {}), "illumination_fit": {
+                "coordinates": "focal plane (DETSEC)" if focal else "chip", "order": model.order,
+                "coeffs": [round(x, 8) for x in model.coeffs], "used": model.nused, "sampled": model.nsample,
+                "twilight_inputs": twilight[c].meta.get("inputs", [])}}
+            meta["label"] = f"flat {d.filter} {c} ({d.ncombine} dome frames, illumination from " \
+                            f"{twilight[c].ncombine} twilight)"
+            out[c] = Master(kind="flat", chip=c, data=d.data * m,
+                            variance=None if d.variance is None else d.variance * (m * m),
+                            count=d.count, ncombine=d.ncombine, filter=d.filter, meta=meta)
+    return out, models

@@ -1,0 +1,123 @@
+"""Writing what a reduction produces: reduced chips and masters as FITS, with provenance.
+
+The functions named ``*_task`` run inside dask tasks (on any worker); each writes exactly one
+part file, so there is never more than one writer per file. :func:`ccdask.io._write.concat_parts`
+then assembles the parts of one output and renames it into place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from .._version import __version__
+from ..io._write import write_part
+from ..profiles._layout import ChipLayout
+from ._qa import bin_image, chip_stats
+
+__all__ = ["chip_header", "master_part_task", "output_name", "reduced_part_task", "safe_filter_name"]
+
+# Cards that describe the raw layout or storage and are wrong after trimming.
+_DROP = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|CHECKSUM|DATASUM"
+    r"|EXTNAME|EXTVER|DATASEC[A-H]?|BIASSEC[A-H]?|TRIMSEC|CCDSEC[A-H]?|AMPSEC[A-H]?)$"
+)
+
+
+def safe_filter_name(filt: str | None) -> str:
+    """A filter name usable in a file name: ``flat_<this>.fits``."""
+    if filt is None or not str(filt).strip():
+        return "NONE"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(filt).strip()).strip(".") or "NONE"
+
+
+def output_name(name: str) -> str:
+    """The reduced file's name from the raw file's name (never from header values)."""
+    return f"{name}.fits"
+
+
+def chip_header(merged: fits.Header, primary: fits.Header | None, layout: ChipLayout) -> fits.Header:
+    """The chip's own cards (those not identical in the primary), minus raw-layout cards.
+
+    WCS reference pixels are shifted by the trim so sky coordinates stay right.
+    """
+    out = fits.Header()
+    for card in merged.cards:
+        key = card.keyword
+        if not key or key in ("HISTORY", "COMMENT") or _DROP.match(key):
+            continue
+        if primary is not None and key in primary and primary[key] == card.value:
+            continue
+        out.append(card, end=True)
+    y0 = min(a.datasec.normalized().y.start for a in layout.amplifiers) - 1
+    x0 = min(a.datasec.normalized().x.start for a in layout.amplifiers) - 1
+    for axis, offset in (("1", x0), ("2", y0)):
+        key = f"CRPIX{axis}"
+        if key in out and offset:
+            out[key] = (float(out[key]) - offset, "shifted by the trim (ccdask)")
+    return out
+
+
+def reduced_part_task(part: str, sci: np.ndarray, var: np.ndarray, dqa: np.ndarray, *,
+                      header: fits.Header, chip: str, extver: int, history: Sequence[str],
+                      thumb_factor: int) -> dict[str, Any]:
+    """Write one chip's SCI/VAR/DQ to ``part`` and return its QA statistics and thumbnail."""
+    hdus = []
+    for extname, data, bunit in (("SCI", sci, "electron"), ("VAR", var, "electron2"), ("DQ", dqa, "")):
+        h = header.copy() if extname == "SCI" else fits.Header()
+        h["EXTNAME"] = extname
+        h["EXTVER"] = extver
+        h["CCDNAME"] = chip
+        if bunit:
+            h["BUNIT"] = bunit
+        if extname == "SCI":
+            for line in history:
+                h.add_history(line)
+        if extname == "DQ":
+            h["DQBITS"] = ("1=bad 2=sat 4=cr 8=nodata 16=interp", "DQ bits")
+            data = data.astype(np.int16)
+        else:
+            data = np.asarray(data, dtype=np.float32)
+        hdus.append((h, data))
+    write_part(part, hdus)
+    stats = chip_stats(sci, var, dqa)
+    return {"chip": chip, "stats": stats, "thumb": bin_image(sci, thumb_factor)}
+
+
+def master_part_task(part: str, data: np.ndarray, variance: np.ndarray | None, count: np.ndarray | None,
+                     *, chip: str, kind: str, ncombine: int, meta: dict[str, Any],
+                     thumb_factor: int) -> dict[str, Any]:
+    """Write one chip of a master (data, ``<chip>_COUNT``, ``<chip>_VAR``) to ``part``."""
+    h = fits.Header()
+    h["EXTNAME"] = chip
+    h["CCDNAME"] = chip
+    h["MASTER"] = (kind, "kind of master")
+    h["NCOMBINE"] = (ncombine, "number of frames combined")
+    h["BUNIT"] = {"bias": "electron", "dark": "electron/s", "flat": ""}.get(kind, "")
+    if meta.get("key"):
+        h["CACHEKEY"] = (meta["key"], "ccdask cache key of this master")
+    if meta.get("filter") is not None:
+        h["FILTER"] = meta["filter"]
+    for i, name in enumerate(meta.get("inputs", [])[:999]):
+        h[f"IMCMB{i + 1:03d}"] = name
+    h.add_history(f"ccdask {__version__}: {kind} master of {ncombine} frames")
+    for k, v in meta.get("params", {}).items():
+        h.add_history(f"{k}: {v}")
+    hdus = [(h, np.asarray(data, dtype=np.float32))]
+    if count is not None:
+        hc = fits.Header()
+        hc["EXTNAME"] = f"{chip}_COUNT"
+        hc["CCDNAME"] = chip
+        hdus.append((hc, np.asarray(count, dtype=np.int16)))
+    if variance is not None:
+        hv = fits.Header()
+        hv["EXTNAME"] = f"{chip}_VAR"
+        hv["CCDNAME"] = chip
+        hv["BUNIT"] = {"bias": "electron2", "dark": "electron2/s2", "flat": ""}.get(kind, "")
+        hdus.append((hv, np.asarray(variance, dtype=np.float32)))
+    write_part(part, hdus)
+    return {"chip": chip, "thumb": bin_image(data, thumb_factor)}

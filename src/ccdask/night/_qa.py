@@ -1,0 +1,142 @@
+"""Quality assessment: per-chip statistics, binned thumbnails and zscale PNG pictures.
+
+Statistics and thumbnails are computed by the same task that writes a reduced chip (from the
+numpy arrays it already holds), so QA costs no extra read. Pictures are drawn on the client
+from the small binned thumbnails.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import dq as DQ
+from ..sections import Section
+
+__all__ = ["bin_image", "chip_stats", "focal_plane", "save_png"]
+
+
+def chip_stats(sci: np.ndarray, var: np.ndarray | None, dqa: np.ndarray) -> dict[str, Any]:
+    """Sky level (median of good pixels), robust noise, cosmic-ray and flagged fractions."""
+    good = (dqa == 0) & np.isfinite(sci)
+    vals = sci[good].astype(np.float64)
+    if vals.size:
+        sky = float(np.median(vals))
+        noise = float(1.4826 * np.median(np.abs(vals - sky)))
+    else:
+        sky = noise = float("nan")
+    expected = float(np.sqrt(np.median(var[good]))) if var is not None and vals.size else float("nan")
+    n = sci.size
+    return {
+        "sky": sky,
+        "noise": noise,
+        "expected_noise": expected,
+        "cosmic_pixels": int(np.count_nonzero(dqa & DQ.COSMIC)),
+        "saturated_pixels": int(np.count_nonzero(dqa & DQ.SATURATED)),
+        "bad_pixels": int(np.count_nonzero(dqa & DQ.BAD)),
+        "rejected_fraction": float(np.count_nonzero(dqa) / n) if n else float("nan"),
+    }
+
+
+def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor`` × ``factor`` blocks (NaNs ignored; partial edge blocks kept)."""
+    if factor <= 1:
+        return np.asarray(image, dtype=np.float32)
+    ny, nx = image.shape
+    py, px = (-ny) % factor, (-nx) % factor
+    padded = np.pad(np.asarray(image, dtype=np.float64), ((0, py), (0, px)), constant_values=np.nan)
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    with np.errstate(invalid="ignore"), _quiet():
+        return np.nanmean(blocks, axis=(1, 3)).astype(np.float32)
+
+
+class _quiet:
+    """Silence numpy's 'mean of empty slice' for all-NaN blocks."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+
+
+def bin_factor(shape: tuple[int, int], max_pixels: int) -> int:
+    return max(1, math.ceil(max(shape) / max_pixels))
+
+
+def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section | None],
+                factor: int) -> np.ndarray:
+    """Place binned chips at their DETSEC (binned by ``factor``); chips without one side by side."""
+    placed = []
+    x_cursor = 0
+    for chip, img in thumbs.items():
+        sec = detsecs.get(chip)
+        if sec is not None:
+            n = sec.normalized()
+            y0, x0 = (n.y.start - 1) // factor, (n.x.start - 1) // factor
+            flip_y, flip_x = sec.flipped
+            if flip_y:
+                img = img[::-1]
+            if flip_x:
+                img = img[:, ::-1]
+        else:
+            y0, x0 = 0, x_cursor
+        x_cursor = max(x_cursor, x0 + img.shape[1] + 2)
+        placed.append((y0, x0, img))
+    ny = max(y0 + img.shape[0] for y0, _, img in placed)
+    nx = max(x0 + img.shape[1] for _, x0, img in placed)
+    canvas = np.full((ny, nx), np.nan, dtype=np.float32)
+    for y0, x0, img in placed:
+        canvas[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+    return canvas
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray, title: str = "") -> str:
+    """A zscale-stretched greyscale PNG of ``image`` (NaN shown in red), written atomically.
+
+    Drawn on a bare ``matplotlib.figure.Figure`` (no pyplot), so the caller's backend, e.g.
+    Jupyter's inline plots, is left alone and tasks on any worker can draw.
+    """
+    from astropy.visualization import ZScaleInterval
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    finite = image[np.isfinite(image)]
+    vmin, vmax = ZScaleInterval().get_limits(finite) if finite.size else (0.0, 1.0)
+    ny, nx = image.shape
+    scale = 8.0 / max(ny, nx)
+    height = max(2.0, ny * scale) + 0.4
+    fig = Figure(figsize=(max(2.0, nx * scale), height), dpi=max(72, int(max(ny, nx) / 8)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1 - 0.4 / height))
+    cmap = colormaps["gray"].with_extremes(bad="red")
+    ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+              interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, final)
+    return str(final)
+
+
+def stats_table(rows: Sequence[dict[str, Any]]):
+    """The per-chip statistics rows as an astropy Table (written as ECSV by the pipeline)."""
+    from astropy.table import Table
+
+    if not rows:
+        return Table()
+    return Table(rows=[tuple(r.values()) for r in rows], names=list(rows[0]))

@@ -1,0 +1,662 @@
+"""A realistic, seeded synthetic night of a mosaic CCD camera, with its truth.
+
+:func:`simulate_night` writes raw multi-extension FITS frames (biases, darks, flats per filter,
+science frames per filter) of the simulated camera ``SIMCAM`` and, beside them, the truth they
+were made from: every static property of the detector (bias structure, dark current, hot
+pixels, flat-field response per filter, dead columns, gains, read noises, saturation levels) and
+every per-frame random ingredient that a reduction should find (row-wise bias drift, cosmic
+rays, saturated pixels, sky level, stars).
+
+Layout on disk::
+
+    out_dir/raw/bias_000.fits ...            raw frames, one image extension per chip
+    out_dir/truth.json                       scalars, geometry, the frame list (index)
+    out_dir/truth.npz                        truth arrays, data-pixel frame of each chip
+
+The same ``seed`` always gives byte-identical files. Each quantity draws from its own named
+random stream (see :func:`ccdask.simulate._model.rng_for`), so e.g. chip 2's bias pattern
+does not change when the night has more biases or more chips.
+
+The model, per chip and amplifier (all truth in the trimmed data frame)::
+
+    electrons = Poisson(flat × (flat-lamp level | sky + stars) + dark_rate × t) + cosmic rays
+    ADU       = electrons / gain + row_bias(row) + bias_pattern + N(0, rdnoise / gain)
+    raw       = round(ADU), data pixels at or above SATURATE held at SATURATE, clipped to uint16
+
+Only photons are flat-fielded: dark current and cosmic-ray charge arise in the silicon and are
+not multiplied by the flat response (what a reduction that subtracts the dark before dividing
+by the flat assumes). The overscan columns carry ``row_bias`` and read noise only.
+
+Examples
+--------
+>>> night = simulate_night(tmp_dir, chips=2, seed=3)               # doctest: +SKIP
+>>> night.files["bias"][0].name                                    # doctest: +SKIP
+'bias_000.fits'
+>>> truth = night.truth()                                          # doctest: +SKIP
+>>> truth.array("CCD1", "dark_rate").shape                         # doctest: +SKIP
+(192, 160)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from . import _model as model
+from . import _write as sio
+
+__all__ = ["SIZES", "SimulatedNight", "Truth", "simulate_night"]
+
+#: Data pixels per chip ``(ny, nx)`` and serial overscan columns per amplifier, per size.
+SIZES: dict[str, tuple[int, int, int]] = dict(model.SIZES)
+
+KINDS = ("bias", "dark", "flat", "science")
+_IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "science": "OBJECT"}
+_FILTER_NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
+_RAW_NAME = re.compile(r"^(bias|dark|flat_[A-Za-z0-9]+|science_[A-Za-z0-9]+)_\d{3,}\.fits$")
+_TMP_NAME = re.compile(r"^\..+\.tmp\d+$")  # an interrupted atomic write
+_FORMAT_VERSION = 1
+_STAR_LIST_MAX = 2000  # stars are listed in truth.json only up to this many (small nights)
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+class Truth:
+    """The truth of a simulated night, loaded lazily from ``truth.json`` and ``truth.npz``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``truth.json`` file, or the night's root directory.
+
+    Attributes
+    ----------
+    meta : dict
+        Everything in ``truth.json``: ``seed``, ``size``, ``shape`` (data pixels per chip),
+        ``amps``, ``filters``, ``chips`` (per chip: ``sensitivity``, ``dark_base``, ``detsec``,
+        ``dead_columns`` and ``amps`` with per amplifier ``gain``, ``rdnoise``, ``bias_level``,
+        ``saturate``, ``datasec``, ``biassec``, ``columns``), ``frames`` (per frame: ``name``,
+        ``file``, ``kind``, ``imagetyp``, ``filter``, ``exptime``, ``date_obs`` and the frame's
+        conditions) and, for small nights, ``stars``.
+
+    Notes
+    -----
+    Arrays are addressed by chip and name, e.g. ``array("CCD1", "bias_pattern")`` (ADU),
+    ``"dark_rate"`` (e-/s), ``"hot_pixels"`` (bool), ``"flat_g"`` (response normalised to a
+    focal-plane median of 1), ``"dead_columns"`` (column indices), ``"bad_pixels"`` (hot
+    pixels or dead columns, bool), and per frame ``"<frame>/row_bias"`` (ADU, (amps, ny)),
+    ``"<frame>/cosmic_rays"`` and ``"<frame>/saturated"`` (bool masks), ``"<frame>/sky"``
+    (e-, science frames). Frame names are file stems such as ``"science_r_000"``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "truth.json"
+        if not path.is_file():
+            raise ConfigError(f"{path}: no truth file (is this a simulated night?)")
+        self.path = path
+        self.meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        self.arrays_path = path.parent / self.meta["arrays"]
+        self._npz: Any = None
+
+    # -- scalars ---------------------------------------------------------------------------
+    @property
+    def chips(self) -> tuple[str, ...]:
+        """Chip names in order."""
+        return tuple(self.meta["chips"])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Data pixels per chip ``(ny, nx)``."""
+        return tuple(self.meta["shape"])
+
+    def frame(self, name: str) -> dict[str, Any]:
+        """The record of one frame (by name, e.g. ``'dark_001'``, or file name)."""
+        stem = Path(name).name.removesuffix(".fits")
+        for rec in self.meta["frames"]:
+            if rec["name"] == stem:
+                return rec
+        raise ConfigError(f"{self.path}: no frame {name!r} in this night")
+
+    def amp(self, chip: str, amp: str = "A") -> dict[str, Any]:
+        """Constants of one amplifier (``gain``, ``rdnoise``, ``bias_level``, ``saturate``...)."""
+        try:
+            return self.meta["chips"][chip]["amps"][amp]
+        except KeyError:
+            raise ConfigError(f"{self.path}: no amplifier {amp!r} of chip {chip!r}") from None
+
+    # -- arrays ----------------------------------------------------------------------------
+    def _archive(self):
+        if self._npz is None:
+            self._npz = np.load(self.arrays_path, allow_pickle=False)
+        return self._npz
+
+    def keys(self) -> list[str]:
+        """All array keys ``'<chip>/<name>'`` (masks listed under their mask name)."""
+        return [k.removesuffix(".idx") for k in self._archive().files]
+
+    def array(self, chip: str, name: str) -> np.ndarray:
+        """One truth array of ``chip`` (see the class notes for names)."""
+        npz = self._archive()
+        key = f"{chip}/{name}"
+        if key in npz.files:
+            return npz[key]
+        if f"{key}.idx" in npz.files:
+            mask = np.zeros(self.shape, dtype=bool)
+            mask.ravel()[npz[f"{key}.idx"]] = True
+            return mask
+        if name == "bad_pixels" and f"{chip}/hot_pixels" in npz.files:
+            mask = npz[f"{chip}/hot_pixels"].copy()
+            mask[:, npz[f"{chip}/dead_columns"]] = True
+            return mask
+        raise ConfigError(f"{self.arrays_path}: no truth array {key!r} "
+                          f"(known names of {chip}: {self._names(chip)})")
+
+    def _names(self, chip: str) -> list[str]:
+        pre = f"{chip}/"
+        return [k[len(pre):] for k in self.keys() if k.startswith(pre) and k.count("/") == 1]
+
+    def stars(self) -> dict[str, np.ndarray]:
+        """The star field: focal-plane ``y``, ``x`` (pixels), ``chip`` index, ``rate_<filter>``
+        (e-/s; a frame's star flux is rate × exptime × transparency)."""
+        npz = self._archive()
+        return {k[len("stars/"):]: npz[k] for k in npz.files if k.startswith("stars/")}
+
+    def close(self) -> None:
+        """Close the array archive (reopened on the next access)."""
+        if self._npz is not None:
+            self._npz.close()
+            self._npz = None
+
+    def __enter__(self) -> Truth:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Truth({str(self.path)!r})"
+
+
+@dataclass(frozen=True)
+class SimulatedNight:
+    """Where a simulated night was written and what it holds.
+
+    Attributes
+    ----------
+    root : Path
+        The output directory.
+    raw_dir : Path
+        ``root / "raw"``, the raw frames.
+    files : dict of str to list of Path
+        Raw files per kind (``"bias"``, ``"dark"``, ``"flat"``, ``"science"``), in
+        observation order.
+    flats_by_filter, science_by_filter : dict of str to list of Path
+        Flats and science frames per filter.
+    truth_path : Path
+        ``root / "truth.json"``; the arrays are in ``root / "truth.npz"``.
+    chips : tuple of str
+        Chip (extension) names, ``("CCD1", "CCD2", ...)``.
+    size : str
+        Size name (see :data:`SIZES`).
+    amps : int
+        Amplifiers per chip.
+    seed : int
+        The seed the night was made from.
+    shape : tuple of int
+        Data pixels per chip ``(ny, nx)``.
+    """
+
+    root: Path
+    raw_dir: Path
+    files: dict[str, list[Path]]
+    flats_by_filter: dict[str, list[Path]]
+    science_by_filter: dict[str, list[Path]]
+    truth_path: Path
+    chips: tuple[str, ...]
+    size: str
+    amps: int
+    seed: int
+    shape: tuple[int, int]
+
+    def truth(self) -> Truth:
+        """Open the truth (arrays are read on demand)."""
+        return Truth(self.truth_path)
+
+    @property
+    def all_files(self) -> list[Path]:
+        """Every raw file in observation order."""
+        return [p for kind in KINDS for p in self.files[kind]]
+
+    @classmethod
+    def load(cls, root: str | Path) -> SimulatedNight:
+        """Describe a night written earlier by :func:`simulate_night` from its ``truth.json``."""
+        return _night_from_meta(Path(root), Truth(root).meta)
+
+
+def _night_from_meta(root: Path, meta: dict[str, Any]) -> SimulatedNight:
+    files: dict[str, list[Path]] = {k: [] for k in KINDS}
+    flats: dict[str, list[Path]] = {f: [] for f in meta["filters"]}
+    science: dict[str, list[Path]] = {f: [] for f in meta["filters"]}
+    for rec in meta["frames"]:
+        p = root / rec["file"]
+        files[rec["kind"]].append(p)
+        if rec["kind"] == "flat":
+            flats[rec["filter"]].append(p)
+        elif rec["kind"] == "science":
+            science[rec["filter"]].append(p)
+    return SimulatedNight(
+        root=root,
+        raw_dir=root / "raw",
+        files=files,
+        flats_by_filter=flats,
+        science_by_filter=science,
+        truth_path=root / "truth.json",
+        chips=tuple(meta["chips"]),
+        size=meta["size"],
+        amps=meta["amps"],
+        seed=meta["seed"],
+        shape=tuple(meta["shape"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# argument checking
+
+
+def _count(name: str, value: object, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"simulate_night: {name} must be an integer, got {value!r}")
+    if not minimum <= int(value) <= maximum:
+        raise ConfigError(f"simulate_night: {name} must be between {minimum} and {maximum}, "
+                          f"got {value}")
+    return int(value)
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"simulate_night: {name} must be a number of seconds, got {value!r}")
+    v = float(value)
+    if not (np.isfinite(v) and 0 < v <= 1e5):
+        raise ConfigError(f"simulate_night: {name} must be a positive exposure time in "
+                          f"seconds, got {value!r}")
+    return v
+
+
+def _check_filters(filters: object) -> tuple[str, ...]:
+    if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
+        raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, "
+                          f"got {filters!r}")
+    out = []
+    for f in filters:
+        if not isinstance(f, str) or not _FILTER_NAME.match(f):
+            raise ConfigError(f"simulate_night: filter names must be 1–16 letters or digits, "
+                              f"got {f!r}")
+        if f in out:
+            raise ConfigError(f"simulate_night: filter {f!r} is given twice")
+        out.append(f)
+    return tuple(out)
+
+
+def _check_exptimes(value: object) -> tuple[float, ...]:
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return (_seconds("science_exptime", value),)
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(f"simulate_night: science_exptime must be seconds or a non-empty "
+                          f"sequence of seconds, got {value!r}")
+    return tuple(_seconds("science_exptime", v) for v in value)
+
+
+def _prepare_dirs(root: Path, overwrite: bool) -> Path:
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: the output path exists and is not a directory")
+    raw = root / "raw"
+    if raw.exists() and not raw.is_dir():
+        raise ConfigError(f"{raw}: exists and is not a directory")
+    existing = sorted(raw.iterdir()) if raw.is_dir() else []
+    truths = [p for p in (root / "truth.json", root / "truth.npz") if p.exists()]
+    if (existing or truths) and not overwrite:
+        what = existing[0] if existing else truths[0]
+        raise ConfigError(f"{raw if existing else root}: not empty (found {what.name}); "
+                          f"pass overwrite=True to replace an earlier simulated night")
+    if overwrite:
+        for p in existing:  # frames of an earlier night, never foreign files
+            if p.is_file() and (_RAW_NAME.match(p.name) or _TMP_NAME.match(p.name)):
+                p.unlink()
+    raw.mkdir(parents=True, exist_ok=True)
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# the observing plan
+
+
+def _plan(seed: int, nbias: int, ndark: int, nflat: int, nscience: int,
+          filters: tuple[str, ...], dark_exptime: float,
+          science_exptime: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Frame records in observation order, with dates and per-frame conditions."""
+    night = model.rng_for(seed, "night")
+    start = (_dt.datetime(2026, 1, 1, 23, 0, 0)
+             + _dt.timedelta(days=int(night.integers(0, 365)),
+                             seconds=int(night.integers(0, 1800))))
+    specs: list[tuple[str, str | None, int]] = []
+    specs += [("bias", None, i) for i in range(nbias)]
+    specs += [("dark", None, i) for i in range(ndark)]
+    specs += [("flat", f, i) for f in filters for i in range(nflat)]
+    specs += [("science", f, i) for f in filters for i in range(nscience)]
+    frames = []
+    clock = start
+    last_kind = None
+    for kind, filt, i in specs:
+        name = f"{kind}_{i:03d}" if filt is None else f"{kind}_{filt}_{i:03d}"
+        rng = model.rng_for(seed, "frame", name)
+        if kind == "science" and last_kind != "science":
+            clock += _dt.timedelta(seconds=int(night.integers(1800, 3600)))  # wait for dark
+        rec: dict[str, Any] = {
+            "name": name,
+            "file": f"raw/{name}.fits",
+            "kind": kind,
+            "imagetyp": _IMAGETYP[kind],
+            "filter": filt,
+            "object": {"bias": "bias", "dark": "dark", "flat": f"flat {filt}",
+                       "science": "SIMFIELD-1"}[kind],
+        }
+        if kind == "bias":
+            rec["exptime"] = 0.0
+        elif kind == "dark":
+            rec["exptime"] = dark_exptime
+        elif kind == "flat":
+            rec["exptime"] = round(float(rng.uniform(2.0, 8.0)), 1)
+            rec["flat_level"] = float(rng.uniform(15000.0, 25000.0))
+        else:
+            t = science_exptime[i % len(science_exptime)]
+            sky_rate = model.filter_properties(filt)[0]
+            rec["exptime"] = t
+            rec["sky"] = float(sky_rate * t * rng.uniform(0.8, 1.25))
+            rec["fwhm"] = float(rng.uniform(2.6, 3.4))
+            rec["transparency"] = float(rng.uniform(0.85, 1.0))
+        rec["date_obs"] = clock.isoformat(timespec="milliseconds")
+        mjd = (clock - _dt.datetime(1858, 11, 17)).total_seconds() / 86400.0
+        rec["mjd_obs"] = round(mjd, 8)
+        clock += _dt.timedelta(seconds=rec["exptime"] + float(night.uniform(20.0, 40.0)))
+        last_kind = kind
+        frames.append(rec)
+    return frames
+
+
+# --------------------------------------------------------------------------------------------
+# the generator
+
+
+def simulate_night(out_dir: str | Path, *, chips: int = 4, amps: int = 2, size: str = "small",
+                   nbias: int = 5, ndark: int = 3, nflat: int = 3,
+                   filters: Sequence[str] = ("g", "r"), nscience: int = 2, seed: int = 0,
+                   dark_exptime: float = 300.0,
+                   science_exptime: float | Sequence[float] = (60.0, 120.0),
+                   overwrite: bool = False) -> SimulatedNight:
+    """Write a synthetic night of raw mosaic frames and its truth.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Output directory; frames go to ``out_dir/raw``, the truth to ``out_dir/truth.json``
+        and ``out_dir/truth.npz``. Created if missing.
+    chips : int
+        Number of chips (1–64), laid out in a grid two chips wide with no gaps.
+    amps : int
+        Amplifiers per chip, 1 or 2.
+    size : {"small", "medium", "large"}
+        Data pixels per chip: 192 × 160, 1024 × 1024 or 4096 × 2048 (ny × nx), with 16, 32 or
+        32 overscan columns per amplifier.
+    nbias, ndark : int
+        Number of bias and dark frames.
+    nflat, nscience : int
+        Number of flats and of science frames *per filter*.
+    filters : sequence of str
+        Filter names (letters and digits). Known names (u g r i z y) have their own sky
+        brightness and throughput; others get middling values.
+    seed : int
+        Non-negative seed; the same seed gives byte-identical files.
+    dark_exptime : float
+        Exposure time of the darks (s).
+    science_exptime : float or sequence of float
+        Exposure time(s) of the science frames (s); the i-th frame of each filter uses the
+        ``i % len`` -th value.
+    overwrite : bool
+        Allow replacing an earlier night in ``out_dir``: its frames (names the simulator
+        writes) are deleted first. Without it, a non-empty ``raw`` directory or existing truth
+        files are an error.
+
+    Returns
+    -------
+    SimulatedNight
+        The paths of everything written, and :meth:`SimulatedNight.truth`.
+
+    Raises
+    ------
+    ConfigError
+        If an argument is invalid or ``out_dir`` already holds a night and ``overwrite`` is
+        false.
+
+    Notes
+    -----
+    Frames are generated and written one at a time (each chip in strips of rows), and the
+    static truth is staged on disk and memory-mapped, so memory stays bounded for ``large``.
+    Files are written under temporary names and renamed when complete.
+    """
+    chips = _count("chips", chips, 1, 64)
+    amps = _count("amps", amps, 1, 2)
+    if not isinstance(size, str) or size not in SIZES:
+        raise ConfigError(f"simulate_night: size must be one of {sorted(SIZES)}, got {size!r}")
+    nbias = _count("nbias", nbias, 0, 999)
+    ndark = _count("ndark", ndark, 0, 999)
+    nflat = _count("nflat", nflat, 0, 999)
+    nscience = _count("nscience", nscience, 0, 999)
+    filters = _check_filters(filters)
+    seed = _count("seed", seed, 0, 2**63 - 1)
+    dark_exptime = _seconds("dark_exptime", dark_exptime)
+    exptimes = _check_exptimes(science_exptime)
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"simulate_night: overwrite must be True or False, got {overwrite!r}")
+
+    root = Path(out_dir)
+    raw_dir = _prepare_dirs(root, overwrite)
+    ny, nx, nover = SIZES[size]
+    geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
+    frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes)
+
+    stage = Path(tempfile.mkdtemp(prefix=".simulate-", dir=root))
+    try:
+        meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return _night_from_meta(root, meta)
+
+
+def _generate(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ...],
+              frames: list[dict[str, Any]], root: Path, raw_dir: Path,
+              stage: Path) -> dict[str, Any]:
+    chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
+    optics = model.make_optics(seed, geom)
+
+    # ---- static truth, staged as .npy files and memory-mapped --------------------------------
+    staged: dict[str, Path] = {}
+
+    def stage_array(key: str, arr: np.ndarray) -> None:
+        p = stage / f"{len(staged):05d}.npy"
+        np.save(p, arr, allow_pickle=False)
+        staged[key] = p
+
+    dust: dict[str, dict[str, list]] = {}
+    for chip in chip_models:
+        stage_array(f"{chip.name}/bias_pattern", model.bias_pattern(seed, geom, chip))
+        rate, hot = model.dark_rate(seed, geom, chip)
+        stage_array(f"{chip.name}/dark_rate", rate)
+        stage_array(f"{chip.name}/hot_pixels", hot)
+        del rate, hot
+        stage_array(f"{chip.name}/dead_columns", np.array(chip.dead_columns, dtype=np.int32))
+        stage_array(f"{chip.name}/dead_response",
+                    np.array(chip.dead_response, dtype=np.float32))
+        base = model.flat_base(seed, geom, chip, optics)
+        dust[chip.name] = {}
+        for f in filters:
+            resp = base.copy()
+            dust[chip.name][f] = model.apply_dust(seed, geom, chip, f, resp)
+            stage_array(f"{chip.name}/flat_{f}", resp)
+            del resp
+        del base
+
+    def mapped(key: str, mode: str = "r") -> np.ndarray:
+        return np.load(staged[key], mmap_mode=mode)
+
+    flat_scale = {}
+    for f in filters:
+        flats = [mapped(f"{c.name}/flat_{f}", "r+") for c in chip_models]
+        med = model.focal_plane_median(flats)
+        flat_scale[f] = med
+        for arr in flats:
+            np.divide(arr, np.float32(med), out=arr)
+            arr.flush()
+        del flats
+
+    stars = model.make_stars(seed, geom)
+
+    # ---- frames, one at a time ----------------------------------------------------------------
+    frame_arrays: list[tuple[str, np.ndarray]] = []
+    for rec in frames:
+        kind = rec["kind"]
+        t = rec["exptime"]
+        flux = None
+        if kind == "science":
+            flux = stars.rate(rec["filter"]) * t * rec["transparency"]
+        hdus = []
+        rec["chips"] = {}
+        for chip in chip_models:
+            exposure = model.ChipExposure(exptime=t)
+            if kind != "bias":
+                exposure.dark = mapped(f"{chip.name}/dark_rate")
+            if kind == "flat":
+                exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
+                exposure.flat_level = rec["flat_level"]
+            elif kind == "science":
+                exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
+                exposure.sky = rec["sky"]
+                exposure.stars = model.render_stars(geom, chip.index, stars, flux, rec["fwhm"])
+            rng = model.rng_for(seed, "chipframe", rec["name"], chip.index)
+            pattern = mapped(f"{chip.name}/bias_pattern")
+            raw, truth = model.render_chip(rng, geom, chip, pattern, exposure)
+            hdus.append((sio.chip_header(geom, chip), raw))
+            prefix = f"{chip.name}/{rec['name']}"
+            frame_arrays.append((f"{prefix}/row_bias", truth["row_bias"]))
+            if "cosmic_rays" in truth:
+                frame_arrays.append((f"{prefix}/cosmic_rays.idx", truth["cosmic_rays"]))
+                frame_arrays.append((f"{prefix}/saturated.idx", truth["saturated"]))
+                rec["chips"][chip.name] = {
+                    "cosmic_ray_pixels": int(truth["cosmic_rays"].size),
+                    "saturated_pixels": int(truth["saturated"].size),
+                }
+            if kind == "science":
+                frame_arrays.append((f"{prefix}/sky", np.array(rec["sky"])))
+        sio.write_mef(raw_dir / f"{rec['name']}.fits", sio.primary_header(rec, geom), hdus)
+        del hdus
+        if not rec["chips"]:
+            del rec["chips"]
+
+    # ---- the truth files ----------------------------------------------------------------------
+    star_arrays = [("stars/y", stars.y), ("stars/x", stars.x), ("stars/chip", stars.chip)]
+    star_arrays += [(f"stars/rate_{f}", stars.rate(f)) for f in filters]
+
+    def entries() -> Iterator[tuple[str, np.ndarray | Path]]:
+        yield from staged.items()
+        yield from frame_arrays
+        yield from star_arrays
+
+    sio.write_npz(root / "truth.npz", entries())
+    meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames,
+                 stars)
+    sio.write_json(root / "truth.json", meta)
+    return meta
+
+
+def _meta(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ...],
+          chip_models: list[model.ChipModel], optics: model.Optics,
+          dust: dict[str, dict[str, list]], flat_scale: dict[str, float],
+          frames: list[dict[str, Any]], stars: model.StarField) -> dict[str, Any]:
+    secs = sio.amp_sections(geom)
+    chips: dict[str, Any] = {}
+    for chip in chip_models:
+        amps = {}
+        for a, amp in enumerate(chip.amps):
+            cols = geom.amp_cols(a)
+            amps[amp.name] = {
+                "gain": amp.gain,
+                "rdnoise": amp.rdnoise,
+                "rdnoise_adu": amp.rn_adu,
+                "bias_level": amp.bias_level,
+                "saturate": amp.saturate,
+                "datasec": secs[a]["datasec"],
+                "biassec": secs[a]["biassec"],
+                "columns": [cols.start, cols.stop],
+            }
+        oy, ox = geom.origin(chip.index)
+        chips[chip.name] = {
+            "index": chip.index,
+            "detsec": sio.detsec(geom, chip.index),
+            "origin": [oy, ox],
+            "sensitivity": chip.sensitivity,
+            "dark_base": chip.dark_base,
+            "amp_glow": chip.glow,
+            "dead_columns": list(chip.dead_columns),
+            "dead_response": list(chip.dead_response),
+            "dust": dust[chip.name],
+            "amps": amps,
+        }
+    meta: dict[str, Any] = {
+        "format": _FORMAT_VERSION,
+        "generator": "ccdask.simulate._night",
+        "seed": seed,
+        "size": size,
+        "shape": [geom.ny, geom.nx],
+        "raw_shape": list(geom.raw_shape),
+        "overscan": geom.nover,
+        "amps": geom.amps,
+        "amp_names": [a.name for a in chip_models[0].amps],
+        "grid": list(geom.grid),
+        "detsize": sio.detsize(geom),
+        "trimsec": sio.trimsec(geom),
+        "filters": list(filters),
+        "arrays": "truth.npz",
+        "units": {"bias_pattern": "ADU", "row_bias": "ADU", "dark_rate": "e-/s",
+                  "sky": "e-", "flat": "normalised response", "star rate": "e-/s"},
+        "optics": {"axis_y": optics.axis_y, "axis_x": optics.axis_x,
+                   "vignetting_at_corner": optics.falloff},
+        "flat_normalisation": flat_scale,
+        "chips": chips,
+        "frames": frames,
+        "n_stars": int(stars.y.size),
+    }
+    if stars.y.size <= _STAR_LIST_MAX:
+        names = [c.name for c in chip_models]
+        rates = {f: stars.rate(f) for f in filters}
+        meta["stars"] = [
+            {"chip": names[int(stars.chip[i])], "y_fp": float(stars.y[i]),
+             "x_fp": float(stars.x[i]),
+             "y": float(stars.y[i] - geom.origin(int(stars.chip[i]))[0]),
+             "x": float(stars.x[i] - geom.origin(int(stars.chip[i]))[1]),
+             "rate": {f: float(rates[f][i]) for f in filters}}
+            for i in range(stars.y.size)
+        ]
+    return meta

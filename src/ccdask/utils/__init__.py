@@ -2,5 +2,6 @@
 statistics, the canonical hash and atomic writes."""
 
 from ._options import ConfigBase, option
+from ._stats import MAD_TO_SIGMA, SAMPLE_PIXELS, sample_step
 
-__all__ = ["ConfigBase", "option"]
+__all__ = ["MAD_TO_SIGMA", "SAMPLE_PIXELS", "ConfigBase", "option", "sample_step"]

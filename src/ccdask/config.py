@@ -146,8 +146,10 @@ class ReduceConfig(ConfigBase):
     chunk_mb: float = option(
         32.0, "target size of the pixel chunks of one frame, in MiB",
         check=lambda v: 0.25 <= v <= 4096, why="must lie between 0.25 and 4096")
-    read_noise: Literal["header", "overscan"] = option(
-        "header", "where the read noise comes from: the header/profile, or measured in the overscan")
+    read_noise: Literal["auto", "header", "overscan"] = option(
+        "auto", "where the read noise comes from: 'header' (the header or profile), 'overscan' "
+        "(measured in each frame's overscan), or 'auto': the header where it has one, else "
+        "measured in the overscans of the night's biases (else in each frame's overscan)")
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
     bias: BiasConfig = option(BiasConfig(), "bias master")
     dark: DarkConfig = option(DarkConfig(), "dark master")
@@ -158,7 +160,8 @@ class ReduceConfig(ConfigBase):
 
     def process_config(self) -> ProcessConfig:
         """The parameters of the per-chip chain (:func:`ccdask.process`) in this configuration."""
-        return ProcessConfig(chunk_mb=self.chunk_mb, read_noise=self.read_noise,
+        return ProcessConfig(chunk_mb=self.chunk_mb,
+                             read_noise="overscan" if self.read_noise == "overscan" else "header",
                              overscan=self.overscan, masks=self.masks, cosmics=self.cosmics,
                              flat_min_value=self.flat.min_value)
 

@@ -15,12 +15,13 @@ from ..catalog import Catalog, Entry
 from ..config import ReduceConfig
 from ..io._write import TMP_PREFIX
 from ._plan import Plan
+from ._stages import NightMasters
 
 __all__ = ["write_manifest"]
 
 
 def write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, result: Any,
-                   biases, darks, dark_groups, flats, *, total: float) -> Path:
+                   masters: NightMasters, *, total: float) -> Path:
     """Write the manifest atomically: inputs with identities, problems, notes, outputs, masters
     (with cache keys), parameters, version, timings and task groups per stage."""
 
@@ -31,13 +32,13 @@ def write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, r
     def row(m, **where: Any) -> dict[str, Any]:
         return {**where, "cache_key": m.meta.get("cache_key"), "ncombine": m.ncombine}
 
-    masters = []
-    for kind, ms in (("bias", biases), ("dark", darks)):
-        masters += [row(m, kind=kind, chip=c) for c, m in ms.items() if m is not None]
+    rows = []
+    for kind, ms in (("bias", masters.bias), ("dark", masters.dark)):
+        rows += [row(m, kind=kind, chip=c) for c, m in ms.items()]
     if cfg.dark.mode == "nearest":
-        masters += [row(m, kind="dark", chip=c, exptime=t) for (c, t), m in dark_groups.items()]
-    for filt, ms in flats.items():
-        masters += [row(m, kind="flat", filter=filt, chip=c) for c, m in ms.items()]
+        rows += [row(m, kind="dark", chip=c, exptime=t) for (c, t), m in masters.dark_groups.items()]
+    for filt, ms in masters.flats.items():
+        rows += [row(m, kind="flat", filter=filt, chip=c) for c, m in ms.items()]
     doc = {
         "ccdask_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -45,7 +46,8 @@ def write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, r
         "problems": [{"path": p.path, "hdu": p.hdu, "reason": p.reason} for p in catalog.problems],
         "notes": list(plan.notes),
         "outputs": {"reduced": result.outputs, "skipped": result.skipped, "masters": result.masters},
-        "masters": masters,
+        "masters": rows,
+        "read_noise": result.read_noise,
         "parameters": cfg.to_dict(),
         "timings": {"total_seconds": total,
                     **{k: {kk: vv for kk, vv in v.items() if kk != "task_groups"} for k, v in result.stages.items()}},

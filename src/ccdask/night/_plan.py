@@ -130,9 +130,11 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
         need_masters = bool(science) or bool(flats) or bool(darks)
         if use_bias and need_masters and not biases:
             raise PlanError(f"no bias frames for chip {chip}: needed to calibrate "
-                            f"{_count(science, flats, darks)} (or set bias.enabled = false)")
+                            f"{_count(science, flats, darks)} (to go without, set bias.enabled = false: "
+                            "ccdask reduce --skip bias)")
         if use_dark and not darks and (science or flats):
-            raise PlanError(f"no dark frames for chip {chip} (darks exist for other chips)")
+            raise PlanError(f"no dark frames for chip {chip} (darks exist for other chips; to go "
+                            "without, set dark.mode = \"none\": ccdask reduce --skip dark)")
         for e in darks:
             _need_exptime(e, "dark", positive=True)
         if use_dark:
@@ -148,7 +150,8 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
                     have = ", ".join(repr(f) for f in flats) or "none"
                     raise PlanError(
                         f"no flat for filter {e.filter!r} on chip {chip}, needed by {e.path}[{e.hdu}] "
-                        f"(flats exist for: {have}; filter keywords {_keywords(e, 'filter')})"
+                        f"(flats exist for: {have}; filter keywords {_keywords(e, 'filter')}); "
+                        "to reduce without flats, set flat.enabled = false (ccdask reduce --skip flat)"
                     )
         chips[chip] = ChipPlan(chip, shape, biases, darks, flats, science)
 

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
-from ..io._write import write_part
+from ..config import ReduceConfig
+from ..frame import Master
+from ..io._write import TMP_PREFIX, concat_parts, write_part
 from ..profiles._layout import ChipLayout
+from ._identity import canonical_hash
 from ._qa import bin_image, chip_stats
+from ._stages import NightMasters, key_of
 
-__all__ = ["chip_header", "master_part_task", "output_name", "reduced_part_task", "safe_filter_name"]
+__all__ = ["MasterFile", "chip_header", "has_key", "master_outputs", "master_part_task", "output_name",
+           "reduced_part_task", "safe_filter_name"]
 
 # Cards that describe the raw layout or storage and are wrong after trimming.
 _DROP = re.compile(
@@ -121,3 +129,70 @@ def master_part_task(part: str, data: np.ndarray, variance: np.ndarray | None, c
         hdus.append((hv, np.asarray(variance, dtype=np.float32)))
     write_part(part, hdus)
     return {"chip": chip, "thumb": bin_image(data, thumb_factor)}
+
+
+def has_key(path: Path, key: str) -> bool:
+    """Whether ``path`` exists and its primary header's ``CCDKEY`` is ``key``."""
+    if not path.exists():
+        return False
+    try:
+        return bool(fits.getheader(path, 0).get("CCDKEY") == key)
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class MasterFile:
+    """One file of ``OUT/masters``: its label, the task writing it (None when it is already
+    there with the same masters) and its path."""
+
+    label: str
+    task: Any
+    path: Path
+
+
+def master_outputs(out: Path, masters: NightMasters, cfg: ReduceConfig, factor: int) -> list[MasterFile]:
+    """Delayed writers of OUT/masters/*.fits, one per kind (and per filter, per dark time)."""
+    if not cfg.output.masters_fits:
+        return []
+    mdir = out / "masters"
+    files: list[tuple[str, dict[str, Master]]] = []
+    if masters.bias:
+        files.append(("bias", dict(masters.bias)))
+    if masters.dark:
+        files.append(("dark", dict(masters.dark)))
+    elif masters.dark_groups:
+        for t in sorted({t for _, t in masters.dark_groups if t is not None}):
+            files.append((f"dark_{t:g}s", {c: m for (c, tt), m in masters.dark_groups.items() if tt == t}))
+    for filt, ms in masters.flats.items():
+        files.append((f"flat_{safe_filter_name(filt)}", dict(ms)))
+    outs = []
+    for label, ms in files:
+        final = mdir / f"{label}.fits"
+        ident = canonical_hash({c: (key_of(m), m.kind) for c, m in ms.items()})
+        if has_key(final, ident):
+            outs.append(MasterFile(label, None, final))
+            continue
+        parts_paths, parts = [], []
+        for number, (chip, m) in enumerate(ms.items(), start=1):
+            part = mdir / f"{TMP_PREFIX}{label}.{number}.part"  # never a header value in a path
+            meta = {"key": key_of(m), "inputs": m.meta.get("inputs", []), "filter": m.filter,
+                    "params": m.meta.get("params", {})}
+            parts.append(dask.delayed(master_part_task, pure=True)(
+                str(part), m.data, m.variance, m.count, chip=chip, kind=m.kind, ncombine=m.ncombine,
+                meta=meta, thumb_factor=factor, dask_key_name=f"write-master-{label}-{chip}-{ident[:8]}"))
+            parts_paths.append(str(part))
+        prim = fits.Header()
+        prim["CCDASKV"] = (__version__, "ccdask version")
+        prim["CCDKEY"] = (ident, "identity of these masters")
+        prim["MASTER"] = (label, "kind of master")
+        task = dask.delayed(_finish, pure=True)(str(final), prim, parts_paths, parts,
+                                                dask_key_name=f"assemble-master-{label}-{ident[:8]}")
+        outs.append(MasterFile(label, task, final))
+    return outs
+
+
+def _finish(final: str, primary: fits.Header, part_paths: list[str],
+            chip_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    concat_parts(final, primary, part_paths)
+    return chip_results

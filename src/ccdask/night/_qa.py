@@ -18,7 +18,7 @@ import numpy as np
 from .. import dq as DQ
 from ..sections import Section
 
-__all__ = ["bin_image", "chip_stats", "focal_plane", "save_png"]
+__all__ = ["bin_factor", "bin_image", "chip_stats", "focal_plane", "save_png", "stats_table", "write_qa"]
 
 
 def chip_stats(sci: np.ndarray, var: np.ndarray | None, dqa: np.ndarray) -> dict[str, Any]:
@@ -140,3 +140,33 @@ def stats_table(rows: Sequence[dict[str, Any]]):
     if not rows:
         return Table()
     return Table(rows=[tuple(r.values()) for r in rows], names=list(rows[0]))
+
+
+def write_qa(qa_dir: Path, finals: Sequence[tuple[Any, Path]], sci_results: Sequence[list[dict[str, Any]]],
+             master_results: Sequence[tuple[str, str, list[dict[str, Any]]]],
+             detsecs: Mapping[str, Section | None], factor: int) -> None:
+    """OUT/qa: one focal-plane PNG per reduced exposure and per master file written, and the
+    per-chip statistics table ``stats.ecsv``.
+
+    ``finals`` pairs each exposure with its output, ``sci_results`` holds what its chip tasks
+    returned (stats and thumbnails), ``master_results`` is ``(label, path, chip results)``.
+    """
+    rows = []
+    for (exp, final), chips in zip(finals, sci_results, strict=True):
+        for c in chips:
+            rows.append({"file": final.name, "chip": c["chip"], "filter": exp.filter or "",
+                         "exptime": exp.exptime if exp.exptime is not None else float("nan"),
+                         **c["stats"]})
+        thumbs = {c["chip"]: c["thumb"] for c in chips}
+        det = {e.chip: e.layout.detsec for e in exp.chips}
+        save_png(qa_dir / f"{exp.name}.png", focal_plane(thumbs, det, factor),
+                 f"{exp.name} ({exp.filter or '-'}, {exp.exptime or 0:g} s)")
+    for label, path, chips in master_results:
+        thumbs = {c["chip"]: c["thumb"] for c in chips}
+        save_png(qa_dir / f"master_{Path(path).stem}.png",
+                 focal_plane(thumbs, {c: detsecs.get(c) for c in thumbs}, factor), label)
+    if rows:
+        qa_dir.mkdir(parents=True, exist_ok=True)
+        tmp = qa_dir / ".tmp-stats.ecsv"
+        stats_table(rows).write(tmp, format="ascii.ecsv", overwrite=True)
+        os.replace(tmp, qa_dir / "stats.ecsv")

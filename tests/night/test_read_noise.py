@@ -1,0 +1,71 @@
+"""Read noise measured in the biases' overscans when the headers have none (real Kast night)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import sigma_clip
+
+from ccdask import reduce
+from ccdask.errors import PlanError
+from ccdask.night._read_noise import overscan_noise
+
+
+def _reference_noise(overscan: np.ndarray) -> float:
+    """astropy: 3-sigma clipped residuals about each row's clipped mean, n/(n-1) corrected."""
+    rows = overscan.astype(np.float64)
+    clipped = sigma_clip(rows - np.median(rows, axis=1, keepdims=True), sigma=3, maxiters=10,
+                         stdfunc="mad_std")
+    kept = np.ma.array(rows, mask=clipped.mask)
+    resid = kept - kept.mean(axis=1, keepdims=True)
+    n = (~resid.mask).sum()
+    return float(np.sqrt((resid**2).sum() / (n - rows.shape[0])))
+
+
+def test_overscan_noise_of_gaussian_integer_noise_is_unbiased():
+    rng = np.random.default_rng(3)
+    level = rng.normal(1000, 20, size=(4000, 1))  # each line its own level
+    data = np.round(level + rng.normal(0, 3.0, size=(4000, 32)))
+    assert overscan_noise(data, "serial") == pytest.approx(np.sqrt(3.0**2 + 1 / 12), rel=0.02)
+    assert overscan_noise(data.T, "parallel") == pytest.approx(overscan_noise(data, "serial"))
+
+
+@pytest.mark.real
+def test_kast_reduces_with_no_configuration_and_reports_the_read_noise(kast_dir, tmp_path):
+    lines: list[str] = []
+    result = reduce(kast_dir, tmp_path / "out", client="threads", log=lines.append)
+    measured = result.read_noise["HDU0"]
+    assert measured["source"] == "bias overscans" and measured["frames"] == 3
+    # Kast: GAIN = 1; A's overscan is columns 2049-2080, B's 2081-2112 (header COVER=32)
+    for amp, cols in (("A", slice(2048, 2080)), ("B", slice(2080, 2112))):
+        ref = np.median([_reference_noise(fits.getdata(kast_dir / f"b2{i}.fits.gz")[:, cols])
+                         for i in (1, 2, 3)])
+        assert measured["amplifiers"][amp] == pytest.approx(ref, rel=0.03)  # clipping details differ
+    assert any("read noise of HDU0 measured" in line for line in lines)
+    doc = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert doc["read_noise"]["HDU0"]["amplifiers"] == measured["amplifiers"]
+    history = "".join(str(h) for h in fits.getheader(tmp_path / "out" / "reduced" / "b27.fits", 0)["HISTORY"])
+    assert "measured in the overscans of 3 bias frame(s)" in history
+    # the variance carries it: sky-free rows of the bias-subtracted frame have VAR >= rn^2
+    with fits.open(tmp_path / "out" / "reduced" / "b27.fits") as h:
+        var = h["VAR", 1].data
+    rn = min(measured["amplifiers"].values())
+    assert np.nanmin(var) >= rn**2 * 0.99
+
+
+@pytest.mark.real
+def test_no_read_noise_and_no_overscan_fails_before_computing(saao_dir, tmp_path):
+    # the SAAO frame's header has RDNOISE; without it and without a BIASSEC nothing can measure it
+    raw = fits.getdata(saao_dir / "a8280271.fits", header=True)
+    header = raw[1]
+    for key in ("RDNOISE", "BIASSEC"):
+        header.remove(key, ignore_missing=True)
+    path = tmp_path / "raw" / "frame.fits"
+    path.parent.mkdir()
+    fits.writeto(path, raw[0], header)
+    with pytest.raises(PlanError, match="no read noise known"):
+        reduce([path], tmp_path / "out", client="sync",
+               config={"bias": {"enabled": False}, "flat": {"enabled": False}})

@@ -270,7 +270,7 @@ def render_cli() -> str:
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = str(HELP_COLUMNS)
     try:
-        from ccdask.cli._main import _main as cli
+        from ccdask.cli import _main as cli
 
         parser = cli.build_parser()
         out = [

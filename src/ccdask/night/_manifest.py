@@ -13,6 +13,7 @@ import numpy as np
 from .._version import __version__
 from ..catalog import Catalog, Entry
 from ..config import ReduceConfig
+from ..frame import Master
 from ..io._write import TMP_PREFIX
 from ._plan import Plan
 from ._stages import NightMasters
@@ -29,7 +30,7 @@ def write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, r
         return {"path": e.path, "hdu": e.hdu, "chip": e.chip, "imagetyp": e.imagetyp, "label": e.label,
                 "exptime": e.exptime, "filter": e.filter, "size": e.size, "mtime_ns": e.mtime_ns}
 
-    def row(m, **where: Any) -> dict[str, Any]:
+    def row(m: Master, **where: Any) -> dict[str, Any]:
         return {**where, "cache_key": m.meta.get("cache_key"), "ncombine": m.ncombine}
 
     rows = []

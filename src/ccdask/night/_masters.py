@@ -27,7 +27,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..calibrate._process import process_in_memory
+from ..calibrate._process import Role, process_in_memory
 from ..catalog import Entry
 from ..combine import combine
 from ..combine._stack import tile_shape
@@ -74,7 +74,7 @@ class CalibratedFrames:
 
 
 def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str, Any], *,
-                    cfg: ReduceConfig, layout: Any, exptime: float | None, name: str, role: str,
+                    cfg: ReduceConfig, layout: Any, exptime: float | None, name: str, role: Role,
                     rate: bool, region: str | None, tile: tuple[int, int]) -> dict[str, Any]:
     import zarr
 
@@ -96,7 +96,7 @@ def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str
     return out
 
 
-def calibrate_frames(kind: str, entries: Mapping[str, Sequence[Entry]], cfg: ReduceConfig,
+def calibrate_frames(kind: Role, entries: Mapping[str, Sequence[Entry]], cfg: ReduceConfig,
                      scratch: Path, *, masters: Mapping[str, Any], combine_cfg: Any,
                      rate: bool = False, sample_region: str | None = None) -> CalibratedFrames:
     """Graph of step 1 for one master stage: one task per chip-frame writing to ``scratch``.
@@ -157,10 +157,10 @@ def stack_master(kind: str, chip: str, rows: Sequence[tuple[Entry, str, str]], c
     res = combine(da.stack(sci), variance=da.stack(var), name=f"{kind}-{'' if filter is None else f'{filter}-'}{chip}",
                   **combine_cfg.to_dict())
     entries = [e for e, _, _ in rows]
-    meta = {"inputs": [e.name for e in entries],
+    meta: dict[str, Any] = {"inputs": [e.name for e in entries],
             "label": f"{kind}{'' if filter is None else ' ' + filter} {chip} ({len(entries)} frames)"}
     if kind == "dark":
-        meta["exptimes"] = sorted({float(e.exptime) for e in entries})
+        meta["exptimes"] = sorted({float(e.exptime) for e in entries if e.exptime is not None})
     return Master(kind=kind, chip=chip, data=res.data, variance=res.variance, count=res.count,
                   ncombine=len(entries), filter=filter, meta=meta)
 

@@ -9,6 +9,7 @@ carried along (skipped files), not fatal.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from ..catalog import Catalog, Entry, Problem
 from ..errors import PlanError
 
-__all__ = ["ChipPlan", "Exposure", "Plan", "make_plan"]
+__all__ = ["ChipPlan", "Exposure", "Plan", "make_plan", "safe_filter_name"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ChipPlan:
 
     @property
     def dark_exptimes(self) -> list[float]:
-        return sorted({float(e.exptime) for e in self.darks})
+        return sorted({float(e.exptime) for e in self.darks if e.exptime is not None})
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
     return Plan(chips, tuple(exposures), tuple(catalog.problems), tuple(notes), steps)
 
 
-def _count(science, flats, darks) -> str:
+def _count(science: tuple[Entry, ...], flats: dict[str | None, tuple[Entry, ...]],
+           darks: tuple[Entry, ...]) -> str:
     parts = []
     if science:
         parts.append(f"{len(science)} science")
@@ -183,7 +185,8 @@ def _count(science, flats, darks) -> str:
 def _common_shape(rows: Catalog, chip: str) -> tuple[int, int]:
     shapes = Counter(e.shape for e in rows)
     if len(shapes) == 1:
-        return next(iter(shapes))
+        only: tuple[int, int] = next(iter(shapes))
+        return only
     common, _ = shapes.most_common(1)[0]
     odd = [f"{e.path}[{e.hdu}] {e.shape[0]}x{e.shape[1]}" for e in rows if e.shape != common]
     raise PlanError(
@@ -203,9 +206,10 @@ def _need_exptime(e: Entry, role: str, *, positive: bool) -> None:
 
 
 def _nearest_dark(e: Entry, darks: tuple[Entry, ...], tolerance: float) -> float:
-    times = sorted({float(d.exptime) for d in darks})
-    best = nearest_dark_exptime(e.exptime, times)
-    if abs(best - e.exptime) > tolerance:
+    times = sorted({float(d.exptime) for d in darks if d.exptime is not None})
+    exptime = float(e.exptime or 0.0)  # checked by _need_exptime first
+    best = nearest_dark_exptime(exptime, times)
+    if abs(best - exptime) > tolerance:
         raise PlanError(
             f"{e.path}[{e.hdu}]: no dark within {tolerance:g} s of its exposure time {e.exptime:g} s "
             f"(dark exposure times available: {', '.join(f'{t:g}' for t in times)})"
@@ -218,10 +222,15 @@ def nearest_dark_exptime(exptime: float, times: list[float]) -> float:
     return min(times, key=lambda t: (abs(t - exptime), t))
 
 
+def safe_filter_name(filt: str | None) -> str:
+    """A filter name usable in a file name: ``flat_<this>.fits``."""
+    if filt is None or not str(filt).strip():
+        return "NONE"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(filt).strip()).strip(".") or "NONE"
+
+
 def _check_master_names(filters: list[str | None]) -> None:
     """Two filters must not write the same ``flat_<name>.fits`` (names are made file-safe)."""
-    from ._products import safe_filter_name
-
     seen: dict[str, str | None] = {}
     for f in dict.fromkeys(filters):
         name = safe_filter_name(f)

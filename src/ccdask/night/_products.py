@@ -23,7 +23,8 @@ from ..frame import Master
 from ..io._write import TMP_PREFIX, concat_parts, write_part
 from ..profiles._layout import ChipLayout
 from ._identity import canonical_hash
-from ._qa import bin_image, chip_stats
+from ._plan import safe_filter_name
+from ._qa import _start, bin_image, chip_stats
 from ._stages import NightMasters, key_of
 
 __all__ = ["MasterFile", "chip_header", "has_key", "master_outputs", "master_part_task", "output_name",
@@ -34,13 +35,6 @@ _DROP = re.compile(
     r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BZERO|BSCALE|BLANK|CHECKSUM|DATASUM"
     r"|EXTNAME|EXTVER|DATASEC[A-H]?|BIASSEC[A-H]?|TRIMSEC|CCDSEC[A-H]?|AMPSEC[A-H]?)$"
 )
-
-
-def safe_filter_name(filt: str | None) -> str:
-    """A filter name usable in a file name: ``flat_<this>.fits``."""
-    if filt is None or not str(filt).strip():
-        return "NONE"
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(filt).strip()).strip(".") or "NONE"
 
 
 def output_name(name: str) -> str:
@@ -61,8 +55,8 @@ def chip_header(merged: fits.Header, primary: fits.Header | None, layout: ChipLa
         if primary is not None and key in primary and primary[key] == card.value:
             continue
         out.append(card, end=True)
-    y0 = min(a.datasec.normalized().y.start for a in layout.amplifiers) - 1
-    x0 = min(a.datasec.normalized().x.start for a in layout.amplifiers) - 1
+    y0 = min(_start(a.datasec.normalized().y) for a in layout.amplifiers) - 1
+    x0 = min(_start(a.datasec.normalized().x) for a in layout.amplifiers) - 1
     for axis, offset in (("1", x0), ("2", y0)):
         key = f"CRPIX{axis}"
         if key in out and offset:

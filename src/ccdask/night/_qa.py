@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import dq as DQ
-from ..sections import Section
+from ..sections import Range, Section
 
 __all__ = ["bin_factor", "bin_image", "chip_stats", "focal_plane", "save_png", "stats_table", "write_qa"]
 
@@ -52,20 +52,28 @@ def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
     padded = np.pad(np.asarray(image, dtype=np.float64), ((0, py), (0, px)), constant_values=np.nan)
     blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
     with np.errstate(invalid="ignore"), _quiet():
-        return np.nanmean(blocks, axis=(1, 3)).astype(np.float32)
+        binned: np.ndarray = np.nanmean(blocks, axis=(1, 3)).astype(np.float32)
+    return binned
+
+
+def _start(r: Range) -> int:
+    """The first (1-based) index of a resolved range."""
+    if r.start is None:
+        raise ValueError(f"unresolved section range {r}")
+    return r.start
 
 
 class _quiet:
     """Silence numpy's 'mean of empty slice' for all-NaN blocks."""
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         import warnings
 
         self._cm = warnings.catch_warnings()
         self._cm.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
 
 
@@ -82,7 +90,7 @@ def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section 
         sec = detsecs.get(chip)
         if sec is not None:
             n = sec.normalized()
-            y0, x0 = (n.y.start - 1) // factor, (n.x.start - 1) // factor
+            y0, x0 = (_start(n.y) - 1) // factor, (_start(n.x) - 1) // factor
             flip_y, flip_x = sec.flipped
             if flip_y:
                 img = img[::-1]
@@ -100,7 +108,7 @@ def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section 
     return canvas
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray, title: str = "") -> str:
+def save_png(path: str | os.PathLike[str], image: np.ndarray, title: str = "") -> str:
     """A zscale-stretched greyscale PNG of ``image`` (NaN shown in red), written atomically.
 
     Drawn on a bare ``matplotlib.figure.Figure`` (no pyplot), so the caller's backend, e.g.
@@ -133,7 +141,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray, title: str = "") -> str
     return str(final)
 
 
-def stats_table(rows: Sequence[dict[str, Any]]):
+def stats_table(rows: Sequence[dict[str, Any]]) -> Any:
     """The per-chip statistics rows as an astropy Table (written as ECSV by the pipeline)."""
     from astropy.table import Table
 

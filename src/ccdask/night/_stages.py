@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import numpy as np
@@ -44,12 +44,15 @@ def key_of(m: Master | None) -> str | None:
     return None if m is None else m.meta.get("cache_key")
 
 
+MasterKind = Literal["bias", "dark", "flat"]
+
+
 @dataclass(frozen=True)
 class MasterSpec:
     """One master to get from the cache or build: ``name`` is unique within its stage."""
 
     name: str
-    kind: str
+    kind: MasterKind
     chip: str
     entries: tuple[Entry, ...]
     params: Mapping[str, Any]
@@ -156,7 +159,7 @@ def master_inputs(cm: ChipMasters) -> dict[str, Any]:
     return out
 
 
-def _spec(ctx: StageContext, kind: str, name: str, chip: str, entries: tuple[Entry, ...],
+def _spec(ctx: StageContext, kind: MasterKind, name: str, chip: str, entries: tuple[Entry, ...],
           params: dict[str, Any], calibration: Any = None) -> MasterSpec:
     key = master_key(kind, [e.identity for e in entries], params, chip=chip)
     return MasterSpec(name=name, kind=kind, chip=chip, entries=entries, params=params, key=key,
@@ -179,7 +182,7 @@ def dark_masters(plan: Plan, ctx: StageContext, bias: Mapping[str, Master]) -> N
     for chip, cp in plan.chips.items():
         groups: dict[float | None, tuple[Entry, ...]] = (
             {None: cp.darks} if mode == "scale" else
-            {t: tuple(e for e in cp.darks if float(e.exptime) == t) for t in cp.dark_exptimes})
+            {t: tuple(e for e in cp.darks if e.exptime == t) for t in cp.dark_exptimes})
         for t, ents in groups.items():
             name = chip if t is None else f"{chip}@{t:g}s"
             params = {**ctx.common, "combine": ctx.cfg.dark.combine.to_dict(), "mode": mode,
@@ -235,7 +238,7 @@ def _flat_stage(ctx: StageContext, masters: NightMasters, stage: str, filt: str 
                     key=lambda d: (d["path"], d["hdu"]))
     specs = []
     for chip, ents in by_chip.items():
-        dark = masters.dark_for(chip, float(ents[0].exptime) if ents[0].exptime is not None else None)
+        dark = masters.dark_for(chip, ents[0].exptime)
         params = {**ctx.common, "combine": ctx.cfg.flat.combine.to_dict(), "region": ctx.cfg.flat.region,
                   "filter": filt, "bias": key_of(masters.bias.get(chip)), "dark": key_of(dark),
                   "pooled_inputs": canonical_hash(pooled), **extra}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from numbers import Real
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -19,18 +19,24 @@ from ..errors import ConfigError, PlanError, ShapeMismatchError
 from ..frame import Master
 from ..profiles._layout import ChipLayout
 from ._config import OverscanConfig
-from ._overscan import overscan_stats
-from ._regions import Rect, block_location, check_disjoint, local_slices, rect_of
+from ._overscan import overscan_stats, overscan_stats_np
+from ._regions import Rect, block_location, check_disjoint, local_slices, rect_of, whole_block
 
 __all__ = [
     "Corrected",
     "FlatCorrected",
     "apply_gain",
+    "apply_gain_np",
     "divide_flat",
+    "divide_flat_np",
     "initial_variance",
+    "initial_variance_np",
     "read_noise_from_overscan",
+    "read_noise_from_overscan_np",
     "subtract_bias",
+    "subtract_bias_np",
     "subtract_dark",
+    "subtract_dark_np",
 ]
 
 
@@ -91,6 +97,16 @@ def _check_trimmed(arr: da.Array, layout: ChipLayout, what: str) -> da.Array:
     return arr
 
 
+def _check_trimmed_np(arr: np.ndarray, layout: ChipLayout, what: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if tuple(arr.shape) != tuple(layout.trimmed_shape):
+        raise ShapeMismatchError(
+            f"chip {layout.name}: {what} has shape {tuple(arr.shape)}, expected the trimmed "
+            f"shape {tuple(layout.trimmed_shape)}"
+        )
+    return arr
+
+
 def _valid_number(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
@@ -131,22 +147,36 @@ def apply_gain(trimmed: da.Array, layout: ChipLayout,
         the message names the chip and amplifier.
     """
     arr = _check_trimmed(trimmed, layout, "the frame to gain-correct")
-    gain = dict(gain or {})
-    _check_amp_names(layout, gain, "gain")
     rects = _ccd_rects(layout)
+    return da.map_blocks(
+        _gain_kernel, arr, rects=tuple(rects.values()), gains=_gains(layout, gain),
+        dtype=np.float32, meta=np.array((), dtype=np.float32), token=f"gain-{layout.name}",
+    )
+
+
+def apply_gain_np(trimmed: np.ndarray, layout: ChipLayout,
+                  gain: Mapping[str, float] | None = None) -> np.ndarray:
+    """:func:`apply_gain` on a whole trimmed chip held in memory."""
+    arr = _check_trimmed_np(trimmed, layout, "the frame to gain-correct")
+    rects = _ccd_rects(layout)
+    return _gain_kernel(arr, rects=tuple(rects.values()), gains=_gains(layout, gain),
+                        block_info=whole_block(arr.shape))
+
+
+def _gains(layout: ChipLayout, gain: Mapping[str, float] | None) -> tuple[float, ...]:
+    """Each amplifier's gain (the layout's unless overridden), validated."""
+    given = dict(gain or {})
+    _check_amp_names(layout, given, "gain")
     gains = []
     for amp in layout.amplifiers:
-        g = gain.get(amp.name, amp.gain)
+        g = given.get(amp.name, amp.gain)
         if not _valid_number(g) or not float(g) > 0:
             raise ConfigError(
                 f"chip {layout.name}, amplifier {amp.name}: gain {g!r} is missing or invalid "
                 "(need a finite number of e-/ADU > 0)"
             )
         gains.append(float(g))
-    return da.map_blocks(
-        _gain_kernel, arr, rects=tuple(rects.values()), gains=tuple(gains),
-        dtype=np.float32, meta=np.array((), dtype=np.float32), token=f"gain-{layout.name}",
-    )
+    return tuple(gains)
 
 
 def initial_variance(electrons: da.Array, layout: ChipLayout,
@@ -176,22 +206,41 @@ def initial_variance(electrons: da.Array, layout: ChipLayout,
         or a given value is not a finite number >= 0; the message names the chip and amplifier.
     """
     arr = _check_trimmed(electrons, layout, "the frame to build a variance for")
-    read_noise = dict(read_noise or {})
-    _check_amp_names(layout, read_noise, "read noise")
     rects = _ccd_rects(layout)
-    rns: list[float | da.Array] = []
+    return da.map_blocks(
+        _variance_kernel, arr, *_read_noises(layout, read_noise), rects=tuple(rects.values()),
+        dtype=np.float32, meta=np.array((), dtype=np.float32), token=f"variance-{layout.name}",
+    )
+
+
+def initial_variance_np(electrons: np.ndarray, layout: ChipLayout,
+                        read_noise: Mapping[str, float | np.ndarray] | None = None) -> np.ndarray:
+    """:func:`initial_variance` on a whole trimmed chip held in memory (read noises may be
+    0-d numpy arrays, e.g. from :func:`ccdask.calibrate._overscan.overscan_stats_np`)."""
+    arr = _check_trimmed_np(electrons, layout, "the frame to build a variance for")
+    rects = _ccd_rects(layout)
+    return _variance_kernel(arr, *_read_noises(layout, read_noise), rects=tuple(rects.values()),
+                            block_info=whole_block(arr.shape))
+
+
+def _read_noises(layout: ChipLayout, read_noise: Mapping[str, Any] | None) -> list[Any]:
+    """Each amplifier's read noise (the layout's unless overridden), validated; 0-d arrays
+    (lazy or numpy: measured values) are passed through."""
+    given = dict(read_noise or {})
+    _check_amp_names(layout, given, "read noise")
+    rns: list[Any] = []
     for amp in layout.amplifiers:
-        rn = read_noise.get(amp.name, amp.rdnoise)
+        rn = given.get(amp.name, amp.rdnoise)
         if rn is None:
             raise ConfigError(
                 f"chip {layout.name}, amplifier {amp.name}: no read noise known; set it in the "
                 "instrument profile or header, or pass read_noise (e.g. measured from the "
                 "overscan with read_noise_from_overscan)"
             )
-        if isinstance(rn, da.Array):
+        if isinstance(rn, (da.Array, np.ndarray)):
             if rn.ndim != 0:
                 raise ConfigError(
-                    f"chip {layout.name}, amplifier {amp.name}: a lazy read noise must be a 0-d "
+                    f"chip {layout.name}, amplifier {amp.name}: a measured read noise must be a 0-d "
                     f"array, got shape {rn.shape}"
                 )
             rns.append(rn)
@@ -202,10 +251,7 @@ def initial_variance(electrons: da.Array, layout: ChipLayout,
                 "finite number of electrons >= 0)"
             )
         rns.append(float(rn))
-    return da.map_blocks(
-        _variance_kernel, arr, *rns, rects=tuple(rects.values()),
-        dtype=np.float32, meta=np.array((), dtype=np.float32), token=f"variance-{layout.name}",
-    )
+    return rns
 
 
 def read_noise_from_overscan(raw: da.Array, layout: ChipLayout,
@@ -232,6 +278,13 @@ def read_noise_from_overscan(raw: da.Array, layout: ChipLayout,
     """
     stats = overscan_stats(raw, layout, config)
     return {amp.name: stats[amp.name].noise * float(amp.gain) for amp in layout.amplifiers}
+
+
+def read_noise_from_overscan_np(raw: np.ndarray, layout: ChipLayout,
+                                config: OverscanConfig | None = None) -> dict[str, np.ndarray]:
+    """:func:`read_noise_from_overscan` on a whole raw chip in memory: 0-d float64 arrays."""
+    stats = overscan_stats_np(raw, layout, config)
+    return {amp.name: np.asarray(stats[amp.name].noise * float(amp.gain)) for amp in layout.amplifiers}
 
 
 # -- masters ------------------------------------------------------------------------------------
@@ -326,17 +379,7 @@ def subtract_dark(sci: da.Array, var: da.Array | None, master: Master,
     """
     sci = _f32(sci)
     _check_master(sci, master, "dark")
-    if exptime is None or not _valid_number(exptime) or float(exptime) < 0:
-        raise PlanError(
-            f"chip {master.chip}: the dark needs the frame's exposure time, got {exptime!r}"
-        )
-    scale = float(exptime)
-    if master.exptime is not None:
-        if not _valid_number(master.exptime) or not float(master.exptime) > 0:
-            raise PlanError(
-                f"chip {master.chip}: dark master exposure time {master.exptime!r} is invalid"
-            )
-        scale = float(exptime) / float(master.exptime)
+    scale = _dark_scale(master.chip, exptime, master.exptime)
     out = sci - _f32(master.data) * np.float32(scale)
     if var is None:
         return Corrected(out, None)
@@ -344,6 +387,83 @@ def subtract_dark(sci: da.Array, var: da.Array | None, master: Master,
     if master.variance is not None:
         var = var + _f32(master.variance) * np.float32(scale * scale)
     return Corrected(out, var)
+
+
+def _dark_scale(chip: str, exptime: float | None, master_exptime: float | None) -> float:
+    """The factor of a dark master: the frame's exposure time for a rate, else the ratio."""
+    if exptime is None or not _valid_number(exptime) or float(exptime) < 0:
+        raise PlanError(f"chip {chip}: the dark needs the frame's exposure time, got {exptime!r}")
+    if master_exptime is None:
+        return float(exptime)
+    if not _valid_number(master_exptime) or not float(master_exptime) > 0:
+        raise PlanError(f"chip {chip}: dark master exposure time {master_exptime!r} is invalid")
+    return float(exptime) / float(master_exptime)
+
+
+# -- numpy forms of the master corrections: one whole chip in memory ---------------------------
+
+def _f32np(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x.astype(np.float32) if x.dtype != np.float32 else x
+
+
+def _check_master_np(sci: np.ndarray, chip: str, kind: str, data: np.ndarray,
+                     variance: np.ndarray | None) -> None:
+    for what, arr in (("", data), (" variance", variance)):
+        if arr is not None and tuple(np.shape(arr)) != tuple(sci.shape):
+            raise ShapeMismatchError(
+                f"chip {chip}: {kind} master{what} of shape {tuple(np.shape(arr))} does not match "
+                f"the frame's shape {tuple(sci.shape)}")
+
+
+def subtract_bias_np(sci: np.ndarray, var: np.ndarray | None, bias: np.ndarray,
+                     bias_var: np.ndarray | None = None, *, chip: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`subtract_bias` on arrays in memory: ``sci - B``, ``var + var_B``."""
+    sci = _f32np(sci)
+    _check_master_np(sci, chip, "bias", bias, bias_var)
+    out = sci - _f32np(bias)
+    if var is None:
+        return out, None
+    var = _f32np(var)
+    if bias_var is not None:
+        var = var + _f32np(bias_var)
+    return out, var
+
+
+def subtract_dark_np(sci: np.ndarray, var: np.ndarray | None, dark: np.ndarray,
+                     dark_var: np.ndarray | None, exptime: float | None, *,
+                     dark_exptime: float | None = None, chip: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`subtract_dark` on arrays in memory (``dark_exptime`` None: ``dark`` is a rate)."""
+    sci = _f32np(sci)
+    _check_master_np(sci, chip, "dark", dark, dark_var)
+    scale = _dark_scale(chip, exptime, dark_exptime)
+    out = sci - _f32np(dark) * np.float32(scale)
+    if var is None:
+        return out, None
+    var = _f32np(var)
+    if dark_var is not None:
+        var = var + _f32np(dark_var) * np.float32(scale * scale)
+    return out, var
+
+
+def divide_flat_np(sci: np.ndarray, var: np.ndarray | None, flat: np.ndarray,
+                   flat_var: np.ndarray | None = None, min_value: float | None = None, *,
+                   chip: str = "") -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """:func:`divide_flat` on arrays in memory: ``(sci, var, low)`` from the same kernels."""
+    sci = _f32np(sci)
+    _check_master_np(sci, chip, "flat", flat, flat_var)
+    mv = _min_value(chip, min_value)
+    out = _flat_sci(sci, flat, mv)
+    low = np.zeros(sci.shape, dtype=bool) if mv is None else _flat_low(flat, mv)
+    if var is None:
+        return out, None, low
+    return out, _flat_var(sci, _f32np(var), flat, flat_var, mv), low
+
+
+def _min_value(chip: str, min_value: float | None) -> float | None:
+    if min_value is not None and not _valid_number(min_value):
+        raise ConfigError(f"chip {chip}: flat min_value {min_value!r} is not a number")
+    return None if min_value is None else float(min_value)
 
 
 def _guarded_flat(f: np.ndarray, min_value: float | None) -> np.ndarray:
@@ -408,9 +528,7 @@ def divide_flat(sci: da.Array, var: da.Array | None, master: Master,
     """
     sci = _f32(sci)
     _check_master(sci, master, "flat")
-    if min_value is not None and not _valid_number(min_value):
-        raise ConfigError(f"chip {master.chip}: flat min_value {min_value!r} is not a number")
-    mv = None if min_value is None else float(min_value)
+    mv = _min_value(master.chip, min_value)
     flat = _like(master.data, sci)
     meta32 = np.array((), dtype=np.float32)
     out = da.map_blocks(_flat_sci, sci, flat, mv, dtype=np.float32, meta=meta32,

@@ -9,7 +9,7 @@ from ..errors import ShapeMismatchError
 from ..profiles._layout import ChipLayout
 from ._regions import Rect, check_disjoint, rect_of
 
-__all__ = ["assemble", "trim"]
+__all__ = ["assemble", "assemble_np", "trim"]
 
 
 def assemble(array: da.Array, layout: ChipLayout) -> da.Array:
@@ -52,6 +52,22 @@ def assemble(array: da.Array, layout: ChipLayout) -> da.Array:
     out = _guillotine(pieces, Rect(0, ny, 0, nx))
     if out is None:
         out = _assign(pieces, (ny, nx), arr.dtype)
+    return out
+
+
+def assemble_np(array: np.ndarray, layout: ChipLayout) -> np.ndarray:
+    """:func:`assemble` on a whole raw-coordinate chip held in memory (any dtype, kept)."""
+    arr = np.asarray(array)
+    if tuple(arr.shape) != tuple(layout.raw_shape):
+        raise ShapeMismatchError(
+            f"chip {layout.name}: cannot assemble an array of shape {tuple(arr.shape)}; the "
+            f"layout's raw shape is {tuple(layout.raw_shape)}"
+        )
+    check_disjoint(layout, {a.name: rect_of(a.ccdsec) for a in layout.amplifiers}, "ccdsecs")
+    out = np.empty(layout.trimmed_shape, dtype=arr.dtype)
+    for a in layout.amplifiers:
+        r = rect_of(a.ccdsec)
+        out[r.y0:r.y1, r.x0:r.x1] = arr[a.datasec.slices]
     return out
 
 

@@ -53,6 +53,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,13 +65,17 @@ from .. import dq as dqbits
 from ..errors import ConfigError, ShapeMismatchError
 from ..frame import Frame
 from ..utils._options import ConfigBase, option
-from ._masks import grow_mask
+from ._masks import grow_mask, grow_mask_np
 
 __all__ = [
     "CosmicConfig",
     "CosmicMethod",
+    "clean_arrays_np",
     "clean_frame",
+    "cosmic_step",
     "detect_cosmics",
+    "detect_cosmics_np",
+    "frame_read_noise",
     "lacosmic_halo",
 ]
 
@@ -303,10 +308,7 @@ def detect_cosmics(sci: da.Array, var: da.Array | None = None, *, gain: float = 
     for speed prefer chunks of 1000 pixels or more (``config.tile``).
     """
     cfg = config or CosmicConfig()
-    if not (gain > 0):
-        raise ConfigError(f"detect_cosmics: gain must be positive, got {gain!r}")
-    if read_noise is None or not (read_noise >= 0):
-        raise ConfigError(f"detect_cosmics: read_noise must be >= 0 electrons, got {read_noise!r}")
+    _check_noise(gain, read_noise)
     s = da.asarray(sci)
     if s.ndim != 2:
         raise ShapeMismatchError(f"detect_cosmics works on one 2-D chip, got shape {s.shape}")
@@ -317,10 +319,7 @@ def detect_cosmics(sci: da.Array, var: da.Array | None = None, *, gain: float = 
 
     def aligned(arr: Any, label: str) -> da.Array:
         a = da.asarray(arr)
-        if tuple(a.shape) != tuple(s.shape):
-            raise ShapeMismatchError(
-                f"detect_cosmics: {label} of shape {tuple(a.shape)} differs from the image "
-                f"{tuple(s.shape)}")
+        _check_aligned(a.shape, s.shape, label)
         return a.rechunk(s.chunks)
 
     m = None if mask is None else aligned(mask, "mask").astype(bool)
@@ -335,20 +334,9 @@ def detect_cosmics(sci: da.Array, var: da.Array | None = None, *, gain: float = 
 
     if cfg.method == "none":
         return da.zeros(s.shape, dtype=bool, chunks=s.chunks), s
-
-    if cfg.method == "lacosmic":
-        if v is not None and not cfg.use_variance:
-            v = None
-        depth = lacosmic_halo(cfg) if cfg.halo is None else cfg.halo
-        kernel = _lacosmic_block
-        kwargs: dict[str, Any] = {"params": _lacosmic_params(cfg), "gain": float(gain),
-                                  "readnoise": float(read_noise), "satlevel": satlevel}
-    else:
-        depth = cfg.size // 2 if cfg.halo is None else max(cfg.halo, cfg.size // 2)
-        kernel = _median_block
-        kwargs = {"size": cfg.size, "threshold": float(cfg.threshold), "gain": float(gain),
-                  "readnoise": float(read_noise)}
-
+    if cfg.method == "lacosmic" and v is not None and not cfg.use_variance:
+        v = None
+    kernel, depth, kwargs = _kernel(cfg, gain, read_noise, satlevel)
     arrays = [s, v, m]
     present = [a for a in arrays if a is not None]
     order = [a is not None for a in arrays]
@@ -361,6 +349,102 @@ def detect_cosmics(sci: da.Array, var: da.Array | None = None, *, gain: float = 
     result = da.map_overlap(call, *present, depth=depth, boundary="none", dtype=_CR_DTYPE,
                             meta=np.empty((0, 0), dtype=_CR_DTYPE), **kwargs)
     return result["mask"], result["clean"]
+
+
+def detect_cosmics_np(sci: np.ndarray, var: np.ndarray | None = None, *, gain: float = 1.0,
+                      read_noise: float, saturation: float | np.ndarray | None = None,
+                      mask: np.ndarray | None = None, config: CosmicConfig | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`detect_cosmics` on a whole chip held in memory: one call of the kernel on the
+    whole chip (the halo that makes chunked detection equal to a whole-frame run is not
+    needed; ``config.tile`` and ``config.halo`` only shape the dask form)."""
+    cfg = config or CosmicConfig()
+    _check_noise(gain, read_noise)
+    s = np.asarray(sci)
+    if s.ndim != 2:
+        raise ShapeMismatchError(f"detect_cosmics works on one 2-D chip, got shape {s.shape}")
+    s = s.astype(np.float32) if s.dtype != np.float32 else s
+    m = None
+    if mask is not None:
+        _check_aligned(np.shape(mask), s.shape, "mask")
+        m = np.asarray(mask).astype(bool)
+    satlevel = np.inf
+    if saturation is not None:
+        if np.ndim(saturation) == 0:
+            satlevel = float(saturation) * float(gain)
+        else:
+            _check_aligned(np.shape(saturation), s.shape, "saturation mask")
+            sat = grow_mask_np(np.asarray(saturation), cfg.saturation_grow)
+            m = sat if m is None else (m | sat)
+    v = None
+    if var is not None:
+        _check_aligned(np.shape(var), s.shape, "variance")
+        v = np.asarray(var).astype(np.float32)
+    if cfg.method == "none":
+        return np.zeros(s.shape, dtype=bool), s
+    if cfg.method == "lacosmic" and v is not None and not cfg.use_variance:
+        v = None
+    kernel, _depth, kwargs = _kernel(cfg, gain, read_noise, satlevel)
+    result = kernel(s, v, m, **kwargs)
+    return result["mask"], result["clean"]
+
+
+def _check_noise(gain: float, read_noise: float | None) -> None:
+    if not (gain > 0):
+        raise ConfigError(f"detect_cosmics: gain must be positive, got {gain!r}")
+    if read_noise is None or not (read_noise >= 0):
+        raise ConfigError(f"detect_cosmics: read_noise must be >= 0 electrons, got {read_noise!r}")
+
+
+def _check_aligned(shape: tuple[int, ...], sci_shape: tuple[int, ...], label: str) -> None:
+    if tuple(shape) != tuple(sci_shape):
+        raise ShapeMismatchError(
+            f"detect_cosmics: {label} of shape {tuple(shape)} differs from the image "
+            f"{tuple(sci_shape)}")
+
+
+def _kernel(cfg: CosmicConfig, gain: float, read_noise: float,
+            satlevel: float) -> tuple[Callable[..., np.ndarray], int, dict[str, Any]]:
+    """The block kernel of the configured method, its halo and its parameters."""
+    if cfg.method == "lacosmic":
+        depth = lacosmic_halo(cfg) if cfg.halo is None else cfg.halo
+        return _lacosmic_block, depth, {"params": _lacosmic_params(cfg), "gain": float(gain),
+                                        "readnoise": float(read_noise), "satlevel": satlevel}
+    depth = cfg.size // 2 if cfg.halo is None else max(cfg.halo, cfg.size // 2)
+    return _median_block, depth, {"size": cfg.size, "threshold": float(cfg.threshold),
+                                  "gain": float(gain), "readnoise": float(read_noise)}
+
+
+def cosmic_step(cfg: CosmicConfig) -> str:
+    """The history line of the cosmic-ray step."""
+    if cfg.method == "lacosmic":
+        return (f"cosmics: lacosmic sigclip={cfg.sigclip} sigfrac={cfg.sigfrac} "
+                f"objlim={cfg.objlim} niter={cfg.niter} sepmed={cfg.sepmed} "
+                f"halo={lacosmic_halo(cfg) if cfg.halo is None else cfg.halo}"
+                f"{' cleaned' if cfg.clean else ''}")
+    return (f"cosmics: median size={cfg.size} threshold={cfg.threshold}"
+            f"{' cleaned' if cfg.clean else ''}")
+
+
+def frame_read_noise(layout: Any) -> float:
+    """The read noise a frame's cosmic-ray noise model uses: its amplifiers' largest (e-), or
+    0 when none is known (the VAR plane then carries the noise)."""
+    noises = [a.rdnoise for a in (layout.amplifiers if layout else ()) if a.rdnoise is not None]
+    return max(noises) if noises else 0.0
+
+
+def clean_arrays_np(sci: np.ndarray, var: np.ndarray, dq: np.ndarray, config: CosmicConfig, *,
+                    read_noise: float, saturation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clean_frame` on arrays in memory: the new ``(sci, dq)`` of one calibrated chip."""
+    cfg = config
+    flagged = (dq & np.uint16(dqbits.BAD | dqbits.NODATA)) != 0
+    saturated = (dq & np.uint16(dqbits.SATURATED)) != 0
+    if saturation is not None:
+        saturated = saturated | np.asarray(saturation).astype(bool)
+    flagged = flagged | grow_mask_np(saturated, cfg.saturation_grow)
+    cr, cleaned = detect_cosmics_np(sci, var, gain=1.0, read_noise=read_noise, mask=flagged, config=cfg)
+    new_dq = dq | (cr.astype(dqbits.DQ_DTYPE) * dqbits.DQ_DTYPE(dqbits.COSMIC))
+    return (cleaned if cfg.clean else sci), new_dq
 
 
 def clean_frame(frame: Frame, config: CosmicConfig | None = None, *,
@@ -393,9 +477,7 @@ def clean_frame(frame: Frame, config: CosmicConfig | None = None, *,
     if cfg.method == "none":
         return frame
     if read_noise is None:
-        noises = [a.rdnoise for a in (frame.layout.amplifiers if frame.layout else ())
-                  if a.rdnoise is not None]
-        read_noise = max(noises) if noises else 0.0
+        read_noise = frame_read_noise(frame.layout)
     flagged = (frame.dq & np.uint16(dqbits.BAD | dqbits.NODATA)) != 0
     saturated = (frame.dq & np.uint16(dqbits.SATURATED)) != 0
     if saturation is not None and (isinstance(saturation, da.Array) or np.ndim(saturation) == 2):
@@ -406,12 +488,4 @@ def clean_frame(frame: Frame, config: CosmicConfig | None = None, *,
                                  saturation=saturation, mask=flagged, config=cfg)
     dq = frame.dq | (cr.astype(dqbits.DQ_DTYPE) * dqbits.DQ_DTYPE(dqbits.COSMIC))
     sci = cleaned if cfg.clean else frame.sci
-    if cfg.method == "lacosmic":
-        step = (f"cosmics: lacosmic sigclip={cfg.sigclip} sigfrac={cfg.sigfrac} "
-                f"objlim={cfg.objlim} niter={cfg.niter} sepmed={cfg.sepmed} "
-                f"halo={lacosmic_halo(cfg) if cfg.halo is None else cfg.halo}"
-                f"{' cleaned' if cfg.clean else ''}")
-    else:
-        step = (f"cosmics: median size={cfg.size} threshold={cfg.threshold}"
-                f"{' cleaned' if cfg.clean else ''}")
-    return frame.evolve(step=step, sci=sci, dq=dq)
+    return frame.evolve(step=cosmic_step(cfg), sci=sci, dq=dq)

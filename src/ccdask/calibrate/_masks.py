@@ -35,27 +35,28 @@ from scipy import ndimage
 from .. import dq as dqbits
 from ..errors import ConfigError, FitsReadError, ShapeMismatchError, where
 from ..profiles._layout import ChipLayout
+from ..utils import MAD_TO_SIGMA
 from ..utils._options import ConfigBase, option
 
 __all__ = [
-    "MAD_TO_SIGMA",
     "MaskConfig",
     "bad_pixel_mask",
     "build_dq",
+    "build_dq_np",
     "grow_mask",
+    "grow_mask_np",
     "hot_pixels",
     "interpolate_bad",
+    "interpolate_bad_np",
     "local_median",
     "low_pixels",
     "nonfinite_mask",
     "parse_bits",
     "robust_stats",
     "saturation_mask",
+    "saturation_mask_np",
     "user_mask",
 ]
-
-#: Scale from the median absolute deviation to the standard deviation of a Gaussian.
-MAD_TO_SIGMA = 1.482602218505602
 
 _BOOL_META = np.empty((0, 0), dtype=bool)
 
@@ -474,13 +475,49 @@ def grow_mask(mask: da.Array, grow: int) -> da.Array:
     dask.array.Array
         Boolean.
     """
-    if isinstance(grow, bool) or not isinstance(grow, (int, np.integer)) or grow < 0:
-        raise ConfigError(f"grow must be a non-negative integer, got {grow!r}")
+    _check_grow(grow)
     m = da.asarray(mask).astype(bool)
     if grow == 0:
         return m
     return m.map_overlap(_dilate_block, depth=int(grow), boundary="none", size=2 * int(grow) + 1,
                          dtype=bool, meta=_BOOL_META, token="grow-mask")
+
+
+def _check_grow(grow: object) -> None:
+    if isinstance(grow, bool) or not isinstance(grow, (int, np.integer)) or grow < 0:
+        raise ConfigError(f"grow must be a non-negative integer, got {grow!r}")
+
+
+def grow_mask_np(mask: np.ndarray, grow: int) -> np.ndarray:
+    """:func:`grow_mask` on a whole mask held in memory."""
+    _check_grow(grow)
+    m = np.asarray(mask).astype(bool)
+    return m if grow == 0 else _dilate_block(m, 2 * int(grow) + 1)
+
+
+def _saturation_rects(raw_shape: tuple[int, ...], layout: ChipLayout) -> tuple[tuple[int, int, int, int, float], ...]:
+    if tuple(raw_shape) != tuple(layout.raw_shape):
+        raise ShapeMismatchError(
+            f"chip {layout.name}: raw frame of shape {tuple(raw_shape)} does not match the "
+            f"layout's raw shape {tuple(layout.raw_shape)}")
+    amps = []
+    for amp in layout.amplifiers:
+        if amp.saturate is None:
+            continue
+        ys, xs = amp.datasec.normalized().slices
+        amps.append((ys.start, ys.stop, xs.start, xs.stop, float(amp.saturate)))
+    return tuple(amps)
+
+
+def saturation_mask_np(raw: np.ndarray, layout: ChipLayout, *, grow: int = 0) -> np.ndarray:
+    """:func:`saturation_mask` on a whole raw chip held in memory."""
+    from ._assemble import assemble_np
+    from ._regions import whole_block
+
+    arr = np.asarray(raw)
+    raw_mask = _saturated_block(arr, amps=_saturation_rects(arr.shape, layout),
+                                block_info=whole_block(arr.shape))
+    return grow_mask_np(assemble_np(raw_mask, layout), grow)
 
 
 def saturation_mask(raw: da.Array, layout: ChipLayout, *, grow: int = 0) -> da.Array:
@@ -509,17 +546,7 @@ def saturation_mask(raw: da.Array, layout: ChipLayout, *, grow: int = 0) -> da.A
     from . import assemble
 
     arr = da.asarray(raw)
-    if tuple(arr.shape) != tuple(layout.raw_shape):
-        raise ShapeMismatchError(
-            f"chip {layout.name}: raw frame of shape {tuple(arr.shape)} does not match the "
-            f"layout's raw shape {tuple(layout.raw_shape)}")
-    amps = []
-    for amp in layout.amplifiers:
-        if amp.saturate is None:
-            continue
-        ys, xs = amp.datasec.normalized().slices
-        amps.append((ys.start, ys.stop, xs.start, xs.stop, float(amp.saturate)))
-    raw_mask = arr.map_blocks(_saturated_block, amps=tuple(amps), dtype=bool, meta=_BOOL_META,
+    raw_mask = arr.map_blocks(_saturated_block, amps=_saturation_rects(arr.shape, layout), dtype=bool, meta=_BOOL_META,
                               token=f"saturation-{layout.name}")
     return grow_mask(assemble(raw_mask, layout), grow)
 
@@ -568,18 +595,37 @@ def build_dq(*, bad: da.Array | None = None, saturated: da.Array | None = None,
     ConfigError
         Nothing was given.
     """
+    given, base_arr = _dq_planes(da.asarray, bad, saturated, cosmic, nodata, interpolated, base)
+    return _or_bits(given, base_arr)
+
+
+def build_dq_np(*, bad: np.ndarray | None = None, saturated: np.ndarray | None = None,
+                cosmic: np.ndarray | None = None, nodata: np.ndarray | None = None,
+                interpolated: np.ndarray | None = None, base: np.ndarray | None = None) -> np.ndarray:
+    """:func:`build_dq` on masks held in memory."""
+    given, base_arr = _dq_planes(np.asarray, bad, saturated, cosmic, nodata, interpolated, base)
+    return _or_bits(given, base_arr)
+
+
+def _dq_planes(asarray: Any, bad: Any, saturated: Any, cosmic: Any, nodata: Any, interpolated: Any,
+               base: Any) -> tuple[list[tuple[Any, int]], Any]:
     planes = [(bad, dqbits.BAD), (saturated, dqbits.SATURATED), (cosmic, dqbits.COSMIC),
               (nodata, dqbits.NODATA), (interpolated, dqbits.INTERPOLATED)]
-    given = [(da.asarray(m), bit) for m, bit in planes if m is not None]
+    given = [(asarray(m), bit) for m, bit in planes if m is not None]
     if base is None and not given:
         raise ConfigError("build_dq: give at least one mask (or a base DQ plane)")
     shapes = {tuple(m.shape) for m, _ in given}
-    if base is not None:
-        shapes.add(tuple(da.asarray(base).shape))
+    base_arr = None if base is None else asarray(base)
+    if base_arr is not None:
+        shapes.add(tuple(base_arr.shape))
     if len(shapes) != 1:
         raise ShapeMismatchError(f"build_dq: masks differ in shape: {sorted(shapes)}")
+    return given, base_arr
+
+
+def _or_bits(given: list[tuple[Any, int]], base: Any) -> Any:
     dtype = dqbits.DQ_DTYPE
-    out = None if base is None else da.asarray(base).astype(dtype)
+    out = None if base is None else base.astype(dtype)
     for m, bit in given:
         plane = m.astype(bool).astype(dtype) * dtype(bit)
         out = plane if out is None else out | plane
@@ -615,6 +661,21 @@ def _has_good_neighbour(sci: np.ndarray, mask: np.ndarray, size: int) -> np.ndar
     return bad & near
 
 
+def _check_interp_size(size: object) -> None:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 3 or size % 2 == 0:
+        raise ConfigError(f"interpolate_bad: size must be an odd integer >= 3, got {size!r}")
+
+
+def interpolate_bad_np(sci: np.ndarray, mask: np.ndarray, size: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`interpolate_bad` on a whole image held in memory."""
+    _check_interp_size(size)
+    s = np.asarray(sci)
+    m = np.asarray(mask).astype(bool)
+    if s.shape != m.shape:
+        raise ShapeMismatchError(f"interpolate_bad: image {s.shape} and mask {m.shape} differ in shape")
+    return _interp_block(s, m, int(size)), _has_good_neighbour(s, m, int(size))
+
+
 def interpolate_bad(sci: da.Array, mask: da.Array, size: int = 5) -> tuple[da.Array, da.Array]:
     """Replace masked pixels by the median of their good neighbours in a ``size`` window.
 
@@ -641,8 +702,7 @@ def interpolate_bad(sci: da.Array, mask: da.Array, size: int = 5) -> tuple[da.Ar
     interpolated : dask.array.Array
         Boolean, True where a value was replaced (DQ bit 16).
     """
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 3 or size % 2 == 0:
-        raise ConfigError(f"interpolate_bad: size must be an odd integer >= 3, got {size!r}")
+    _check_interp_size(size)
     s = da.asarray(sci)
     m = da.asarray(mask).astype(bool)
     if s.shape != m.shape:

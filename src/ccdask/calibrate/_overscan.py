@@ -29,30 +29,30 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeMismatchError
 from ..profiles._layout import Amplifier, ChipLayout
+from ..utils import MAD_TO_SIGMA
 from ._config import OverscanConfig
-from ._regions import Rect, block_location, check_disjoint, local_slices, rect_of
+from ._regions import Rect, block_location, check_disjoint, local_slices, rect_of, whole_block
 
-__all__ = ["OverscanStats", "overscan_model", "overscan_stats", "subtract_overscan"]
-
-#: MAD to standard deviation for a normal distribution.
-_MAD_TO_STD = 1.482602218505602
+__all__ = ["OverscanStats", "overscan_model", "overscan_stats", "overscan_stats_np", "subtract_overscan",
+           "subtract_overscan_np"]
 
 
 class OverscanStats(NamedTuple):
-    """Lazy 0-d float64 summaries of one amplifier's overscan, in raw ADU.
+    """0-d float64 summaries of one amplifier's overscan, in raw ADU: lazy from
+    :func:`overscan_stats`, numpy from :func:`overscan_stats_np`.
 
     Attributes
     ----------
-    level : dask.array.Array
+    level : dask.array.Array or numpy.ndarray
         Mean of the overscan model over the amplifier's data lines.
-    noise : dask.array.Array
+    noise : dask.array.Array or numpy.ndarray
         Robust standard deviation (1.4826 x MAD) of the used overscan pixels about the model.
         With ``model="none"`` the model is the per-line statistic of the same pixels, which
         biases the noise low by roughly ``1/(2 n)`` for ``n`` overscan columns (rows) used.
     """
 
-    level: da.Array
-    noise: da.Array
+    level: da.Array | np.ndarray
+    noise: da.Array | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def _robust_std_about(block: np.ndarray, model_full: np.ndarray, line0: int) -> 
     if resid.size == 0:
         return np.array(np.nan)
     mad = np.median(np.abs(resid - np.median(resid)))
-    return np.array(_MAD_TO_STD * mad)
+    return np.array(MAD_TO_SIGMA * mad)
 
 
 def _subtract_kernel(block: np.ndarray, *models: np.ndarray, rects: tuple[Rect, ...],
@@ -205,6 +205,54 @@ def _subtract_kernel(block: np.ndarray, *models: np.ndarray, rects: tuple[Rect, 
             continue
         m = model[sl[0], :] if is_serial else model[:, sl[1]]
         out[sl] = np.asarray(block[sl], dtype=np.float64) - m
+    return out
+
+
+# -- numpy forms: one whole chip in memory -------------------------------------------------------
+
+def _model_full_np(raw: np.ndarray, geo: _Geometry, config: OverscanConfig) -> np.ndarray:
+    """The float64 model at every raw line, from the same kernels as :func:`_model_full`."""
+    r = geo.over_rect
+    over = raw[r.y0:r.y1, r.x0:r.x1]
+    profile = _collapse_lines(over if geo.serial else over.T, config.method, config.clip_sigma,
+                              config.clip_iters)
+    return _evaluate_model(profile, geo.line0, geo.nline_total, config.model, config.order, config.knots)
+
+
+def subtract_overscan_np(raw: np.ndarray, layout: ChipLayout,
+                         config: OverscanConfig | None = None) -> np.ndarray:
+    """:func:`subtract_overscan` on a whole raw chip held in memory (numpy in, numpy out)."""
+    config = config or OverscanConfig()
+    raw = np.asarray(raw)
+    _check_shape(raw, layout)
+    if not config.enabled:
+        return raw.astype(np.float32)
+    rects = {a.name: rect_of(a.datasec) for a in layout.amplifiers}
+    check_disjoint(layout, rects, "data sections")
+    models, serial = [], []
+    for amp in layout.amplifiers:
+        geo = _geometry(raw.shape, amp, config, layout.name)
+        full = _model_full_np(raw, geo, config)
+        models.append(full[:, None] if geo.serial else full[None, :])
+        serial.append(geo.serial)
+    return _subtract_kernel(raw, *models, rects=tuple(rects.values()), serial=tuple(serial),
+                            block_info=whole_block(raw.shape))
+
+
+def overscan_stats_np(raw: np.ndarray, layout: ChipLayout,
+                      config: OverscanConfig | None = None) -> dict[str, OverscanStats]:
+    """:func:`overscan_stats` on a whole raw chip held in memory: 0-d float64 numpy values."""
+    config = config or OverscanConfig()
+    raw = np.asarray(raw)
+    _check_shape(raw, layout)
+    out = {}
+    for amp in layout.amplifiers:
+        geo = _geometry(raw.shape, amp, config, layout.name)
+        full = _model_full_np(raw, geo, config)
+        r = geo.over_rect
+        over = raw[r.y0:r.y1, r.x0:r.x1]
+        noise = _robust_std_about(over if geo.serial else over.T, full, geo.line0)
+        out[amp.name] = OverscanStats(np.asarray(full[geo.data_lines].mean()), noise)
     return out
 
 
@@ -365,7 +413,7 @@ def overscan_stats(raw: da.Array, layout: ChipLayout,
     return out
 
 
-def _check_shape(raw: da.Array, layout: ChipLayout) -> None:
+def _check_shape(raw: da.Array | np.ndarray, layout: ChipLayout) -> None:
     if tuple(raw.shape) != tuple(layout.raw_shape):
         raise ShapeMismatchError(
             f"chip {layout.name}: array of shape {tuple(raw.shape)} does not match the layout's "

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import dask
 import dask.array as da
 import numpy as np
 from astropy.io import fits
@@ -24,20 +23,33 @@ from ..frame import Frame, Master
 from ..io._ccddata import from_ccddata, is_ccddata
 from ..profiles._layout import ChipLayout
 from ..utils import ConfigBase, option
-from . import (
+from ._arith import (
     apply_gain,
-    assemble,
+    apply_gain_np,
     divide_flat,
+    divide_flat_np,
     initial_variance,
-    overscan_stats,
+    initial_variance_np,
     read_noise_from_overscan,
+    read_noise_from_overscan_np,
     subtract_bias,
+    subtract_bias_np,
     subtract_dark,
-    subtract_overscan,
+    subtract_dark_np,
 )
+from ._assemble import assemble, assemble_np
 from ._config import OverscanConfig
-from ._cosmics import CosmicConfig, clean_frame
-from ._masks import MaskConfig, build_dq, interpolate_bad, saturation_mask
+from ._cosmics import CosmicConfig, clean_arrays_np, clean_frame, cosmic_step, frame_read_noise
+from ._masks import (
+    MaskConfig,
+    build_dq,
+    build_dq_np,
+    interpolate_bad,
+    interpolate_bad_np,
+    saturation_mask,
+    saturation_mask_np,
+)
+from ._overscan import overscan_stats, overscan_stats_np, subtract_overscan, subtract_overscan_np
 
 __all__ = ["ChipMasters", "ProcessConfig", "open_raw", "process", "process_entry", "process_in_memory"]
 
@@ -96,8 +108,157 @@ def open_raw(entry: Entry, chunks: Any = None) -> da.Array:
     return entry.source.to_dask(chunks=chunks)
 
 
-def _fmt(d: dict) -> str:
+def _fmt(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items() if v is not None)
+
+
+class _Lazy:
+    """The steps as dask graph builders (the dask form of each step)."""
+
+    saturation = staticmethod(saturation_mask)
+    subtract_overscan = staticmethod(subtract_overscan)
+    overscan_stats = staticmethod(overscan_stats)
+    assemble = staticmethod(assemble)
+    apply_gain = staticmethod(apply_gain)
+    read_noise = staticmethod(read_noise_from_overscan)
+    initial_variance = staticmethod(initial_variance)
+    where = staticmethod(da.where)
+    isfinite = staticmethod(da.isfinite)
+    build_dq = staticmethod(build_dq)
+    interpolate_bad = staticmethod(interpolate_bad)
+
+    @staticmethod
+    def subtract_bias(sci: Any, var: Any, m: Master) -> tuple[Any, Any]:
+        return tuple(subtract_bias(sci, var, m))  # type: ignore[return-value]
+
+    @staticmethod
+    def subtract_dark(sci: Any, var: Any, m: Master, exptime: float | None) -> tuple[Any, Any]:
+        return tuple(subtract_dark(sci, var, m, exptime))  # type: ignore[return-value]
+
+    @staticmethod
+    def divide_flat(sci: Any, var: Any, m: Master, min_value: float) -> tuple[Any, Any, Any]:
+        return tuple(divide_flat(sci, var, m, min_value=min_value))  # type: ignore[return-value]
+
+    @staticmethod
+    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any,
+                layout: ChipLayout) -> tuple[Any, Any]:
+        f = clean_frame(Frame(sci=sci, var=var, dq=dqa, chip=layout.name, header=fits.Header(),
+                              layout=layout), cfg, saturation=saturated)
+        return f.sci, f.dq
+
+
+class _Eager:
+    """The same steps on numpy arrays: one whole chip in memory, nothing lazy."""
+
+    saturation = staticmethod(saturation_mask_np)
+    subtract_overscan = staticmethod(subtract_overscan_np)
+    overscan_stats = staticmethod(overscan_stats_np)
+    assemble = staticmethod(assemble_np)
+    apply_gain = staticmethod(apply_gain_np)
+    read_noise = staticmethod(read_noise_from_overscan_np)
+    initial_variance = staticmethod(initial_variance_np)
+    where = staticmethod(np.where)
+    isfinite = staticmethod(np.isfinite)
+    build_dq = staticmethod(build_dq_np)
+    interpolate_bad = staticmethod(interpolate_bad_np)
+
+    @staticmethod
+    def subtract_bias(sci: Any, var: Any, m: _Arrays) -> tuple[Any, Any]:
+        return subtract_bias_np(sci, var, m.data, m.variance, chip=m.chip)
+
+    @staticmethod
+    def subtract_dark(sci: Any, var: Any, m: _Arrays, exptime: float | None) -> tuple[Any, Any]:
+        return subtract_dark_np(sci, var, m.data, m.variance, exptime, chip=m.chip)
+
+    @staticmethod
+    def divide_flat(sci: Any, var: Any, m: _Arrays, min_value: float) -> tuple[Any, Any, Any]:
+        return divide_flat_np(sci, var, m.data, m.variance, min_value, chip=m.chip)
+
+    @staticmethod
+    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any,
+                layout: ChipLayout) -> tuple[Any, Any]:
+        return clean_arrays_np(sci, var, dqa, cfg, read_noise=frame_read_noise(layout), saturation=saturated)
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """A master held in memory: what the eager chain needs of it."""
+
+    chip: str
+    data: np.ndarray
+    variance: np.ndarray | None
+    label: str
+
+
+@dataclass(frozen=True)
+class _Chained:
+    sci: Any
+    var: Any
+    dq: Any
+    history: tuple[str, ...]
+    stats: dict[str, Any]
+
+
+def _chain(ops: type[_Lazy] | type[_Eager], raw: Any, masters: dict[str, Any], bad: Any,
+           cfg: ProcessConfig, *, layout: ChipLayout, exptime: float | None, role: Role) -> _Chained:
+    """The per-chip chain, written once: ``ops`` gives each step as a dask graph builder
+    (:func:`process`) or as a numpy function (:func:`process_in_memory`). ``masters`` maps
+    ``bias``/``dark``/``flat`` to what ``ops`` takes (Master or _Arrays), each with a label."""
+    history: list[str] = []
+    stats: dict[str, Any] = {}
+
+    def label(kind: str) -> str:
+        m = masters[kind]
+        return m.label if isinstance(m, _Arrays) else m.meta.get("label", "master")
+
+    saturated = ops.saturation(raw, layout, grow=cfg.masks.saturation_grow)
+    has_overscan = all(a.biassec is not None for a in layout.amplifiers)
+    if cfg.overscan.enabled and has_overscan:
+        data = ops.subtract_overscan(raw, layout, cfg.overscan)
+        history.append(f"overscan: {_fmt(cfg.overscan.to_dict())}")
+        stats["overscan"] = ops.overscan_stats(raw, layout, cfg.overscan)
+    else:
+        data = raw.astype(np.float32)
+        history.append("overscan: not subtracted" + ("" if has_overscan else " (no BIASSEC)"))
+    sci = ops.apply_gain(ops.assemble(data, layout), layout)
+    history.append("trim+gain: " + ", ".join(f"{a.name}:{a.ccdsec}x{a.gain:g}" for a in layout.amplifiers))
+
+    read_noise = None
+    if cfg.read_noise == "overscan" and has_overscan:
+        read_noise = ops.read_noise(raw, layout, cfg.overscan)
+        history.append("variance: read noise measured in the overscan")
+    else:
+        history.append("variance: read noise " + ", ".join(f"{a.name}={a.rdnoise}" for a in layout.amplifiers))
+    var = ops.initial_variance(sci, layout, read_noise=read_noise)
+
+    if masters.get("bias") is not None:
+        sci, var = ops.subtract_bias(sci, var, masters["bias"])
+        history.append(f"bias: {label('bias')}")
+    if masters.get("dark") is not None:
+        sci, var = ops.subtract_dark(sci, var, masters["dark"], exptime)
+        history.append(f"dark: {label('dark')} x {exptime:g} s")
+    low = None
+    if masters.get("flat") is not None:
+        sci, var, low = ops.divide_flat(sci, var, masters["flat"], cfg.flat_min_value)
+        history.append(f"flat: {label('flat')}, min_value={cfg.flat_min_value:g}")
+
+    if role in ("dark", "flat"):
+        sci = ops.where(saturated, np.float32(np.nan), sci)
+        var = ops.where(saturated, np.float32(np.nan), var)
+    if low is not None:
+        bad = low if bad is None else (bad | low)
+    nodata = ~ops.isfinite(sci)
+    dqa = ops.build_dq(bad=bad, saturated=saturated, nodata=nodata).astype(DQ.DQ_DTYPE)
+    if role == "science" and cfg.cosmics.method != "none":
+        sci, dqa = ops.cosmics(sci, var, dqa, cfg.cosmics, saturated, layout)
+        history.append(cosmic_step(cfg.cosmics))
+    if role == "science" and cfg.masks.interpolate:
+        to_fix = (dqa & np.uint16(DQ.BAD | DQ.COSMIC | DQ.SATURATED)) != 0
+        sci, done = ops.interpolate_bad(sci, to_fix, size=cfg.masks.interpolate_size)
+        dqa = dqa | (done.astype(DQ.DQ_DTYPE) * DQ.DQ_DTYPE(DQ.INTERPOLATED))
+        history.append(f"interpolated bad pixels: median of good neighbours in a "
+                       f"{cfg.masks.interpolate_size}-pixel box")
+    return _Chained(sci, var, dqa, tuple(history), stats)
 
 
 def process(raw: da.Array, masters: ChipMasters | None = None, config: Any = None, *,
@@ -132,65 +293,16 @@ def process(raw: da.Array, masters: ChipMasters | None = None, config: Any = Non
         Lazy SCI (e-), VAR (e-²) and DQ, with one history line per step.
     """
     cfg = as_process_config(config)
-    masters = masters or ChipMasters()
+    cm = masters or ChipMasters()
     if is_ccddata(raw):
         raw = from_ccddata(raw, chunks=cfg.chunks_for(raw.shape))[0]
     elif not isinstance(raw, da.Array):
         raw = da.from_array(np.asarray(raw), chunks=cfg.chunks_for(np.shape(raw)))
-    history: list[str] = []
-    stats: dict[str, Any] = {}
-
-    saturated = saturation_mask(raw, layout, grow=cfg.masks.saturation_grow)
-    has_overscan = all(a.biassec is not None for a in layout.amplifiers)
-    if cfg.overscan.enabled and has_overscan:
-        data = subtract_overscan(raw, layout, cfg.overscan)
-        history.append(f"overscan: {_fmt(cfg.overscan.to_dict())}")
-        stats["overscan"] = overscan_stats(raw, layout, cfg.overscan)
-    else:
-        data = raw.astype(np.float32)
-        history.append("overscan: not subtracted" + ("" if has_overscan else " (no BIASSEC)"))
-    sci = apply_gain(assemble(data, layout), layout)
-    history.append("trim+gain: " + ", ".join(f"{a.name}:{a.ccdsec}x{a.gain:g}" for a in layout.amplifiers))
-
-    read_noise = None
-    if cfg.read_noise == "overscan" and has_overscan:
-        read_noise = read_noise_from_overscan(raw, layout, cfg.overscan)
-        history.append("variance: read noise measured in the overscan")
-    else:
-        history.append("variance: read noise " + ", ".join(f"{a.name}={a.rdnoise}" for a in layout.amplifiers))
-    var = initial_variance(sci, layout, read_noise=read_noise)
-
-    if masters.bias is not None:
-        sci, var = subtract_bias(sci, var, masters.bias)
-        history.append(f"bias: {masters.bias.meta.get('label', 'master')}")
-    if masters.dark is not None:
-        sci, var = subtract_dark(sci, var, masters.dark, exptime)
-        history.append(f"dark: {masters.dark.meta.get('label', 'master')} x {exptime:g} s")
-    low = None
-    if masters.flat is not None:
-        sci, var, low = divide_flat(sci, var, masters.flat, min_value=cfg.flat_min_value)
-        history.append(f"flat: {masters.flat.meta.get('label', 'master')}, min_value={cfg.flat_min_value:g}")
-
-    if role in ("dark", "flat"):
-        sci = da.where(saturated, np.float32(np.nan), sci)
-        var = da.where(saturated, np.float32(np.nan), var)
-    bad = masters.bad
-    if low is not None:
-        bad = low if bad is None else (bad | low)
-    nodata = ~da.isfinite(sci)
-    dqa = build_dq(bad=bad, saturated=saturated, nodata=nodata).astype(DQ.DQ_DTYPE)
-    frame = Frame(sci=sci, var=var, dq=dqa, chip=layout.name,
-                  header=header if header is not None else fits.Header(), layout=layout,
-                  exptime=exptime, name=name, history=tuple(history), stats=stats)
-    if role == "science" and cfg.cosmics.method != "none":
-        frame = clean_frame(frame, cfg.cosmics, saturation=saturated)
-    if role == "science" and cfg.masks.interpolate:
-        to_fix = (frame.dq & np.uint16(DQ.BAD | DQ.COSMIC | DQ.SATURATED)) != 0
-        fixed, done = interpolate_bad(frame.sci, to_fix, size=cfg.masks.interpolate_size)
-        frame = frame.evolve(
-            sci=fixed, dq=frame.dq | (done.astype(DQ.DQ_DTYPE) * DQ.DQ_DTYPE(DQ.INTERPOLATED)),
-            step=f"interpolated bad pixels: median of good neighbours in a {cfg.masks.interpolate_size}-pixel box")
-    return frame
+    out = _chain(_Lazy, raw, {"bias": cm.bias, "dark": cm.dark, "flat": cm.flat}, cm.bad, cfg,
+                 layout=layout, exptime=exptime, role=role)
+    return Frame(sci=out.sci, var=out.var, dq=out.dq, chip=layout.name,
+                 header=header if header is not None else fits.Header(), layout=layout,
+                 exptime=exptime, name=name, history=out.history, stats=out.stats)
 
 
 def process_entry(entry: Entry, masters: ChipMasters | None = None, config: Any = None,
@@ -203,38 +315,34 @@ def process_entry(entry: Entry, masters: ChipMasters | None = None, config: Any 
 def process_in_memory(raw: np.ndarray, masters: dict[str, Any], config: Any, *,
                       layout: ChipLayout, exptime: float | None, name: str = "",
                       role: Role = "science") -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """:func:`process` on one whole chip held in memory, inside a single task.
+    """:func:`process` on one whole chip held in memory, as numpy, inside a single task.
 
-    The night pipeline calibrates each science chip-frame in one task (read, calibrate, mask,
-    cosmic rays, write) so the graph stays at a couple of tasks per chip-frame however many
-    exposures a night holds; the arithmetic is exactly that of :func:`process`, run with the
-    synchronous scheduler on one block. ``masters`` maps ``bias``/``dark``/``flat`` to
-    ``(data, variance)`` numpy pairs (or None) and ``bad`` to a boolean array (or None).
+    The night pipeline calibrates each chip-frame in one task (read, calibrate, mask, cosmic
+    rays, write) so the graph stays at a couple of tasks per chip-frame however many exposures
+    a night holds. This runs the numpy form of every step (the functions the dask forms of
+    :func:`process` map over their blocks), in the same order with the same history: no graph
+    is built. ``masters`` maps ``bias``/``dark``/``flat`` to ``(data, variance)`` numpy pairs
+    (or None), ``<kind>_label`` to their labels, and ``bad`` to a boolean array (or None).
 
     Returns
     -------
     sci, var, dq, history
     """
-    def master(kind: str) -> Master | None:
+    cfg = as_process_config(config)
+    arrays = {}
+    for kind in ("bias", "dark", "flat"):
         pair = masters.get(kind)
-        if pair is None:
-            return None
-        data, var = pair
-        return Master(kind=kind, chip=layout.name, data=da.from_array(data, chunks=-1),
-                      variance=None if var is None else da.from_array(var, chunks=-1), count=None,
-                      ncombine=0, meta={"label": masters.get(f"{kind}_label", "master")})
-
+        if pair is not None:
+            data, var = pair
+            arrays[kind] = _Arrays(layout.name, np.asarray(data), None if var is None else np.asarray(var),
+                                   str(masters.get(f"{kind}_label", "master")))
     bad = masters.get("bad")
-    cm = ChipMasters(bias=master("bias"), dark=master("dark"), flat=master("flat"),
-                     bad=None if bad is None else da.from_array(bad, chunks=-1))
-    frame = process(da.from_array(raw, chunks=-1), cm, config, layout=layout, exptime=exptime,
-                    name=name, role=role)
-    sci, var, dqa, over = dask.compute(frame.sci, frame.var, frame.dq, frame.stats.get("overscan", {}),
-                                       scheduler="sync")
-    history = list(frame.history)
-    for amp, st in over.items():  # the measured overscan of each amplifier, recorded with the frame
+    out = _chain(_Eager, np.asarray(raw), arrays, None if bad is None else np.asarray(bad), cfg,
+                 layout=layout, exptime=exptime, role=role)
+    history = list(out.history)
+    for amp, st in out.stats.get("overscan", {}).items():  # the measured overscan, recorded with the frame
         history.append(f"overscan {amp}: level {float(st.level):.2f} ADU, noise {float(st.noise):.2f} ADU")
-    return sci, var, dqa, tuple(history)
+    return out.sci, out.var, out.dq, tuple(history)
 
 
 def _role(entry: Entry) -> Role:

@@ -14,7 +14,7 @@ from ..errors import ProfileError
 from ..profiles._layout import ChipLayout
 from ..sections import Section
 
-__all__ = ["Rect", "block_location", "check_disjoint", "local_slices", "rect_of"]
+__all__ = ["Rect", "block_location", "check_disjoint", "local_slices", "rect_of", "whole_block"]
 
 
 class Rect(NamedTuple):
@@ -38,6 +38,12 @@ def block_location(block_info: dict | None) -> Rect:
         raise RuntimeError("block_info is required: this kernel must be called by map_blocks")
     (y0, y1), (x0, x1) = block_info[0]["array-location"]
     return Rect(y0, y1, x0, x1)
+
+
+def whole_block(shape: tuple[int, ...]) -> dict[int, dict[str, list[tuple[int, int]]]]:
+    """The ``block_info`` of an array that is one block: how the numpy form of a step calls the
+    kernel its dask form maps over the blocks."""
+    return {0: {"array-location": [(0, int(n)) for n in shape]}}
 
 
 def local_slices(rect: Rect, block: Rect) -> tuple[slice, slice] | None:

@@ -58,7 +58,7 @@ class FlatCorrected(NamedTuple):
 # -- per-amplifier kernels ----------------------------------------------------------------------
 
 def _gain_kernel(block: np.ndarray, *, rects: tuple[Rect, ...], gains: tuple[float, ...],
-                 block_info: dict | None = None) -> np.ndarray:
+                 block_info: dict[Any, Any] | None = None) -> np.ndarray:
     where = block_location(block_info)
     out = np.empty(block.shape, dtype=np.float32)
     for rect, gain in zip(rects, gains, strict=True):
@@ -69,7 +69,7 @@ def _gain_kernel(block: np.ndarray, *, rects: tuple[Rect, ...], gains: tuple[flo
 
 
 def _variance_kernel(block: np.ndarray, *rns: float | np.ndarray, rects: tuple[Rect, ...],
-                     block_info: dict | None = None) -> np.ndarray:
+                     block_info: dict[Any, Any] | None = None) -> np.ndarray:
     where = block_location(block_info)
     out = np.empty(block.shape, dtype=np.float32)
     for rect, rn in zip(rects, rns, strict=True):

@@ -45,6 +45,7 @@ import numpy as np
 from ..errors import ConfigError, ShapeMismatchError
 from ..profiles._layout import ChipLayout
 from ..sections import Section
+from ..utils import MAD_TO_SIGMA
 
 __all__ = [
     "AmpGain",
@@ -145,7 +146,7 @@ def _clipped_mean(x: np.ndarray, sigma: float, maxiters: int) -> tuple[float, in
     if v.size == 0:
         return math.nan, 0
     med = float(np.median(v))
-    spread = 1.482602218505602 * float(np.median(np.abs(v - med)))
+    spread = MAD_TO_SIGMA * float(np.median(np.abs(v - med)))
     keep = np.abs(v - med) <= sigma * spread if spread > 0 else np.ones(v.size, bool)
     for _ in range(maxiters):
         mean = float(v[keep].mean())
@@ -171,7 +172,7 @@ def _clipped_var(d: np.ndarray, sigma: float, maxiters: int, lines: int | None
         d, finite = d.T, finite.T
     x = np.where(finite, d, 0.0)
     med = float(np.median(d[finite]))
-    spread = 1.482602218505602 * float(np.median(np.abs(d[finite] - med)))
+    spread = MAD_TO_SIGMA * float(np.median(np.abs(d[finite] - med)))
     keep = finite & (np.abs(d - med) <= sigma * spread) if spread > 0 else finite.copy()
     var = math.nan
     for _ in range(maxiters + 1):
@@ -207,7 +208,7 @@ def _region(layout: ChipLayout | None, shape: tuple[int, int], section: str | Se
     if section is not None:
         sec = (section if isinstance(section, Section) else Section.parse(section)).validate(
             shape, keyword="section").normalized()
-    regions = []
+    regions: list[tuple[str, tuple[slice, slice], str | None, str]] = []
     amps = layout.amplifiers if layout is not None else [None]
     for amp in amps:
         if amp is None:
@@ -217,11 +218,12 @@ def _region(layout: ChipLayout | None, shape: tuple[int, int], section: str | Se
             box = amp.datasec.normalized()
             name, axis = amp.name, amp.overscan_axis
         if sec is not None:
-            x0, x1 = max(box.x.start, sec.x.start), min(box.x.stop, sec.x.stop)
-            y0, y1 = max(box.y.start, sec.y.start), min(box.y.stop, sec.y.stop)
-            if x0 > x1 or y0 > y1:
+            (by, bx), (sy, sx) = box.slices, sec.slices  # forward, 0-based half-open
+            x0, x1 = max(bx.start, sx.start), min(bx.stop, sx.stop)
+            y0, y1 = max(by.start, sy.start), min(by.stop, sy.stop)
+            if x0 >= x1 or y0 >= y1:
                 continue
-            box = Section.parse(f"[{x0}:{x1},{y0}:{y1}]")
+            box = Section.parse(f"[{x0 + 1}:{x1},{y0 + 1}:{y1}]")
         regions.append((name, box.slices, axis, str(box)))
     if not regions:
         raise ConfigError(f"section {section} overlaps no amplifier's data section")

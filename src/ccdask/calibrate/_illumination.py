@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import dask.array as da
@@ -24,6 +25,8 @@ import numpy as np
 from numpy.polynomial import legendre as L
 
 from ..errors import PlanError
+from ..sections import Range, Section
+from ..utils import MAD_TO_SIGMA
 
 __all__ = ["ILLUMINATION_SAMPLE_PIXELS", "ChipCoords", "Legendre2D", "chip_coords", "fit_focal_plane",
            "fit_legendre2d", "grid_coords", "model_image", "sample_grid"]
@@ -44,7 +47,8 @@ def _scale(v: np.ndarray, lim: tuple[float, float]) -> np.ndarray:
     return (2.0 * (np.asarray(v, np.float64) - lo) / (hi - lo)) - 1.0
 
 
-def _design(x: np.ndarray, y: np.ndarray, order: int, xlim, ylim) -> np.ndarray:
+def _design(x: np.ndarray, y: np.ndarray, order: int, xlim: tuple[float, float],
+            ylim: tuple[float, float]) -> np.ndarray:
     vx = L.legvander(_scale(x, xlim), order)
     vy = L.legvander(_scale(y, ylim), order)
     return np.stack([vx[..., i] * vy[..., j] for i, j in terms(order)], axis=-1)
@@ -96,7 +100,7 @@ def fit_legendre2d(x: np.ndarray, y: np.ndarray, v: np.ndarray, order: int, *, s
         resid = v - a @ coeffs
         r = resid[keep]
         centre = np.median(r)
-        spread = 1.4826 * np.median(np.abs(r - centre))
+        spread = MAD_TO_SIGMA * np.median(np.abs(r - centre))
         if not spread > 0:
             break
         new = finite & (np.abs(resid - centre) <= sigma * spread)
@@ -123,13 +127,15 @@ class ChipCoords:
         return self.y0 + self.sy * (np.asarray(row, np.float64) + 0.5)
 
 
-def chip_coords(shape: tuple[int, int], detsec=None) -> ChipCoords:
+def chip_coords(shape: tuple[int, int], detsec: Section | None = None) -> ChipCoords:
     """Coordinates from DETSEC (flipped ranges run backwards, binning scales) or the chip's own."""
     ny, nx = shape
     if detsec is None or not detsec.x.resolved or not detsec.y.resolved:
         return ChipCoords(0.0, 1.0, 0.0, 1.0)
 
-    def axis(r, n):
+    def axis(r: Range, n: int) -> tuple[float, float]:
+        if r.start is None or r.stop is None:
+            raise ValueError(f"unresolved DETSEC range {r}")
         lo, hi = sorted((r.start, r.stop))
         scale = (hi - lo + 1) / n
         return (hi, -scale) if r.start > r.stop else (lo - 1.0, scale)
@@ -167,7 +173,10 @@ def fit_focal_plane(samples: Mapping[str, np.ndarray], shapes: Mapping[str, tupl
                           sigma=sigma, maxiters=maxiters)
 
 
-def _eval_block(block: np.ndarray, model: Legendre2D, coords: ChipCoords, block_info=None) -> np.ndarray:
+def _eval_block(block: np.ndarray, model: Legendre2D, coords: ChipCoords,
+                block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    if block_info is None:
+        raise RuntimeError("block_info is required: this kernel must be called by map_blocks")
     (r0, r1), (c0, c1) = block_info[None]["array-location"]
     x = coords.x(np.arange(c0, c1))[None, :]
     y = coords.y(np.arange(r0, r1))[:, None]
@@ -175,7 +184,7 @@ def _eval_block(block: np.ndarray, model: Legendre2D, coords: ChipCoords, block_
 
 
 def model_image(model: Legendre2D, shape: tuple[int, int], coords: ChipCoords,
-                chunks: Sequence | str = "auto", *, name: str = "illumination") -> da.Array:
+                chunks: Sequence[Any] | str = "auto", *, name: str = "illumination") -> da.Array:
     """The model evaluated on every pixel of a chip: lazy, one task per block."""
     base = da.zeros(shape, dtype=np.float32, chunks=chunks)
     token = dask.base.tokenize(model, shape, coords, base.chunks)

@@ -37,6 +37,7 @@ from ..errors import ConfigError, FitsReadError, ShapeMismatchError, where
 from ..profiles._layout import ChipLayout
 from ..utils import MAD_TO_SIGMA
 from ..utils._options import ConfigBase, option
+from ._regions import block_location, whole_block
 
 __all__ = [
     "MaskConfig",
@@ -439,9 +440,9 @@ def user_mask(path_or_array: str | os.PathLike[str] | np.ndarray | da.Array,
 
 
 def _saturated_block(block: np.ndarray, amps: tuple[tuple[int, int, int, int, float], ...],
-                     block_info: dict | None = None) -> np.ndarray:
+                     block_info: dict[Any, Any] | None = None) -> np.ndarray:
     out = np.zeros(block.shape, dtype=bool)
-    (r0, r1), (c0, c1) = block_info[0]["array-location"]
+    r0, r1, c0, c1 = block_location(block_info)
     for y0, y1, x0, x1, level in amps:
         ya, yb = max(y0, r0), min(y1, r1)
         xa, xb = max(x0, c0), min(x1, c1)
@@ -512,7 +513,6 @@ def _saturation_rects(raw_shape: tuple[int, ...], layout: ChipLayout) -> tuple[t
 def saturation_mask_np(raw: np.ndarray, layout: ChipLayout, *, grow: int = 0) -> np.ndarray:
     """:func:`saturation_mask` on a whole raw chip held in memory."""
     from ._assemble import assemble_np
-    from ._regions import whole_block
 
     arr = np.asarray(raw)
     raw_mask = _saturated_block(arr, amps=_saturation_rects(arr.shape, layout),

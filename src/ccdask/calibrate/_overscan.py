@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -196,7 +196,7 @@ def _robust_std_about(block: np.ndarray, model_full: np.ndarray, line0: int) -> 
 
 
 def _subtract_kernel(block: np.ndarray, *models: np.ndarray, rects: tuple[Rect, ...],
-                     serial: tuple[bool, ...], block_info: dict | None = None) -> np.ndarray:
+                     serial: tuple[bool, ...], block_info: dict[Any, Any] | None = None) -> np.ndarray:
     where = block_location(block_info)
     out = block.astype(np.float32)
     for model, rect, is_serial in zip(models, rects, serial, strict=True):

@@ -129,15 +129,15 @@ class _Lazy:
 
     @staticmethod
     def subtract_bias(sci: Any, var: Any, m: Master) -> tuple[Any, Any]:
-        return tuple(subtract_bias(sci, var, m))  # type: ignore[return-value]
+        return tuple(subtract_bias(sci, var, m))
 
     @staticmethod
     def subtract_dark(sci: Any, var: Any, m: Master, exptime: float | None) -> tuple[Any, Any]:
-        return tuple(subtract_dark(sci, var, m, exptime))  # type: ignore[return-value]
+        return tuple(subtract_dark(sci, var, m, exptime))
 
     @staticmethod
     def divide_flat(sci: Any, var: Any, m: Master, min_value: float) -> tuple[Any, Any, Any]:
-        return tuple(divide_flat(sci, var, m, min_value=min_value))  # type: ignore[return-value]
+        return tuple(divide_flat(sci, var, m, min_value=min_value))
 
     @staticmethod
     def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any,
@@ -199,7 +199,7 @@ class _Chained:
     stats: dict[str, Any]
 
 
-def _chain(ops: type[_Lazy] | type[_Eager], raw: Any, masters: dict[str, Any], bad: Any,
+def _chain(ops: Any, raw: Any, masters: dict[str, Any], bad: Any,
            cfg: ProcessConfig, *, layout: ChipLayout, exptime: float | None, role: Role) -> _Chained:
     """The per-chip chain, written once: ``ops`` gives each step as a dask graph builder
     (:func:`process`) or as a numpy function (:func:`process_in_memory`). ``masters`` maps
@@ -346,4 +346,5 @@ def process_in_memory(raw: np.ndarray, masters: dict[str, Any], config: Any, *,
 
 
 def _role(entry: Entry) -> Role:
-    return entry.imagetyp if entry.imagetyp in ("bias", "dark", "flat") else "science"
+    kinds: dict[str, Role] = {"bias": "bias", "dark": "dark", "flat": "flat"}
+    return kinds.get(entry.imagetyp, "science")

@@ -8,7 +8,7 @@ given by dask's ``block_info``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import ProfileError
 from ..profiles._layout import ChipLayout
@@ -28,11 +28,11 @@ class Rect(NamedTuple):
 
 def rect_of(section: Section) -> Rect:
     """The rectangle of pixels a (resolved) section covers, whatever its direction."""
-    n = section.normalized()
-    return Rect(n.y.start - 1, n.y.stop, n.x.start - 1, n.x.stop)
+    rows, cols = section.normalized().slices
+    return Rect(rows.start, rows.stop, cols.start, cols.stop)
 
 
-def block_location(block_info: dict | None) -> Rect:
+def block_location(block_info: dict[Any, Any] | None) -> Rect:
     """The rectangle of the whole array covered by the block described by ``block_info``."""
     if block_info is None:
         raise RuntimeError("block_info is required: this kernel must be called by map_blocks")

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import dq as DQ
 from ..sections import Range, Section
+from ..utils import MAD_TO_SIGMA
 
 __all__ = ["bin_factor", "bin_image", "chip_stats", "focal_plane", "save_png", "stats_table", "write_qa"]
 
@@ -27,7 +28,7 @@ def chip_stats(sci: np.ndarray, var: np.ndarray | None, dqa: np.ndarray) -> dict
     vals = sci[good].astype(np.float64)
     if vals.size:
         sky = float(np.median(vals))
-        noise = float(1.4826 * np.median(np.abs(vals - sky)))
+        noise = float(MAD_TO_SIGMA * np.median(np.abs(vals - sky)))
     else:
         sky = noise = float("nan")
     expected = float(np.sqrt(np.median(var[good]))) if var is not None and vals.size else float("nan")

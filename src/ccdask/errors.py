@@ -62,5 +62,10 @@ class CacheError(CcdaskError, RuntimeError):
     """The master cache is unusable."""
 
 
+class IdentityError(CcdaskError, ValueError):
+    """A value has no canonical form to hash: it cannot be part of an identity (cache key,
+    master identity, CCDKEY) without risking two different things hashing alike."""
+
+
 class CcdaskWarning(UserWarning):
     """A condition worth telling the user about that does not stop the work."""

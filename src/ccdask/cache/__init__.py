@@ -4,7 +4,6 @@ See :mod:`ccdask.cache._store` for the layout on disk.
 """
 
 from ._store import (
-    ALGORITHM_VERSION,
     CACHE_FORMAT,
     CacheEntry,
     CacheKeyError,
@@ -13,14 +12,17 @@ from ._store import (
     input_identity,
     master_key,
 )
+from ._versions import KIND_VERSIONS, STEP_VERSIONS, versions_of
 
 __all__ = [
-    "ALGORITHM_VERSION",
     "CACHE_FORMAT",
+    "KIND_VERSIONS",
+    "STEP_VERSIONS",
     "CacheEntry",
     "CacheKeyError",
     "MasterCache",
     "PendingPut",
     "input_identity",
     "master_key",
+    "versions_of",
 ]

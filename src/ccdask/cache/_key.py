@@ -1,34 +1,28 @@
-"""Cache keys: a canonical JSON of everything a master depends on, hashed.
+"""Cache keys: the canonical hash of everything a master depends on.
 
-The key of a master is ``sha256(canonical JSON)[:24]`` of a document holding the cache format,
-the master kind, the chip, the identities of its input frames (sorted, so the order in which
-files were listed does not matter), the step parameters (which carry the keys of upstream
-masters) and an algorithm version. Two masters with the same key are interchangeable.
-
-Canonical JSON here means: mappings with string keys in sorted order, sequences as lists,
-numpy scalars and small numpy arrays as plain Python values, paths as strings, floats written
-by ``repr`` (Python's shortest round-tripping form, so ``0.1`` is always ``0.1``), no
-whitespace. Anything else (functions, arbitrary objects, bytes) is refused with a
-:class:`CacheKeyError` naming where in the structure it sits: a silently ``str()``-ed object
-could hide a difference between two runs and make two different masters share a key.
+The key of a master is :func:`ccdask.utils.canonical_hash` (sha256 of the canonical JSON, 24 hex
+digits) of a document holding the cache format, the master kind, the chip, the identities of
+its input frames (sorted, so the order in which files were listed does not matter), the step
+parameters (which carry the keys of upstream masters) and the algorithm versions of the code
+that made it (:func:`ccdask.cache._versions.versions_of`). Two masters with the same key are
+interchangeable. A value without a canonical form is refused with a :class:`CacheKeyError`
+naming where it sits.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..errors import CacheError
+from ..errors import CacheError, IdentityError
+from ..utils import canonical_hash, canonical_json
+from ..utils import normalise as _normalise
+from ._versions import versions_of
 
 __all__ = [
-    "ALGORITHM_VERSION",
     "CACHE_FORMAT",
     "KEY_LENGTH",
     "CacheKeyError",
@@ -38,13 +32,6 @@ __all__ = [
     "master_key",
     "normalise",
 ]
-
-ALGORITHM_VERSION = "1"
-"""Default algorithm version hashed into every key; bump it when a kernel's output changes.
-
-A step may pass its own version (``master_key(..., algorithm_version="flat-2")``) so a change in
-one step invalidates only the masters it makes.
-"""
 
 CACHE_FORMAT = 1
 """Version of the on-disk layout; part of every key, so a layout change never reads old entries."""
@@ -56,91 +43,18 @@ IDENTITY_FIELDS = ("path", "hdu", "size", "mtime_ns", "header")
 """Fields every input identity must carry (extra fields are allowed and hashed too)."""
 
 _KEY_RE = re.compile(r"[0-9a-f]{16,64}")
-_MAX_ARRAY_ITEMS = 10_000
 
 
-class CacheKeyError(CacheError, ValueError):
+class CacheKeyError(CacheError, IdentityError):
     """A cache key cannot be made (non-JSON-able parameter, bad identity) or is malformed."""
 
 
 def normalise(value: Any, where: str = "value") -> Any:
-    """Turn ``value`` into plain JSON types, refusing what has no canonical JSON form.
-
-    Parameters
-    ----------
-    value : object
-        ``None``, bool, int, float, str, mappings with string keys, lists, tuples, sets,
-        numpy scalars, numpy arrays of at most 10 000 items, :class:`os.PathLike`, or an
-        astropy ``Header`` (its card text).
-    where : str, optional
-        Name of ``value`` for error messages; nested items extend it (``params['clip'][0]``).
-
-    Returns
-    -------
-    object
-        The value built from dicts, lists, str, int, float, bool and None only. Sets become
-        sorted lists; numpy arrays become ``{"dtype", "shape", "values"}`` dicts.
-
-    Raises
-    ------
-    CacheKeyError
-        For any other type, non-string mapping keys, or a large array.
-    """
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, np.generic):
-        if isinstance(value, np.bool_ | np.integer | np.floating):
-            return normalise(value.item(), where)
-        raise CacheKeyError(f"{where}: numpy {value.dtype} scalar has no canonical JSON form")
-    if isinstance(value, np.ndarray):
-        if value.size > _MAX_ARRAY_ITEMS or value.dtype.kind not in "biuf":
-            raise CacheKeyError(
-                f"{where}: numpy array of {value.size} {value.dtype} items cannot go into a cache "
-                f"key (only numeric arrays of at most {_MAX_ARRAY_ITEMS} items)"
-            )
-        return {
-            "dtype": value.dtype.str,
-            "shape": list(value.shape),
-            "values": value.ravel().tolist(),
-        }
-    if isinstance(value, os.PathLike):
-        path = os.fspath(value)
-        if isinstance(path, str):
-            return path
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise CacheKeyError(
-                    f"{where}: mapping key {k!r} is a {type(k).__name__}, not a str"
-                )
-            out[k] = normalise(v, f"{where}[{k!r}]")
-        return out
-    if isinstance(value, list | tuple):
-        return [normalise(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, set | frozenset):
-        items = [normalise(v, f"{where}{{...}}") for v in value]
-        return sorted(items, key=canonical_json)
-    if type(value).__name__ == "Header" and hasattr(value, "tostring"):  # astropy.io.fits.Header
-        return value.tostring(sep="\n")
-    raise CacheKeyError(
-        f"{where}: {type(value).__module__}.{type(value).__qualname__} value {value!r:.60} "
-        "is not JSON-able; pass plain numbers, strings, lists or dicts"
-    )
-
-
-def canonical_json(value: Any) -> str:
-    """Canonical JSON text of an already normalised value (sorted keys, no spaces, float repr).
-
-    Non-finite floats are written ``NaN``/``Infinity`` (deterministic, though not strict JSON).
-    """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True
-    )
+    """:func:`ccdask.utils.normalise` raising :class:`CacheKeyError` (see there)."""
+    try:
+        return _normalise(value, where)
+    except IdentityError as exc:
+        raise CacheKeyError(str(exc)) from exc
 
 
 def _check_identity(identity: Any, i: int) -> dict[str, Any]:
@@ -164,7 +78,7 @@ def master_key(
     params: Mapping[str, Any],
     *,
     chip: str,
-    algorithm_version: str = ALGORITHM_VERSION,
+    algorithm_version: Mapping[str, int] | None = None,
 ) -> str:
     """The content address of a master: a hex digest of everything that determines its pixels.
 
@@ -180,8 +94,9 @@ def master_key(
         the upstream masters used to calibrate the inputs (e.g. ``{"bias": "3fa1..."}``).
     chip : str
         Chip name.
-    algorithm_version : str, optional
-        Version of the code that makes this kind of master (default :data:`ALGORITHM_VERSION`).
+    algorithm_version : mapping of str to int, optional
+        Versions of the code that makes this kind of master; by default those of the version
+        table (:func:`ccdask.cache._versions.versions_of`), read at call time.
 
     Returns
     -------
@@ -205,10 +120,10 @@ def master_key(
         "chip": normalise(chip, "chip"),
         "inputs": identities,
         "params": normalise(params, "params"),
-        "algorithm_version": normalise(algorithm_version, "algorithm_version"),
+        "algorithm_version": normalise(
+            versions_of(kind) if algorithm_version is None else algorithm_version, "algorithm_version"),
     }
-    digest = hashlib.sha256(canonical_json(doc).encode("ascii")).hexdigest()
-    return digest[:KEY_LENGTH]
+    return canonical_hash(doc, KEY_LENGTH)
 
 
 def input_identity(path: str | os.PathLike[str], hdu: int | str, header: Any) -> dict[str, Any]:

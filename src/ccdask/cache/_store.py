@@ -86,7 +86,6 @@ from ._io import (
     write_block,
 )
 from ._key import (
-    ALGORITHM_VERSION,
     CACHE_FORMAT,
     CacheKeyError,
     check_key,
@@ -96,7 +95,6 @@ from ._key import (
 )
 
 __all__ = [
-    "ALGORITHM_VERSION",
     "CACHE_FORMAT",
     "CacheEntry",
     "CacheKeyError",

@@ -13,12 +13,12 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError
+from ..utils import atomic_path
 
 __all__ = ["register", "run"]
 
@@ -125,26 +125,8 @@ def _primary_header(path: str) -> Any:
 
 
 def _write_atomic(hdul: Any, output: Path, overwrite: bool) -> None:
-    folder = output.parent if str(output.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(output, overwrite=overwrite) as tmp:
         hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
-        if overwrite:
-            os.replace(tmp, output)
-        else:
-            try:
-                os.link(tmp, output)  # fails if the output appeared meanwhile: never clobber
-            except FileExistsError:
-                raise ConfigError(f"{output}: exists; pass --overwrite to replace it") from None
-            except OSError:  # no hard links on this file system
-                if output.exists():
-                    raise ConfigError(f"{output}: exists; pass --overwrite to replace it") \
-                        from None
-                os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run(args: argparse.Namespace) -> int:

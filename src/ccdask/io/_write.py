@@ -11,64 +11,46 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
+from ..utils import TMP_PREFIX, atomic_path
+
 __all__ = ["TMP_PREFIX", "atomic_writeto", "concat_parts", "write_part"]
 
-TMP_PREFIX = ".tmp-"
 
-
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f"{TMP_PREFIX}{final.name}.{uuid.uuid4().hex[:8]}")
-
-
-def atomic_writeto(hdul: fits.HDUList, path: str | os.PathLike) -> Path:
-    """Write ``hdul`` to a temporary name beside ``path`` and rename it over ``path``."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(final)
-    try:
+def atomic_writeto(hdul: fits.HDUList, path: str | os.PathLike[str]) -> Path:
+    """Write ``hdul`` (with checksums) to a temporary name beside ``path`` and rename it over ``path``."""
+    with atomic_path(path) as tmp:
         hdul.writeto(tmp, checksum=True)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+    return Path(path)
 
 
-def write_part(path: str | os.PathLike, hdus: Sequence[tuple[fits.Header, np.ndarray]]) -> str:
+def write_part(path: str | os.PathLike[str], hdus: Sequence[tuple[fits.Header, np.ndarray]]) -> str:
     """Write image extensions ``(header, data)`` to a part file (with a throwaway primary HDU)."""
     hdul = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(data=d, header=h) for h, d in hdus])
     return str(atomic_writeto(hdul, path))
 
 
-def concat_parts(final: str | os.PathLike, primary: fits.Header, parts: Sequence[str | os.PathLike],
+def concat_parts(final: str | os.PathLike[str], primary: fits.Header, parts: Sequence[str | os.PathLike[str]],
                  *, remove_parts: bool = True) -> str:
     """Stream a primary header and the extensions of ``parts`` into ``final`` atomically."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(final)
-    try:
-        phdu = fits.PrimaryHDU(header=primary)
-        phdu.header["EXTEND"] = True
-        phdu.add_checksum()
-        with open(tmp, "wb") as out:
-            phdu.writeto(out)
-            for part in parts:
-                with fits.open(part, memmap=False, lazy_load_hdus=True) as h:
-                    start = h.fileinfo(1)["hdrLoc"]
-                with open(part, "rb") as src:
-                    src.seek(start)
-                    shutil.copyfileobj(src, out, length=8 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    phdu = fits.PrimaryHDU(header=primary)
+    phdu.header["EXTEND"] = True
+    phdu.add_checksum()
+    with atomic_path(final) as tmp, open(tmp, "wb") as out:
+        phdu.writeto(out)
+        for part in parts:
+            with fits.open(part, memmap=False, lazy_load_hdus=True) as h:
+                start = h.fileinfo(1)["hdrLoc"]
+            with open(part, "rb") as src:
+                src.seek(start)
+                shutil.copyfileobj(src, out, length=8 << 20)
+        out.flush()
+        os.fsync(out.fileno())
     if remove_parts:
         for part in parts:
             Path(part).unlink(missing_ok=True)

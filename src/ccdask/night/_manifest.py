@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from .._version import __version__
 from ..catalog import Catalog, Entry
 from ..config import ReduceConfig
 from ..frame import Master
-from ..io._write import TMP_PREFIX
+from ..utils import atomic_write_text
 from ._plan import Plan
 from ._stages import NightMasters
 
@@ -54,11 +53,7 @@ def write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, r
                     **{k: {kk: vv for kk, vv in v.items() if kk != "task_groups"} for k, v in result.stages.items()}},
         "task_groups": {k: v.get("task_groups", {}) for k, v in result.stages.items()},
     }
-    path = out / "manifest.json"
-    tmp = out / f"{TMP_PREFIX}manifest.json"
-    tmp.write_text(json.dumps(doc, indent=1, default=_json_default))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out / "manifest.json", json.dumps(doc, indent=1, default=_json_default))
 
 
 def _json_default(o: Any) -> Any:

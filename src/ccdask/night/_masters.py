@@ -15,7 +15,6 @@ of frames, and the graph is one task per chip-frame plus a few per tile.
 from __future__ import annotations
 
 import functools
-import math
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,18 +33,10 @@ from ..combine._stack import tile_shape
 from ..config import ReduceConfig
 from ..frame import Master
 from ..sections import Section
+from ..utils import sample_step
 
 __all__ = ["CalibratedFrames", "calibrate_frames", "focal_plane_median", "normalise_flats",
            "pooled_median", "stack_master"]
-
-SAMPLE_PIXELS = 1 << 18
-"""Pixels per chip (at most) of the fixed grid the focal-plane medians are taken on."""
-
-
-def sample_step(shape: tuple[int, int]) -> int:
-    """Stride of the fixed sample grid ``image[::s, ::s]`` (at most 2**18 pixels per chip)."""
-    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / SAMPLE_PIXELS)))
-
 
 def _region_sample(img: np.ndarray, region: str) -> np.ndarray:
     sec = Section.parse(region, keyword="flat.region").validate(img.shape, keyword="flat.region")

@@ -22,7 +22,7 @@ from ..config import ReduceConfig
 from ..frame import Master
 from ..io._write import TMP_PREFIX, concat_parts, write_part
 from ..profiles._layout import ChipLayout
-from ._identity import canonical_hash
+from ..utils import canonical_hash
 from ._plan import safe_filter_name
 from ._qa import _start, bin_image, chip_stats
 from ._stages import NightMasters, key_of

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import dq as DQ
 from ..sections import Range, Section
-from ..utils import MAD_TO_SIGMA
+from ..utils import MAD_TO_SIGMA, atomic_path
 
 __all__ = ["bin_factor", "bin_image", "chip_stats", "focal_plane", "save_png", "stats_table", "write_qa"]
 
@@ -134,12 +134,9 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray, title: str = "") -
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{final.name}")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, final)
-    return str(final)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return str(path)
 
 
 def stats_table(rows: Sequence[dict[str, Any]]) -> Any:
@@ -175,7 +172,5 @@ def write_qa(qa_dir: Path, finals: Sequence[tuple[Any, Path]], sci_results: Sequ
         save_png(qa_dir / f"master_{Path(path).stem}.png",
                  focal_plane(thumbs, {c: detsecs.get(c) for c in thumbs}, factor), label)
     if rows:
-        qa_dir.mkdir(parents=True, exist_ok=True)
-        tmp = qa_dir / ".tmp-stats.ecsv"
-        stats_table(rows).write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, qa_dir / "stats.ecsv")
+        with atomic_path(qa_dir / "stats.ecsv") as tmp:
+            stats_table(rows).write(tmp, format="ascii.ecsv", overwrite=True)

@@ -17,7 +17,7 @@ from ..calibrate import ChipMasters, process_in_memory
 from ..calibrate._masks import bad_pixel_mask
 from ..config import ReduceConfig
 from ..io._write import TMP_PREFIX, concat_parts
-from ._identity import canonical_hash
+from ..utils import canonical_hash
 from ._plan import Exposure, Plan
 from ._products import chip_header, has_key, output_name, reduced_part_task
 from ._stages import NightMasters, key_of, pack_masters

@@ -20,12 +20,13 @@ import dask
 import numpy as np
 
 from ..cache import MasterCache, master_key
+from ..cache._versions import STEP_VERSIONS
 from ..calibrate import ChipMasters
 from ..catalog import Entry
 from ..config import ReduceConfig
 from ..errors import CcdaskWarning, PlanError
 from ..frame import Master
-from ._identity import canonical_hash
+from ..utils import canonical_hash
 from ._masters import (
     calibrate_frames,
     illuminate_flats,
@@ -217,7 +218,7 @@ def flat_masters(plan: Plan, ctx: StageContext, masters: NightMasters) -> NightM
                          key=lambda d: (d["path"], d["hdu"]))
         illum = {"order": cfg.flat.illumination_order, "sigma": cfg.flat.illumination_sigma,
                  "maxiters": cfg.flat.illumination_maxiters,
-                 "twilight_inputs": canonical_hash(twi_ids), "algorithm": "illumination-1"}
+                 "twilight_inputs": canonical_hash(twi_ids), "version": STEP_VERSIONS["illumination"]}
         dome = _flat_stage(ctx, masters, stage, filt, dome_by, {"illumination": illum})
         twilight = _flat_stage(ctx, masters, f"{stage}-twilight", filt, twilight_by, {"set": "twilight"})
         lazy = illumination_samples(dome, twilight)

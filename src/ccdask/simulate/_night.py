@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..utils import TMP_PREFIX
 from . import _model as model
 from . import _write as sio
 
@@ -64,7 +65,7 @@ KINDS = ("bias", "dark", "flat", "science")
 _IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "science": "OBJECT"}
 _FILTER_NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
 _RAW_NAME = re.compile(r"^(bias|dark|flat_[A-Za-z0-9]+|science_[A-Za-z0-9]+)_\d{3,}\.fits$")
-_TMP_NAME = re.compile(r"^\..+\.tmp\d+$")  # an interrupted atomic write
+_TMP_NAME = re.compile(rf"^{re.escape(TMP_PREFIX)}.+\.[0-9a-f]{{8}}$")  # an interrupted atomic write
 _FORMAT_VERSION = 1
 _STAR_LIST_MAX = 2000  # stars are listed in truth.json only up to this many (small nights)
 

@@ -8,9 +8,7 @@ truth archive carry a fixed timestamp, and paths in the JSON are relative to the
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import zipfile
 from collections.abc import Iterable
@@ -20,22 +18,11 @@ import numpy as np
 from astropy.io import fits
 
 from ..sections import section_from_slices
+from ..utils import atomic_path
 from ._model import ChipModel, Geometry
 
 # the earliest timestamp a zip entry can hold; used for every entry to keep archives identical
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def section(rows: slice, cols: slice, shape: tuple[int, int]) -> str:

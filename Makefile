@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ccdask demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
 
+# ruff (lint and format) over the code, mypy strict over night/, calibrate/, combine/, cache/
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
+	$(VENV)/bin/ruff format --check src tests benchmarks docs
+	$(VENV)/bin/mypy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,7 +7,10 @@ Files are scanned in parallel threads; nothing reads pixel data (except to confi
 files with identical headers are copies of one exposure). Files that cannot be read as FITS
 images (also dangling links and FIFOs named like FITS files) and the second copy of a duplicated
 file are *problems*: they are listed (``.problems``) with the reason, skipped, and reported
-with a :class:`~ccdask.errors.CcdaskWarning` (``strict=True`` raises instead).
+with a :class:`~ccdask.errors.CcdaskWarning` (``strict=True`` raises instead), whose
+``problems`` attribute holds them all. A file that ends inside an HDU (a cut header, or fewer
+data bytes than its header declares) is one problem naming that HDU and the byte offsets, and
+none of its HDUs is catalogued: a partial exposure is never reduced as a shorter one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from astropy.table import Table
 
 from .errors import CcdaskError, CcdaskWarning, FitsReadError
 from .io import HduInfo, ImageSource, image_source, scan_file
+from .io._scan import TruncatedFileError
 from .profiles import Profile, load_profile
 from .profiles._layout import ChipLayout
 from .profiles._profile import detect_profile
@@ -152,11 +156,11 @@ class Catalog:
         if problems:
             if strict:
                 raise FitsReadError(f"{len(problems)} problem(s) while cataloguing; first: {problems[0]}")
-            warnings.warn(
+            warning = CcdaskWarning(
                 f"skipped {len(problems)} unusable input(s): " + "; ".join(map(str, problems[:5]))
-                + (" ..." if len(problems) > 5 else ""),
-                CcdaskWarning, stacklevel=2,
-            )
+                + (" ..." if len(problems) > 5 else ""))
+            warning.problems = tuple(problems)  # every one, for a caller that lists them (the CLI)
+            warnings.warn(warning, stacklevel=2)
         return cls(entries, problems)
 
     # -- views ------------------------------------------------------------------------
@@ -286,6 +290,11 @@ def _scan_one(path: str, profile: Profile | None) -> tuple[list[Entry], list[Pro
         return [], [Problem(path, None, "not a regular file (a FIFO, socket or device)")]
     try:
         infos = scan_file(path)
+    except TruncatedFileError as exc:
+        # The whole file goes, not just the HDU it ends in: the HDUs before the cut read well,
+        # but a partial exposure must never pass for a complete one with fewer chips.
+        return [], [Problem(path, exc.hdu, _reason(exc, path) + "; the whole file is skipped, "
+                            "none of its HDUs is used")]
     except CcdaskError as exc:
         return [], [Problem(path, None, _reason(exc, path))]
     entries, problems = [], []

@@ -7,20 +7,35 @@ unsatisfiable plan (named file, keyword, filter or chip), found before any compu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from .._version import __version__
-from ..errors import CcdaskError, ConfigError, FitsReadError, PlanError, ProfileError, SectionError
+from ..errors import (
+    CcdaskError,
+    CcdaskWarning,
+    ConfigError,
+    FitsReadError,
+    PlanError,
+    ProfileError,
+    SectionError,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
 
+#: ``reduce --skip`` names: the configuration change each one makes (dotted key -> value).
+SKIPPABLE: dict[str, tuple[str, Any]] = {
+    "bias": ("bias.enabled", False),
+    "dark": ("dark.mode", "none"),
+    "flat": ("flat.enabled", False),
+}
+
 
 def _catalog(args: argparse.Namespace) -> int:
-    import warnings
-
     from ..catalog import Catalog
-    from ..errors import CcdaskWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CcdaskWarning)  # the summary lists the problems itself
@@ -35,18 +50,57 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out=args.out, chips=args.chips, size=args.size, workers=args.workers)
 
 
-def _precheck(args: argparse.Namespace) -> None:
+def _setting(name: str) -> str:
+    """What ``--skip name`` sets, as it would read in the TOML file: ``flat.enabled = false``."""
+    key, value = SKIPPABLE[name]
+    return f"{key} = {json.dumps(value)}"
+
+
+def _skip_names(text: str) -> tuple[str, ...]:
+    """One ``--skip`` value: comma-separated calibration names (an argparse ``type``)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    valid = ", ".join(SKIPPABLE)
+    if not names:
+        raise argparse.ArgumentTypeError(f"no calibration named in {text!r} (choose from {valid})")
+    unknown = [n for n in names if n not in SKIPPABLE]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown calibration(s) {', '.join(map(repr, unknown))} (choose from {valid}, "
+            "comma-separated)")
+    return names
+
+
+def _skipped(args: argparse.Namespace) -> list[str]:
+    """The calibrations ``--skip`` names, each once, in the order of ``SKIPPABLE``."""
+    given = {n for group in args.skip or () for n in group}
+    return [n for n in SKIPPABLE if n in given]
+
+
+def _reduce_config(args: argparse.Namespace) -> Any:
+    """The ``--config`` file (or the defaults), then ``--profile`` and ``--skip`` over it."""
+    from ..config import load_config
+
+    config = load_config(args.config)
+    if args.profile:
+        config = config.replace(profile=args.profile)
+    for name in _skipped(args):
+        section, _, key = SKIPPABLE[name][0].partition(".")
+        step = getattr(config, section)
+        config = config.replace(**{section: step.replace(**{key: SKIPPABLE[name][1]})})
+    return config
+
+
+def _precheck(args: argparse.Namespace) -> Any:
     """Configuration, catalogue and plan checked, and OUT made, before a cluster is started, so
     bad input fails in seconds (``reduce`` checks again; headers only, cheap). Catalogue
-    warnings are shown here only when the check fails (otherwise ``reduce`` shows them)."""
-    import warnings
+    warnings are shown here only when the check fails (otherwise ``reduce`` shows them).
+    Returns the configuration of the run."""
     from pathlib import Path
 
     from ..catalog import Catalog
-    from ..config import load_config
     from ..night._plan import make_plan
 
-    cfg = load_config(args.config)
+    cfg = _reduce_config(args)
     error = None
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -59,14 +113,18 @@ def _precheck(args: argparse.Namespace) -> None:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         raise error
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    return cfg
 
 
 def _reduce(args: argparse.Namespace) -> int:
     from ..cluster import ClusterConfig, SlurmConfig, describe_client, open_client
-    from ..config import load_config
     from ..night._reduce import reduce
 
-    _precheck(args)
+    config = _precheck(args)
+    skipped = _skipped(args)
+    if skipped:
+        print("skipped calibrations (--skip): "
+              + ", ".join(f"{n} ({_setting(n)})" for n in skipped))
     if args.slurm:
         slurm = SlurmConfig.from_dict({k: v for k, v in {
             "queue": args.slurm_queue, "jobs": args.slurm_jobs, "cores": args.slurm_cores,
@@ -82,9 +140,6 @@ def _reduce(args: argparse.Namespace) -> int:
     with open_client(ccfg) as client:
         print(describe_client(client))
         print(f"dashboard: {client.dashboard_link}")
-        config = load_config(args.config)
-        if args.profile:
-            config = config.replace(profile=args.profile)
         result = reduce(args.raw, args.out, config=config, client=client, cache=args.cache,
                         progress=sys.stderr.isatty(), log=print)
     print(f"reduced {len(result.outputs)} exposure(s), {len(result.skipped)} already done; "
@@ -144,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm-account", metavar="A", help="account charged (sbatch -A)")
     p.add_argument("--profile", help="instrument profile name or TOML path for every file "
                                      "(default: the configuration's, else detected per file)")
+    p.add_argument("--skip", action="append", type=_skip_names, metavar="STEPS",
+                   help="calibrations to go without, comma-separated, repeatable: "
+                        + ", ".join(f"{n} ({_setting(n)})" for n in SKIPPABLE)
+                        + "; overrides --config")
     p.set_defaults(func=_reduce)
 
     p = sub.add_parser("config", help="print the documented default configuration")
@@ -170,9 +229,50 @@ def _command_modules() -> list:
     return mods
 
 
+def _one_line(text: object) -> str:
+    """``text`` with its line breaks (and the indentation after them) turned into one space."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` of the command line: ``ccdask: warning: ...``, one line each.
+
+    A catalogue warning that carries its ``problems`` gives one line per problem
+    (``ccdask: warning: <file>[<hdu>]: <problem>``); any other ccdask warning is its message;
+    a warning of another library is its category and message. No source line is printed.
+    """
+    stream = file if file is not None else sys.stderr
+    if stream is None:  # no stderr (pythonw): nowhere to show it
+        return
+    problems = getattr(message, "problems", None)
+    if problems:
+        lines = [_one_line(p) + ("" if "skipped" in p.reason else "; skipped") for p in problems]
+    elif issubclass(category, CcdaskWarning):
+        lines = [_one_line(message)]
+    else:
+        lines = [f"{category.__name__}: {_one_line(message)}"]
+    try:
+        for text in lines:
+            stream.write(f"ccdask: warning: {text}\n")
+        stream.flush()
+    except OSError:  # a closed or broken stderr must not turn a warning into a failure
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Warnings show as one clean line each, for this command only: the library's warnings and
+    # filters stay as they are for every other caller. ccdask's own warnings are always shown
+    # (once per message), whatever filters the calling process set.
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.simplefilter("default", CcdaskWarning)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (PlanError, FitsReadError, SectionError, ProfileError, ConfigError) as exc:

@@ -5,6 +5,13 @@ works out from BITPIX/NAXISn/PCOUNT/GCOUNT how many data bytes follow, and seeks
 plain file it therefore never reads pixel bytes, and it notices a truncated file by comparing the
 file size with the sizes the headers declare. A gzip-wrapped file cannot be seeked, so its stream
 is decompressed (and discarded) as it is walked, which also proves the stream is complete.
+
+A file that ends inside an HDU (inside a header, or before the data its header declares) raises
+:class:`TruncatedFileError`, which names the HDU, its EXTNAME when readable, the byte where the
+file (or the decompressed gzip stream) ends and the byte where the HDU should end. Only the
+padding after the last HDU's data may be missing (some writers omit it; no pixel is lost). A
+file that ends exactly at an HDU boundary is a complete FITS file with fewer HDUs: nothing in
+it says more should follow, so it scans cleanly (the night's plan notes the missing chips).
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ from astropy.io import fits
 
 from ..errors import FitsReadError, where
 
-__all__ = ["HduInfo", "scan_file", "select_hdu"]
+__all__ = ["HduInfo", "TruncatedFileError", "scan_file", "select_hdu"]
 
 BLOCK = 2880
 CARD = 80
 GZIP_MAGIC = b"\x1f\x8b"
 VALID_BITPIX = (8, 16, 32, 64, -32, -64)
 _SKIP_CHUNK = 4 << 20
+_GZIP_INPUT = 1 << 16
 
 Kind = Literal["plain", "gzip", "fpack"]
 HduKey = int | str | tuple[str, int] | None
@@ -128,11 +136,47 @@ class _Scan:
     skipped: dict[int, tuple[str | None, int | None, str]]  # index -> (EXTNAME, EXTVER, why)
 
 
+class TruncatedFileError(FitsReadError):
+    """A FITS file ends inside one of its HDUs: inside a header, or before the data it declares.
+
+    The message names the file and HDU (``path[index]: truncated file: ...``), the HDU's EXTNAME
+    when it could be read, the byte where the file ends and the byte where the HDU should end.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    hdu : int
+        Index of the HDU the file ends in (0 is the primary HDU).
+    extname : str or None
+        Its ``EXTNAME``, when the part of the header present holds one.
+    ends_at : int
+        Where the bytes end: the file size for a plain file, the length of the decompressed
+        stream for a gzip-wrapped one.
+    should_end : int
+        Where the HDU should end (its data padded to whole 2880-byte blocks); for a header cut
+        before its END card, the least it could be (the end of the block it was cut in).
+    """
+
+    # Keyword defaults let pickle rebuild the error from its message (then restore the fields).
+    def __init__(self, message: str, *, path: str = "", hdu: int = 0, extname: str | None = None,
+                 ends_at: int = 0, should_end: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.hdu = hdu
+        self.extname = extname
+        self.ends_at = ends_at
+        self.should_end = should_end
+
+
 # --------------------------------------------------------------------------- byte sources
 
 
 class _PlainBytes:
     """Sequential reads with cheap forward skips (seek) over a seekable file."""
+
+    stream = "the file"
+    truncated = False
 
     def __init__(self, fh: BinaryIO, size: int) -> None:
         self._fh = fh
@@ -153,24 +197,79 @@ class _PlainBytes:
 
 
 class _GzipBytes:
-    """Sequential reads over a gzip stream; skipping decompresses and discards."""
+    """Sequential reads over a gzip stream; skipping decompresses and discards.
+
+    zlib is driven directly (not :class:`gzip.GzipFile`) so that a stream cut short reads like a
+    short plain file: reads return the bytes that exist, ``pos`` is then exactly where the
+    decompressed stream ends, and ``truncated`` says the end-of-stream marker never came. Each
+    member's CRC and length are checked by zlib; several members and zero padding between them
+    are accepted, as :mod:`gzip` accepts them.
+    """
+
+    stream = "the decompressed gzip stream"
 
     def __init__(self, fh: BinaryIO) -> None:
-        self._gz = gzip.GzipFile(fileobj=fh, mode="rb")
+        self._fh = fh
+        self._z = zlib.decompressobj(wbits=31)
+        self._started = False  # the current member has received input
+        self._ended = False  # the compressed input is exhausted
+        self._pending = b""  # compressed bytes left after a member's end, not yet fed
+        self._buf = b""
+        self._off = 0
+        self.truncated = False
         self.pos = 0
 
+    def _next(self) -> bytes:
+        """The next piece of decompressed output; b"" at the end of the stream."""
+        while True:
+            z = self._z
+            if z.eof:  # a member ended: what follows it may start another one
+                self._pending = z.unused_data
+                self._z = z = zlib.decompressobj(wbits=31)
+                self._started = False
+            data = self._pending or z.unconsumed_tail
+            self._pending = b""
+            if not data:
+                data = b"" if self._ended else self._fh.read(_GZIP_INPUT)
+                if not data:
+                    self._ended = True
+                    self.truncated = self._started  # a member began and never reached its end
+                    return b""
+            if not self._started:
+                data = data.lstrip(b"\0")  # zero padding between (or after) members
+                if not data:
+                    continue
+                self._started = True
+            out = z.decompress(data, _SKIP_CHUNK)
+            if out:
+                return out
+
     def read(self, n: int) -> bytes:
-        data = self._gz.read(n)
+        parts = [self._buf[self._off:self._off + n]]
+        have = len(parts[0])
+        self._off += have
+        while have < n:
+            more = self._next()
+            if not more:
+                break
+            take = min(len(more), n - have)
+            parts.append(more[:take])
+            have += take
+            self._buf, self._off = more, take
+        data = b"".join(parts)
         self.pos += len(data)
         return data
 
     def skip(self, n: int) -> int:
-        done = 0
+        done = min(n, len(self._buf) - self._off)
+        self._off += done
         while done < n:
-            got = len(self._gz.read(min(_SKIP_CHUNK, n - done)))
-            if got == 0:
+            more = self._next()
+            if not more:
                 break
-            done += got
+            take = min(len(more), n - done)
+            self._buf, self._off = more, take
+            done += take
         self.pos += done
         return done
 
@@ -212,14 +311,67 @@ def _data_size(header: fits.Header, label: str, prefix: str = "") -> tuple[int, 
     return abs(bitpix) // 8 * gcount * (pcount + count), axes
 
 
-def _read_header(src: _PlainBytes | _GzipBytes, first: bytes, label: str) -> fits.Header:
-    """Read header blocks (``first`` already read) up to the END card and parse them."""
+def _padded(n: int) -> int:
+    """``n`` rounded up to a whole number of FITS blocks."""
+    return n + (-n % BLOCK)
+
+
+def _named(extname: str | None) -> str:
+    return f" (EXTNAME = {extname!r})" if extname else ""
+
+
+def _name_value(value: object) -> str | None:
+    """An EXTNAME card's value as a name, or None (absent, blank or not a string)."""
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _extname_in(raw: bytes) -> str | None:
+    """The EXTNAME of a header's bytes, complete or not (None when absent or unreadable)."""
+    for i in range(0, len(raw) - CARD + 1, CARD):
+        if raw[i:i + 8] == b"EXTNAME ":
+            try:
+                value = fits.Card.fromstring(raw[i:i + CARD].decode("ascii", errors="replace")).value
+            except Exception:  # a damaged card: the name is simply not known
+                return None
+            return _name_value(value)
+    return None
+
+
+def _declared(header: fits.Header) -> str:
+    """What the header says the data are, in its own keywords, for truncation messages."""
+    naxis = header.get("NAXIS", 0)
+    axes = [header.get(f"NAXIS{i}") for i in range(1, naxis + 1)]
+    if _is_compressed(header):
+        return (f"a tile-compressed image: a table of NAXIS1 x NAXIS2 = {axes[0]} x {axes[1]} "
+                f"bytes and a heap of PCOUNT = {header.get('PCOUNT', 0)} bytes")
+    text = f"BITPIX = {header.get('BITPIX')}, NAXISn = {' x '.join(map(str, axes))}"
+    pcount, gcount = header.get("PCOUNT", 0), header.get("GCOUNT", 1)
+    if pcount or gcount != 1:
+        text += f", PCOUNT = {pcount}, GCOUNT = {gcount}"
+    return text
+
+
+def _header_cut(src: _PlainBytes | _GzipBytes, path: str, index: int, start: int,
+                raw: bytes) -> TruncatedFileError:
+    """The error for a stream that ends inside the header of HDU ``index`` (``raw`` so far)."""
+    extname = _extname_in(raw)
+    ends = src.pos
+    least = start + ((ends - start) // BLOCK + 1) * BLOCK
+    return TruncatedFileError(
+        f"{path}[{index}]: truncated file: {src.stream} ends at byte {ends}, inside the header "
+        f"of HDU {index}{_named(extname)}, which starts at byte {start} and has no END card yet, "
+        f"so the HDU should end at byte {least} or later",
+        path=path, hdu=index, extname=extname, ends_at=ends, should_end=least)
+
+
+def _read_header(src: _PlainBytes | _GzipBytes, first: bytes, path: str, index: int,
+                 start: int) -> fits.Header:
+    """Read header blocks (``first`` already read, from byte ``start``) up to the END card."""
     blocks = [first]
     block = first
     while True:
         if len(block) < BLOCK:
-            raise FitsReadError(f"{label}: truncated file: the header ends after "
-                                f"{len(b''.join(blocks))} bytes without an END card")
+            raise _header_cut(src, path, index, start, b"".join(blocks))
         end = next((i for i in range(0, BLOCK, CARD) if block[i:i + 8] == b"END     "), None)
         if end is not None:
             break
@@ -229,33 +381,70 @@ def _read_header(src: _PlainBytes | _GzipBytes, first: bytes, label: str) -> fit
     try:
         return fits.Header.fromstring(text.decode("ascii", errors="replace"))
     except Exception as exc:  # astropy raises assorted errors on malformed cards
-        raise FitsReadError(f"{label}: cannot parse the header: {exc}") from exc
+        raise FitsReadError(f"{path}[{index}]: cannot parse the header: {exc}") from exc
+
+
+_SIMPLE = b"SIMPLE  =                    T"
+_XTENSION = b"XTENSION="
 
 
 def _walk(src: _PlainBytes | _GzipBytes, path: str) -> Iterator[_Record]:
-    """Yield every HDU of a FITS byte stream, checking that each one's data is all there."""
+    """Yield every HDU of a FITS byte stream, checking that each one is all there.
+
+    Each HDU should end where its header's data size, padded to whole blocks, says; the stream
+    ending before that raises :class:`TruncatedFileError`. The padding of the last HDU alone
+    may be missing. The walk stops at the end of the stream or at a block that does not start
+    an extension (trailing padding or junk), unless that block is the start of an XTENSION
+    card cut short.
+    """
     index = 0
+    last: _Record | None = None
     while True:
         label = f"{path}[{index}]"
+        start = src.pos
         first = src.read(BLOCK)
         if index == 0:
             if not first:
                 raise FitsReadError(f"{path}: the file is empty")
+            if len(first) < len(_SIMPLE) and _SIMPLE.startswith(first):
+                raise _header_cut(src, path, 0, start, first)
             if not first.startswith(b"SIMPLE  =") or first[29:30] != b"T":
                 raise FitsReadError(f"{path}: not a FITS file (it does not start with "
                                     f"'SIMPLE  =                    T')")
-        elif not first.startswith(b"XTENSION="):
-            return  # end of file, or trailing padding/junk after the last HDU
-        header = _read_header(src, first, label)
+        elif not first.startswith(_XTENSION):
+            if first and len(first) < len(_XTENSION) and _XTENSION.startswith(first):
+                raise _header_cut(src, path, index, start, first)
+            break  # end of file, or trailing padding/junk after the last HDU
+        header = _read_header(src, first, path, index, start)
         size, _ = _data_size(header, label)
         offset = src.pos
         got = src.skip(size)
         if got < size:
-            raise FitsReadError(f"{label}: truncated file: the header declares {size} data "
-                                f"bytes but only {got} are present")
-        yield _Record(index, header, offset, size)
+            extname = _name_value(header.get("EXTNAME"))
+            raise TruncatedFileError(
+                f"{label}: truncated file: {src.stream} ends at byte {src.pos}, inside the data "
+                f"of HDU {index}{_named(extname)}: its header declares {size} data bytes "
+                f"({_declared(header)}) from byte {offset}, so the HDU should end at byte "
+                f"{_padded(offset + size)}",
+                path=path, hdu=index, extname=extname, ends_at=src.pos,
+                should_end=_padded(offset + size))
+        last = _Record(index, header, offset, size)
+        yield last
         src.skip(-size % BLOCK)  # padding to a whole block; may be missing at the very end
         index += 1
+    if isinstance(src, _GzipBytes):
+        while src.skip(_SKIP_CHUNK):  # what follows the last HDU: the stream must end cleanly
+            pass
+        if src.truncated and last is not None:
+            end = _padded(last.data_offset + last.data_size)
+            extname = _name_value(last.header.get("EXTNAME"))
+            where_cut = (f"inside the padding after the data of HDU {last.index}{_named(extname)}, "
+                         f"which should end at byte {end}" if src.pos < end
+                         else f"after its last HDU ({last.index}), which ends at byte {end}")
+            raise TruncatedFileError(
+                f"{path}[{last.index}]: truncated file: {src.stream} ends at byte {src.pos} "
+                f"without its end-of-stream marker, {where_cut}",
+                path=path, hdu=last.index, extname=extname, ends_at=src.pos, should_end=end)
 
 
 # --------------------------------------------------------------------------- headers
@@ -431,10 +620,13 @@ def scan_file(path: str | os.PathLike[str]) -> list[HduInfo]:
 
     Raises
     ------
+    TruncatedFileError
+        The file (or its decompressed gzip stream) ends inside an HDU: inside a header, or
+        before the data its header declares. The message and the error's fields name the HDU,
+        its EXTNAME when readable, where the file ends and where the HDU should end.
     FitsReadError
-        The file is missing or unreadable, empty, not FITS, truncated (data shorter than the
-        headers declare), a corrupt gzip stream, or holds no 2-D image (the message says what
-        each HDU holds instead, e.g. ``NAXIS = 3``).
+        The file is missing or unreadable, empty, not FITS, a corrupt gzip stream, or holds no
+        2-D image (the message says what each HDU holds instead, e.g. ``NAXIS = 3``).
 
     Examples
     --------

@@ -118,6 +118,8 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
                          + ", ".join(untyped[:10]) + (" ..." if len(untyped) > 10 else "")
                          + ": not reduced")
 
+    notes.extend(_missing_chip_notes(catalog))
+
     chips: dict[str, ChipPlan] = {}
     for (chip,), rows in catalog.group_by("chip").items():
         shape = _common_shape(rows, chip)
@@ -167,6 +169,37 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
         notes.append("no science frames: only masters are built")
     steps = {"bias": use_bias, "dark": use_dark, "flat": use_flat}
     return Plan(chips, tuple(exposures), tuple(catalog.problems), tuple(notes), steps)
+
+
+def _missing_chip_notes(catalog: Catalog, most: int = 10) -> list[str]:
+    """A note per file that holds fewer chips than the rest of its night (at most ``most``).
+
+    The night's chips are the set of chips that most files of one profile hold (on a tie, the
+    larger set); a file holding a strict part of that set is named with the chips it lacks.
+    Files whose chips are simply different (another instrument) are not compared.
+    """
+    files: dict[str, list[Entry]] = {}
+    for e in catalog:
+        files.setdefault(e.path, []).append(e)
+    by_profile: dict[str, dict[str, frozenset[str]]] = {}
+    for path, ents in files.items():
+        by_profile.setdefault(ents[0].profile, {})[path] = frozenset(e.chip for e in ents)
+    notes: list[str] = []
+    for held in by_profile.values():
+        counts = Counter(held.values())
+        if len(counts) < 2:
+            continue
+        full = max(counts, key=lambda chips: (counts[chips], len(chips)))
+        order = [c for c in dict.fromkeys(e.chip for e in catalog) if c in full]
+        short = [(path, [c for c in order if c not in chips])
+                 for path, chips in held.items() if chips < full]
+        for path, missing in short[:most]:
+            notes.append(
+                f"{path} lacks chip(s) {', '.join(missing)}, which {counts[full]} other file(s) of "
+                f"the night hold (chips {', '.join(order)}); the chip(s) it holds are used")
+        if len(short) > most:
+            notes.append(f"... and {len(short) - most} more file(s) lacking chips")
+    return notes
 
 
 def _count(science: tuple[Entry, ...], flats: dict[str | None, tuple[Entry, ...]],

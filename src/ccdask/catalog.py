@@ -29,9 +29,8 @@ from typing import Any
 from astropy.io import fits
 from astropy.table import Table
 
-from .errors import CcdaskError, CcdaskWarning, FitsReadError
+from .errors import CcdaskError, CcdaskWarning, FitsReadError, TruncatedFileError
 from .io import HduInfo, ImageSource, image_source, scan_file
-from .io._scan import TruncatedFileError
 from .profiles import Profile, load_profile
 from .profiles._layout import ChipLayout
 from .profiles._profile import detect_profile

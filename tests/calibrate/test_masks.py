@@ -201,7 +201,7 @@ def test_user_mask_arrays_and_errors(tmp_path):
     fits.HDUList([fits.PrimaryHDU(flags), fits.ImageHDU(flags, name="DQ")]).writeto(path)
     with pytest.raises(FitsReadError, match="HDU"):
         user_mask(path)                              # two image HDUs, none named
-    with pytest.raises(FitsReadError, match="no such HDU"):
+    with pytest.raises(FitsReadError, match=r"two.fits\['NOPE'\]: no image HDU with that name"):
         user_mask(path, hdu="NOPE")
     with pytest.raises(FitsReadError):
         user_mask(tmp_path / "missing.fits")
@@ -366,3 +366,22 @@ def test_mask_config_and_bad_pixel_mask(night, tmp_path):
     assert bad_pixel_mask(config=MaskConfig()) is None
     with pytest.raises(ShapeMismatchError):
         bad_pixel_mask(dark_rate=da.zeros((5, 5)), config=cfg)
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "fpack"])
+def test_user_mask_keeps_high_bits_of_every_storage(tmp_path, kind):
+    """Bit masks are read as exact integers (bits above 2**24 survive, which float32 would round
+    away), whether the file is plain, gzip-wrapped or tile-compressed."""
+    rng = np.random.default_rng(5)
+    flags = rng.choice([0, 1, 1 << 20, (1 << 30) | 1, (1 << 31) + 4], size=(40, 50)).astype(np.uint32)
+    if kind == "fpack":
+        path = tmp_path / "mask.fits.fz"
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(flags.astype(np.int32), name="DQ")]).writeto(path)
+        flags = flags.astype(np.int32).astype(np.int64)
+    else:
+        path = tmp_path / ("mask.fits.gz" if kind == "gzip" else "mask.fits")
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(flags, name="DQ")]).writeto(path)
+    high = user_mask(path, 1 << 30, hdu="DQ", chunks=(16, 21)).compute()
+    np.testing.assert_array_equal(high, (flags & (1 << 30)) != 0)
+    assert high.any()
+    np.testing.assert_array_equal(user_mask(path, 4).compute(), (flags & 4) != 0)

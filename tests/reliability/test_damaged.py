@@ -28,9 +28,8 @@ from astropy.io import fits
 from ccdask.catalog import Catalog
 from ccdask.cli._main import EXIT_INPUT, EXIT_OK, main
 from ccdask.config import load_config
-from ccdask.errors import CcdaskWarning, FitsReadError
+from ccdask.errors import CcdaskWarning, FitsReadError, TruncatedFileError
 from ccdask.io import scan_file
-from ccdask.io._scan import TruncatedFileError
 from ccdask.night._plan import make_plan
 from ccdask.night._reduce import reduce
 

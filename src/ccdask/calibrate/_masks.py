@@ -29,7 +29,6 @@ from typing import Any, Literal
 import dask
 import dask.array as da
 import numpy as np
-from astropy.io import fits
 from scipy import ndimage
 
 from .. import dq as dqbits
@@ -319,69 +318,16 @@ def parse_bits(bits: int | str | Sequence[int] | None) -> int | None:
     return out
 
 
-class _MaskFileSection:
-    """Array-like view of an integer image HDU for :func:`dask.array.from_array` (lazy).
-
-    Each ``__getitem__`` opens the file and reads only the requested rows/columns through
-    ``ImageHDU.section`` (seeks, BZERO/BSCALE applied), so building the array reads no pixels.
-    """
-
-    def __init__(self, path: str, hdu: int | str, shape: tuple[int, int], dtype: np.dtype) -> None:
-        self.path = path
-        self.hdu = hdu
-        self.shape = shape
-        self.dtype = np.dtype(dtype)
-        self.ndim = 2
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        with fits.open(self.path, memmap=False, mode="readonly") as hdul:
-            return np.asarray(hdul[self.hdu].section[key]).astype(self.dtype, copy=False)
-
-
-def _mask_dtype(header: fits.Header) -> np.dtype:
-    bitpix = int(header["BITPIX"])
-    bzero = float(header.get("BZERO", 0))
-    bscale = float(header.get("BSCALE", 1))
-    if bitpix < 0 or bscale != 1 or bzero != int(bzero):
-        return np.dtype(np.float64)
-    if bitpix == 8:
-        return np.dtype(np.uint8) if bzero == 0 else np.dtype(np.int16)
-    if bitpix == 16:
-        return np.dtype(np.uint16) if bzero == 2**15 else np.dtype(np.int32)
-    if bitpix == 32:
-        return np.dtype(np.uint32) if bzero == 2**31 else np.dtype(np.int64)
-    return np.dtype(np.int64)
-
-
 def _open_mask_file(path: str | os.PathLike[str], hdu: int | str | None, chunks: Any) -> da.Array:
-    path = os.fspath(path)
-    try:
-        with fits.open(path, memmap=True, mode="readonly") as hdul:
-            if hdu is None:
-                images = [i for i, h in enumerate(hdul)
-                          if h.is_image and h.header.get("NAXIS", 0) == 2]
-                if len(images) != 1:
-                    raise FitsReadError(
-                        f"{where(path)}{'no' if not images else len(images)} 2-D image HDUs; "
-                        "name the mask's HDU")
-                hdu = images[0]
-            try:
-                header = hdul[hdu].header
-            except (KeyError, IndexError) as exc:
-                raise FitsReadError(f"{where(path, hdu)}no such HDU in the mask file") from exc
-            if not hdul[hdu].is_image or header.get("NAXIS", 0) != 2:
-                raise FitsReadError(f"{where(path, hdu)}the mask HDU is not a 2-D image")
-            shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-            dtype = _mask_dtype(header)
-    except FitsReadError:
-        raise
-    except OSError as exc:
-        raise FitsReadError(f"{where(path)}cannot read the mask file: {exc}") from exc
-    source = _MaskFileSection(path, hdu, shape, dtype)
-    token = dask.base.tokenize(path, hdu, os.stat(path).st_mtime_ns, os.stat(path).st_size)
-    return da.from_array(source, chunks=chunks if chunks is not None else "auto",
-                         name=f"user-mask-{token}", asarray=False, fancy=False,
-                         meta=np.empty((0, 0), dtype))
+    """The mask image of ``path`` as a lazy array of its exact integer values (float images as
+    float32), read through :mod:`ccdask.io` like every other image."""
+    from ..io import image_source
+
+    source = image_source(path, hdu)
+    if len(source.shape) != 2:
+        raise FitsReadError(f"{where(path, source.hdu)}the mask HDU is not a 2-D image")
+    return source.to_dask(chunks=chunks if chunks is not None else "auto",
+                          integers=source.integer_dtype is not None)
 
 
 def user_mask(path_or_array: str | os.PathLike[str] | np.ndarray | da.Array,

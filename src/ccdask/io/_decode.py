@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RAW_DTYPES", "physical"]
+__all__ = ["RAW_DTYPES", "exact_integers", "integer_dtype", "physical"]
 
 RAW_DTYPES: dict[int, np.dtype] = {
     8: np.dtype("u1"),
@@ -101,3 +101,31 @@ def physical(raw: np.ndarray, bitpix: int, bscale: float, bzero: float,
     if mask is not None:
         out[mask] = np.nan
     return out
+
+
+def integer_dtype(bitpix: int, bscale: float, bzero: float) -> np.dtype | None:
+    """The numpy type that holds an image's physical values exactly when they are integers
+    (integer BITPIX, BSCALE 1, integral BZERO: bit masks, DQ planes), else None."""
+    bscale, bzero = float(bscale), float(bzero)
+    if bitpix < 0 or bscale != 1 or bzero != int(bzero):
+        return None
+    if bitpix == 8:
+        return np.dtype(np.uint8) if bzero == 0 else np.dtype(np.int16)
+    if bitpix == 16:
+        return np.dtype(np.uint16) if bzero == 1 << 15 else np.dtype(np.int32)
+    if bitpix == 32:
+        return np.dtype(np.uint32) if bzero == 1 << 31 else np.dtype(np.int64)
+    return np.dtype(np.int64)
+
+
+def exact_integers(values: np.ndarray, bitpix: int, bscale: float, bzero: float, *,
+                   stored: bool) -> np.ndarray:
+    """Physical values of an exact-integer image as a new native array of :func:`integer_dtype`:
+    ``stored`` values get BZERO added (in int64, then narrowed), already physical values (as
+    astropy returns them for tile-compressed HDUs) are only cast."""
+    dtype = integer_dtype(bitpix, bscale, bzero)
+    if dtype is None:
+        raise ValueError(f"BITPIX {bitpix}, BSCALE {bscale}, BZERO {bzero}: not an integer image")
+    if not stored:
+        return np.asarray(values).astype(dtype)
+    return (np.asarray(values).astype(np.int64) + int(float(bzero))).astype(dtype)

@@ -28,7 +28,7 @@ from astropy.io import fits
 from dask.array.core import normalize_chunks
 
 from ..errors import ConfigError, FitsReadError, SectionError, ShapeMismatchError, where
-from ._decode import RAW_DTYPES, physical
+from ._decode import RAW_DTYPES, exact_integers, integer_dtype, physical
 from ._scan import HduInfo, HduKey, Kind, _Scan, _scan_all, scan_file, select_hdu
 
 __all__ = [
@@ -46,7 +46,6 @@ DEFAULT_CHUNK_BYTES = 32 << 20
 
 _FITS_SUFFIXES = (".gz", ".fz", ".fits", ".fit", ".fts")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
-_META = np.empty((0, 0), dtype=np.float32)
 
 
 def _stem(path: str) -> str:
@@ -190,6 +189,27 @@ class ImageSource:
 
     # ----------------------------------------------------------------- reading
 
+    @property
+    def integer_dtype(self) -> np.dtype | None:
+        """The type holding this image's physical values exactly when they are integers (masks),
+        else None (see :func:`ccdask.io._decode.integer_dtype`)."""
+        return integer_dtype(self.bitpix, self.bscale, self.bzero)
+
+    def read_integers(self, rows: slice, cols: slice) -> np.ndarray:
+        """Read ``image[rows, cols]`` as exact integer physical values (bit masks, DQ planes),
+        of type :attr:`integer_dtype`; BLANK is not interpreted.
+
+        Raises
+        ------
+        FitsReadError
+            The image is not an exact-integer image, cannot be read or changed since it was
+            scanned.
+        """
+        if self.integer_dtype is None:
+            raise FitsReadError(f"{self.label}: not an integer image (BITPIX {self.bitpix}, BSCALE "
+                                f"{self.bscale:g}, BZERO {self.bzero:g})")
+        return self._read(rows, cols, integers=True)
+
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         """Read ``image[rows, cols]`` as float32 physical values.
 
@@ -214,15 +234,23 @@ class ImageSource:
         region touches; gzip files are decompressed whole on every call (use :meth:`to_dask`,
         which decompresses each file once per graph).
         """
+        return self._read(rows, cols, integers=False)
+
+    def _read(self, rows: slice, cols: slice, *, integers: bool) -> np.ndarray:
         rows = _check_slice(rows, "rows", self)
         cols = _check_slice(cols, "cols", self)
         if self.kind == "gzip":
-            return self._decode(_gunzip(self._file), rows, cols)
+            return self._decode(_gunzip(self._file), rows, cols, integers=integers)
         if self.kind == "fpack":
-            return self._read_fpack(self.path, rows, cols)
-        return self._read_plain(rows, cols)
+            return self._read_fpack(self.path, rows, cols, integers=integers)
+        return self._read_plain(rows, cols, integers=integers)
 
-    def _read_plain(self, rows: slice, cols: slice) -> np.ndarray:
+    def _convert(self, stored: np.ndarray, integers: bool) -> np.ndarray:
+        if integers:
+            return exact_integers(stored, self.bitpix, self.bscale, self.bzero, stored=True)
+        return physical(stored, self.bitpix, self.bscale, self.bzero, self.blank)
+
+    def _read_plain(self, rows: slice, cols: slice, *, integers: bool = False) -> np.ndarray:
         self._file.check_unchanged(self.hdu)
         try:
             raw = np.memmap(self.path, dtype=RAW_DTYPES[self.bitpix], mode="r",
@@ -230,18 +258,18 @@ class ImageSource:
         except (OSError, ValueError) as exc:
             raise FitsReadError(f"{self.label}: cannot map the pixel data: {exc}") from exc
         region = np.asarray(raw[rows, cols])  # plain ndarray view: results are not memmaps
-        return physical(region, self.bitpix, self.bscale, self.bzero, self.blank)
+        return self._convert(region, integers)
 
-    def _decode(self, buffer: bytes, rows: slice, cols: slice) -> np.ndarray:
+    def _decode(self, buffer: bytes, rows: slice, cols: slice, *, integers: bool = False) -> np.ndarray:
         """Decode a region from the decompressed bytes of a gzip-wrapped file."""
         if self.data_offset is None:  # a tile-compressed HDU inside a gzip wrapper
-            return self._read_fpack(io.BytesIO(buffer), rows, cols)
+            return self._read_fpack(io.BytesIO(buffer), rows, cols, integers=integers)
         count = self.shape[0] * self.shape[1]
         raw = np.frombuffer(buffer, dtype=RAW_DTYPES[self.bitpix], count=count,
                             offset=self.data_offset).reshape(self.shape)
-        return physical(raw[rows, cols], self.bitpix, self.bscale, self.bzero, self.blank)
+        return self._convert(raw[rows, cols], integers)
 
-    def _read_fpack(self, fileobj: Any, rows: slice, cols: slice) -> np.ndarray:
+    def _read_fpack(self, fileobj: Any, rows: slice, cols: slice, *, integers: bool = False) -> np.ndarray:
         if isinstance(fileobj, str):
             self._file.check_unchanged(self.hdu)
         (ybox, ysel), (xbox, xsel) = _bounding(rows, self.shape[0]), _bounding(cols, self.shape[1])
@@ -253,6 +281,8 @@ class ImageSource:
                                 f"[{ybox.start}:{ybox.stop}, {xbox.start}:{xbox.stop}]: "
                                 f"{exc}") from exc
         region = region[ysel, xsel]
+        if integers:  # astropy hands back physical values
+            return exact_integers(region, self.bitpix, self.bscale, self.bzero, stored=False)
         out = region.astype(np.float32)
         if self.blank is not None and region.dtype.kind in "iu":
             # astropy leaves BLANK in place when it returns integers (no scaling applied).
@@ -262,8 +292,9 @@ class ImageSource:
 
     # ----------------------------------------------------------------- dask
 
-    def to_dask(self, chunks: Any = None, name: str | None = None) -> da.Array:
-        """A lazy float32 dask array of the whole image.
+    def to_dask(self, chunks: Any = None, name: str | None = None, *, integers: bool = False) -> da.Array:
+        """A lazy float32 dask array of the whole image (with ``integers``, of its exact integer
+        values: :meth:`read_integers`).
 
         Parameters
         ----------
@@ -281,10 +312,17 @@ class ImageSource:
             Building it reads nothing; plain/fpack files get one task per chunk reading exactly
             its region, gzip files one shared ``gunzip-<stem>-<hash>`` task per file.
         """
+        dtype = np.dtype(np.float32)
+        if integers:
+            if self.integer_dtype is None:
+                raise FitsReadError(f"{self.label}: not an integer image (BITPIX {self.bitpix}, "
+                                    f"BSCALE {self.bscale:g}, BZERO {self.bzero:g})")
+            dtype = self.integer_dtype
         norm = (default_chunks(self.shape) if chunks is None
                 else normalize_chunks(chunks, self.shape, dtype=np.float32))
         if name is None:
-            name = f"read-{_stem(self.path)}-{self.hdu}-{_digest(self.token, norm)[:12]}"
+            kind = "read-int" if integers else "read"
+            name = f"{kind}-{_stem(self.path)}-{self.hdu}-{_digest(self.token, norm)[:12]}"
         ystarts = np.cumsum((0, *norm[0])).tolist()
         xstarts = np.cumsum((0, *norm[1])).tolist()
         dsk: dict[Any, Any] = {}
@@ -298,18 +336,19 @@ class ImageSource:
             for j in range(len(norm[1])):
                 cols = slice(xstarts[j], xstarts[j + 1])
                 if gz_key is None:
-                    dsk[(name, i, j)] = (_read_chunk, self, rows, cols)
+                    dsk[(name, i, j)] = (_read_chunk, self, rows, cols, integers)
                 else:
-                    dsk[(name, i, j)] = (_decode_chunk, gz_key, self, rows, cols)
-        return da.Array(dsk, name, chunks=norm, dtype=np.float32, meta=_META)
+                    dsk[(name, i, j)] = (_decode_chunk, gz_key, self, rows, cols, integers)
+        return da.Array(dsk, name, chunks=norm, dtype=dtype, meta=np.empty((0, 0), dtype))
 
 
-def _read_chunk(source: ImageSource, rows: slice, cols: slice) -> np.ndarray:
-    return source.read(rows, cols)
+def _read_chunk(source: ImageSource, rows: slice, cols: slice, integers: bool = False) -> np.ndarray:
+    return source._read(rows, cols, integers=integers)
 
 
-def _decode_chunk(buffer: bytes, source: ImageSource, rows: slice, cols: slice) -> np.ndarray:
-    return source._decode(buffer, rows, cols)
+def _decode_chunk(buffer: bytes, source: ImageSource, rows: slice, cols: slice,
+                  integers: bool = False) -> np.ndarray:
+    return source._decode(buffer, rows, cols, integers=integers)
 
 
 def default_chunks(shape: tuple[int, int],

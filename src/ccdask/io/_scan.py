@@ -27,7 +27,7 @@ from typing import BinaryIO, Literal
 
 from astropy.io import fits
 
-from ..errors import FitsReadError, where
+from ..errors import FitsReadError, TruncatedFileError, where
 
 __all__ = ["HduInfo", "TruncatedFileError", "scan_file", "select_hdu"]
 
@@ -134,39 +134,6 @@ class _Scan:
     records: list[_Record]
     images: list[HduInfo]
     skipped: dict[int, tuple[str | None, int | None, str]]  # index -> (EXTNAME, EXTVER, why)
-
-
-class TruncatedFileError(FitsReadError):
-    """A FITS file ends inside one of its HDUs: inside a header, or before the data it declares.
-
-    The message names the file and HDU (``path[index]: truncated file: ...``), the HDU's EXTNAME
-    when it could be read, the byte where the file ends and the byte where the HDU should end.
-
-    Attributes
-    ----------
-    path : str
-        The file.
-    hdu : int
-        Index of the HDU the file ends in (0 is the primary HDU).
-    extname : str or None
-        Its ``EXTNAME``, when the part of the header present holds one.
-    ends_at : int
-        Where the bytes end: the file size for a plain file, the length of the decompressed
-        stream for a gzip-wrapped one.
-    should_end : int
-        Where the HDU should end (its data padded to whole 2880-byte blocks); for a header cut
-        before its END card, the least it could be (the end of the block it was cut in).
-    """
-
-    # Keyword defaults let pickle rebuild the error from its message (then restore the fields).
-    def __init__(self, message: str, *, path: str = "", hdu: int = 0, extname: str | None = None,
-                 ends_at: int = 0, should_end: int = 0) -> None:
-        super().__init__(message)
-        self.path = path
-        self.hdu = hdu
-        self.extname = extname
-        self.ends_at = ends_at
-        self.should_end = should_end
 
 
 # --------------------------------------------------------------------------- byte sources

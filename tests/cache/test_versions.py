@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from ccdask import reduce, simulate_night
+from ccdask import reduce
 from ccdask.cache import KIND_VERSIONS, STEP_VERSIONS, master_key, versions_of
 from ccdask.combine import ALGORITHM_VERSION
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    return simulate_night(tmp_path_factory.mktemp("versions-night"), chips=1, amps=2, size="small", nbias=3,
-                          ndark=2, nflat=2, filters=("g",), nscience=1, seed=3)
+def night(sim_night):
+    return sim_night(chips=1, amps=2, size="small", nbias=3, ndark=2, nflat=2, filters=("g",), nscience=1,
+                     seed=3)
 
 
 def _run(night, tmp_path, cache, name):

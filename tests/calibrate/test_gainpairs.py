@@ -14,16 +14,15 @@ from ccdask.catalog import Catalog
 from ccdask.cli._gain import main, register
 from ccdask.errors import ConfigError, ShapeMismatchError
 from ccdask.io import open_frame
-from ccdask.simulate._night import simulate_night
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory):
+def night(sim_night):
     """Two medium chips (1024 x 1024 data pixels, two amplifiers each): 512 x 1024 pixels per
     amplifier give a statistical error of sqrt(2 / 524288) = 0.2 % on the gain, so 3 % is
     more than ten sigma."""
-    return simulate_night(tmp_path_factory.mktemp("gain"), chips=2, amps=2, size="medium",
-                          nbias=2, ndark=0, nflat=2, filters=("r",), nscience=0, seed=11)
+    return sim_night(chips=2, amps=2, size="medium", nbias=2, ndark=0, nflat=2, filters=("r",),
+                     nscience=0, seed=11)
 
 
 def _files(night):

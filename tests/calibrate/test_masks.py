@@ -29,16 +29,14 @@ from ccdask.catalog import Catalog
 from ccdask.errors import ConfigError, FitsReadError, ShapeMismatchError
 from ccdask.io import open_frame
 from ccdask.sections import Section
-from ccdask.simulate._night import simulate_night
 from tests.helpers import no_compute
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory):
+def night(sim_night):
     """One chip, two amplifiers: darks, flats and a science frame with saturated stars."""
-    return simulate_night(tmp_path_factory.mktemp("night"), chips=1, amps=2, size="small",
-                          nbias=0, ndark=3, nflat=2, filters=("r",), nscience=1, seed=21,
-                          science_exptime=120.0)
+    return sim_night(chips=1, amps=2, size="small", nbias=0, ndark=3, nflat=2, filters=("r",),
+                     nscience=1, seed=21, science_exptime=120.0)
 
 
 def _electrons(night, path, chip="CCD1"):

@@ -374,13 +374,10 @@ def test_master_steps_without_variance_and_errors():
 # -- simulated night: truth recovery --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    simulate = pytest.importorskip("ccdask.simulate._night")
+def night(sim_night):
     from ccdask.catalog import Catalog
 
-    root = tmp_path_factory.mktemp("night")
-    sim = simulate.simulate_night(root, chips=1, amps=2, nbias=4, ndark=1, nflat=1, nscience=0,
-                                  filters=("r",), seed=11)
+    sim = sim_night(chips=1, amps=2, nbias=4, ndark=1, nflat=1, nscience=0, filters=("r",), seed=11)
     entries = {e.path.rsplit("/", 1)[-1].removesuffix(".fits"): e
                for e in Catalog.scan(sim.all_files).entries}
     return sim.truth(), entries

@@ -14,14 +14,13 @@ from astropy.io import fits
 from ccdask import dq as DQ
 from ccdask.errors import PlanError
 from ccdask.night._reduce import reduce
-from ccdask.simulate._night import simulate_night
 from tests.helpers import raising_scheduler
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    return simulate_night(tmp_path_factory.mktemp("night"), chips=2, amps=2, size="small",
-                          nbias=6, ndark=3, nflat=4, filters=("g", "r"), nscience=1, seed=11)
+def night(sim_night):
+    return sim_night(chips=2, amps=2, size="small", nbias=6, ndark=3, nflat=4, filters=("g", "r"),
+                     nscience=1, seed=11)
 
 
 @pytest.fixture(scope="module")

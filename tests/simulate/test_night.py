@@ -16,9 +16,9 @@ from ccdask.simulate._night import SIZES, SimulatedNight, Truth, simulate_night
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory) -> SimulatedNight:
+def night(sim_night) -> SimulatedNight:
     """The default night: 4 chips, 2 amplifiers, small, filters g and r."""
-    return simulate_night(tmp_path_factory.mktemp("night"), seed=11)
+    return sim_night(seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ class OverscanConfig(ConfigBase):
         "subtract the overscan; when false `subtract_overscan` returns the raw pixels as float32 "
         "(the overscan can still be measured with `overscan_stats`)",
     )
-    method: Literal["median", "mean", "clipped_mean"] = option(
+    method: OverscanMethod = option(
         "median",
         "how the overscan is collapsed across, per line: median, mean, or clipped_mean (mean "
         "after iterative clipping at clip_sigma standard deviations about the median)",
@@ -61,7 +61,7 @@ class OverscanConfig(ConfigBase):
         0, "overscan columns (serial) / rows (parallel) to ignore at the far end from the data",
         check=lambda v: v >= 0, why="must be zero or positive",
     )
-    model: Literal["none", "polynomial", "legendre", "spline"] = option(
+    model: OverscanModel = option(
         "none",
         "smoothing of the collapsed overscan along the readout direction: none (use the "
         "collapsed values), polynomial or legendre (least-squares fit of degree `order`; the two "

@@ -15,8 +15,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from ..combine._config import Center, Clip, Method, ScaleMode, Spread
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError
 from ..utils import atomic_path
 
@@ -39,9 +40,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "survived at each pixel; one extension per chip for multi-extension inputs.")
     p.add_argument("files", nargs="+", metavar="FILE", help="input FITS files (plain, gz, fpack)")
     p.add_argument("-o", "--output", required=True, metavar="MASTER.fits", help="output file")
-    p.add_argument("--method", choices=("mean", "median", "sum"), default="mean",
+    p.add_argument("--method", choices=get_args(Method), default="mean",
                    help="statistic of the survivors (default mean)")
-    p.add_argument("--clip", choices=("sigma", "minmax", "extrema", "none"), default="sigma",
+    p.add_argument("--clip", choices=get_args(Clip), default="sigma",
                    help="rejection (default sigma)")
     p.add_argument("--sigma-lower", type=float, default=3.0, metavar="S",
                    help="lower sigma-clipping threshold (default 3)")
@@ -49,9 +50,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="upper sigma-clipping threshold (default 3)")
     p.add_argument("--maxiters", type=int, default=5, metavar="N",
                    help="max sigma-clipping iterations, 0 = until nothing changes (default 5)")
-    p.add_argument("--center", choices=("median", "mean"), default="median",
+    p.add_argument("--center", choices=get_args(Center), default="median",
                    help="sigma-clipping center (default median)")
-    p.add_argument("--spread", choices=("mad_std", "std"), default="mad_std",
+    p.add_argument("--spread", choices=get_args(Spread), default="mad_std",
                    help="sigma-clipping spread (default mad_std)")
     p.add_argument("--nlow", type=int, default=1, metavar="N",
                    help="extrema clipping: lowest values rejected per pixel (default 1)")
@@ -61,7 +62,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="reject input values below X (any clip mode)")
     p.add_argument("--max-clip", type=float, default=None, metavar="X",
                    help="reject input values above X (any clip mode)")
-    p.add_argument("--scale", choices=("none", "median", "mean", "exposure"), default="none",
+    p.add_argument("--scale", choices=("none", *get_args(ScaleMode)), default="none",
                    help="scale frames to a common level (default none)")
     p.add_argument("--hdu", default=None, metavar="N|NAME",
                    help="image HDU (index or EXTNAME) of each file; default: every image HDU")

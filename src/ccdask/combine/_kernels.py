@@ -72,11 +72,13 @@ Variance of the result
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike, NDArray
 
 from ..errors import ConfigError, ShapeMismatchError
 from ._config import MAX_FRAMES, CombineConfig
@@ -106,7 +108,7 @@ class BlockResult(NamedTuple):
 
     data: np.ndarray
     """``(ty, tx)`` float32 combined values (NaN where no survivor)."""
-    count: np.ndarray
+    count: np.ndarray  # type: ignore[assignment]  # the public name shadows tuple.count
     """``(ty, tx)`` int16 number of survivors."""
     variance: np.ndarray | None
     """``(ty, tx)`` float32 variance of the result, or None if not asked for."""
@@ -145,10 +147,23 @@ def sorting_network(n: int) -> np.ndarray:
 # numba kernels
 # ---------------------------------------------------------------------------------------------
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# The kernels' arrays: float32 values (frame-order or sorted strips, blocks), float64 scratch,
+# int64 counts and indices, bool flags.
+_F32 = NDArray[np.float32]
+_F64 = NDArray[np.float64]
+_I64 = NDArray[np.int64]
+_Bool = NDArray[np.bool_]
 
 
-@njit(**_JIT)
-def _median_sorted(s, j, a, b):  # pragma: no cover - compiled
+def _jit(func: _F) -> _F:
+    """``numba.njit`` with the kernels' options, typed as the Python function it compiles."""
+    return njit(**_JIT)(func)
+
+
+@_jit
+def _median_sorted(s: _F32, j: int, a: int, b: int) -> float:  # pragma: no cover - compiled
     """Median of the sorted window s[a:b, j] (float64)."""
     cnt = b - a
     h = cnt // 2
@@ -157,8 +172,9 @@ def _median_sorted(s, j, a, b):  # pragma: no cover - compiled
     return 0.5 * (np.float64(s[a + h, j]) + np.float64(s[a + h - 1, j]))
 
 
-@njit(**_JIT)
-def _mad_sorted(s, j, a, b, med):  # pragma: no cover - compiled
+@_jit
+def _mad_sorted(s: _F32, j: int, a: int, b: int,
+                med: float) -> float:  # pragma: no cover - compiled
     """median(|x - med|) over the sorted window s[a:b, j].
 
     The deviations form two ascending lists, ``L[t] = med - s[p-1-t]`` (values below the median)
@@ -207,8 +223,8 @@ def _mad_sorted(s, j, a, b, med):  # pragma: no cover - compiled
     return 0.5 * (first + second)
 
 
-@njit(**_JIT)
-def _first_ge(s, j, nf, lo):  # pragma: no cover - compiled
+@_jit
+def _first_ge(s: _F32, j: int, nf: int, lo: float) -> int:  # pragma: no cover - compiled
     """First index i in [0, nf) with s[i, j] >= lo (nf if none); s sorted."""
     i = 0
     while i < nf and np.float64(s[i, j]) < lo:
@@ -216,8 +232,8 @@ def _first_ge(s, j, nf, lo):  # pragma: no cover - compiled
     return i
 
 
-@njit(**_JIT)
-def _end_le(s, j, start, nf, hi):  # pragma: no cover - compiled
+@_jit
+def _end_le(s: _F32, j: int, start: int, nf: int, hi: float) -> int:  # pragma: no cover - compiled
     """One past the last index i in [start, nf) with s[i, j] <= hi; s sorted."""
     i = nf
     while i > start and np.float64(s[i - 1, j]) > hi:
@@ -225,10 +241,12 @@ def _end_le(s, j, start, nf, hi):  # pragma: no cover - compiled
     return i
 
 
-@njit(**_JIT)
-def _sigma_bounds_medmad(srt, w, nfin, sig_lo, sig_hi, maxiters, nkeep, out_lo, out_hi, dev,
-                         med, blo, bhi, win_a, win_b, nbelow, nabove,
-                         active):  # pragma: no cover - compiled
+@_jit
+def _sigma_bounds_medmad(srt: _F32, w: int, nfin: _I64, sig_lo: float, sig_hi: float,
+                         maxiters: int, nkeep: int, out_lo: _F64, out_hi: _F64, dev: _F64,
+                         med: _F64, blo: _F64, bhi: _F64, win_a: _I64, win_b: _I64,
+                         nbelow: _I64, nabove: _I64,
+                         active: _Bool) -> None:  # pragma: no cover - compiled
     """Median/MAD sigma-clipping bounds for pixels 0..w of a sorted strip.
 
     The first iteration works on all pixels at once so its loops vectorise: the median is a
@@ -313,9 +331,10 @@ def _sigma_bounds_medmad(srt, w, nfin, sig_lo, sig_hi, maxiters, nkeep, out_lo, 
         out_hi[j] = good_hi
 
 
-@njit(**_JIT)
-def _medmad_continue(s, j, nf, a, b, sig_lo, sig_hi, maxiters, nkeep, good_lo,
-                     good_hi):  # pragma: no cover - compiled
+@_jit
+def _medmad_continue(s: _F32, j: int, nf: int, a: int, b: int, sig_lo: float, sig_hi: float,
+                     maxiters: int, nkeep: int, good_lo: float,
+                     good_hi: float) -> tuple[float, float]:  # pragma: no cover - compiled
     """Median/MAD iterations 2, 3... of pixel j from the window [a, b) left by the first."""
     it = 1
     while True:
@@ -344,16 +363,18 @@ def _medmad_continue(s, j, nf, a, b, sig_lo, sig_hi, maxiters, nkeep, good_lo,
     return good_lo, good_hi
 
 
-@njit(**_JIT)
-def _count_inside(s, j, nf, lo, hi):  # pragma: no cover - compiled
+@_jit
+def _count_inside(s: _F32, j: int, nf: int, lo: float,
+                  hi: float) -> int:  # pragma: no cover - compiled
     """Number of the sorted finite values s[0:nf, j] inside [lo, hi]."""
     fa = _first_ge(s, j, nf, lo)
     return _end_le(s, j, fa, nf, hi) - fa
 
 
-@njit(**_JIT)
-def _sigma_bounds_sorted(s, j, nf, sig_lo, sig_hi, maxiters, use_median, use_mad,
-                         nkeep):  # pragma: no cover - compiled
+@_jit
+def _sigma_bounds_sorted(s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float, maxiters: int,
+                         use_median: bool, use_mad: bool,
+                         nkeep: int) -> tuple[float, float]:  # pragma: no cover - compiled
     """Sigma-clipping bounds of pixel j from its sorted finite values s[0:nf, j]."""
     a = 0
     b = nf
@@ -405,10 +426,12 @@ def _sigma_bounds_sorted(s, j, nf, sig_lo, sig_hi, maxiters, use_median, use_mad
     return good_lo, good_hi
 
 
-@njit(**_JIT)
-def _sigma_bounds_meanstd(vals, w, nfin, sig_lo, sig_hi, maxiters, nkeep,
-                          out_lo, out_hi, cur_lo, cur_hi, cnt, active, acc,
-                          mean, newcnt, fullcnt):  # pragma: no cover - compiled
+@_jit
+def _sigma_bounds_meanstd(vals: _F32, w: int, nfin: _I64, sig_lo: float, sig_hi: float,
+                          maxiters: int, nkeep: int, out_lo: _F64, out_hi: _F64, cur_lo: _F64,
+                          cur_hi: _F64, cnt: _I64, active: _Bool, acc: _F64, mean: _F64,
+                          newcnt: _I64,
+                          fullcnt: _I64) -> None:  # pragma: no cover - compiled
     """Mean/std sigma-clipping bounds for pixels 0..w of a strip (frame-order values, no sort).
 
     The running window is the interval [cur_lo, cur_hi] (intersection of all bounds so far);
@@ -475,11 +498,13 @@ def _sigma_bounds_meanstd(vals, w, nfin, sig_lo, sig_hi, maxiters, nkeep,
                     cur_hi[j] = mean[j]
 
 
-@njit(**_JIT)
-def _kernel(block, var, scale, zero, weights, comps, min_clip, max_clip,
-            clip, method, sig_lo, sig_hi, maxiters, use_median, use_mad,
-            nlow, nhigh, nkeep, want_var, want_mask,
-            out_data, out_count, out_var, out_mask):  # pragma: no cover - compiled
+@_jit
+def _kernel(block: _F32, var: _F32, scale: _F64, zero: _F64, weights: _F64, comps: _I64,
+            min_clip: float, max_clip: float, clip: int, method: int, sig_lo: float,
+            sig_hi: float, maxiters: int, use_median: bool, use_mad: bool, nlow: int,
+            nhigh: int, nkeep: int, want_var: bool, want_mask: bool, out_data: _F32,
+            out_count: NDArray[np.int16], out_var: _F32,
+            out_mask: _Bool) -> None:  # pragma: no cover - compiled
     n, ny, nx = block.shape
     S = STRIP
     has_scale = scale.shape[0] == n
@@ -746,7 +771,7 @@ _EMPTY2 = np.empty((0, 0), np.float32)
 _EMPTYM = np.empty((0, 0, 0), np.bool_)
 
 
-def _per_frame(name: str, value, n: int) -> np.ndarray:
+def _per_frame(name: str, value: ArrayLike | None, n: int) -> _F64:
     if value is None:
         return _EMPTY1
     arr = np.ascontiguousarray(value, dtype=np.float64).reshape(-1)
@@ -757,9 +782,10 @@ def _per_frame(name: str, value, n: int) -> np.ndarray:
     return arr
 
 
-def combine_block(block, config: CombineConfig | None = None, *, scale=None, zero=None,
-                  weights=None, variance=None, return_variance: bool = False,
-                  return_mask: bool = False) -> BlockResult:
+def combine_block(block: ArrayLike, config: CombineConfig | None = None, *,
+                  scale: ArrayLike | None = None, zero: ArrayLike | None = None,
+                  weights: ArrayLike | None = None, variance: ArrayLike | None = None,
+                  return_variance: bool = False, return_mask: bool = False) -> BlockResult:
     """Clip and combine one ``(N, ty, tx)`` block along axis 0 (see the module notes).
 
     Parameters

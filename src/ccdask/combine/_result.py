@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,9 +130,7 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
         if value is None:
             continue
         hdr[card] = (value, comment)
-    scale = cfg.scale
-    if isinstance(scale, tuple):
-        scale = "array"
+    scale = "array" if isinstance(cfg.scale, tuple) else cfg.scale
     hdr["CMBSCALE"] = (scale if scale is not None else "none", "per-frame scaling")
     if cfg.zero is not None:
         hdr["CMBZERO"] = (True, "per-frame additive offsets applied")
@@ -156,7 +155,7 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
     return hdr
 
 
-def _history_params(cfg: CombineConfig):
+def _history_params(cfg: CombineConfig) -> Iterator[tuple[str, Any]]:
     d = cfg.to_dict()
     for key in ("method", "clip", "sigma_lower", "sigma_upper", "maxiters", "center", "spread",
                 "nlow", "nhigh", "min_clip", "max_clip", "nkeep"):

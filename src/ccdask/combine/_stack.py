@@ -24,17 +24,30 @@ from __future__ import annotations
 import math
 import operator
 import os
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
 
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, ShapeMismatchError
-from ._config import CombineConfig, parse_memory
+from ._config import Center, Clip, CombineConfig, Method, ScaleMode, Spread, parse_memory
 from ._kernels import combine_block
 from ._result import CombineResult
+
+if TYPE_CHECKING:
+    from ..io import ImageSource
+    from ..io._scan import HduKey
+
+#: What ``combine`` stacks: an array ``(N, y, x)``, 2-D arrays, or FITS paths.
+Frames: TypeAlias = np.ndarray | da.Array | Iterable[ArrayLike | str | os.PathLike[str]]
+#: Input variance planes like the frames: an array ``(N, y, x)`` or 2-D arrays.
+VariancePlanes: TypeAlias = np.ndarray | da.Array | Iterable[ArrayLike]
+#: The outputs of one tile task: data, count, variance (None unless asked for).
+_TileOut: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 __all__ = ["SCALE_SAMPLE_PIXELS", "combine", "scale_sample_step", "tile_shape"]
 
@@ -73,6 +86,11 @@ def tile_shape(nframes: int, shape: tuple[int, int], memory_per_task: int | str 
     return 1, math.ceil(nx / ntiles)
 
 
+def _flat_floats(values: ArrayLike) -> tuple[float, ...]:
+    """Per-frame values as a flat tuple of float (CombineConfig checks them)."""
+    return tuple(np.asarray(values, dtype=np.float64).reshape(-1).tolist())
+
+
 def _starts(n: int, step: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, n)) for s in range(0, n, step)]
 
@@ -80,8 +98,9 @@ def _starts(n: int, step: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # tasks
 # ---------------------------------------------------------------------------------------------
-def _tile_from_sources(sources, rows: slice, cols: slice, scale, config: CombineConfig,
-                       want_var: bool):
+def _tile_from_sources(sources: Sequence[ImageSource], rows: slice, cols: slice,
+                       scale: np.ndarray | None, config: CombineConfig,
+                       want_var: bool) -> _TileOut:
     """Read one tile from every frame and combine it (the files graph)."""
     ny = rows.stop - rows.start
     nx = cols.stop - cols.start
@@ -92,7 +111,8 @@ def _tile_from_sources(sources, rows: slice, cols: slice, scale, config: Combine
     return res.data, res.count, res.variance
 
 
-def _tile_from_block(block, var, scale, config: CombineConfig, want_var: bool):
+def _tile_from_block(block: np.ndarray, var: np.ndarray | None, scale: np.ndarray | None,
+                     config: CombineConfig, want_var: bool) -> _TileOut:
     """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph)."""
     res = combine_block(block, config, scale=scale, variance=var, return_variance=want_var)
     return res.data, res.count, res.variance
@@ -113,7 +133,8 @@ def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: st
     return value
 
 
-def _source_stat(source, stat: str, step: int, band: int, config: CombineConfig) -> float:
+def _source_stat(source: ImageSource, stat: str, step: int, band: int,
+                 config: CombineConfig) -> float:
     """Median/mean of a frame on its fixed sample grid, read in bands of rows."""
     ny, nx = source.shape
     if source.kind == "gzip":
@@ -147,15 +168,15 @@ def scale_sample_step(shape: tuple[int, int]) -> int:
 # ---------------------------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------------------------
-def _is_path(x: Any) -> bool:
+def _is_path(x: object) -> TypeGuard[str | os.PathLike[str]]:
     return isinstance(x, str | os.PathLike)
 
 
 class _Inputs:
     """Normalised frames: either image sources (files) or one dask stack (N, ny, nx)."""
 
-    def __init__(self, frames: Any, hdu: Any) -> None:
-        self.sources = None
+    def __init__(self, frames: Frames, hdu: HduKey) -> None:
+        self.sources: list[ImageSource] | None = None
         self.stack: da.Array | None = None
         self.names: list[str] = []
         if _is_path(frames):
@@ -171,10 +192,11 @@ class _Inputs:
             items = list(frames)
             if not items:
                 raise ConfigError("combine needs at least one frame")
-            if all(_is_path(x) for x in items):
+            paths = [x for x in items if _is_path(x)]
+            if len(paths) == len(items):
                 from ..io import image_source
 
-                self.sources = [image_source(p, hdu) for p in items]
+                self.sources = [image_source(p, hdu) for p in paths]
                 first = self.sources[0]
                 for src in self.sources[1:]:
                     if src.shape != first.shape:
@@ -182,10 +204,10 @@ class _Inputs:
                             f"{src.label}: frame shape (ny, nx) = {src.shape} differs from "
                             f"{first.shape} of the first frame {first.label}")
                 self.names = [os.path.basename(src.path) for src in self.sources]
-            elif any(_is_path(x) for x in items):
+            elif paths:
                 raise ConfigError("frames mix file paths and arrays; pass one kind")
             else:
-                arrays = []
+                arrays: list[np.ndarray | da.Array] = []
                 for i, x in enumerate(items):
                     a = x if isinstance(x, da.Array) else np.asarray(x)
                     if a.ndim != 2:
@@ -199,15 +221,22 @@ class _Inputs:
         if self.stack is not None and self.stack.dtype != np.float32:
             self.stack = self.stack.astype(np.float32)
 
+    # Either ``sources`` (files) or ``stack`` (arrays) is set from the start.
     @property
     def n(self) -> int:
-        return len(self.sources) if self.sources is not None else self.stack.shape[0]
+        if self.sources is not None:
+            return len(self.sources)
+        assert self.stack is not None
+        return self.stack.shape[0]
 
     @property
     def shape(self) -> tuple[int, int]:
         if self.sources is not None:
-            return tuple(self.sources[0].shape)
-        return tuple(self.stack.shape[1:])
+            ny, nx = self.sources[0].shape
+        else:
+            assert self.stack is not None
+            ny, nx = self.stack.shape[1:]
+        return ny, nx
 
     @property
     def readable_by_region(self) -> bool:
@@ -218,11 +247,12 @@ class _Inputs:
         """The frames as one dask array ``(N, ny, nx)`` chunked ``(N, ty, tx)``."""
         n = self.n
         if self.stack is None:
+            assert self.sources is not None
             # chunks aligned with the tiles: the rechunk only concatenates along N
             self.stack = da.stack([s.to_dask(chunks=tile) for s in self.sources])
         return self.stack.rechunk((n, *tile))
 
-    def exptimes(self, exptime: Any) -> np.ndarray:
+    def exptimes(self, exptime: ArrayLike | None) -> np.ndarray:
         if exptime is not None:
             t = np.asarray(exptime, dtype=np.float64).reshape(-1)
             if t.shape[0] != self.n:
@@ -256,10 +286,16 @@ class _Inputs:
 # ---------------------------------------------------------------------------------------------
 # the public function
 # ---------------------------------------------------------------------------------------------
-def combine(frames, *, method="mean", clip="sigma", sigma_lower=3.0, sigma_upper=3.0,
-            maxiters=5, center="median", spread="mad_std", nlow=1, nhigh=1, min_clip=None,
-            max_clip=None, nkeep=1, scale=None, weights=None, hdu=None, memory_per_task=None,
-            variance=None, zero=None, exptime=None, name=None) -> CombineResult:
+def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
+            sigma_lower: float = 3.0, sigma_upper: float = 3.0, maxiters: int | None = 5,
+            center: Center = "median", spread: Spread = "mad_std", nlow: int = 1,
+            nhigh: int = 1, min_clip: float | None = None, max_clip: float | None = None,
+            nkeep: int = 1, scale: ScaleMode | ArrayLike | None = None,
+            weights: ArrayLike | None = None, hdu: HduKey = None,
+            memory_per_task: int | float | str | None = None,
+            variance: bool | str | VariancePlanes | None = None,
+            zero: ArrayLike | None = None,
+            exptime: ArrayLike | None = None, name: str | None = None) -> CombineResult:
     """Clip and combine frames along the frame axis, lazily.
 
     Parameters
@@ -316,17 +352,15 @@ def combine(frames, *, method="mean", clip="sigma", sigma_lower=3.0, sigma_upper
     >>> float(res.data[1, 1]), int(res.count[1, 1]), res.ncombine
     (1.0, 4, 5)
     """
-    if isinstance(scale, str) or scale is None:
-        scale_cfg = scale
-    else:
-        scale_cfg = tuple(np.asarray(scale, dtype=np.float64).reshape(-1).tolist())
+    scale_cfg = scale if isinstance(scale, str) or scale is None else _flat_floats(scale)
     config = CombineConfig(
         method=method, clip=clip, sigma_lower=sigma_lower, sigma_upper=sigma_upper,
         maxiters=maxiters, center=center, spread=spread, nlow=nlow, nhigh=nhigh,
-        min_clip=min_clip, max_clip=max_clip, nkeep=nkeep, scale=scale_cfg,
-        zero=None if zero is None else np.asarray(zero, dtype=np.float64).reshape(-1).tolist(),
-        weights=(None if weights is None
-                 else np.asarray(weights, dtype=np.float64).reshape(-1).tolist()),
+        min_clip=min_clip, max_clip=max_clip, nkeep=nkeep,
+        # a string is checked against the ScaleMode choices by CombineConfig itself
+        scale=cast("ScaleMode | tuple[float, ...] | None", scale_cfg),
+        zero=None if zero is None else _flat_floats(zero),
+        weights=None if weights is None else _flat_floats(weights),
         memory_per_task=parse_memory(memory_per_task),
     )
     if name is not None and (not isinstance(name, str) or not name):
@@ -358,7 +392,7 @@ def combine(frames, *, method="mean", clip="sigma", sigma_lower=3.0, sigma_upper
         var_stack, config.to_dict(), want_var, hdu, exptime)
 
     # ---- scale factors: constant, from headers, or a lazy statistics pass
-    layers: dict[str, dict] = {}
+    layers: dict[str, dict[Any, Any]] = {}
     layer_deps: dict[str, set[str]] = {}
     collections: list[da.Array] = []
     scale_arg: Any = None
@@ -428,7 +462,7 @@ def combine(frames, *, method="mean", clip="sigma", sigma_lower=3.0, sigma_upper
                                           else "scatter" if want_var else None))
 
 
-def _graph(layers: dict[str, dict], layer_deps: dict[str, set[str]],
+def _graph(layers: dict[str, dict[Any, Any]], layer_deps: dict[str, set[str]],
            collections: list[da.Array]) -> HighLevelGraph:
     """A HighLevelGraph of our layers on top of the input collections' graphs."""
     all_layers: dict[str, Any] = dict(layers)
@@ -444,7 +478,8 @@ def _graph(layers: dict[str, dict], layer_deps: dict[str, set[str]],
 
 
 def _scale_graph(inputs: _Inputs, config: CombineConfig, prefix: str, token: str,
-                 layers: dict, layer_deps: dict, collections: list) -> str:
+                 layers: dict[str, dict[Any, Any]], layer_deps: dict[str, set[str]],
+                 collections: list[da.Array]) -> str:
     """Add the layers computing one level per frame and the factors ``mean(levels) / level``."""
     stat = config.scale
     step = scale_sample_step(inputs.shape)
@@ -452,6 +487,7 @@ def _scale_graph(inputs: _Inputs, config: CombineConfig, prefix: str, token: str
     factors_name = f"{prefix}-scale-{token}"
     tasks: dict[Any, Any] = {}
     if inputs.readable_by_region:
+        assert inputs.sources is not None  # readable by region: files
         nx = inputs.shape[1]
         band = max(step, (config.memory_per_task // (16 * nx)) // step * step)
         for i, src in enumerate(inputs.sources):
@@ -459,6 +495,7 @@ def _scale_graph(inputs: _Inputs, config: CombineConfig, prefix: str, token: str
         layer_deps[stat_name] = set()
     else:
         if inputs.stack is None:
+            assert inputs.sources is not None
             inputs.stack = da.stack([s.to_dask() for s in inputs.sources])
         sample = inputs.stack[:, ::step, ::step].rechunk((1, -1, -1))
         collections.append(sample)

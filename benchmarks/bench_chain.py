@@ -44,8 +44,19 @@ DEFAULT_DIR = HERE / "_data" / "steps"
 def make_night(root: Path) -> SimulatedNight:
     if (root / "truth.json").is_file():
         return SimulatedNight.load(root)
-    return simulate_night(root, chips=1, amps=2, size="large", nbias=0, ndark=0, nflat=0,
-                          nscience=1, filters=("r",), science_exptime=120.0, seed=1)
+    return simulate_night(
+        root,
+        chips=1,
+        amps=2,
+        size="large",
+        nbias=0,
+        ndark=0,
+        nflat=0,
+        nscience=1,
+        filters=("r",),
+        science_exptime=120.0,
+        seed=1,
+    )
 
 
 def _masters(layout) -> dict:
@@ -55,19 +66,30 @@ def _masters(layout) -> dict:
     bias = (rng.normal(0.0, 1.0, shape).astype(np.float32), np.full(shape, 0.2, np.float32))
     dark = (np.full(shape, 0.01, np.float32), np.full(shape, 1e-5, np.float32))
     flat = (rng.uniform(0.97, 1.03, shape).astype(np.float32), np.full(shape, 1e-6, np.float32))
-    return {"bias": bias, "dark": dark, "flat": flat, "bias_label": "bias", "dark_label": "dark",
-            "flat_label": "flat"}
+    return {"bias": bias, "dark": dark, "flat": flat, "bias_label": "bias", "dark_label": "dark", "flat_label": "flat"}
 
 
 def _dask_chain(raw, mem, cfg, layout):
     def master(kind):
         data, var = mem[kind]
-        return Master(kind=kind, chip=layout.name, data=da.from_array(data, chunks=-1),
-                      variance=da.from_array(var, chunks=-1), count=None, ncombine=0,
-                      meta={"label": mem[f"{kind}_label"]})
+        return Master(
+            kind=kind,
+            chip=layout.name,
+            data=da.from_array(data, chunks=-1),
+            variance=da.from_array(var, chunks=-1),
+            count=None,
+            ncombine=0,
+            meta={"label": mem[f"{kind}_label"]},
+        )
 
-    frame = process(da.from_array(raw, chunks=-1), ChipMasters(master("bias"), master("dark"), master("flat")),
-                    cfg, layout=layout, exptime=120.0, role="science")
+    frame = process(
+        da.from_array(raw, chunks=-1),
+        ChipMasters(master("bias"), master("dark"), master("flat")),
+        cfg,
+        layout=layout,
+        exptime=120.0,
+        role="science",
+    )
     return dask.compute(frame.sci, frame.var, frame.dq, scheduler="sync")
 
 
@@ -97,10 +119,14 @@ def main() -> None:
     raw = entry.source.read(slice(None), slice(None))
     mem = _masters(layout)
     npix = layout.trimmed_shape[0] * layout.trimmed_shape[1]
-    print(f"chip {layout.name}: raw {raw.shape}, data {layout.trimmed_shape} ({npix / 1e6:.2f} Mpix); "
-          f"{platform.python_version()}, numpy {np.__version__}, dask {dask.__version__}")
-    configs = {"arithmetic (cosmics off)": ProcessConfig(cosmics=CosmicConfig(method="none")),
-               "default (LACosmic)": ProcessConfig()}
+    print(
+        f"chip {layout.name}: raw {raw.shape}, data {layout.trimmed_shape} ({npix / 1e6:.2f} Mpix); "
+        f"{platform.python_version()}, numpy {np.__version__}, dask {dask.__version__}"
+    )
+    configs = {
+        "arithmetic (cosmics off)": ProcessConfig(cosmics=CosmicConfig(method="none")),
+        "default (LACosmic)": ProcessConfig(),
+    }
     for label, cfg in configs.items():
         ref = _dask_chain(raw, mem, cfg, layout)
         got = _numpy_chain(raw, mem, cfg, layout)
@@ -117,8 +143,10 @@ def main() -> None:
                 b = best[name]
                 b[0], b[1], b[2] = min(b[0], wall), min(b[1], cpu), max(b[2], peak)
         d, n = best["dask"], best["numpy"]
-        print(f"\n{label}, best of {repeat}; SCI pixels differing (cleaned cosmic rays with no "
-              f"good neighbour): {int(differ.sum())}")
+        print(
+            f"\n{label}, best of {repeat}; SCI pixels differing (cleaned cosmic rays with no "
+            f"good neighbour): {int(differ.sum())}"
+        )
         print("| chain | wall (s) | CPU (s) | peak traced memory (MiB) | bytes per data pixel |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for name, b in (("dask graph, one block, sync", d), ("numpy (process_in_memory)", n)):

@@ -74,8 +74,7 @@ def make_frames(folder: Path, n: int, shape: tuple[int, int]) -> list[Path]:
         hdr["IMAGETYP"] = "zero"
         hdr["EXPTIME"] = 0.0
         tmp = path.with_suffix(".tmp")
-        fits.PrimaryHDU(np.clip(np.rint(data), 0, 65535).astype(np.uint16),
-                        header=hdr).writeto(tmp, overwrite=True)
+        fits.PrimaryHDU(np.clip(np.rint(data), 0, 65535).astype(np.uint16), header=hdr).writeto(tmp, overwrite=True)
         os.replace(tmp, path)
     return paths
 
@@ -122,8 +121,7 @@ def run_ccdproc(paths):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ccdproc.combine([str(p) for p in paths], method="average", sigma_clip=True,
-                               unit="adu")
+        return ccdproc.combine([str(p) for p in paths], method="average", sigma_clip=True, unit="adu")
 
 
 def run_astropy(paths):
@@ -132,8 +130,7 @@ def run_astropy(paths):
     stack = np.stack([fits.getdata(p).astype(np.float32) for p in paths])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clipped = sigma_clip(stack, axis=0, sigma=3, maxiters=5, cenfunc="median",
-                             stdfunc="mad_std", copy=False)
+        clipped = sigma_clip(stack, axis=0, sigma=3, maxiters=5, cenfunc="median", stdfunc="mad_std", copy=False)
         return np.ma.mean(clipped, axis=0).filled(np.nan).astype(np.float32)
 
 
@@ -168,11 +165,14 @@ def section_speed(paths, repeat, skip_slow):
     warm(paths)
     n = len(paths)
     run_ccdask(paths[:3])  # load the compiled kernel (numba cache) once
-    times = best_of({
-        "ccdask, ccdproc's parameters": lambda: run_ccdask(paths, **CCDPROC_PARAMS),
-        "ccdask, defaults (median/MAD, ≤5 iterations)": lambda: run_ccdask(paths),
-        "streaming mean (read every byte once)": lambda: run_streaming_mean(paths),
-    }, repeat)
+    times = best_of(
+        {
+            "ccdask, ccdproc's parameters": lambda: run_ccdask(paths, **CCDPROC_PARAMS),
+            "ccdask, defaults (median/MAD, ≤5 iterations)": lambda: run_ccdask(paths),
+            "streaming mean (read every byte once)": lambda: run_streaming_mean(paths),
+        },
+        repeat,
+    )
     if not skip_slow:
         t, ref = timed("ccdproc.combine (clips once)", lambda: run_ccdproc(paths))
         times["ccdproc.combine (clips once)"] = t
@@ -184,8 +184,7 @@ def section_speed(paths, repeat, skip_slow):
         t, ref = timed(name, lambda: run_astropy(paths))
         times[name] = t
         ours = run_ccdask(paths)
-        print("ccdask defaults vs astropy: max |diff| =",
-              float(np.nanmax(np.abs(ours.data - ref))))
+        print("ccdask defaults vs astropy: max |diff| =", float(np.nanmax(np.abs(ours.data - ref))))
         del ref
     stream = times["streaming mean (read every byte once)"]
     fast = times["ccdask, ccdproc's parameters"]
@@ -195,8 +194,7 @@ def section_speed(paths, repeat, skip_slow):
     cp = times.get("ccdproc.combine (clips once)")
     for k, t in times.items():
         ratio = f"{cp / t:.1f}" if cp else "-"
-        print(f"| {k} | {t:.2f} | {CPU.get(k, float('nan')):.2f} | {t / stream:.2f} | "
-              f"{ratio} |")
+        print(f"| {k} | {t:.2f} | {CPU.get(k, float('nan')):.2f} | {t / stream:.2f} | {ratio} |")
     return times, fast
 
 
@@ -234,19 +232,22 @@ def section_workers(paths, repeat):
     }
     times = best_of(fns, repeat)
     for nw in (1, 2):
-        with LocalCluster(n_workers=nw, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, \
-                Client(cluster, set_as_default=False) as client:
+        with (
+            LocalCluster(n_workers=nw, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
             run_ccdask(paths[:3], scheduler=client)  # warm the workers (imports, numba cache)
             times[f"LocalCluster, {nw} process(es)"] = best_of(
-                {"x": lambda c=client: run_ccdask(paths, scheduler=c)}, repeat)["x"]
+                {"x": lambda c=client: run_ccdask(paths, scheduler=c)}, repeat
+            )["x"]
     print(f"\n### workers: {len(paths)} frames, ccdask defaults\n")
-    print(f"(calibration: two independent kernel threads run {cal:.2f}x faster than one after "
-          "the other on this machine right now)\n")
+    print(
+        f"(calibration: two independent kernel threads run {cal:.2f}x faster than one after "
+        "the other on this machine right now)\n"
+    )
     print("| scheduler | time (s) | speed-up vs 1 |")
     print("| --- | ---: | ---: |")
-    base = {"threads": times["threads, 1 worker"],
-            "LocalCluster": times["LocalCluster, 1 process(es)"]}
+    base = {"threads": times["threads, 1 worker"], "LocalCluster": times["LocalCluster, 1 process(es)"]}
     for k, t in times.items():
         b = base["threads" if k.startswith("threads") else "LocalCluster"]
         print(f"| {k} | {t:.2f} | {b / t:.2f} |")
@@ -265,10 +266,8 @@ def section_profile(paths):
     combine_block(np.zeros((len(srcs), 1, 8), np.float32))
     configs = {
         "kernel, clip none, mean (fill + survivors + mean)": CombineConfig(clip="none"),
-        "kernel, clip none, median (+ sorting network)": CombineConfig(clip="none",
-                                                                       method="median"),
-        "kernel, ccdproc's parameters (mean/std, 1 iteration)": CombineConfig(
-            maxiters=1, center="mean", spread="std"),
+        "kernel, clip none, median (+ sorting network)": CombineConfig(clip="none", method="median"),
+        "kernel, ccdproc's parameters (mean/std, 1 iteration)": CombineConfig(maxiters=1, center="mean", spread="std"),
         "kernel, defaults (+ median/MAD iterations)": CombineConfig(),
     }
     cpu = dict.fromkeys(["read tiles (ImageSource.read, 30 frames)", *configs], 0.0)
@@ -324,8 +323,7 @@ def section_memory(paths, out_dir: Path):
     base_peak, _, _ = peak_rss_of([*exe, "--version"])
     for n in (12, MAX_FRAMES):
         out = out_dir / f"master_{n}.fits"
-        peak, wall, rc = peak_rss_of([*exe, "combine", *map(str, paths[:n]), "-o", str(out),
-                                      "--overwrite"])
+        peak, wall, rc = peak_rss_of([*exe, "combine", *map(str, paths[:n]), "-o", str(out), "--overwrite"])
         rows.append((n, peak, wall, rc))
     print("\n### memory: `ccdask combine` process tree, peak RSS\n")
     print(f"(interpreter + imports alone, `ccdask --version`: {base_peak / 2**20:.0f} MiB)\n")
@@ -333,8 +331,10 @@ def section_memory(paths, out_dir: Path):
     print("| ---: | ---: | ---: | ---: | ---: |")
     for n, peak, wall, rc in rows:
         size = sum(os.path.getsize(p) for p in paths[:n]) / 2**20
-        print(f"| {n} | {size:.0f} | {peak / 2**20:.0f} | {wall:.1f} | "
-              f"{peak / rows[0][1]:.2f} |" + ("" if rc == 0 else " FAILED"))
+        print(
+            f"| {n} | {size:.0f} | {peak / 2**20:.0f} | {wall:.1f} | "
+            f"{peak / rows[0][1]:.2f} |" + ("" if rc == 0 else " FAILED")
+        )
     return rows
 
 
@@ -349,23 +349,29 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=30, help="frames for speed/workers")
     ap.add_argument("--shape", type=int, nargs=2, default=(4096, 2048), metavar=("NY", "NX"))
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--sections", nargs="+", default=["speed", "workers", "memory", "profile"],
-                    choices=["speed", "workers", "memory", "profile"])
+    ap.add_argument(
+        "--sections",
+        nargs="+",
+        default=["speed", "workers", "memory", "profile"],
+        choices=["speed", "workers", "memory", "profile"],
+    )
     ap.add_argument("--skip-slow", action="store_true", help="skip ccdproc and astropy")
     args = ap.parse_args(argv)
     nmax = max(args.frames, MAX_FRAMES if "memory" in args.sections else 0)
     t0 = time.perf_counter()
     paths = make_frames(args.dir, nmax, tuple(args.shape))
-    print(f"{nmax} frames ready in {args.dir} ({time.perf_counter() - t0:.0f} s); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"{nmax} frames ready in {args.dir} ({time.perf_counter() - t0:.0f} s); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     if "speed" in args.sections:
-        section_speed(paths[:args.frames], args.repeat, args.skip_slow)
+        section_speed(paths[: args.frames], args.repeat, args.skip_slow)
     if "workers" in args.sections:
-        section_workers(paths[:args.frames], args.repeat)
+        section_workers(paths[: args.frames], args.repeat)
     if "memory" in args.sections:
         section_memory(paths, args.dir)
     if "profile" in args.sections:
-        section_profile(paths[:args.frames])
+        section_profile(paths[: args.frames])
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

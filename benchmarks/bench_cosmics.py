@@ -53,8 +53,19 @@ def calibrated_frame(root: Path, size: str) -> tuple[np.ndarray, np.ndarray, np.
     from ccdask.sections import Section
     from ccdask.simulate._night import simulate_night
 
-    night = simulate_night(root, chips=1, amps=2, size=size, nbias=0, ndark=0, nflat=0,
-                           filters=("r",), nscience=1, seed=3, science_exptime=120.0)
+    night = simulate_night(
+        root,
+        chips=1,
+        amps=2,
+        size=size,
+        nbias=0,
+        ndark=0,
+        nflat=0,
+        filters=("r",),
+        nscience=1,
+        seed=3,
+        science_exptime=120.0,
+    )
     tr = night.truth()
     path = night.files["science"][0]
     fr = tr.frame(path.stem)
@@ -65,15 +76,16 @@ def calibrated_frame(root: Path, size: str) -> tuple[np.ndarray, np.ndarray, np.
     e = np.empty(tr.shape)
     for a, amp in enumerate(tr.meta["chips"]["CCD1"]["amps"].values()):
         c0, c1 = amp["columns"]
-        e[:, c0:c1] = (raw[Section.parse(amp["datasec"]).slices] - rb[a][:, None]
-                       - pattern[:, c0:c1]) * amp["gain"]
+        e[:, c0:c1] = (raw[Section.parse(amp["datasec"]).slices] - rb[a][:, None] - pattern[:, c0:c1]) * amp["gain"]
     e -= tr.array("CCD1", "dark_rate") * fr["exptime"]
     flat = tr.array("CCD1", "flat_r")
     rn = max(a["rdnoise"] for a in tr.meta["chips"]["CCD1"]["amps"].values())
     sat = ndimage.binary_dilation(tr.array("CCD1", f"{path.stem}/saturated"), np.ones((5, 5)))
-    return ((e / flat).astype(np.float32),
-            ((np.maximum(e, 0) + rn**2) / flat**2).astype(np.float32),
-            tr.array("CCD1", "bad_pixels") | sat)
+    return (
+        (e / flat).astype(np.float32),
+        ((np.maximum(e, 0) + rn**2) / flat**2).astype(np.float32),
+        tr.array("CCD1", "bad_pixels") | sat,
+    )
 
 
 def _cpu() -> float:
@@ -90,8 +102,9 @@ def worker(mode: str, data_dir: Path, threads: int, tile: int) -> dict:
         import astroscrappy
 
         c0, t0 = _cpu(), time.perf_counter()
-        mask, _ = astroscrappy.detect_cosmics(sci, inmask=ignore, invar=var, gain=1.0, readnoise=5.0,
-                                              satlevel=np.inf, sepmed=(mode == "scrappy"))
+        mask, _ = astroscrappy.detect_cosmics(
+            sci, inmask=ignore, invar=var, gain=1.0, readnoise=5.0, satlevel=np.inf, sepmed=(mode == "scrappy")
+        )
         dt = time.perf_counter() - t0
     else:
         import dask
@@ -99,8 +112,7 @@ def worker(mode: str, data_dir: Path, threads: int, tile: int) -> dict:
 
         from ccdask.calibrate._cosmics import CosmicConfig, detect_cosmics
 
-        cfg = CosmicConfig(tile=tile) if mode == "lacosmic" else CosmicConfig(
-            method="median", tile=tile)
+        cfg = CosmicConfig(tile=tile) if mode == "lacosmic" else CosmicConfig(method="median", tile=tile)
         x, v = da.from_array(sci, chunks=tile), da.from_array(var, chunks=tile)
         m = da.from_array(ignore, chunks=tile)
         c0, t0 = _cpu(), time.perf_counter()
@@ -157,8 +169,7 @@ def mask_steps(root: Path, rounds: int, tile: int) -> list[tuple[str, float, flo
         ("hot pixels (dark, median + 5 x 1.4826 MAD)", lambda: hot_pixels(rate)),
         ("low pixels (flat, separable 15 px median)", lambda: low_pixels(flat)),
         ("low pixels (flat, box 15 x 15 median)", lambda: low_pixels(flat, median="box")),
-        ("saturation (raw ADU per amp, assemble, grow 2)",
-         lambda: saturation_mask(raw, entry.layout, grow=2)),
+        ("saturation (raw ADU per amp, assemble, grow 2)", lambda: saturation_mask(raw, entry.layout, grow=2)),
         ("interpolate bad pixels (5 x 5 median)", lambda: interpolate_bad(sci, bad, 5)[0]),
         ("build DQ (4 planes)", lambda: build_dq(bad=bad, saturated=bad, cosmic=bad, nodata=bad)),
     ]
@@ -195,8 +206,9 @@ def main() -> None:
         np.save(tmp_path / "var.npy", var)
         np.save(tmp_path / "mask.npy", ignore)
         mpix = sci.size / 1e6
-        print(f"frame {sci.shape[0]}x{sci.shape[1]} ({mpix:.2f} Mpix), tile {args.tile}, "
-              f"rounds {args.rounds}", flush=True)
+        print(
+            f"frame {sci.shape[0]}x{sci.shape[1]} ({mpix:.2f} Mpix), tile {args.tile}, rounds {args.rounds}", flush=True
+        )
         best: dict[int, float] = {}
         best_cpu: dict[int, float] = {}
         info: dict[int, dict] = {}
@@ -204,9 +216,23 @@ def main() -> None:
             for k, (_, mode, threads, omp) in enumerate(CONFIGS):
                 env = dict(os.environ, OMP_NUM_THREADS=str(omp))
                 out = subprocess.run(
-                    [sys.executable, __file__, "--worker", mode, "--data", tmp,
-                     "--threads", str(threads), "--tile", str(args.tile)],
-                    env=env, check=True, capture_output=True, text=True).stdout
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        mode,
+                        "--data",
+                        tmp,
+                        "--threads",
+                        str(threads),
+                        "--tile",
+                        str(args.tile),
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 res = json.loads(out.strip().splitlines()[-1])
                 best[k] = min(best.get(k, float("inf")), res["seconds"])
                 best_cpu[k] = min(best_cpu.get(k, float("inf")), res["cpu"])
@@ -215,16 +241,23 @@ def main() -> None:
         reference = info[0]["digest"] if info else None
         if configs:
             print()
-            print("| method | dask threads | OpenMP threads | best time (s) | Mpix/s | CPU s | "
-                  "Mpix per CPU s | flagged px | mask = whole-frame astroscrappy |")
+            print(
+                "| method | dask threads | OpenMP threads | best time (s) | Mpix/s | CPU s | "
+                "Mpix per CPU s | flagged px | mask = whole-frame astroscrappy |"
+            )
             print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
             for k, (label, mode, threads, omp) in enumerate(configs):
-                same = ("yes" if info[k]["digest"] == reference else "NO") if mode == "lacosmic" else (
-                    "(reference)" if mode == "scrappy" else "-")
+                same = (
+                    ("yes" if info[k]["digest"] == reference else "NO")
+                    if mode == "lacosmic"
+                    else ("(reference)" if mode == "scrappy" else "-")
+                )
                 dask_threads = "-" if mode.startswith("scrappy") else str(threads)
-                print(f"| {label} | {dask_threads} | {omp} | {best[k]:.2f} | {mpix / best[k]:.2f} | "
-                      f"{best_cpu[k]:.2f} | {mpix / best_cpu[k]:.2f} | {info[k]['flagged']} | "
-                      f"{same} |")
+                print(
+                    f"| {label} | {dask_threads} | {omp} | {best[k]:.2f} | {mpix / best[k]:.2f} | "
+                    f"{best_cpu[k]:.2f} | {mpix / best_cpu[k]:.2f} | {info[k]['flagged']} | "
+                    f"{same} |"
+                )
         print()
         print("| mask step | best time (s) | Mpix/s | CPU s | Mpix per CPU s |")
         print("| --- | ---: | ---: | ---: | ---: |")

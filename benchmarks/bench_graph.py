@@ -64,14 +64,46 @@ def synthetic_catalog(root: Path, *, exposures: int, chips: int, ny: int, nx: in
             chip = f"CCD{c + 1:02d}"
             if chip not in layouts:
                 layouts[chip] = load_profile("generic").chip_layout(base, (ny, nx + 2 * nover), chip=chip)
-            info = HduInfo(path=path, index=c + 1, extname=chip, extver=None, header=base,
-                           shape=(ny, nx + 2 * nover), bitpix=16, bzero=32768.0, bscale=1.0, blank=None,
-                           kind="plain", data_offset=2880 * (2 + c), size=10**9, mtime_ns=i)
+            info = HduInfo(
+                path=path,
+                index=c + 1,
+                extname=chip,
+                extver=None,
+                header=base,
+                shape=(ny, nx + 2 * nover),
+                bitpix=16,
+                bzero=32768.0,
+                bscale=1.0,
+                blank=None,
+                kind="plain",
+                data_offset=2880 * (2 + c),
+                size=10**9,
+                mtime_ns=i,
+            )
             exptime = {"bias": 0.0, "dark": 300.0, "flat": 5.0}.get(typ, 120.0)
-            entries.append(Entry(
-                path=path, hdu=c + 1, extname=chip, chip=chip, imagetyp=typ, label=typ, exptime=exptime,
-                filter=filt or None, date=None, object=None, shape=info.shape, dtype="uint16", kind="plain",
-                profile="generic", layout=layouts[chip], size=info.size, mtime_ns=i, header=base, info=info))
+            entries.append(
+                Entry(
+                    path=path,
+                    hdu=c + 1,
+                    extname=chip,
+                    chip=chip,
+                    imagetyp=typ,
+                    label=typ,
+                    exptime=exptime,
+                    filter=filt or None,
+                    date=None,
+                    object=None,
+                    shape=info.shape,
+                    dtype="uint16",
+                    kind="plain",
+                    profile="generic",
+                    layout=layouts[chip],
+                    size=info.size,
+                    mtime_ns=i,
+                    header=base,
+                    info=info,
+                )
+            )
     return Catalog(entries)
 
 
@@ -97,8 +129,16 @@ def main() -> None:
 
         def cached(kind: str, chip: str, filt: str | None = None) -> Master:
             z = da.zeros(shape, dtype=np.float32, chunks=(1024, 1024))  # the cache's chunks
-            return Master(kind=kind, chip=chip, data=z + 0, variance=z + 1, count=None, ncombine=10,
-                          filter=filt, meta={"cache_key": dask.base.tokenize(kind, chip, filt)})
+            return Master(
+                kind=kind,
+                chip=chip,
+                data=z + 0,
+                variance=z + 1,
+                count=None,
+                ncombine=10,
+                filter=filt,
+                meta={"cache_key": dask.base.tokenize(kind, chip, filt)},
+            )
 
         def stand_in(ncomb: int):
             tile = tile_shape(ncomb, shape, cfg.bias.combine.memory_per_task, variance=True, stacked=True)
@@ -109,34 +149,51 @@ def main() -> None:
         darks = {c: cached("dark", c) for c in plan.chips}
         stages = {
             "bias": ({c: cp.biases for c, cp in plan.chips.items()}, {}, cfg.bias.combine),
-            "dark": ({c: cp.darks for c, cp in plan.chips.items()},
-                     {c: pack_masters(ChipMasters(bias=biases[c]), c) for c in plan.chips}, cfg.dark.combine),
+            "dark": (
+                {c: cp.darks for c, cp in plan.chips.items()},
+                {c: pack_masters(ChipMasters(bias=biases[c]), c) for c in plan.chips},
+                cfg.dark.combine,
+            ),
         }
         for filt in ("g", "r"):
-            stages[f"flat-{filt}"] = ({c: cp.flats[filt] for c, cp in plan.chips.items()},
-                                      {c: pack_masters(ChipMasters(bias=biases[c], dark=darks[c]), c)
-                                       for c in plan.chips}, cfg.flat.combine)
+            stages[f"flat-{filt}"] = (
+                {c: cp.flats[filt] for c, cp in plan.chips.items()},
+                {c: pack_masters(ChipMasters(bias=biases[c], dark=darks[c]), c) for c in plan.chips},
+                cfg.flat.combine,
+            )
         for stage, (entries, packed, ccfg) in stages.items():
             t = time.perf_counter()
-            cal = calibrate_frames(stage.split("-")[0], entries, cfg, root / "scratch", masters=packed,
-                                   combine_cfg=ccfg, rate=stage == "dark")
-            stacks = [stack_master(stage.split("-")[0], c, rows, ccfg, open_plane=stand_in(len(rows)))
-                      for c, rows in cal.arrays.items()]
+            cal = calibrate_frames(
+                stage.split("-")[0],
+                entries,
+                cfg,
+                root / "scratch",
+                masters=packed,
+                combine_cfg=ccfg,
+                rate=stage == "dark",
+            )
+            stacks = [
+                stack_master(stage.split("-")[0], c, rows, ccfg, open_plane=stand_in(len(rows)))
+                for c, rows in cal.arrays.items()
+            ]
             if stage.startswith("flat"):
                 stacks = list(normalise_flats({m.chip: m for m in stacks}, cfg).values())
             times[stage] = time.perf_counter() - t
             counts[stage] = _ntasks(cal.tasks) + _ntasks([x for m in stacks for x in (m.data, m.variance, m.count)])
         flats = {f: {c: cached("flat", c, f) for c in plan.chips} for f in ("g", "r")}
         t = time.perf_counter()
-        sci = science_graph(plan, cfg, root / "reduced", biases=biases, darks=darks, dark_groups={},
-                            flats=flats, thumb_factor=8)
+        sci = science_graph(
+            plan, cfg, root / "reduced", biases=biases, darks=darks, dark_groups={}, flats=flats, thumb_factor=8
+        )
         times["science"] = time.perf_counter() - t
         counts["science"] = _ntasks(sci.tasks)
     chip_frames = args.exposures * args.chips
     total = sum(counts.values())
     build = sum(times.values())
-    print(f"night: {args.exposures} exposures x {args.chips} chips of {args.ny}x{args.nx} "
-          f"({chip_frames} chip-frames, {len(plan.exposures) * args.chips} science)")
+    print(
+        f"night: {args.exposures} exposures x {args.chips} chips of {args.ny}x{args.nx} "
+        f"({chip_frames} chip-frames, {len(plan.exposures) * args.chips} science)"
+    )
     print(f"plan: {t_plan:.1f} s")
     for stage in counts:
         print(f"  {stage:<8} {counts[stage]:>8} tasks, built in {times[stage]:6.1f} s")

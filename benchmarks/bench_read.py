@@ -36,8 +36,7 @@ from astropy.io import fits
 from ccdask.io import default_chunks, open_frame
 
 
-def best_times(methods: list[tuple[str, str, Callable[[], object]]],
-               repeat: int) -> tuple[list[float], list[object]]:
+def best_times(methods: list[tuple[str, str, Callable[[], object]]], repeat: int) -> tuple[list[float], list[object]]:
     """Warm each method up once, then time them round-robin ``repeat`` times; best of each.
 
     Interleaving the methods spreads any background load on a shared machine evenly over them,
@@ -63,15 +62,23 @@ def same_bits(out: np.ndarray, ref: np.ndarray) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="where to write the test frame (default: a temporary directory)")
-    parser.add_argument("--shape", type=int, nargs=2, default=(4096, 2048),
-                        metavar=("NY", "NX"), help="frame shape (default 4096 2048)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to write the test frame (default: a temporary directory)"
+    )
+    parser.add_argument(
+        "--shape", type=int, nargs=2, default=(4096, 2048), metavar=("NY", "NX"), help="frame shape (default 4096 2048)"
+    )
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per method")
-    parser.add_argument("--chunk-rows", type=int, nargs="+", default=[0, 512],
-                        help="ccdask chunk heights to try (whole rows); 0 = default chunks")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="threads for the threaded scheduler (default: dask's)")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        nargs="+",
+        default=[0, 512],
+        help="ccdask chunk heights to try (whole rows); 0 = default chunks",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="threads for the threaded scheduler (default: dask's)"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -83,10 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         nbytes = os.path.getsize(path)
 
         methods: list[tuple[str, str, Callable[[], object]]] = [
-            ("cat > /dev/null", "-", lambda: subprocess.run(
-                ["cat", str(path)], check=True, stdout=subprocess.DEVNULL)),
-            ("astropy getdata → float32", "whole frame",
-             lambda: fits.getdata(path).astype(np.float32)),
+            ("cat > /dev/null", "-", lambda: subprocess.run(["cat", str(path)], check=True, stdout=subprocess.DEVNULL)),
+            ("astropy getdata → float32", "whole frame", lambda: fits.getdata(path).astype(np.float32)),
         ]
         for chunk_rows in args.chunk_rows:
             chunks = None if chunk_rows == 0 else (chunk_rows, -1)
@@ -95,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             if chunks is None:
                 label += " (default)"
             blocks = frame.to_delayed().ravel().tolist()
-            methods.append(("ccdask open_frame, per chunk (no assembly)", label,
-                            lambda blocks=blocks: dask.compute(*blocks)))
+            methods.append(
+                ("ccdask open_frame, per chunk (no assembly)", label, lambda blocks=blocks: dask.compute(*blocks))
+            )
             methods.append(("ccdask open_frame `.compute()` (assembled)", label, frame.compute))
 
         with dask.config.set(scheduler="threads", num_workers=args.workers):
@@ -110,16 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         t_cat, t_astropy = best[0], best[1]
 
         ny, nx = args.shape
-        print(f"frame {ny}×{nx} uint16 (BZERO=32768), file {nbytes / 1e6:.1f} MB, "
-              f"best of {args.repeat} after a warm-up read (page cache warm), "
-              f"{os.cpu_count()} CPUs; default chunks {default_chunks((ny, nx))[0][0]} rows; "
-              "ccdask output bit-identical to astropy: yes")
+        print(
+            f"frame {ny}×{nx} uint16 (BZERO=32768), file {nbytes / 1e6:.1f} MB, "
+            f"best of {args.repeat} after a warm-up read (page cache warm), "
+            f"{os.cpu_count()} CPUs; default chunks {default_chunks((ny, nx))[0][0]} rows; "
+            "ccdask output bit-identical to astropy: yes"
+        )
         print()
         print("| method | chunks | best time (ms) | MB/s | vs cat | vs astropy |")
         print("| --- | --- | ---: | ---: | ---: | ---: |")
         for (name, chunks, _), t in zip(methods, best, strict=True):
-            print(f"| {name} | {chunks} | {t * 1e3:.1f} | {nbytes / t / 1e6:,.0f} | "
-                  f"{t_cat / t:.2f} | {t_astropy / t:.2f} |")
+            print(
+                f"| {name} | {chunks} | {t * 1e3:.1f} | {nbytes / t / 1e6:,.0f} | "
+                f"{t_cat / t:.2f} | {t_astropy / t:.2f} |"
+            )
     return 0
 
 

@@ -80,9 +80,11 @@ class TreeSampler(threading.Thread):
 
 def _workers(client) -> dict[str, tuple[int, float]]:
     """Worker address -> (pid, process start time)."""
+
     def ident():
         p = psutil.Process(os.getpid())
         return p.pid, p.create_time()
+
     return {addr: tuple(v) for addr, v in client.run(ident).items()}
 
 
@@ -95,7 +97,10 @@ def _restart_events(client) -> list[dict]:
         for _t, msg in events:
             action = msg.get("action") if isinstance(msg, dict) else None
             if topic in ("worker-restart-memory", "worker-fail-hard") or action in (
-                    "remove-worker", "closing-worker", "restart-workers"):
+                "remove-worker",
+                "closing-worker",
+                "restart-workers",
+            ):
                 found.append({"topic": str(topic), "event": str(msg)[:300]})
     return found
 
@@ -116,13 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        night = simulate_night(work / "night", chips=args.chips, amps=2, size=args.size, seed=2026,
-                               overwrite=True, **NIGHT)
+        night = simulate_night(
+            work / "night", chips=args.chips, amps=2, size=args.size, seed=2026, overwrite=True, **NIGHT
+        )
         t_sim = time.perf_counter() - t0
         nfiles = len(night.all_files)
         raw_bytes = sum(p.stat().st_size for p in night.all_files)
-        print(f"night: {nfiles} exposures x {args.chips} chips ({args.size}, {night.shape[0]}x{night.shape[1]} "
-              f"data pixels per chip), {raw_bytes / 1e6:.0f} MB raw, simulated in {t_sim:.0f} s", flush=True)
+        print(
+            f"night: {nfiles} exposures x {args.chips} chips ({args.size}, {night.shape[0]}x{night.shape[1]} "
+            f"data pixels per chip), {raw_bytes / 1e6:.0f} MB raw, simulated in {t_sim:.0f} s",
+            flush=True,
+        )
 
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
@@ -168,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         if len(result.outputs) != len(night.files["science"]):
             print("FAIL: not every science exposure was reduced", file=sys.stderr)
             return 1
-        print("OK: no worker restarted; peak RSS of the process tree "
-              f"{numbers['peak_rss_tree_MB']} MB, per worker {numbers['peak_rss_worker_MB']}")
+        print(
+            "OK: no worker restarted; peak RSS of the process tree "
+            f"{numbers['peak_rss_tree_MB']} MB, per worker {numbers['peak_rss_worker_MB']}"
+        )
         return 0
     finally:
         if not args.keep and not args.dir:

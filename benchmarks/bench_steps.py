@@ -61,8 +61,19 @@ def make_night(root: Path) -> SimulatedNight:
     """The simulated large night (one science frame), made once and reused."""
     if (root / "truth.json").is_file():
         return SimulatedNight.load(root)
-    return simulate_night(root, chips=1, amps=2, size="large", nbias=0, ndark=0, nflat=0,
-                          nscience=1, filters=("r",), science_exptime=120.0, seed=1)
+    return simulate_night(
+        root,
+        chips=1,
+        amps=2,
+        size="large",
+        nbias=0,
+        ndark=0,
+        nflat=0,
+        nscience=1,
+        filters=("r",),
+        science_exptime=120.0,
+        seed=1,
+    )
 
 
 def main() -> None:
@@ -93,12 +104,9 @@ def main() -> None:
     gains = np.empty(layout.trimmed_shape)
     for amp in layout.amplifiers:
         gains[amp.ccdsec.slices] = amp.gain
-    bias = Master("bias", chip, mem(truth.array(chip, "bias_pattern") * gains),
-                  mem(np.full((ny, nx), 1.0)), None, 20)
-    dark = Master("dark", chip, mem(truth.array(chip, "dark_rate")), mem(np.full((ny, nx), 1e-6)),
-                  None, 10)
-    flat = Master("flat", chip, mem(truth.array(chip, "flat_r")), mem(np.full((ny, nx), 1e-6)),
-                  None, 10, filter="r")
+    bias = Master("bias", chip, mem(truth.array(chip, "bias_pattern") * gains), mem(np.full((ny, nx), 1.0)), None, 20)
+    dark = Master("dark", chip, mem(truth.array(chip, "dark_rate")), mem(np.full((ny, nx), 1e-6)), None, 10)
+    flat = Master("flat", chip, mem(truth.array(chip, "flat_r")), mem(np.full((ny, nx), 1e-6)), None, 10, filter="r")
     exptime = float(entry.exptime)
 
     with dask.config.set(scheduler="threads", num_workers=args.threads):
@@ -121,18 +129,20 @@ def main() -> None:
         steps: dict[str, Callable[[], object]] = {
             "overscan: median, no model": lambda: subtract_overscan(raw, layout),
             "overscan: mean, Legendre order 3": lambda: subtract_overscan(
-                raw, layout, OverscanConfig(method="mean", model="legendre", order=3)),
+                raw, layout, OverscanConfig(method="mean", model="legendre", order=3)
+            ),
             "overscan: median, spline 8 knots": lambda: subtract_overscan(
-                raw, layout, OverscanConfig(model="spline", knots=8)),
+                raw, layout, OverscanConfig(model="spline", knots=8)
+            ),
             "overscan: clipped mean (3 sigma, 5 iter)": lambda: subtract_overscan(
-                raw, layout, OverscanConfig(method="clipped_mean")),
+                raw, layout, OverscanConfig(method="clipped_mean")
+            ),
             "trim + assemble (2 amps)": lambda: assemble(sub, layout),
             "gain (ADU -> e-)": lambda: apply_gain(trimmed, layout),
             "initial variance": lambda: initial_variance(electrons, layout),
             "bias (sci + var)": lambda: subtract_bias(electrons, var, bias),
             "dark, scaled (sci + var)": lambda: subtract_dark(b_sci, b_var, dark, exptime),
-            "flat, min_value (sci + var + mask)": lambda: divide_flat(d_sci, d_var, flat,
-                                                                      min_value=0.1),
+            "flat, min_value (sci + var + mask)": lambda: divide_flat(d_sci, d_var, flat, min_value=0.1),
             "whole chain, raw -> flat-fielded": chain,
         }
         best = {name: float("inf") for name in steps}
@@ -146,16 +156,17 @@ def main() -> None:
                 cpu[name] = min(cpu[name], time.process_time() - c)
 
     print()
-    print(f"large chip: raw {layout.raw_shape[0]}x{layout.raw_shape[1]}, data {ny}x{nx} "
-          f"({mpix:.2f} Mpix), chunks of {rows} whole rows, threaded scheduler with "
-          f"{args.threads} threads, best of {args.repeat}; Python {platform.python_version()}, "
-          f"numpy {np.__version__}, dask {dask.__version__}")
+    print(
+        f"large chip: raw {layout.raw_shape[0]}x{layout.raw_shape[1]}, data {ny}x{nx} "
+        f"({mpix:.2f} Mpix), chunks of {rows} whole rows, threaded scheduler with "
+        f"{args.threads} threads, best of {args.repeat}; Python {platform.python_version()}, "
+        f"numpy {np.__version__}, dask {dask.__version__}"
+    )
     print()
     print("| step | best wall time (ms) | Mpix/s (wall) | best CPU time (ms) | Mpix per CPU-s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, t in best.items():
-        print(f"| {name} | {t * 1e3:.0f} | {mpix / t:.0f} | {cpu[name] * 1e3:.0f} | "
-              f"{mpix / cpu[name]:.0f} |")
+        print(f"| {name} | {t * 1e3:.0f} | {mpix / t:.0f} | {cpu[name] * 1e3:.0f} | {mpix / cpu[name]:.0f} |")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,15 @@ from ccdask.cli import main
 from ccdask.errors import CcdaskWarning, FitsReadError
 
 ISIS_BIAS = [f"r27{n:05d}.fit.gz" for n in range(982, 1003, 2)]
-ISIS_ARCS = ["r2701247.fit.gz", "r2701248.fit.gz", "r2701249.fit.gz", "r2701259.fit.gz",
-             "r2701261.fit.gz", "r2701262.fit.gz"]
-ISIS_SCIENCE = ["r2701242.fit.gz", "r2701244.fit.gz", "r2701253.fit.gz", "r2701255.fit.gz",
-                "r2701257.fit.gz"]
+ISIS_ARCS = [
+    "r2701247.fit.gz",
+    "r2701248.fit.gz",
+    "r2701249.fit.gz",
+    "r2701259.fit.gz",
+    "r2701261.fit.gz",
+    "r2701262.fit.gz",
+]
+ISIS_SCIENCE = ["r2701242.fit.gz", "r2701244.fit.gz", "r2701253.fit.gz", "r2701255.fit.gz", "r2701257.fit.gz"]
 
 
 def test_isis_night_classification(isis_dir):
@@ -43,10 +48,14 @@ def test_kast_quirks(kast_dir):
     kinds = {e.path.rsplit("/", 1)[1]: (e.imagetyp, e.label) for e in cat}
     assert kinds == {
         "b1.fits.gz": ("other", "arc"),
-        "b11.fits.gz": ("flat", "dome flat"), "b12.fits.gz": ("flat", "dome flat"),
+        "b11.fits.gz": ("flat", "dome flat"),
+        "b12.fits.gz": ("flat", "dome flat"),
         "b13.fits.gz": ("flat", "dome flat"),
-        "b21.fits.gz": ("bias", "bias"), "b22.fits.gz": ("bias", "bias"), "b23.fits.gz": ("bias", "bias"),
-        "b24.fits.gz": ("science", "science"), "b27.fits.gz": ("science", "science"),
+        "b21.fits.gz": ("bias", "bias"),
+        "b22.fits.gz": ("bias", "bias"),
+        "b23.fits.gz": ("bias", "bias"),
+        "b24.fits.gz": ("science", "science"),
+        "b27.fits.gz": ("science", "science"),
     }
     assert all(e.layout.namps == 2 and e.hdu == 0 for e in cat)
 
@@ -72,8 +81,12 @@ def _mef(path, chips=2, imagetyp="FLAT", filt="g", exptime=3.0, shape=(20, 30)):
     hdus = [prim]
     for i in range(chips):
         h = fits.ImageHDU(np.full(shape, 1000 + i, dtype=np.uint16), name=f"CCD{i + 1}")
-        h.header.update(DATASEC=f"[1:{shape[1] - 4},1:{shape[0]}]",
-                        BIASSEC=f"[{shape[1] - 3}:{shape[1]},1:{shape[0]}]", GAIN=1.5, RDNOISE=4.0)
+        h.header.update(
+            DATASEC=f"[1:{shape[1] - 4},1:{shape[0]}]",
+            BIASSEC=f"[{shape[1] - 3}:{shape[1]},1:{shape[0]}]",
+            GAIN=1.5,
+            RDNOISE=4.0,
+        )
         hdus.append(h)
     fits.HDUList(hdus).writeto(path)
 
@@ -107,8 +120,9 @@ def _junk(tmp_path):
         f.write(raw)
     gz = (tmp_path / "cut.fits.gz").read_bytes()
     (tmp_path / "cut.fits.gz").write_bytes(gz[: len(gz) // 2])
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="a", format="E", array=np.arange(3.0))])]).writeto(tmp_path / "table.fits")
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=np.arange(3.0))])]
+    ).writeto(tmp_path / "table.fits")
     bad_sec = tmp_path / "badsec.fits"
     hdu = fits.PrimaryHDU(np.zeros((10, 10), np.uint16))
     hdu.header["BIASSEC"] = "[9:20,1:10]"
@@ -123,8 +137,15 @@ def test_problems_are_listed_skipped_and_warned(tmp_path):
         cat = Catalog.scan(paths)
     assert cat.paths == [str(good)]
     reasons = {p.path.rsplit("/", 1)[1]: p.reason for p in cat.problems}
-    assert set(reasons) == {"random.fits", "empty.fits", "notes.txt", "truncated.fits",
-                            "cut.fits.gz", "table.fits", "badsec.fits"}
+    assert set(reasons) == {
+        "random.fits",
+        "empty.fits",
+        "notes.txt",
+        "truncated.fits",
+        "cut.fits.gz",
+        "table.fits",
+        "badsec.fits",
+    }
     assert "BIASSEC" in reasons["badsec.fits"]
     assert "trunc" in reasons["truncated.fits"].lower()
     with pytest.raises(FitsReadError, match="problem"):

@@ -69,14 +69,39 @@ def external(tmp_path_factory: pytest.TempPathFactory):
     logs = [open(folder / "scheduler.log", "wb"), open(folder / "worker.log", "wb")]  # noqa: SIM115
     procs = [
         subprocess.Popen(
-            [DASK, "scheduler", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-             "--port", "0", "--no-dashboard"],
-            stdout=logs[0], stderr=subprocess.STDOUT),
+            [
+                DASK,
+                "scheduler",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+            ],
+            stdout=logs[0],
+            stderr=subprocess.STDOUT,
+        ),
         subprocess.Popen(
-            [DASK, "worker", "--scheduler-file", str(scheduler_file), "--nworkers", "1",
-             "--nthreads", "1", "--memory-limit", "1GiB", "--no-dashboard", "--name",
-             "external-worker"],
-            stdout=logs[1], stderr=subprocess.STDOUT),
+            [
+                DASK,
+                "worker",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--nworkers",
+                "1",
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                "1GiB",
+                "--no-dashboard",
+                "--name",
+                "external-worker",
+            ],
+            stdout=logs[1],
+            stderr=subprocess.STDOUT,
+        ),
     ]
     try:
         deadline = time.monotonic() + 60
@@ -199,8 +224,7 @@ def test_unreachable_scheduler() -> None:
     port = _unused_port()
     before = _children()
     config = ClusterConfig(scheduler=f"tcp://127.0.0.1:{port}", timeout=1)
-    message = re.escape(f"cannot connect to the dask scheduler at 'tcp://127.0.0.1:{port}' "
-                        "within 1 s")
+    message = re.escape(f"cannot connect to the dask scheduler at 'tcp://127.0.0.1:{port}' within 1 s")
     with pytest.raises(CcdaskError, match=message), open_client(config):
         pass
     assert not _wait_children_gone(before)
@@ -220,8 +244,10 @@ def test_scheduler_without_workers() -> None:
 
     with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
         config = ClusterConfig(scheduler=empty.scheduler_address, timeout=0.5)
-        message = re.escape(f"the dask scheduler at '{empty.scheduler_address}' has no worker "
-                            "after 0.5 s; start some with 'dask worker ")
+        message = re.escape(
+            f"the dask scheduler at '{empty.scheduler_address}' has no worker "
+            "after 0.5 s; start some with 'dask worker "
+        )
         with pytest.raises(CcdaskError, match=message), open_client(config):
             pass
         assert not empty.scheduler.clients.keys() - {"fire-and-forget"}, "client left open"
@@ -230,16 +256,26 @@ def test_scheduler_without_workers() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"scheduler": "tcp://a:1", "scheduler_file": "s.json"},
-         "choose one backend, not scheduler='tcp://a:1' and scheduler_file='s.json'"),
-        ({"scheduler": "tcp://a:1", "slurm": SlurmConfig()},
-         "choose one backend, not scheduler='tcp://a:1' and slurm=SlurmConfig"),
-        ({"workers": 4, "scheduler": "tcp://a:1"},
-         "workers=4 applies to the embedded LocalCluster only and conflicts with scheduler="),
-        ({"memory_limit": "8GiB", "slurm": SlurmConfig(queue="q")},
-         "memory_limit='8GiB' .* conflicts with slurm=SlurmConfig\\(queue='q'.*slurm.memory"),
-        ({"dashboard_address": ":8787", "scheduler_file": "s.json"},
-         "dashboard_address=':8787' conflicts with scheduler_file='s.json'"),
+        (
+            {"scheduler": "tcp://a:1", "scheduler_file": "s.json"},
+            "choose one backend, not scheduler='tcp://a:1' and scheduler_file='s.json'",
+        ),
+        (
+            {"scheduler": "tcp://a:1", "slurm": SlurmConfig()},
+            "choose one backend, not scheduler='tcp://a:1' and slurm=SlurmConfig",
+        ),
+        (
+            {"workers": 4, "scheduler": "tcp://a:1"},
+            "workers=4 applies to the embedded LocalCluster only and conflicts with scheduler=",
+        ),
+        (
+            {"memory_limit": "8GiB", "slurm": SlurmConfig(queue="q")},
+            "memory_limit='8GiB' .* conflicts with slurm=SlurmConfig\\(queue='q'.*slurm.memory",
+        ),
+        (
+            {"dashboard_address": ":8787", "scheduler_file": "s.json"},
+            "dashboard_address=':8787' conflicts with scheduler_file='s.json'",
+        ),
         ({"workers": 0}, "ClusterConfig.workers = 0 is invalid"),
         ({"threads_per_worker": -1}, "threads_per_worker = -1 is invalid"),
         ({"memory_limit": "plenty"}, "memory_limit = 'plenty' is invalid: 'auto' or a size"),
@@ -274,8 +310,7 @@ def test_config_round_trip_and_backend() -> None:
     assert ClusterConfig().backend == "local"
     assert ClusterConfig(scheduler="tcp://h:8786").backend == "scheduler"
     assert ClusterConfig(scheduler_file="f.json").backend == "scheduler_file"
-    config = ClusterConfig.from_dict(
-        {"slurm": {"queue": "debug", "jobs": 3, "job_extra_directives": ["--qos=short"]}})
+    config = ClusterConfig.from_dict({"slurm": {"queue": "debug", "jobs": 3, "job_extra_directives": ["--qos=short"]}})
     assert config.backend == "slurm"
     assert config.slurm == SlurmConfig(queue="debug", jobs=3, job_extra_directives=("--qos=short",))
     assert config.slurm.workers == 3
@@ -286,10 +321,10 @@ def test_config_round_trip_and_backend() -> None:
 
 
 def test_wrong_argument_types() -> None:
-    with pytest.raises(ConfigError, match="config must be a ClusterConfig"), \
-            open_client({"workers": 2}):  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="config must be a ClusterConfig"), open_client({"workers": 2}):  # type: ignore[arg-type]
         pass
-    with pytest.raises(ConfigError, match=r"client must be a distributed\.Client"), \
-            open_client(client="tcp://127.0.0.1:8786"):
+    with (
+        pytest.raises(ConfigError, match=r"client must be a distributed\.Client"),
+        open_client(client="tcp://127.0.0.1:8786"),
+    ):
         pass
-

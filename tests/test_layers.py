@@ -48,7 +48,8 @@ def _module_name(path: Path) -> str:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(path: Path) -> set[str]:
@@ -107,8 +108,9 @@ def _graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         deps = {_resolve(n, modules) for n in _imports(path)}
         # a package's own __init__ is imported by its submodules' imports: not a dependency of it
-        graph[name] = {d for d in deps if d and d != name
-                       and not (name.startswith(d + ".") and _place(d) == _place(name))}
+        graph[name] = {
+            d for d in deps if d and d != name and not (name.startswith(d + ".") and _place(d) == _place(name))
+        }
     return graph
 
 
@@ -135,7 +137,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                cycles.append([*stack[stack.index(dep):], dep])
+                cycles.append([*stack[stack.index(dep) :], dep])
             elif dep not in state:
                 walk(dep, stack)
         stack.pop()
@@ -157,10 +159,13 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from ..catalog import Entry\n", {"ccdask.catalog.Entry"}),
-    ("def f():\n    from ..night import reduce\n", {"ccdask.night.reduce"}),
-    ("import typing\nif typing.TYPE_CHECKING:\n    from ..night import Plan\n", set()),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from ..catalog import Entry\n", {"ccdask.catalog.Entry"}),
+        ("def f():\n    from ..night import reduce\n", {"ccdask.night.reduce"}),
+        ("import typing\nif typing.TYPE_CHECKING:\n    from ..night import Plan\n", set()),
+    ],
+)
 def test_the_import_reader_sees_lazy_and_skips_type_checking(source, expected):
     assert _imports_in(source, "ccdask.calibrate") == expected

@@ -29,11 +29,13 @@ USABLE = {"idle", "mixed"}
 def _slurm_unusable() -> str | None:
     """Why SLURM cannot run these tests here, or None when partition PARTITION is idle."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "SLURM is not installed (sinfo/sbatch not on PATH); run .ci/slurm/install.sh " \
-               "and .ci/slurm/start.sh as root"
+        return (
+            "SLURM is not installed (sinfo/sbatch not on PATH); run .ci/slurm/install.sh and .ci/slurm/start.sh as root"
+        )
     try:
-        done = subprocess.run(["sinfo", "-h", "-p", PARTITION, "-o", "%a %T"],
-                              capture_output=True, text=True, timeout=20, check=False)
+        done = subprocess.run(
+            ["sinfo", "-h", "-p", PARTITION, "-o", "%a %T"], capture_output=True, text=True, timeout=20, check=False
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"sinfo failed: {exc}"
     if done.returncode != 0:
@@ -77,8 +79,9 @@ def _slurm_config(tmp_path: Path, **changes) -> ClusterConfig:
 
 def _squeue(ids: list[str]) -> dict[str, str]:
     """``{job id: state}`` of the given jobs that SLURM lists (pending, running, completing)."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)],
-                         capture_output=True, text=True, timeout=20, check=False).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True, text=True, timeout=20, check=False
+    ).stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -122,9 +125,14 @@ def test_workers_run_as_slurm_jobs(slurm: None, tmp_path: Path) -> None:
 
 def test_refused_submission_fails_at_once(slurm: None, tmp_path: Path) -> None:
     t0 = time.perf_counter()
-    with pytest.raises(CcdaskError, match=r"SLURM refuses the dask worker job for 'no-such-q'"
-                       r".*[Ii]nvalid partition"), \
-            open_client(_slurm_config(tmp_path, queue="no-such-q")):
+    with (
+        pytest.raises(
+            CcdaskError,
+            match=r"SLURM refuses the dask worker job for 'no-such-q'"
+            r".*[Ii]nvalid partition",
+        ),
+        open_client(_slurm_config(tmp_path, queue="no-such-q")),
+    ):
         pass
     assert time.perf_counter() - t0 < 30
 
@@ -133,8 +141,10 @@ def test_jobs_that_die_are_reported(slurm: None, tmp_path: Path) -> None:
     # A Python that does not exist on the node: the jobs start and end at once.
     config = _slurm_config(tmp_path, python=str(tmp_path / "no-python"), startup_timeout=60.0)
     t0 = time.perf_counter()
-    message = (rf"every SLURM job submitted to '{PARTITION}' \(ids \d+, \d+\) ended before 2 "
-               r"dask worker\(s\) joined; see the job logs in ")
+    message = (
+        rf"every SLURM job submitted to '{PARTITION}' \(ids \d+, \d+\) ended before 2 "
+        r"dask worker\(s\) joined; see the job logs in "
+    )
     with pytest.raises(CcdaskError, match=message), open_client(config):
         pass
     assert time.perf_counter() - t0 < 30, "dead jobs should be noticed long before the timeout"
@@ -154,13 +164,30 @@ def test_reduce_on_slurm_equals_local_run(slurm, tmp_path, monkeypatch):
     from ccdask.night._reduce import reduce
     from ccdask.simulate._night import simulate_night
 
-    night = simulate_night(tmp_path / "night", chips=2, amps=2, size="small", nbias=3, ndark=2,
-                           nflat=2, filters=("g",), nscience=1, seed=5)
+    night = simulate_night(
+        tmp_path / "night", chips=2, amps=2, size="small", nbias=3, ndark=2, nflat=2, filters=("g",), nscience=1, seed=5
+    )
     local = reduce(night.raw_dir, tmp_path / "local", client="threads")
     monkeypatch.chdir(tmp_path)  # sbatch writes its job logs to the working directory
-    code = main(["reduce", str(night.raw_dir), "--out", str(tmp_path / "slurm"), "--slurm",
-                 "--slurm-queue", PARTITION, "--slurm-jobs", "2", "--slurm-cores", "1",
-                 "--slurm-memory", "2GB", "--slurm-walltime", "00:10:00"])
+    code = main(
+        [
+            "reduce",
+            str(night.raw_dir),
+            "--out",
+            str(tmp_path / "slurm"),
+            "--slurm",
+            "--slurm-queue",
+            PARTITION,
+            "--slurm-jobs",
+            "2",
+            "--slurm-cores",
+            "1",
+            "--slurm-memory",
+            "2GB",
+            "--slurm-walltime",
+            "00:10:00",
+        ]
+    )
     assert code == 0
     outputs = [*sorted(Path(p).name for p in local.outputs), "bias.fits", "dark.fits", "flat_g.fits"]
     for name in outputs:

@@ -92,8 +92,13 @@ class Entry:
     @property
     def identity(self) -> dict[str, Any]:
         """What identifies this input for caching: path, size, mtime and header text."""
-        return {"path": self.path, "hdu": self.hdu, "size": self.size, "mtime_ns": self.mtime_ns,
-                "header": self.header.tostring()}
+        return {
+            "path": self.path,
+            "hdu": self.hdu,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "header": self.header.tostring(),
+        }
 
 
 def strip_fits_suffix(name: str) -> str:
@@ -126,9 +131,14 @@ class Catalog:
 
     # -- building ---------------------------------------------------------------------
     @classmethod
-    def scan(cls, paths: str | os.PathLike | Iterable[str | os.PathLike], *,
-             profile: str | Path | Profile | None = None, strict: bool = False,
-             threads: int = 8) -> Catalog:
+    def scan(
+        cls,
+        paths: str | os.PathLike | Iterable[str | os.PathLike],
+        *,
+        profile: str | Path | Profile | None = None,
+        strict: bool = False,
+        threads: int = 8,
+    ) -> Catalog:
         """Scan files and folders (recursively, FITS suffixes only) for image HDUs.
 
         Parameters
@@ -156,8 +166,10 @@ class Catalog:
             if strict:
                 raise FitsReadError(f"{len(problems)} problem(s) while cataloguing; first: {problems[0]}")
             warning = CcdaskWarning(
-                f"skipped {len(problems)} unusable input(s): " + "; ".join(map(str, problems[:5]))
-                + (" ..." if len(problems) > 5 else ""))
+                f"skipped {len(problems)} unusable input(s): "
+                + "; ".join(map(str, problems[:5]))
+                + (" ..." if len(problems) > 5 else "")
+            )
             warning.problems = tuple(problems)  # every one, for a caller that lists them (the CLI)
             warnings.warn(warning, stacklevel=2)
         return cls(entries, problems)
@@ -181,17 +193,47 @@ class Catalog:
     @property
     def table(self) -> Table:
         """The frame table as an astropy Table (one row per file and chip)."""
-        cols = ["path", "hdu", "chip", "imagetyp", "label", "exptime", "filter", "date", "object",
-                "ny", "nx", "dtype", "namps", "kind", "profile"]
+        cols = [
+            "path",
+            "hdu",
+            "chip",
+            "imagetyp",
+            "label",
+            "exptime",
+            "filter",
+            "date",
+            "object",
+            "ny",
+            "nx",
+            "dtype",
+            "namps",
+            "kind",
+            "profile",
+        ]
         rows = [
-            (e.path, e.hdu, e.chip, e.imagetyp, e.label,
-             float("nan") if e.exptime is None else e.exptime, e.filter or "", e.date or "",
-             e.object or "", e.shape[0], e.shape[1], e.dtype, e.layout.namps, e.kind, e.profile)
+            (
+                e.path,
+                e.hdu,
+                e.chip,
+                e.imagetyp,
+                e.label,
+                float("nan") if e.exptime is None else e.exptime,
+                e.filter or "",
+                e.date or "",
+                e.object or "",
+                e.shape[0],
+                e.shape[1],
+                e.dtype,
+                e.layout.namps,
+                e.kind,
+                e.profile,
+            )
             for e in self.entries
         ]
         if not rows:
-            return Table(names=cols, dtype=[str, int, str, str, str, float, str, str, str, int, int,
-                                            str, int, str, str])
+            return Table(
+                names=cols, dtype=[str, int, str, str, str, float, str, str, str, int, int, str, int, str, str]
+            )
         return Table(rows=rows, names=cols)
 
     def select(self, **criteria: Any) -> Catalog:
@@ -199,6 +241,7 @@ class Catalog:
 
         >>> cat.select(imagetyp="flat", filter={"g", "r"}, chip="CCD1")   # doctest: +SKIP
         """
+
         def keep(e: Entry) -> bool:
             for key, want in criteria.items():
                 have = getattr(e, key)
@@ -225,8 +268,9 @@ class Catalog:
     def summary(self, *, long: bool = False) -> str:
         """A readable summary: counts per type, filter and exposure time, then the problems."""
         nfiles = len(self.paths)
-        lines = [f"{nfiles} file(s), {len(self.entries)} chip image(s), "
-                 f"{len(self.chips)} chip(s): {', '.join(self.chips)}"]
+        lines = [
+            f"{nfiles} file(s), {len(self.entries)} chip image(s), {len(self.chips)} chip(s): {', '.join(self.chips)}"
+        ]
         per_file = {}
         for e in self.entries:
             per_file.setdefault(e.path, e)
@@ -239,8 +283,10 @@ class Catalog:
         lines.append("totals: " + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())))
         if long:
             lines.append("")
-            lines.append(f"{'file':<28} {'hdu':>3} {'chip':<10} {'type':<8} {'label':<10} "
-                         f"{'exptime':>8} {'filter':<8} {'shape':<11} {'dtype':<7} layout")
+            lines.append(
+                f"{'file':<28} {'hdu':>3} {'chip':<10} {'type':<8} {'label':<10} "
+                f"{'exptime':>8} {'filter':<8} {'shape':<11} {'dtype':<7} layout"
+            )
             for e in self.entries:
                 exps = "-" if e.exptime is None else f"{e.exptime:g}"
                 lines.append(
@@ -271,7 +317,8 @@ def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]
             # Entries that are not regular files (a dangling link, a FIFO) are kept so that
             # the scan reports them as problems instead of silently passing them over.
             out.extend(
-                str(f.resolve()) if f.is_file() else str(f.absolute()) for f in sorted(p.rglob("*"))
+                str(f.resolve()) if f.is_file() else str(f.absolute())
+                for f in sorted(p.rglob("*"))
                 if f.name.lower().endswith(FITS_SUFFIXES) and not f.is_dir()
             )
         else:
@@ -292,8 +339,9 @@ def _scan_one(path: str, profile: Profile | None) -> tuple[list[Entry], list[Pro
     except TruncatedFileError as exc:
         # The whole file goes, not just the HDU it ends in: the HDUs before the cut read well,
         # but a partial exposure must never pass for a complete one with fewer chips.
-        return [], [Problem(path, exc.hdu, _reason(exc, path) + "; the whole file is skipped, "
-                            "none of its HDUs is used")]
+        return [], [
+            Problem(path, exc.hdu, _reason(exc, path) + "; the whole file is skipped, none of its HDUs is used")
+        ]
     except CcdaskError as exc:
         return [], [Problem(path, None, _reason(exc, path))]
     entries, problems = [], []
@@ -329,8 +377,17 @@ def _drop_duplicates(results: list[tuple[list[Entry], list[Problem]]]) -> None:
             except OSError:
                 continue
             if digest in kept:
-                results[i] = ([], [*probs, Problem(path, None, f"duplicate of {kept[digest]} (identical "
-                                                                "headers and pixels); skipped so it is used once")])
+                results[i] = (
+                    [],
+                    [
+                        *probs,
+                        Problem(
+                            path,
+                            None,
+                            f"duplicate of {kept[digest]} (identical headers and pixels); skipped so it is used once",
+                        ),
+                    ],
+                )
             else:
                 kept[digest] = path
 
@@ -348,7 +405,7 @@ def _reason(exc: Exception, path: str) -> str:
     text = str(exc)
     for prefix in (f"{path}: ", f"{path}"):
         if text.startswith(prefix):
-            return text[len(prefix):].lstrip("[]0123456789: ")
+            return text[len(prefix) :].lstrip("[]0123456789: ")
     return text
 
 
@@ -359,16 +416,28 @@ def _entry(info: HduInfo, prof: Profile, *, multi: bool) -> Entry:
         chip = info.extname if info.extname and info.extname.upper() != "PRIMARY" else f"HDU{info.index}"
     chip = str(chip)
     cls = prof.classify(header)
-    layout = prof.chip_layout(header, info.shape, chip=chip, path=info.path, hdu=info.index,
-                              bitpix=info.bitpix)
+    layout = prof.chip_layout(header, info.shape, chip=chip, path=info.path, hdu=info.index, bitpix=info.bitpix)
     filt = prof.lookup(header, "filter")
     date = prof.lookup(header, "date")
     obj = prof.lookup(header, "object")
     return Entry(
-        path=info.path, hdu=info.index, extname=info.extname, chip=chip,
-        imagetyp=cls.imagetyp, label=cls.label, exptime=prof.exptime(header),
+        path=info.path,
+        hdu=info.index,
+        extname=info.extname,
+        chip=chip,
+        imagetyp=cls.imagetyp,
+        label=cls.label,
+        exptime=prof.exptime(header),
         filter=None if filt is None else str(filt).strip(),
-        date=None if date is None else str(date), object=None if obj is None else str(obj),
-        shape=tuple(info.shape), dtype=_dtype_name(info), kind=info.kind, profile=prof.name,
-        layout=layout, size=info.size, mtime_ns=info.mtime_ns, header=header, info=info,
+        date=None if date is None else str(date),
+        object=None if obj is None else str(obj),
+        shape=tuple(info.shape),
+        dtype=_dtype_name(info),
+        kind=info.kind,
+        profile=prof.name,
+        layout=layout,
+        size=info.size,
+        mtime_ns=info.mtime_ns,
+        header=header,
+        info=info,
     )

@@ -79,58 +79,89 @@ class SlurmConfig(ConfigBase):
     """
 
     queue: str | None = option(
-        None, "SLURM partition the worker jobs go to (sbatch -p); None: the site's default",
-        check=_non_blank, why="a partition name without spaces")
-    jobs: int = option(1, "number of SLURM jobs to submit", check=_positive,
-                       why="at least one job")
-    cores: int = option(1, "cores per job (sbatch --cpus-per-task)", check=_positive,
-                        why="at least one core")
-    processes: int = option(1, "dask worker processes per job; they share the job's cores",
-                            check=_positive, why="at least one process")
-    memory: str = option("4GB", "memory per job (sbatch --mem), shared by its worker processes",
-                         check=lambda v: _is_size(v, minimum=1),
-                         why="a size such as '4GB' or '8GiB'")
-    walltime: str = option("01:00:00", "time limit of each job (sbatch -t)",
-                           check=lambda v: bool(_WALLTIME.match(v)),
-                           why="a SLURM time such as '30', '01:00:00' or '1-00:00:00'")
-    account: str | None = option(None, "account charged for the jobs (sbatch -A)",
-                                 check=_non_blank, why="an account name without spaces")
+        None,
+        "SLURM partition the worker jobs go to (sbatch -p); None: the site's default",
+        check=_non_blank,
+        why="a partition name without spaces",
+    )
+    jobs: int = option(1, "number of SLURM jobs to submit", check=_positive, why="at least one job")
+    cores: int = option(1, "cores per job (sbatch --cpus-per-task)", check=_positive, why="at least one core")
+    processes: int = option(
+        1, "dask worker processes per job; they share the job's cores", check=_positive, why="at least one process"
+    )
+    memory: str = option(
+        "4GB",
+        "memory per job (sbatch --mem), shared by its worker processes",
+        check=lambda v: _is_size(v, minimum=1),
+        why="a size such as '4GB' or '8GiB'",
+    )
+    walltime: str = option(
+        "01:00:00",
+        "time limit of each job (sbatch -t)",
+        check=lambda v: bool(_WALLTIME.match(v)),
+        why="a SLURM time such as '30', '01:00:00' or '1-00:00:00'",
+    )
+    account: str | None = option(
+        None, "account charged for the jobs (sbatch -A)", check=_non_blank, why="an account name without spaces"
+    )
     interface: str | None = option(
-        None, "network interface the scheduler and workers listen on ('ib0', 'eth0'; 'lo' "
-        "on a single node); None: the host's default address", check=_non_blank,
-        why="an interface name such as 'eth0'")
+        None,
+        "network interface the scheduler and workers listen on ('ib0', 'eth0'; 'lo' "
+        "on a single node); None: the host's default address",
+        check=_non_blank,
+        why="an interface name such as 'eth0'",
+    )
     job_extra_directives: tuple[str, ...] = option(
-        (), "extra sbatch options, one per item, e.g. ('--qos=short', '--constraint=haswell')")
+        (), "extra sbatch options, one per item, e.g. ('--qos=short', '--constraint=haswell')"
+    )
     job_script_prologue: tuple[str, ...] = option(
-        (), "shell lines run in each job before the worker starts, e.g. "
-        "('module load python', 'source ~/venv/bin/activate')")
+        (),
+        "shell lines run in each job before the worker starts, e.g. "
+        "('module load python', 'source ~/venv/bin/activate')",
+    )
     python: str | None = option(
-        None, "Python executable on the compute nodes; None: the one running ccdask",
-        check=_non_blank, why="a path without spaces")
+        None,
+        "Python executable on the compute nodes; None: the one running ccdask",
+        check=_non_blank,
+        why="a path without spaces",
+    )
     log_directory: str | None = option(
-        None, "directory for the jobs' stdout/stderr files; None: slurm-<jobid>.out in the "
-        "directory ccdask was started from", check=lambda v: bool(v.strip()),
-        why="a directory path")
+        None,
+        "directory for the jobs' stdout/stderr files; None: slurm-<jobid>.out in the directory ccdask was started from",
+        check=lambda v: bool(v.strip()),
+        why="a directory path",
+    )
     local_directory: str | None = option(
-        None, "workers' scratch directory on the compute nodes (spilled data); None: dask's "
-        "temporary directory", check=lambda v: bool(v.strip()), why="a directory path")
+        None,
+        "workers' scratch directory on the compute nodes (spilled data); None: dask's temporary directory",
+        check=lambda v: bool(v.strip()),
+        why="a directory path",
+    )
     min_workers: int = option(
-        1, "workers that must have joined before work starts (others join as their jobs "
-        "start); at most jobs * processes", check=_positive, why="at least one worker")
+        1,
+        "workers that must have joined before work starts (others join as their jobs start); at most jobs * processes",
+        check=_positive,
+        why="at least one worker",
+    )
     startup_timeout: float = option(
-        600.0, "seconds to wait for min_workers to join (queue wait included)",
-        check=lambda v: v > 0, why="a positive number of seconds")
+        600.0,
+        "seconds to wait for min_workers to join (queue wait included)",
+        check=lambda v: v > 0,
+        why="a positive number of seconds",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.processes > self.cores:
             raise ConfigError(
                 f"SlurmConfig: processes={self.processes} is more than cores={self.cores}; "
-                "each worker process needs at least one core")
+                "each worker process needs at least one core"
+            )
         if self.min_workers > self.jobs * self.processes:
             raise ConfigError(
                 f"SlurmConfig: min_workers={self.min_workers} is more than the "
-                f"jobs * processes = {self.jobs} * {self.processes} workers submitted")
+                f"jobs * processes = {self.jobs} * {self.processes} workers submitted"
+            )
 
     @property
     def workers(self) -> int:
@@ -158,62 +189,88 @@ class ClusterConfig(ConfigBase):
     silently ignored.
     """
 
-    workers: int = option(2, "worker processes of the embedded LocalCluster", check=_positive,
-                          why="at least one worker")
-    threads_per_worker: int = option(1, "threads in each worker process of the embedded "
-                                     "LocalCluster", check=_positive, why="at least one thread")
+    workers: int = option(
+        2, "worker processes of the embedded LocalCluster", check=_positive, why="at least one worker"
+    )
+    threads_per_worker: int = option(
+        1, "threads in each worker process of the embedded LocalCluster", check=_positive, why="at least one thread"
+    )
     memory_limit: str = option(
-        "auto", "memory limit of each embedded worker ('2GiB', '500MB'); 'auto': the machine's "
+        "auto",
+        "memory limit of each embedded worker ('2GiB', '500MB'); 'auto': the machine's "
         "memory divided between the workers; '0': no limit. Past 60 % of it a worker spills "
         "to disk, at 95 % it is restarted",
-        check=lambda v: v == "auto" or _is_size(v), why="'auto' or a size such as '2GiB'")
+        check=lambda v: v == "auto" or _is_size(v),
+        why="'auto' or a size such as '2GiB'",
+    )
     local_directory: str | None = option(
-        None, "scratch directory of the embedded workers (spilled data); None: dask's "
-        "temporary directory", check=lambda v: bool(v.strip()), why="a directory path")
+        None,
+        "scratch directory of the embedded workers (spilled data); None: dask's temporary directory",
+        check=lambda v: bool(v.strip()),
+        why="a directory path",
+    )
     scheduler: str | None = option(
-        None, "address of a running dask scheduler, e.g. 'tcp://10.0.0.5:8786'",
-        check=_non_blank, why="an address such as 'tcp://host:8786'")
+        None,
+        "address of a running dask scheduler, e.g. 'tcp://10.0.0.5:8786'",
+        check=_non_blank,
+        why="an address such as 'tcp://host:8786'",
+    )
     scheduler_file: str | None = option(
-        None, "JSON file written by 'dask scheduler --scheduler-file FILE'",
-        check=lambda v: bool(v.strip()), why="a file path")
+        None,
+        "JSON file written by 'dask scheduler --scheduler-file FILE'",
+        check=lambda v: bool(v.strip()),
+        why="a file path",
+    )
     # option() returns a dataclasses.field, which ruff cannot see through.
     slurm: SlurmConfig | None = option(None, "submit dask workers as SLURM jobs")
     dashboard_address: str = option(
-        ":0", "where the dashboard of a cluster started here listens: ':0' a free port, "
+        ":0",
+        "where the dashboard of a cluster started here listens: ':0' a free port, "
         "':8787' the usual one, 'localhost:8787' only this machine",
-        check=lambda v: bool(_DASHBOARD.match(v)), why="':PORT' or 'HOST:PORT'")
+        check=lambda v: bool(_DASHBOARD.match(v)),
+        why="':PORT' or 'HOST:PORT'",
+    )
     silence_logs: bool = option(
-        True, "show only warnings and errors from the scheduler and workers started here; "
-        "false: leave dask's logging configuration alone")
+        True,
+        "show only warnings and errors from the scheduler and workers started here; "
+        "false: leave dask's logging configuration alone",
+    )
     timeout: float = option(
-        30.0, "seconds to wait for an existing scheduler (its scheduler file, the connection) "
-        "and for its first worker", check=lambda v: v > 0, why="a positive number of seconds")
+        30.0,
+        "seconds to wait for an existing scheduler (its scheduler file, the connection) and for its first worker",
+        check=lambda v: v > 0,
+        why="a positive number of seconds",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        chosen = [name for name in ("scheduler", "scheduler_file", "slurm")
-                  if getattr(self, name) is not None]
+        chosen = [name for name in ("scheduler", "scheduler_file", "slurm") if getattr(self, name) is not None]
         if len(chosen) > 1:
             raise ConfigError(
                 "ClusterConfig: choose one backend, not "
-                + " and ".join(f"{name}={_short(getattr(self, name))}" for name in chosen))
+                + " and ".join(f"{name}={_short(getattr(self, name))}" for name in chosen)
+            )
         if not chosen:
             return
         backend = chosen[0]
         for name, default in _LOCAL_ONLY.items():
             value = getattr(self, name)
             if value != default:
-                hint = ("size the jobs with slurm.jobs, slurm.cores, slurm.processes and "
-                        "slurm.memory" if backend == "slurm"
-                        else "the existing cluster's workers are sized where they are started")
+                hint = (
+                    "size the jobs with slurm.jobs, slurm.cores, slurm.processes and slurm.memory"
+                    if backend == "slurm"
+                    else "the existing cluster's workers are sized where they are started"
+                )
                 raise ConfigError(
                     f"ClusterConfig: {name}={value!r} applies to the embedded LocalCluster only "
-                    f"and conflicts with {backend}={_short(getattr(self, backend))}; {hint}")
+                    f"and conflicts with {backend}={_short(getattr(self, backend))}; {hint}"
+                )
         if backend != "slurm" and self.dashboard_address != ":0":
             raise ConfigError(
                 f"ClusterConfig: dashboard_address={self.dashboard_address!r} conflicts with "
                 f"{backend}={_short(getattr(self, backend))}: an existing scheduler's dashboard "
-                "is set where it is started (dask scheduler --dashboard-address)")
+                "is set where it is started (dask scheduler --dashboard-address)"
+            )
 
     @property
     def backend(self) -> str:
@@ -320,22 +377,28 @@ def _start_local(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
     except Exception as exc:
         raise CcdaskError(
             f"could not start the embedded LocalCluster ({config.workers} worker processes, "
-            f"memory limit {memory}): {type(exc).__name__}: {exc}") from exc
+            f"memory limit {memory}): {type(exc).__name__}: {exc}"
+        ) from exc
     stack.callback(cluster.close)
     client = Client(cluster, set_as_default=False)
     stack.callback(client.close)
     return client
 
 
-def _connect(address: str | None, scheduler_file: str | None, config: ClusterConfig,
-             what: str, stack: contextlib.ExitStack, hint: str = "") -> Any:
+def _connect(
+    address: str | None,
+    scheduler_file: str | None,
+    config: ClusterConfig,
+    what: str,
+    stack: contextlib.ExitStack,
+    hint: str = "",
+) -> Any:
     """Connect to an existing scheduler and wait for its first worker."""
     from distributed import Client
 
     try:
         if scheduler_file is not None:
-            client = Client(scheduler_file=scheduler_file, timeout=config.timeout,
-                            set_as_default=False)
+            client = Client(scheduler_file=scheduler_file, timeout=config.timeout, set_as_default=False)
         else:
             client = Client(address, timeout=config.timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
@@ -350,7 +413,8 @@ def _connect(address: str | None, scheduler_file: str | None, config: ClusterCon
         raise CcdaskError(
             f"the dask scheduler at {what} has no worker after {config.timeout:g} s; start some "
             f"with 'dask worker {client.scheduler.address}' (or "
-            "'dask worker --scheduler-file FILE')") from exc
+            "'dask worker --scheduler-file FILE')"
+        ) from exc
     return client
 
 
@@ -376,10 +440,17 @@ def _start_scheduler_file(config: ClusterConfig, stack: contextlib.ExitStack) ->
             if time.monotonic() > deadline:
                 raise CcdaskError(
                     f"scheduler file {path} did not appear within {config.timeout:g} s; start a "
-                    f"scheduler with 'dask scheduler --scheduler-file {path}'")
+                    f"scheduler with 'dask scheduler --scheduler-file {path}'"
+                )
             time.sleep(0.1)
-    return _connect(None, path, config, f"{address!r} (from {path})", stack,
-                    hint=" Or is the file left over from a scheduler that has stopped?")
+    return _connect(
+        None,
+        path,
+        config,
+        f"{address!r} (from {path})",
+        stack,
+        hint=" Or is the file left over from a scheduler that has stopped?",
+    )
 
 
 def _start_slurm(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
@@ -388,8 +459,7 @@ def _start_slurm(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError as exc:
-        raise CcdaskError(
-            "SLURM execution needs dask-jobqueue: pip install 'ccdask[hpc]'") from exc
+        raise CcdaskError("SLURM execution needs dask-jobqueue: pip install 'ccdask[hpc]'") from exc
     slurm = config.slurm
     assert slurm is not None
     kwargs: dict[str, Any] = {
@@ -417,8 +487,8 @@ def _start_slurm(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
         cluster = SLURMCluster(**kwargs)
     except Exception as exc:
         raise CcdaskError(
-            f"could not start the dask scheduler for SLURM workers (queue {slurm.queue!r}): "
-            f"{type(exc).__name__}: {exc}") from exc
+            f"could not start the dask scheduler for SLURM workers (queue {slurm.queue!r}): {type(exc).__name__}: {exc}"
+        ) from exc
     stack.callback(_close_jobqueue_cluster, cluster)
     client = Client(cluster, set_as_default=False)
     stack.callback(client.close)
@@ -428,8 +498,8 @@ def _start_slurm(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
         cluster.scale(jobs=slurm.jobs)
     except Exception as exc:
         raise CcdaskError(
-            f"could not submit {slurm.jobs} SLURM job(s) to {queue}: "
-            f"{type(exc).__name__}: {str(exc).strip()}") from exc
+            f"could not submit {slurm.jobs} SLURM job(s) to {queue}: {type(exc).__name__}: {str(exc).strip()}"
+        ) from exc
     _wait_for_slurm_workers(client, cluster, slurm)
     return client
 
@@ -444,17 +514,19 @@ def _check_job_script(script: str, queue: str) -> None:
 
     sbatch = shutil.which("sbatch")
     if sbatch is None:
-        raise CcdaskError("sbatch is not on PATH: SLURM workers can only be submitted from a "
-                          "machine with the SLURM client commands (a login node)")
+        raise CcdaskError(
+            "sbatch is not on PATH: SLURM workers can only be submitted from a "
+            "machine with the SLURM client commands (a login node)"
+        )
     with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="ccdask-job-") as handle:
         handle.write(script)
         handle.flush()
         try:
-            done = subprocess.run([sbatch, "--test-only", handle.name], capture_output=True,
-                                  text=True, timeout=60, check=False)
+            done = subprocess.run(
+                [sbatch, "--test-only", handle.name], capture_output=True, text=True, timeout=60, check=False
+            )
         except (OSError, subprocess.SubprocessError) as exc:
-            raise CcdaskError(f"cannot run 'sbatch --test-only' to check the worker job for "
-                              f"{queue}: {exc}") from exc
+            raise CcdaskError(f"cannot run 'sbatch --test-only' to check the worker job for {queue}: {exc}") from exc
     if done.returncode != 0:
         reason = " ".join((done.stderr or done.stdout).split()) or f"exit code {done.returncode}"
         raise CcdaskError(f"SLURM refuses the dask worker job for {queue}: {reason}")
@@ -500,7 +572,11 @@ def _queued(ids: list[str]) -> dict[str, str] | None:
     try:
         out = subprocess.run(
             [squeue, "-h", "-o", "%i %T %R", "-u", str(os.getuid())],
-            capture_output=True, text=True, timeout=10, check=True).stdout
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     listed = {}
@@ -529,24 +605,29 @@ def _wait_for_slurm_workers(client: Any, cluster: Any, slurm: SlurmConfig) -> No
         if len(getattr(cluster, "workers", {})) >= slurm.jobs and not ids:
             # Every sbatch call has returned and none gave a job id.
             raise CcdaskError(
-                f"sbatch failed for every dask worker job submitted to {queue}; its error is "
-                "in the log above")
+                f"sbatch failed for every dask worker job submitted to {queue}; its error is in the log above"
+            )
         submitted = submitted or len(ids) >= slurm.jobs
         listed = _queued(ids) if submitted else None
-        where = (f"the job logs in {slurm.log_directory}" if slurm.log_directory
-                 else "the slurm-<jobid>.out files in the directory ccdask was started from")
+        where = (
+            f"the job logs in {slurm.log_directory}"
+            if slurm.log_directory
+            else "the slurm-<jobid>.out files in the directory ccdask was started from"
+        )
         if listed is not None and not listed:
             raise CcdaskError(
                 f"every SLURM job submitted to {queue} (ids {', '.join(ids)}) ended before "
                 f"{slurm.min_workers} dask worker(s) joined; see {where} for why "
-                "(Python not found on the node? scheduler unreachable? see slurm.interface)")
+                "(Python not found on the node? scheduler unreachable? see slurm.interface)"
+            )
         if remaining <= 0:
             states = ", ".join(f"{i}: {s}" for i, s in (listed or {}).items()) or "unknown"
             raise CcdaskError(
                 f"only {_running_workers(client)} of {slurm.min_workers} dask worker(s) joined "
                 f"within {slurm.startup_timeout:g} s of submitting {slurm.jobs} SLURM job(s) to "
                 f"{queue} (job states: {states}); check 'squeue -u $USER' for why they wait and "
-                f"{where}; raise slurm.startup_timeout for busy queues")
+                f"{where}; raise slurm.startup_timeout for busy queues"
+            )
 
 
 def _workers(client: Any) -> list[dict[str, Any]]:
@@ -602,10 +683,11 @@ def describe_client(client: Any) -> str:
         elif len(limits) == 1:
             memory = f"memory limit {format_bytes(limits[0])} per worker"
         else:
-            memory = (f"memory limits {format_bytes(limits[0])} to "
-                      f"{format_bytes(limits[-1])} per worker")
-        sizes = (f"{len(workers)} worker{'s' if len(workers) != 1 else ''}, {threads} "
-                 f"thread{'s' if threads != 1 else ''}, {memory}")
+            memory = f"memory limits {format_bytes(limits[0])} to {format_bytes(limits[-1])} per worker"
+        sizes = (
+            f"{len(workers)} worker{'s' if len(workers) != 1 else ''}, {threads} "
+            f"thread{'s' if threads != 1 else ''}, {memory}"
+        )
     try:
         link = client.dashboard_link
     except (KeyError, AttributeError):

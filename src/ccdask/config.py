@@ -26,8 +26,18 @@ from .combine import CombineConfig
 from .errors import ConfigError
 from .utils import ConfigBase, option
 
-__all__ = ["BiasConfig", "CosmicConfig", "DarkConfig", "FlatConfig", "MaskConfig", "OutputConfig",
-           "OverscanConfig", "ReduceConfig", "defaults_toml", "load_config"]
+__all__ = [
+    "BiasConfig",
+    "CosmicConfig",
+    "DarkConfig",
+    "FlatConfig",
+    "MaskConfig",
+    "OutputConfig",
+    "OverscanConfig",
+    "ReduceConfig",
+    "defaults_toml",
+    "load_config",
+]
 
 
 @dataclass(frozen=True)
@@ -56,11 +66,14 @@ class DarkConfig(ConfigBase):
         "guide does; none: no dark correction",
     )
     tolerance: float = option(
-        1.0, "nearest mode: largest allowed |dark exptime - frame exptime| in seconds",
-        check=lambda v: v >= 0, why="must be zero or positive",
+        1.0,
+        "nearest mode: largest allowed |dark exptime - frame exptime| in seconds",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
     )
     required: bool = option(
-        False, "fail the plan when there are no darks (by default dark correction is then skipped)",
+        False,
+        "fail the plan when there are no darks (by default dark correction is then skipped)",
     )
     combine: CombineConfig = option(
         CombineConfig(method="mean", clip="sigma", sigma_lower=3.0, sigma_upper=3.0, maxiters=5),
@@ -86,8 +99,10 @@ class FlatConfig(ConfigBase):
         "at most 2**18 pixels per chip (every s-th row and column), exact and chunk independent",
     )
     min_value: float = option(
-        0.1, "flat values below this are replaced by it when dividing, and their pixels flagged bad",
-        check=lambda v: v > 0, why="must be positive",
+        0.1,
+        "flat values below this are replaced by it when dividing, and their pixels flagged bad",
+        check=lambda v: v > 0,
+        why="must be positive",
     )
     combine: CombineConfig = option(
         CombineConfig(method="mean", clip="sigma", sigma_lower=3.0, sigma_upper=3.0, maxiters=5),
@@ -103,17 +118,23 @@ class FlatConfig(ConfigBase):
         "twilight, is stacked into one master",
     )
     illumination_order: int = option(
-        2, "illumination: total degree of the 2-D Legendre polynomial (terms P_i(x) P_j(y), i + j <= order)",
-        check=lambda v: isinstance(v, int) and 0 <= v <= 10, why="must be an integer from 0 to 10",
+        2,
+        "illumination: total degree of the 2-D Legendre polynomial (terms P_i(x) P_j(y), i + j <= order)",
+        check=lambda v: isinstance(v, int) and 0 <= v <= 10,
+        why="must be an integer from 0 to 10",
     )
     illumination_sigma: float = option(
-        3.0, "illumination: sample pixels whose residual exceeds this many sigma (MAD-based) are "
+        3.0,
+        "illumination: sample pixels whose residual exceeds this many sigma (MAD-based) are "
         "left out of the fit, iterated",
-        check=lambda v: v > 0, why="must be positive",
+        check=lambda v: v > 0,
+        why="must be positive",
     )
     illumination_maxiters: int = option(
-        5, "illumination: at most this many clip-and-refit iterations (stops earlier when nothing changes)",
-        check=lambda v: isinstance(v, int) and v >= 0, why="must be a non-negative integer",
+        5,
+        "illumination: at most this many clip-and-refit iterations (stops earlier when nothing changes)",
+        check=lambda v: isinstance(v, int) and v >= 0,
+        why="must be a non-negative integer",
     )
     twilight_labels: tuple[str, ...] = option(
         ("skyflat", "twilight", "twiflat", "twilightflat"),
@@ -131,25 +152,30 @@ class OutputConfig(ConfigBase):
     masters_fits: bool = option(True, "write the masters as FITS under OUT/masters")
     qa: bool = option(True, "write the QA table and PNG pictures under OUT/qa")
     qa_max_pixels: int = option(
-        1024, "longest side of the binned QA pictures, in pixels",
-        check=lambda v: v >= 64, why="must be at least 64")
+        1024, "longest side of the binned QA pictures, in pixels", check=lambda v: v >= 64, why="must be at least 64"
+    )
     skip_existing: bool = option(
-        True, "skip reduced frames already written with the same inputs, masters and parameters")
+        True, "skip reduced frames already written with the same inputs, masters and parameters"
+    )
 
 
 @dataclass(frozen=True)
 class ReduceConfig(ConfigBase):
     """Every parameter of a night's reduction."""
 
-    profile: str | None = option(
-        None, "instrument profile name or TOML path for every file (None: detect per file)")
+    profile: str | None = option(None, "instrument profile name or TOML path for every file (None: detect per file)")
     chunk_mb: float = option(
-        32.0, "target size of the pixel chunks of one frame, in MiB",
-        check=lambda v: 0.25 <= v <= 4096, why="must lie between 0.25 and 4096")
+        32.0,
+        "target size of the pixel chunks of one frame, in MiB",
+        check=lambda v: 0.25 <= v <= 4096,
+        why="must lie between 0.25 and 4096",
+    )
     read_noise: Literal["auto", "header", "overscan"] = option(
-        "auto", "where the read noise comes from: 'header' (the header or profile), 'overscan' "
+        "auto",
+        "where the read noise comes from: 'header' (the header or profile), 'overscan' "
         "(measured in each frame's overscan), or 'auto': the header where it has one, else "
-        "measured in the overscans of the night's biases (else in each frame's overscan)")
+        "measured in the overscans of the night's biases (else in each frame's overscan)",
+    )
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
     bias: BiasConfig = option(BiasConfig(), "bias master")
     dark: DarkConfig = option(DarkConfig(), "dark master")
@@ -160,10 +186,14 @@ class ReduceConfig(ConfigBase):
 
     def process_config(self) -> ProcessConfig:
         """The parameters of the per-chip chain (:func:`ccdask.process`) in this configuration."""
-        return ProcessConfig(chunk_mb=self.chunk_mb,
-                             read_noise="overscan" if self.read_noise == "overscan" else "header",
-                             overscan=self.overscan, masks=self.masks, cosmics=self.cosmics,
-                             flat_min_value=self.flat.min_value)
+        return ProcessConfig(
+            chunk_mb=self.chunk_mb,
+            read_noise="overscan" if self.read_noise == "overscan" else "header",
+            overscan=self.overscan,
+            masks=self.masks,
+            cosmics=self.cosmics,
+            flat_min_value=self.flat.min_value,
+        )
 
     def chunks_for(self, shape: tuple[int, int]) -> tuple[int, int]:
         """Chunks of a chip of ``shape``: whole rows, about ``chunk_mb`` MiB of float32 each."""
@@ -190,8 +220,11 @@ def load_config(source: str | os.PathLike | dict[str, Any] | ReduceConfig | None
 
 def defaults_toml() -> str:
     """The documented defaults as a TOML file (what ``ccdask config --defaults`` prints)."""
-    lines = ["# ccdask reduction configuration: every option with its default.",
-             "# Copy, keep what you change, and pass it with --config.", ""]
+    lines = [
+        "# ccdask reduction configuration: every option with its default.",
+        "# Copy, keep what you change, and pass it with --config.",
+        "",
+    ]
     sections: dict[str, list[tuple[str, str, Any, str]]] = {"": []}
     for name, typ, default, doc in ReduceConfig.describe():
         head, _, leaf = name.rpartition(".")

@@ -105,10 +105,7 @@ def test_key_is_stable_and_ignores_input_order():
     params["sigma"] = np.float64(3.0)  # numpy scalars hash like the Python value
     params["maxiters"] = np.int32(5)
     assert master_key("bias", shuffled, params, chip="ccd1") == key
-    assert (
-        master_key("bias", tuple(ids), _params(), chip="ccd1", algorithm_version=dict(versions_of("bias")))
-        == key
-    )
+    assert master_key("bias", tuple(ids), _params(), chip="ccd1", algorithm_version=dict(versions_of("bias"))) == key
 
 
 @pytest.mark.parametrize(
@@ -276,9 +273,7 @@ def _explode(block, block_id=None):
 def test_failed_put_leaves_no_entry(tmp_path):
     cache = MasterCache(tmp_path / "c", chunks=(128, 96))
     m = _master()
-    bad = Master(
-        "bias", "ccd1", m.data.map_blocks(_explode, dtype=np.float32), m.variance, None, 11
-    )
+    bad = Master("bias", "ccd1", m.data.map_blocks(_explode, dtype=np.float32), m.variance, None, 11)
     with pytest.raises(RuntimeError, match="boom"):
         cache.put(KEY, bad, scheduler="sync")
     assert cache.get(KEY) is None and KEY not in cache
@@ -375,19 +370,13 @@ def _damage(entry: Path, how: str) -> str:
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize(
-    "how", ["truncate", "delete", "flip", "edit-attrs", "edit-array-meta", "garbage-meta"]
-)
+@pytest.mark.parametrize("how", ["truncate", "delete", "flip", "edit-attrs", "edit-array-meta", "garbage-meta"])
 def test_damaged_entry_is_reported_moved_aside_and_rebuilt(tmp_path, how):
     cache = MasterCache(tmp_path / "c", chunks=(128, 96))
     m = _master(kind="flat", chip="ccd3", filt="g")
     cache.put(KEY, m, scheduler="sync")
     what = _damage(cache.root / KEY, how)
-    kind_chip = (
-        r"\(\?|\(flat master, chip ccd3\)"
-        if how == "garbage-meta"
-        else r"\(flat master, chip ccd3\)"
-    )
+    kind_chip = r"\(\?|\(flat master, chip ccd3\)" if how == "garbage-meta" else r"\(flat master, chip ccd3\)"
     with pytest.warns(CcdaskWarning, match=rf"{KEY} ({kind_chip}).*{what}") as record:
         assert cache.get(KEY) is None
     assert "rebuilt" in str(record[0].message)
@@ -455,15 +444,11 @@ def _ramp(block, block_info=None):
 def test_put_on_a_process_cluster_writes_from_the_workers(tmp_path):
     distributed = pytest.importorskip("distributed")
     cache = MasterCache(tmp_path / "c", chunks=(256, 192))
-    data = da.zeros((512, 384), chunks=(256, 192), dtype=np.float32).map_blocks(
-        _ramp, dtype=np.float32
-    )
+    data = da.zeros((512, 384), chunks=(256, 192), dtype=np.float32).map_blocks(_ramp, dtype=np.float32)
     count = da.full((512, 384), 7, chunks=(256, 192), dtype=np.int16)
     m = Master("bias", "ccd1", data, data * 0.5, count, 7)
     with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as client,
     ):
         workers = set(client.scheduler_info()["workers"])

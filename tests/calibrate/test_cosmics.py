@@ -25,13 +25,21 @@ from tests.helpers import no_compute
 READ_NOISE = 5.0
 
 
-
 def _scrappy(data, **kw):
     """Whole-frame astroscrappy with ccdask's defaults for everything not given."""
     cfg = CosmicConfig()
-    params = dict(sigclip=cfg.sigclip, sigfrac=cfg.sigfrac, objlim=cfg.objlim, niter=cfg.niter,
-                  sepmed=cfg.sepmed, cleantype=cfg.cleantype, fsmode=cfg.fsmode,
-                  gain=1.0, readnoise=READ_NOISE, satlevel=np.inf)
+    params = dict(
+        sigclip=cfg.sigclip,
+        sigfrac=cfg.sigfrac,
+        objlim=cfg.objlim,
+        niter=cfg.niter,
+        sepmed=cfg.sepmed,
+        cleantype=cfg.cleantype,
+        fsmode=cfg.fsmode,
+        gain=1.0,
+        readnoise=READ_NOISE,
+        satlevel=np.inf,
+    )
     params.update(kw)
     return astroscrappy.detect_cosmics(data, **params)
 
@@ -113,30 +121,49 @@ def _tracks(seed=3, shape=(256, 256), n=120):
         w = rng.integers(1, 4)
         for dy in range(w):
             for dx in range(w):
-                img[np.clip(ys + dy, 0, ny - 1), np.clip(xs + dx, 0, nx - 1)] += \
-                    rng.uniform(200, 3000, ys.size)
+                img[np.clip(ys + dy, 0, ny - 1), np.clip(xs + dx, 0, nx - 1)] += rng.uniform(200, 3000, ys.size)
     return img.astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def small_night(tmp_path_factory):
-    return simulate_night(tmp_path_factory.mktemp("small"), chips=1, amps=2, size="small",
-                          nbias=0, ndark=0, nflat=0, filters=("r",), nscience=1, seed=7,
-                          science_exptime=120.0)
+    return simulate_night(
+        tmp_path_factory.mktemp("small"),
+        chips=1,
+        amps=2,
+        size="small",
+        nbias=0,
+        ndark=0,
+        nflat=0,
+        filters=("r",),
+        nscience=1,
+        seed=7,
+        science_exptime=120.0,
+    )
 
 
 @pytest.fixture(scope="module")
 def medium_night(tmp_path_factory):
-    return simulate_night(tmp_path_factory.mktemp("medium"), chips=1, amps=2, size="medium",
-                          nbias=0, ndark=0, nflat=0, filters=("r",), nscience=1, seed=5,
-                          science_exptime=120.0)
+    return simulate_night(
+        tmp_path_factory.mktemp("medium"),
+        chips=1,
+        amps=2,
+        size="medium",
+        nbias=0,
+        ndark=0,
+        nflat=0,
+        filters=("r",),
+        nscience=1,
+        seed=5,
+        science_exptime=120.0,
+    )
 
 
 # ----------------------------------------------------------------------- chunked == whole frame
 
 
 def test_halo_bound():
-    assert lacosmic_halo() == 41                       # 9, 19, 29, 39 (+2 for the cleaning)
+    assert lacosmic_halo() == 41  # 9, 19, 29, 39 (+2 for the cleaning)
     assert lacosmic_halo(CosmicConfig(niter=1)) == 11
     assert lacosmic_halo(CosmicConfig(sepmed=False)) == 34
     assert lacosmic_halo(CosmicConfig(fsmode="convolve")) == 56
@@ -149,12 +176,15 @@ def test_lacosmic_chunked_equals_whole_frame_on_simulated_frame(small_night):
     mask = tr.array("CCD1", "bad_pixels") | tr.array("CCD1", f"{path.stem}/saturated")
     ref_mask, ref_clean = _scrappy(sci, inmask=mask, invar=var)
     with no_compute():
-        cr, cleaned = detect_cosmics(da.from_array(sci, chunks=(64, 50)),
-                                     da.from_array(var, chunks=(50, 64)),
-                                     read_noise=READ_NOISE, mask=da.from_array(mask, chunks=30))
+        cr, cleaned = detect_cosmics(
+            da.from_array(sci, chunks=(64, 50)),
+            da.from_array(var, chunks=(50, 64)),
+            read_noise=READ_NOISE,
+            mask=da.from_array(mask, chunks=30),
+        )
     got_mask, got_clean = dask.compute(cr, cleaned)
     assert ref_mask.sum() > 10
-    np.testing.assert_array_equal(got_mask, ref_mask)          # everywhere, edges included
+    np.testing.assert_array_equal(got_mask, ref_mask)  # everywhere, edges included
     np.testing.assert_array_equal(got_clean, ref_clean)
     assert got_clean.dtype == np.float32 and got_mask.dtype == bool
 
@@ -175,18 +205,24 @@ def test_lacosmic_halo_needed_on_dense_tracks():
 def test_lacosmic_other_parameters_chunked_equal():
     img, var, *_ = _injected(seed=4, shape=(200, 180), nstars=40, ncr=600)
     cfg = CosmicConfig(sepmed=False, fsmode="convolve", cleantype="idw", niter=3, objlim=3.0)
-    ref_mask, ref_clean = _scrappy(img, invar=var, sepmed=False, fsmode="convolve",
-                                   cleantype="idw", niter=3, objlim=3.0)
-    cr, cleaned = dask.compute(*detect_cosmics(da.from_array(img, chunks=(70, 61)),
-                                               da.from_array(var, chunks=(70, 61)),
-                                               read_noise=READ_NOISE, config=cfg))
+    ref_mask, ref_clean = _scrappy(
+        img, invar=var, sepmed=False, fsmode="convolve", cleantype="idw", niter=3, objlim=3.0
+    )
+    cr, cleaned = dask.compute(
+        *detect_cosmics(
+            da.from_array(img, chunks=(70, 61)), da.from_array(var, chunks=(70, 61)), read_noise=READ_NOISE, config=cfg
+        )
+    )
     np.testing.assert_array_equal(cr, ref_mask)
     np.testing.assert_array_equal(cleaned, ref_clean)
     # use_variance=False: astroscrappy's own noise model from the data
     ref_mask2, _ = _scrappy(img)
-    cr2 = detect_cosmics(da.from_array(img, chunks=(70, 61)), da.from_array(var, chunks=(70, 61)),
-                         read_noise=READ_NOISE,
-                         config=CosmicConfig(use_variance=False))[0].compute()
+    cr2 = detect_cosmics(
+        da.from_array(img, chunks=(70, 61)),
+        da.from_array(var, chunks=(70, 61)),
+        read_noise=READ_NOISE,
+        config=CosmicConfig(use_variance=False),
+    )[0].compute()
     np.testing.assert_array_equal(cr2, ref_mask2)
 
 
@@ -202,22 +238,20 @@ def test_units_adu_and_electrons_agree():
     gain, sat_e = 1.5, 60000.0
     electrons = np.minimum(img + star, sat_e).astype(np.float32)
     adu = (electrons / np.float32(gain)).astype(np.float32)
-    electrons = adu * gain                                  # astroscrappy's own product
+    electrons = adu * gain  # astroscrappy's own product
     sat_adu = sat_e / gain
     x_adu = da.from_array(adu, chunks=(60, 55))
     x_e = da.from_array(electrons, chunks=(60, 55))
-    m_adu, c_adu = dask.compute(*detect_cosmics(x_adu, gain=gain, read_noise=READ_NOISE,
-                                                saturation=sat_adu))
-    m_e, c_e = dask.compute(*detect_cosmics(x_e, gain=1.0, read_noise=READ_NOISE,
-                                            saturation=sat_e))
+    m_adu, c_adu = dask.compute(*detect_cosmics(x_adu, gain=gain, read_noise=READ_NOISE, saturation=sat_adu))
+    m_e, c_e = dask.compute(*detect_cosmics(x_e, gain=1.0, read_noise=READ_NOISE, saturation=sat_e))
     ref_mask, _ = _scrappy(electrons, satlevel=sat_e)
     np.testing.assert_array_equal(m_adu, m_e)
     np.testing.assert_array_equal(m_e, ref_mask)
-    np.testing.assert_allclose(c_adu * gain, c_e, rtol=1e-6)     # cleaned in input units
-    assert not m_e[y0 - 3:y0 + 4, x0 - 3:x0 + 4].any()           # saturated core masked
+    np.testing.assert_allclose(c_adu * gain, c_e, rtol=1e-6)  # cleaned in input units
+    assert not m_e[y0 - 3 : y0 + 4, x0 - 3 : x0 + 4].any()  # saturated core masked
     # the same level in the wrong units (ADU for data in electrons) misses the saturated star
     m_wrong = detect_cosmics(x_e, gain=1.0, read_noise=READ_NOISE, saturation=sat_e * gain)[0]
-    assert m_wrong.compute()[y0 - 3:y0 + 4, x0 - 3:x0 + 4].any()
+    assert m_wrong.compute()[y0 - 3 : y0 + 4, x0 - 3 : x0 + 4].any()
 
 
 # ---------------------------------------------------------------------------- truth recovery
@@ -225,23 +259,25 @@ def test_units_adu_and_electrons_agree():
 
 def _star_core_flagged(mask, stars, avoid):
     yi, xi = np.rint(stars[:, 0]).astype(int), np.rint(stars[:, 1]).astype(int)
-    keep = np.array([not avoid[y - 4:y + 5, x - 4:x + 5].any() for y, x in zip(yi, xi, strict=True)])
-    flagged = np.array([mask[y - 1:y + 2, x - 1:x + 2].any()
-                        for y, x in zip(yi[keep], xi[keep], strict=True)])
+    keep = np.array([not avoid[y - 4 : y + 5, x - 4 : x + 5].any() for y, x in zip(yi, xi, strict=True)])
+    flagged = np.array([mask[y - 1 : y + 2, x - 1 : x + 2].any() for y, x in zip(yi[keep], xi[keep], strict=True)])
     return flagged, keep
 
 
 def test_lacosmic_recovers_injected_cosmic_rays():
     img, var, truth, charge, stars = _injected()
-    cr = detect_cosmics(da.from_array(img, chunks=(128, 128)), da.from_array(var, chunks=128),
-                        read_noise=READ_NOISE)[0].compute()
+    cr = detect_cosmics(da.from_array(img, chunks=(128, 128)), da.from_array(var, chunks=128), read_noise=READ_NOISE)[
+        0
+    ].compute()
     bright = truth & (charge > 10 * np.sqrt(var))
     completeness = (cr & bright).sum() / bright.sum()
     overall = (cr & truth).sum() / truth.sum()
     false_rate = (cr & ~truth).sum() / (~truth).sum()
     cores, _ = _star_core_flagged(cr, stars, truth)
-    print(f"injected: completeness {completeness:.3f} (>10 sigma), {overall:.3f} all, "
-          f"false-flag rate {false_rate:.2e}, star cores flagged {cores.sum()}/{cores.size}")
+    print(
+        f"injected: completeness {completeness:.3f} (>10 sigma), {overall:.3f} all, "
+        f"false-flag rate {false_rate:.2e}, star cores flagged {cores.sum()}/{cores.size}"
+    )
     assert completeness >= 0.95
     assert overall >= 0.90
     assert false_rate <= 1e-3
@@ -256,25 +292,31 @@ def test_lacosmic_recovers_simulated_cosmic_rays(medium_night):
     bad = tr.array("CCD1", "bad_pixels")
     truth = tr.array("CCD1", f"{path.stem}/cosmic_rays")
     with no_compute():
-        cr, _ = detect_cosmics(da.from_array(sci, chunks=512), da.from_array(var, chunks=512),
-                               read_noise=READ_NOISE, saturation=sat,
-                               mask=da.from_array(bad, chunks=512))
+        cr, _ = detect_cosmics(
+            da.from_array(sci, chunks=512),
+            da.from_array(var, chunks=512),
+            read_noise=READ_NOISE,
+            saturation=sat,
+            mask=da.from_array(bad, chunks=512),
+        )
     cr, sat = dask.compute(cr, sat)
     np.testing.assert_array_equal(sat, tr.array("CCD1", f"{path.stem}/saturated"))
     edge = np.ones(sci.shape, bool)
-    edge[8:-8, 8:-8] = False                     # astroscrappy's own border (filters copy edges)
+    edge[8:-8, 8:-8] = False  # astroscrappy's own border (filters copy edges)
     near_sat = ndimage.binary_dilation(sat, np.ones((21, 21), bool))
     usable = truth & ~bad & ~edge & ~near_sat
     completeness = (cr & usable).sum() / usable.sum()
     clean_sky = ~truth & ~edge & ~near_sat & ~bad
     false_rate = (cr & clean_sky).sum() / clean_sky.sum()
     st = tr.stars()
-    on_chip = (st["chip"] == 0)
+    on_chip = st["chip"] == 0
     stars = np.stack([st["y"][on_chip], st["x"][on_chip]], axis=1)
     inside = ((stars >= 12) & (stars < np.array(sci.shape) - 12)).all(axis=1)
     cores, _ = _star_core_flagged(cr, stars[inside], truth | near_sat | bad)
-    print(f"simulated: {usable.sum()} CR pixels, completeness {completeness:.3f}, false-flag "
-          f"rate {false_rate:.2e}, star cores flagged {cores.sum()}/{cores.size}")
+    print(
+        f"simulated: {usable.sum()} CR pixels, completeness {completeness:.3f}, false-flag "
+        f"rate {false_rate:.2e}, star cores flagged {cores.sum()}/{cores.size}"
+    )
     assert usable.sum() > 500
     assert completeness >= 0.90
     assert false_rate <= 1e-3
@@ -300,30 +342,34 @@ def test_median_method_equals_whole_frame_scipy(size, chunks):
     mask[20:30, 40] = True
     cfg = CosmicConfig(method="median", size=size, threshold=6.0)
     with no_compute():
-        cr, cleaned = detect_cosmics(da.from_array(img, chunks=chunks),
-                                     da.from_array(var, chunks=chunks), read_noise=READ_NOISE,
-                                     mask=da.from_array(mask), config=cfg)
+        cr, cleaned = detect_cosmics(
+            da.from_array(img, chunks=chunks),
+            da.from_array(var, chunks=chunks),
+            read_noise=READ_NOISE,
+            mask=da.from_array(mask),
+            config=cfg,
+        )
     ref_mask, ref_clean = _median_reference(img, var, size, 6.0, mask)
     got_mask, got_clean = dask.compute(cr, cleaned)
     np.testing.assert_array_equal(got_mask, ref_mask)
     np.testing.assert_array_equal(got_clean, ref_clean)
     # without a variance plane: the noise model max(signal, 0) + rn² (data in electrons)
     model_var = (np.maximum(img.astype(np.float64), 0) + READ_NOISE**2).astype(np.float32)
-    got2 = detect_cosmics(da.from_array(img, chunks=chunks), read_noise=READ_NOISE,
-                          config=cfg)[0].compute()
+    got2 = detect_cosmics(da.from_array(img, chunks=chunks), read_noise=READ_NOISE, config=cfg)[0].compute()
     np.testing.assert_array_equal(got2, _median_reference(img, model_var, size, 6.0)[0])
 
 
 def test_median_method_recovers_injected_cosmic_rays():
     img, var, truth, charge, stars = _injected()
     cfg = CosmicConfig(method="median", size=5, threshold=5.0)
-    cr = detect_cosmics(da.from_array(img, chunks=128), da.from_array(var, chunks=128),
-                        read_noise=READ_NOISE, config=cfg)[0].compute()
+    cr = detect_cosmics(
+        da.from_array(img, chunks=128), da.from_array(var, chunks=128), read_noise=READ_NOISE, config=cfg
+    )[0].compute()
     bright = truth & (charge > 10 * np.sqrt(var))
     completeness = (cr & bright).sum() / bright.sum()
     # the median method knows nothing about PSFs: star cores are flagged, so the false-flag
     # rate is measured on the sky, away from the stars
-    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
     near_star = np.zeros(img.shape, bool)
     for y, x in stars:
         near_star |= (yy - y) ** 2 + (xx - x) ** 2 < 8**2
@@ -341,9 +387,14 @@ def test_clean_frame_sets_dq_and_history():
     img, var, truth, _, _ = _injected(seed=13, shape=(120, 110), nstars=10, ncr=40)
     hit = np.argwhere(truth)[0]
     dq = np.zeros(img.shape, np.uint16)
-    dq[tuple(hit)] = dqbits.BAD                          # a known bad pixel is never a CR
-    frame = Frame(sci=da.from_array(img, chunks=60), var=da.from_array(var, chunks=60),
-                  dq=da.from_array(dq, chunks=60), chip="CCD1", header=fits.Header())
+    dq[tuple(hit)] = dqbits.BAD  # a known bad pixel is never a CR
+    frame = Frame(
+        sci=da.from_array(img, chunks=60),
+        var=da.from_array(var, chunks=60),
+        dq=da.from_array(dq, chunks=60),
+        chip="CCD1",
+        header=fits.Header(),
+    )
     with no_compute():
         out = clean_frame(frame, CosmicConfig(), read_noise=READ_NOISE)
         kept = clean_frame(frame, CosmicConfig(clean=False), read_noise=READ_NOISE)

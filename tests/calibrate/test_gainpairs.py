@@ -21,8 +21,7 @@ def night(sim_night):
     """Two medium chips (1024 x 1024 data pixels, two amplifiers each): 512 x 1024 pixels per
     amplifier give a statistical error of sqrt(2 / 524288) = 0.2 % on the gain, so 3 % is
     more than ten sigma."""
-    return sim_night(chips=2, amps=2, size="medium", nbias=2, ndark=0, nflat=2, filters=("r",),
-                     nscience=0, seed=11)
+    return sim_night(chips=2, amps=2, size="medium", nbias=2, ndark=0, nflat=2, filters=("r",), nscience=0, seed=11)
 
 
 def _files(night):
@@ -40,13 +39,15 @@ def test_gain_and_read_noise_within_3_percent_of_truth(night):
             truth = tr.amp(res.chip, a.amp)
             g_err = a.gain / truth["gain"] - 1
             rn_err = a.read_noise / truth["rdnoise"] - 1
-            print(f"{res.chip} {a.amp}: gain {a.gain:.4f} (truth {truth['gain']}, {g_err:+.2%}, "
-                  f"expected +/-{a.gain_err / a.gain:.2%}), read noise {a.read_noise:.3f} e- "
-                  f"(truth {truth['rdnoise']}, {rn_err:+.2%}), flat ratio {a.ratio:.3f}")
+            print(
+                f"{res.chip} {a.amp}: gain {a.gain:.4f} (truth {truth['gain']}, {g_err:+.2%}, "
+                f"expected +/-{a.gain_err / a.gain:.2%}), read noise {a.read_noise:.3f} e- "
+                f"(truth {truth['rdnoise']}, {rn_err:+.2%}), flat ratio {a.ratio:.3f}"
+            )
             assert abs(g_err) < 0.03
             assert abs(rn_err) < 0.03
-            assert a.gain_err / a.gain < 0.003                 # as designed: ~0.2 %
-            assert abs(g_err) < 5 * a.gain_err / a.gain        # consistent with the error
+            assert a.gain_err / a.gain < 0.003  # as designed: ~0.2 %
+            assert abs(g_err) < 5 * a.gain_err / a.gain  # consistent with the error
             assert a.npix_flat > 0.99 * 512 * 1024
             assert a.read_noise_adu == pytest.approx(a.read_noise / a.gain)
     assert results[0]["B"].gain == results[0].gains["B"]
@@ -65,7 +66,7 @@ def test_lazy_arrays_and_line_offsets(night):
     # the per-row bias level wanders from frame to frame: left in, it inflates the read noise
     raw = gain_from_pairs(*frames, layout=entry.layout, line_offsets=False)
     assert raw["A"].read_noise > 1.05 * truth["rdnoise"]
-    assert abs(raw["A"].gain / truth["gain"] - 1) < 0.03     # the gain hardly cares
+    assert abs(raw["A"].gain / truth["gain"] - 1) < 0.03  # the gain hardly cares
 
 
 def test_section_selects_amplifiers(night):
@@ -84,7 +85,7 @@ def test_section_selects_amplifiers(night):
     assert [x.amp for x in both.amplifiers] == ["A", "B"]
     assert all(x.npix_flat > 0.99 * 100 * 1024 for x in both.amplifiers)
     with pytest.raises(ConfigError, match="overlaps no amplifier"):
-        gain_from_pairs(*frames, layout=layout, section="[1:20,1:100]")    # overscan only
+        gain_from_pairs(*frames, layout=layout, section="[1:20,1:100]")  # overscan only
 
 
 def test_numpy_pairs_without_layout():
@@ -93,7 +94,7 @@ def test_numpy_pairs_without_layout():
     shape = (400, 400)
     gain, rn_e, bias = 2.2, 4.0, 1000.0
     prnu = rng.normal(1.0, 0.02, shape)
-    pattern = rng.normal(0.0, 2.0, shape)                     # fixed bias structure, ADU
+    pattern = rng.normal(0.0, 2.0, shape)  # fixed bias structure, ADU
 
     def expose(level_e):
         e = rng.poisson(prnu * level_e) if level_e else 0.0
@@ -127,8 +128,7 @@ def test_cli_prints_every_chip_and_amplifier(night, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["chip", "amp", "gain", "+/-"]
     rows = [line.split() for line in out[2:]]
-    assert [(r[0], r[1]) for r in rows] == [("CCD1", "A"), ("CCD1", "B"), ("CCD2", "A"),
-                                             ("CCD2", "B")]
+    assert [(r[0], r[1]) for r in rows] == [("CCD1", "A"), ("CCD1", "B"), ("CCD2", "A"), ("CCD2", "B")]
     for r in rows:
         truth = tr.amp(r[0], r[1])
         assert abs(float(r[2]) / truth["gain"] - 1) < 0.03

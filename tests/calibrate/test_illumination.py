@@ -92,8 +92,18 @@ def _write_twilight(night, truth):
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
-    n = simulate_night(tmp_path_factory.mktemp("illum"), chips=2, amps=2, size="small", nbias=4, ndark=0,
-                       nflat=4, filters=("g",), nscience=1, seed=21)
+    n = simulate_night(
+        tmp_path_factory.mktemp("illum"),
+        chips=2,
+        amps=2,
+        size="small",
+        nbias=4,
+        ndark=0,
+        nflat=4,
+        filters=("g",),
+        nscience=1,
+        seed=21,
+    )
     _write_twilight(n, n.truth())
     return n
 
@@ -109,8 +119,9 @@ def _ratio_blocks(out, truth, chips, with_g):
             r = h[chip].data / t
             r[truth.array(chip, "bad_pixels")] = np.nan
             ny, nx = r.shape
-            blocks[chip] = np.nanmedian(r[: ny // 16 * 16, : nx // 16 * 16].reshape(ny // 16, 16, nx // 16, 16),
-                                        axis=(1, 3))
+            blocks[chip] = np.nanmedian(
+                r[: ny // 16 * 16, : nx // 16 * 16].reshape(ny // 16, 16, nx // 16, 16), axis=(1, 3)
+            )
         ncomb = h[chips[0]].header["NCOMBINE"]
     norm = np.median(np.concatenate([b.ravel() for b in blocks.values()]))
     return {c: b / norm for c, b in blocks.items()}, ncomb
@@ -131,8 +142,9 @@ def test_illumination_gives_dome_structure_times_twilight_shape(night, tmp_path)
         assert "illumination_fit" in hist
         good = ~truth.array(night.chips[0], "bad_pixels")
         # the pixel-to-pixel structure is the dome's: photon-limited residuals, not G's
-        rel = h[night.chips[0]].data / (truth.array(night.chips[0], "flat_g")
-                                        * _gradient(truth, night.chips[0], truth.shape))
+        rel = h[night.chips[0]].data / (
+            truth.array(night.chips[0], "flat_g") * _gradient(truth, night.chips[0], truth.shape)
+        )
         assert np.std(rel[good] / np.median(rel[good])) < 3 * 2.0 / np.sqrt(4 * 15000)
     # rerun: masters come from the cache, same flat
     again = reduce(night.raw_dir, out, client="threads", config={"flat": {"illumination": True}})
@@ -141,8 +153,13 @@ def test_illumination_gives_dome_structure_times_twilight_shape(night, tmp_path)
     man = json.loads((out / "manifest.json").read_text())
     key2 = [m["cache_key"] for m in man["masters"] if m["kind"] == "flat"]
     out3 = tmp_path / "order1"
-    reduce(night.raw_dir, out3, client="threads", cache=out / "cache.zarr",
-           config={"flat": {"illumination": True, "illumination_order": 1}})
+    reduce(
+        night.raw_dir,
+        out3,
+        client="threads",
+        cache=out / "cache.zarr",
+        config={"flat": {"illumination": True, "illumination_order": 1}},
+    )
     man3 = json.loads((out3 / "manifest.json").read_text())
     assert not set(key2) & {m["cache_key"] for m in man3["masters"] if m["kind"] == "flat"}
 

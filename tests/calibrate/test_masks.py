@@ -35,8 +35,18 @@ from tests.helpers import no_compute
 @pytest.fixture(scope="module")
 def night(sim_night):
     """One chip, two amplifiers: darks, flats and a science frame with saturated stars."""
-    return sim_night(chips=1, amps=2, size="small", nbias=0, ndark=3, nflat=2, filters=("r",),
-                     nscience=1, seed=21, science_exptime=120.0)
+    return sim_night(
+        chips=1,
+        amps=2,
+        size="small",
+        nbias=0,
+        ndark=3,
+        nflat=2,
+        filters=("r",),
+        nscience=1,
+        seed=21,
+        science_exptime=120.0,
+    )
 
 
 def _electrons(night, path, chip="CCD1"):
@@ -60,7 +70,7 @@ def _dark_rate(night):
     for p in night.files["dark"]:
         e, t = _electrons(night, p)
         rates.append(e / t)
-    return np.median(rates, axis=0).astype(np.float32)   # the median rejects cosmic rays
+    return np.median(rates, axis=0).astype(np.float32)  # the median rejects cosmic rays
 
 
 def _flat(night):
@@ -92,9 +102,9 @@ def test_hot_pixels_equal_numpy_reference_and_recover_truth(night):
 
     truth = night.truth().array("CCD1", "hot_pixels")
     assert truth.sum() > 10
-    assert got[truth].all()                                    # every hot pixel found
-    assert (got & ~truth).sum() <= 3                           # a handful of glow/noise pixels
-    np.testing.assert_array_equal(got_floor, truth)            # with a floor: exactly the truth
+    assert got[truth].all()  # every hot pixel found
+    assert (got & ~truth).sum() <= 3  # a handful of glow/noise pixels
+    np.testing.assert_array_equal(got_floor, truth)  # with a floor: exactly the truth
 
 
 def test_hot_pixels_independent_of_chunks_and_ignore_nonfinite():
@@ -125,16 +135,18 @@ def _low_reference(flat, window, threshold, fraction, kind):
     return low | cols[None, :]
 
 
-@pytest.mark.parametrize(("window", "chunks", "kind"),
-                         [(15, (37, 29), "separable"), (15, (37, 29), "box"),
-                          (31, (13, 50), "separable"), (5, (7, 160), "box")])
+@pytest.mark.parametrize(
+    ("window", "chunks", "kind"),
+    [(15, (37, 29), "separable"), (15, (37, 29), "box"), (31, (13, 50), "separable"), (5, (7, 160), "box")],
+)
 def test_low_pixels_equal_whole_frame_scipy(night, window, chunks, kind):
     flat = _flat(night)
-    flat[100:104, 40:43] *= 0.5                    # a low patch
+    flat[100:104, 40:43] *= 0.5  # a low patch
     flat[60, 70] = np.nan
     with no_compute():
-        low = low_pixels(da.from_array(flat, chunks=chunks), window=window, threshold=0.8,
-                         column_fraction=0.5, median=kind)
+        low = low_pixels(
+            da.from_array(flat, chunks=chunks), window=window, threshold=0.8, column_fraction=0.5, median=kind
+        )
     np.testing.assert_array_equal(low.compute(), _low_reference(flat, window, 0.8, 0.5, kind))
 
 
@@ -146,14 +158,14 @@ def test_low_pixels_recover_dead_columns(night, kind):
     low = low_pixels(da.from_array(flat, chunks=(64, 40)), median=kind).compute()
     expected = np.zeros(flat.shape, bool)
     expected[:, dead] = True
-    np.testing.assert_array_equal(low, expected)   # dust donuts, vignetting, PRNU: not low
+    np.testing.assert_array_equal(low, expected)  # dust donuts, vignetting, PRNU: not low
 
 
 def test_low_pixels_column_rule():
     rng = np.random.default_rng(5)
     flat = rng.normal(1.0, 0.01, (100, 60)).astype(np.float32)
-    flat[:60, 10] = 0.3          # 60 % of the column: the whole column is flagged
-    flat[:30, 20] = 0.3          # 30 %: only those pixels
+    flat[:60, 10] = 0.3  # 60 % of the column: the whole column is flagged
+    flat[:30, 20] = 0.3  # 30 %: only those pixels
     low = low_pixels(da.from_array(flat, chunks=(33, 25)), column_fraction=0.5).compute()
     assert low[:, 10].all()
     assert low[:30, 20].all() and not low[30:, 20].any()
@@ -188,8 +200,7 @@ def test_user_mask_arrays_and_errors(tmp_path):
     flags = np.array([[0, 1, 2], [4, 3, 0]], dtype=np.uint16)
     np.testing.assert_array_equal(user_mask(flags, [2]).compute(), (flags & 2) != 0)
     np.testing.assert_array_equal(user_mask(flags.astype(bool)).compute(), flags != 0)
-    np.testing.assert_array_equal(user_mask(flags.astype(np.float32), "2+4").compute(),
-                                  (flags & 6) != 0)
+    np.testing.assert_array_equal(user_mask(flags.astype(np.float32), "2+4").compute(), (flags & 6) != 0)
     assert parse_bits("0x4, 1") == 5 and parse_bits(None) is None
     with pytest.raises(ConfigError):
         parse_bits("one")
@@ -198,7 +209,7 @@ def test_user_mask_arrays_and_errors(tmp_path):
     path = tmp_path / "two.fits"
     fits.HDUList([fits.PrimaryHDU(flags), fits.ImageHDU(flags, name="DQ")]).writeto(path)
     with pytest.raises(FitsReadError, match="HDU"):
-        user_mask(path)                              # two image HDUs, none named
+        user_mask(path)  # two image HDUs, none named
     with pytest.raises(FitsReadError, match=r"two.fits\['NOPE'\]: no image HDU with that name"):
         user_mask(path, hdu="NOPE")
     with pytest.raises(FitsReadError):
@@ -250,7 +261,7 @@ def test_saturation_mask_uses_each_amplifier_level(night):
     assert got.sum() == 1
     nx = layout.trimmed_shape[1]
     assert levels[0] != levels[1]
-    assert got[:, :nx // 2].any() == (low_amp == 0)
+    assert got[:, : nx // 2].any() == (low_amp == 0)
     with pytest.raises(ShapeMismatchError):
         saturation_mask(da.zeros((10, 10)), layout)
 
@@ -270,22 +281,23 @@ def test_grow_mask_chunk_independent():
 
 def test_build_dq_bits_and_nonfinite():
     rng = np.random.default_rng(2)
-    masks = {k: rng.random((40, 50)) > 0.7 for k in
-             ("bad", "saturated", "cosmic", "interpolated")}
+    masks = {k: rng.random((40, 50)) > 0.7 for k in ("bad", "saturated", "cosmic", "interpolated")}
     sci = rng.normal(size=(40, 50)).astype(np.float32)
     sci[3, 4] = np.nan
     sci[5, 6] = np.inf
     with no_compute():
         nodata = nonfinite_mask(da.from_array(sci, chunks=(13, 17)))
-        dq = build_dq(**{k: da.from_array(v, chunks=(13, 17)) for k, v in masks.items()},
-                      nodata=nodata)
-        base = build_dq(cosmic=da.from_array(masks["cosmic"]),
-                        base=da.full((40, 50), 32, dtype=np.uint16))
+        dq = build_dq(**{k: da.from_array(v, chunks=(13, 17)) for k, v in masks.items()}, nodata=nodata)
+        base = build_dq(cosmic=da.from_array(masks["cosmic"]), base=da.full((40, 50), 32, dtype=np.uint16))
     got = dq.compute()
     assert got.dtype == np.uint16
-    expected = (masks["bad"] * dqbits.BAD | masks["saturated"] * dqbits.SATURATED
-                | masks["cosmic"] * dqbits.COSMIC | ~np.isfinite(sci) * dqbits.NODATA
-                | masks["interpolated"] * dqbits.INTERPOLATED).astype(np.uint16)
+    expected = (
+        masks["bad"] * dqbits.BAD
+        | masks["saturated"] * dqbits.SATURATED
+        | masks["cosmic"] * dqbits.COSMIC
+        | ~np.isfinite(sci) * dqbits.NODATA
+        | masks["interpolated"] * dqbits.INTERPOLATED
+    ).astype(np.uint16)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(base.compute(), 32 | masks["cosmic"] * dqbits.COSMIC)
     with pytest.raises(ConfigError):
@@ -317,19 +329,20 @@ def test_interpolate_bad_equals_whole_frame_reference(size):
     rng = np.random.default_rng(9)
     sci = rng.normal(100, 5, (80, 70)).astype(np.float32)
     mask = rng.random((80, 70)) > 0.97
-    mask[30:39, 30:39] = True                      # a big block: its centre has no good neighbour
-    mask[0, :] = True                               # an edge row
-    mask[:, 69] = True                              # an edge column
-    sci[50, 20] = np.nan                            # not a good neighbour
+    mask[30:39, 30:39] = True  # a big block: its centre has no good neighbour
+    mask[0, :] = True  # an edge row
+    mask[:, 69] = True  # an edge column
+    sci[50, 20] = np.nan  # not a good neighbour
     mask[50, 21] = True
     with no_compute():
-        out, done = interpolate_bad(da.from_array(sci, chunks=(17, 23)),
-                                    da.from_array(mask, chunks=(40, 35)), size=size)
+        out, done = interpolate_bad(
+            da.from_array(sci, chunks=(17, 23)), da.from_array(mask, chunks=(40, 35)), size=size
+        )
     got, got_done = dask.compute(out, done)
     ref, ref_done = _interp_reference(sci, mask, size)
     np.testing.assert_array_equal(got_done, ref_done)
     np.testing.assert_array_equal(got, ref)
-    assert not got_done[34, 34] and got[34, 34] == sci[34, 34]   # stays, not interpolated
+    assert not got_done[34, 34] and got[34, 34] == sci[34, 34]  # stays, not interpolated
     assert got.dtype == np.float32
     dq = build_dq(bad=da.from_array(mask), interpolated=done).compute()
     assert dq[34, 34] == dqbits.BAD and dq[30, 30] == dqbits.BAD | dqbits.INTERPOLATED
@@ -345,18 +358,16 @@ def test_mask_config_and_bad_pixel_mask(night, tmp_path):
         MaskConfig(hot_nsigma=-1.0)
     with pytest.raises(ConfigError):
         MaskConfig.from_dict({"low_treshold": 0.5})
-    cfg = MaskConfig.from_dict({"hot_min_rate": 0.2, "user_mask": str(tmp_path / "m.fits"),
-                                "user_mask_bits": 2})
+    cfg = MaskConfig.from_dict({"hot_min_rate": 0.2, "user_mask": str(tmp_path / "m.fits"), "user_mask_bits": 2})
     assert MaskConfig.from_dict(cfg.to_dict()) == cfg
     rate = _dark_rate(night)
     flat = _flat(night)
     user = np.zeros(rate.shape, np.uint8)
     user[10, 10] = 2
-    user[11, 11] = 1                                   # bit 1 is not selected
+    user[11, 11] = 1  # bit 1 is not selected
     fits.PrimaryHDU(user).writeto(tmp_path / "m.fits")
     with no_compute():
-        bad = bad_pixel_mask(dark_rate=da.from_array(rate, chunks=64),
-                             flat=da.from_array(flat, chunks=64), config=cfg)
+        bad = bad_pixel_mask(dark_rate=da.from_array(rate, chunks=64), flat=da.from_array(flat, chunks=64), config=cfg)
     tr = night.truth()
     expected = tr.array("CCD1", "bad_pixels").copy()
     expected[10, 10] = True

@@ -60,13 +60,17 @@ def _amp(name, datasec, ccdsec, biassec, **kw):
 
 # Two amplifiers with both overscans between the data (A data | A over | B over | B data), B read
 # out right to left; and one amplifier with a parallel overscan above its data.
-SERIAL = ChipLayout("S", (60, 100), (
-    _amp("A", "[1:40,1:60]", "[1:40,1:60]", "[43:50,1:60]", gain=1.5, rdnoise=3.0, saturate=SAT),
-    _amp("B", "[100:61,1:60]", "[41:80,1:60]", "[51:58,1:60]", gain=2.0, rdnoise=4.0, saturate=SAT),
-))
-PARALLEL = ChipLayout("P", (70, 50), (
-    _amp("A", "[1:50,1:60]", "[1:50,1:60]", "[1:50,63:70]", gain=1.2, rdnoise=2.5, saturate=SAT),
-))
+SERIAL = ChipLayout(
+    "S",
+    (60, 100),
+    (
+        _amp("A", "[1:40,1:60]", "[1:40,1:60]", "[43:50,1:60]", gain=1.5, rdnoise=3.0, saturate=SAT),
+        _amp("B", "[100:61,1:60]", "[41:80,1:60]", "[51:58,1:60]", gain=2.0, rdnoise=4.0, saturate=SAT),
+    ),
+)
+PARALLEL = ChipLayout(
+    "P", (70, 50), (_amp("A", "[1:50,1:60]", "[1:50,1:60]", "[1:50,63:70]", gain=1.2, rdnoise=2.5, saturate=SAT),)
+)
 
 
 def _raw(layout, seed=1):
@@ -75,11 +79,11 @@ def _raw(layout, seed=1):
     raw = rng.normal(1000.0, 5.0, (ny, nx)) + np.linspace(0, 20, ny)[:, None]
     y, x = np.mgrid[:ny, :nx]
     raw += 300.0 * np.exp(-((y - 20) ** 2 + (x - 15) ** 2) / 30.0)  # a star
-    raw[5, 7] = 4.0e4                                                  # saturated
-    raw[30, 25] += 3000.0                                              # a cosmic-ray hit
+    raw[5, 7] = 4.0e4  # saturated
+    raw[30, 25] += 3000.0  # a cosmic-ray hit
     raw[40, 18:20] += 2500.0
     a = layout.amplifiers[0]
-    raw[a.biassec.slices][2, 3] = np.nan                               # a bad overscan pixel
+    raw[a.biassec.slices][2, 3] = np.nan  # a bad overscan pixel
     return raw.astype(np.float32)
 
 
@@ -89,8 +93,9 @@ def _dask(arr, chunks):
 
 @pytest.mark.parametrize("layout", [SERIAL, PARALLEL], ids=["serial", "parallel"])
 @pytest.mark.parametrize("chunks", CHUNKS)
-@pytest.mark.parametrize("config", [OverscanConfig(), OverscanConfig(method="mean", model="legendre", order=2,
-                                                                     skip_start=1)])
+@pytest.mark.parametrize(
+    "config", [OverscanConfig(), OverscanConfig(method="mean", model="legendre", order=2, skip_start=1)]
+)
 def test_overscan_np_equals_dask(layout, chunks, config):
     raw = _raw(layout)
     lazy = subtract_overscan(_dask(raw, chunks), layout, config)
@@ -99,8 +104,10 @@ def test_overscan_np_equals_dask(layout, chunks, config):
     for amp in st:
         np.testing.assert_allclose(float(st[amp].level), float(st_np[amp].level), rtol=1e-14)
         assert float(st[amp].noise) == float(st_np[amp].noise)
-    rn, rn_np = read_noise_from_overscan(_dask(raw, chunks), layout, config), read_noise_from_overscan_np(
-        raw, layout, config)
+    rn, rn_np = (
+        read_noise_from_overscan(_dask(raw, chunks), layout, config),
+        read_noise_from_overscan_np(raw, layout, config),
+    )
     assert {k: float(v) for k, v in rn.items()} == {k: float(v) for k, v in rn_np.items()}
 
 
@@ -112,11 +119,11 @@ def test_trim_gain_variance_saturation_np_equal_dask(layout, chunks):
     np.testing.assert_array_equal(assemble(_dask(raw, chunks), layout).compute(), trimmed)
     e = apply_gain_np(trimmed, layout)
     np.testing.assert_array_equal(apply_gain(_dask(trimmed, chunks), layout).compute(), e)
-    np.testing.assert_array_equal(initial_variance(_dask(e, chunks), layout).compute(),
-                                  initial_variance_np(e, layout))
+    np.testing.assert_array_equal(initial_variance(_dask(e, chunks), layout).compute(), initial_variance_np(e, layout))
     for grow in (0, 2):
-        np.testing.assert_array_equal(saturation_mask(_dask(raw, chunks), layout, grow=grow).compute(),
-                                      saturation_mask_np(raw, layout, grow=grow))
+        np.testing.assert_array_equal(
+            saturation_mask(_dask(raw, chunks), layout, grow=grow).compute(), saturation_mask_np(raw, layout, grow=grow)
+        )
     # and the numpy forms against the arithmetic written out here
     expected = np.empty(layout.trimmed_shape)
     for a in layout.amplifiers:
@@ -137,8 +144,7 @@ def test_master_corrections_np_equal_dask(chunks):
     fv = rng.uniform(0, 1e-4, shape).astype(np.float32)
 
     def master(kind, data, v):
-        return Master(kind=kind, chip="c", data=_dask(data, chunks), variance=_dask(v, chunks), count=None,
-                      ncombine=3)
+        return Master(kind=kind, chip="c", data=_dask(data, chunks), variance=_dask(v, chunks), count=None, ncombine=3)
 
     s1, v1 = subtract_bias(_dask(sci, chunks), _dask(var, chunks), master("bias", b, bv))
     s2, v2 = subtract_bias_np(sci, var, b, bv)
@@ -172,8 +178,11 @@ def test_masks_and_cosmics_np_equal_dask(chunks):
         np.testing.assert_array_equal(grow_mask(_dask(sat, chunks), grow).compute(), grow_mask_np(sat, grow))
     dqa = build_dq_np(bad=bad, saturated=sat, nodata=~np.isfinite(sci))
     np.testing.assert_array_equal(
-        build_dq(bad=_dask(bad, chunks), saturated=_dask(sat, chunks), nodata=~da.isfinite(_dask(sci, chunks)))
-        .compute(), dqa)
+        build_dq(
+            bad=_dask(bad, chunks), saturated=_dask(sat, chunks), nodata=~da.isfinite(_dask(sci, chunks))
+        ).compute(),
+        dqa,
+    )
     assert dqa[20, 5] == DQ.BAD and dqa[50, 50] == DQ.SATURATED
     fixed, done = interpolate_bad_np(sci, bad, 5)
     lf, ld = interpolate_bad(_dask(sci, chunks), _dask(bad, chunks), 5)
@@ -181,8 +190,14 @@ def test_masks_and_cosmics_np_equal_dask(chunks):
     np.testing.assert_array_equal(ld.compute(), done)
     assert done[20, 5:9].all()
     for cfg in (CosmicConfig(method="median", size=5, threshold=5.0), CosmicConfig()):
-        m1, c1 = detect_cosmics(_dask(sci, chunks), _dask(var, chunks), read_noise=3.0, mask=_dask(bad, chunks),
-                                saturation=_dask(sat, chunks), config=cfg)
+        m1, c1 = detect_cosmics(
+            _dask(sci, chunks),
+            _dask(var, chunks),
+            read_noise=3.0,
+            mask=_dask(bad, chunks),
+            saturation=_dask(sat, chunks),
+            config=cfg,
+        )
         m2, c2 = detect_cosmics_np(sci, var, read_noise=3.0, mask=bad, saturation=sat, config=cfg)
         np.testing.assert_array_equal(m1.compute(), m2)
         np.testing.assert_array_equal(c1.compute(), c2)
@@ -196,15 +211,25 @@ def _chip_masters(layout, rng):
     flat = rng.uniform(0.95, 1.05, shape).astype(np.float32), rng.uniform(0, 1e-5, shape).astype(np.float32)
     bad = np.zeros(shape, bool)
     bad[12, 30:33] = True
-    return {"bias": bias, "dark": dark, "flat": flat, "bad": bad,
-            "bias_label": "bias S", "dark_label": "dark S", "flat_label": "flat V S"}
+    return {
+        "bias": bias,
+        "dark": dark,
+        "flat": flat,
+        "bad": bad,
+        "bias_label": "bias S",
+        "dark_label": "dark S",
+        "flat_label": "flat V S",
+    }
 
 
 CONFIGS = [
     ProcessConfig(),
-    ProcessConfig(read_noise="overscan", overscan=OverscanConfig(model="legendre", order=3),
-                  masks=MaskConfig(interpolate=True, saturation_grow=1),
-                  cosmics=CosmicConfig(method="median", size=5, threshold=6.0)),
+    ProcessConfig(
+        read_noise="overscan",
+        overscan=OverscanConfig(model="legendre", order=3),
+        masks=MaskConfig(interpolate=True, saturation_grow=1),
+        cosmics=CosmicConfig(method="median", size=5, threshold=6.0),
+    ),
 ]
 
 
@@ -220,8 +245,15 @@ def test_process_in_memory_equals_process(layout, role, cfg):
 
     def master(kind):
         data, v = mem[kind]
-        return Master(kind=kind, chip=layout.name, data=_dask(data, (17, 29)), variance=_dask(v, (17, 29)),
-                      count=None, ncombine=5, meta={"label": mem[f"{kind}_label"]})
+        return Master(
+            kind=kind,
+            chip=layout.name,
+            data=_dask(data, (17, 29)),
+            variance=_dask(v, (17, 29)),
+            count=None,
+            ncombine=5,
+            meta={"label": mem[f"{kind}_label"]},
+        )
 
     cm = ChipMasters(bias=master("bias"), dark=master("dark"), flat=master("flat"), bad=_dask(mem["bad"], (17, 29)))
     with no_compute():
@@ -229,8 +261,8 @@ def test_process_in_memory_equals_process(layout, role, cfg):
     np.testing.assert_array_equal(frame.sci.compute(), sci)
     np.testing.assert_array_equal(frame.var.compute(), var)
     np.testing.assert_array_equal(frame.dq.compute(), dqa)
-    assert history[:len(frame.history)] == frame.history
-    over = history[len(frame.history):]
+    assert history[: len(frame.history)] == frame.history
+    over = history[len(frame.history) :]
     assert [h.split(":")[0] for h in over] == [f"overscan {a.name}" for a in layout.amplifiers]
     if role == "science":
         assert dqa[5, 7] & DQ.SATURATED and sum("cosmics" in h for h in history) == 1

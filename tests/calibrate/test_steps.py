@@ -38,10 +38,10 @@ from astropy.nddata import CCDData, StdDevUncertainty  # noqa: E402
 AWKWARD = [(7, 13), (100, 37)]
 
 
-
 def _amp(name, datasec, ccdsec, biassec=None, **kw):
-    return Amplifier(name, Section.parse(datasec), Section.parse(ccdsec),
-                     None if biassec is None else Section.parse(biassec), **kw)
+    return Amplifier(
+        name, Section.parse(datasec), Section.parse(ccdsec), None if biassec is None else Section.parse(biassec), **kw
+    )
 
 
 def _write(tmp_path, data, name="raw.fits"):
@@ -59,19 +59,36 @@ def _gain_map(layout, values):
 
 # -- trim and assemble ----------------------------------------------------------------------------
 
+
 def _quad_layout(ny=9, nx=11, nover=3):
     """Four amplifiers read from the corners: raw [ov | L | R | ov], three of them flipped."""
     lx0, rx0 = nover + 1, nover + nx + 1
     amps = (
-        _amp("LL", f"[{lx0}:{lx0 + nx - 1},1:{ny}]", f"[1:{nx},1:{ny}]",
-             f"[1:{nover},1:{ny}]", gain=1.5, rdnoise=3.0),
-        _amp("LR", f"[{rx0 + nx - 1}:{rx0},1:{ny}]", f"[{nx + 1}:{2 * nx},1:{ny}]",
-             f"[{rx0 + nx}:{rx0 + nx + nover - 1},1:{ny}]", gain=2.0, rdnoise=4.0),
-        _amp("UL", f"[{lx0}:{lx0 + nx - 1},{2 * ny}:{ny + 1}]", f"[1:{nx},{ny + 1}:{2 * ny}]",
-             f"[1:{nover},{ny + 1}:{2 * ny}]", gain=2.5, rdnoise=5.0),
-        _amp("UR", f"[{rx0 + nx - 1}:{rx0},{2 * ny}:{ny + 1}]",
-             f"[{nx + 1}:{2 * nx},{ny + 1}:{2 * ny}]",
-             f"[{rx0 + nx}:{rx0 + nx + nover - 1},{ny + 1}:{2 * ny}]", gain=3.0, rdnoise=6.0),
+        _amp("LL", f"[{lx0}:{lx0 + nx - 1},1:{ny}]", f"[1:{nx},1:{ny}]", f"[1:{nover},1:{ny}]", gain=1.5, rdnoise=3.0),
+        _amp(
+            "LR",
+            f"[{rx0 + nx - 1}:{rx0},1:{ny}]",
+            f"[{nx + 1}:{2 * nx},1:{ny}]",
+            f"[{rx0 + nx}:{rx0 + nx + nover - 1},1:{ny}]",
+            gain=2.0,
+            rdnoise=4.0,
+        ),
+        _amp(
+            "UL",
+            f"[{lx0}:{lx0 + nx - 1},{2 * ny}:{ny + 1}]",
+            f"[1:{nx},{ny + 1}:{2 * ny}]",
+            f"[1:{nover},{ny + 1}:{2 * ny}]",
+            gain=2.5,
+            rdnoise=5.0,
+        ),
+        _amp(
+            "UR",
+            f"[{rx0 + nx - 1}:{rx0},{2 * ny}:{ny + 1}]",
+            f"[{nx + 1}:{2 * nx},{ny + 1}:{2 * ny}]",
+            f"[{rx0 + nx}:{rx0 + nx + nover - 1},{ny + 1}:{2 * ny}]",
+            gain=3.0,
+            rdnoise=6.0,
+        ),
     )
     return ChipLayout("QUAD", (2 * ny, 2 * nx + 2 * nover), amps)
 
@@ -81,8 +98,7 @@ def test_assemble_flipped_quad_any_dtype(chunks):
     layout = _quad_layout()
     rng = np.random.default_rng(0)
     raw = rng.normal(size=layout.raw_shape).astype(np.float32)
-    masks = {"float32": raw, "bool": raw > 0.5,
-             "uint16": rng.integers(0, 2**16, layout.raw_shape, dtype=np.uint16)}
+    masks = {"float32": raw, "bool": raw > 0.5, "uint16": rng.integers(0, 2**16, layout.raw_shape, dtype=np.uint16)}
     for kind, arr in masks.items():
         lazy = da.from_array(arr, chunks=chunks)
         with no_compute():
@@ -91,18 +107,17 @@ def test_assemble_flipped_quad_any_dtype(chunks):
         expect = np.empty(layout.trimmed_shape, dtype=arr.dtype)
         # by hand: LL as is; LR mirrored left-right; UL upside down; UR rotated by 180 degrees
         ny, nx = 9, 11
-        expect[:ny, :nx] = arr[:ny, 3:3 + nx]
-        expect[:ny, nx:] = arr[:ny, 3 + nx:3 + 2 * nx][:, ::-1]
-        expect[ny:, :nx] = arr[ny:, 3:3 + nx][::-1, :]
-        expect[ny:, nx:] = arr[ny:, 3 + nx:3 + 2 * nx][::-1, ::-1]
+        expect[:ny, :nx] = arr[:ny, 3 : 3 + nx]
+        expect[:ny, nx:] = arr[:ny, 3 + nx : 3 + 2 * nx][:, ::-1]
+        expect[ny:, :nx] = arr[ny:, 3 : 3 + nx][::-1, :]
+        expect[ny:, nx:] = arr[ny:, 3 + nx : 3 + 2 * nx][::-1, ::-1]
         np.testing.assert_array_equal(out.compute(), expect, err_msg=kind)
 
 
 def test_assemble_pinwheel_without_straight_cut():
     """Five amplifiers in a pinwheel: no guillotine cut exists; the fallback must place them."""
     k = 3
-    rects = {"A": (0, 1, 0, 2), "B": (0, 2, 2, 3), "C": (2, 3, 1, 3), "D": (1, 3, 0, 1),
-             "E": (1, 2, 1, 2)}
+    rects = {"A": (0, 1, 0, 2), "B": (0, 2, 2, 3), "C": (2, 3, 1, 3), "D": (1, 3, 0, 1), "E": (1, 2, 1, 2)}
     amps = []
     for name, (y0, y1, x0, x1) in rects.items():
         cc = f"[{x0 * k + 1}:{x1 * k},{y0 * k + 1}:{y1 * k}]"
@@ -125,9 +140,14 @@ def test_assemble_errors():
     with pytest.raises(ShapeMismatchError, match="chip QUAD"):
         assemble(da.zeros((5, 5)), layout)
     # same area as the 2x3 chip (so ChipLayout accepts it) but overlapping, with a hole
-    overlapping = ChipLayout("OVL", (2, 5), (
-        _amp("A", "[1:2,1:2]", "[1:2,1:2]"), _amp("B", "[4:5,1:1]", "[2:3,1:1]"),
-    ))
+    overlapping = ChipLayout(
+        "OVL",
+        (2, 5),
+        (
+            _amp("A", "[1:2,1:2]", "[1:2,1:2]"),
+            _amp("B", "[4:5,1:1]", "[2:3,1:1]"),
+        ),
+    )
     with pytest.raises(ProfileError, match="chip OVL: the ccdsecs of amplifiers A and B overlap"):
         assemble(da.zeros((2, 5)), overlapping)
 
@@ -137,19 +157,22 @@ def test_trim_matches_ccdproc_on_real_frames(saao_dir, isis_dir):
     header = fits.getheader(saao)
     layout = load_profile("generic").chip_layout(header, (520, 536), chip="STE3")
     got = trim(open_frame(saao, chunks=(100, 37)), layout).compute()
-    ref = ccdproc.trim_image(CCDData(fits.getdata(saao).astype(np.float32), unit="adu"),
-                             fits_section=header["TRIMSEC"]).data
+    ref = ccdproc.trim_image(
+        CCDData(fits.getdata(saao).astype(np.float32), unit="adu"), fits_section=header["TRIMSEC"]
+    ).data
     np.testing.assert_array_equal(got, ref)
     isis = isis_dir / "r2701242.fit.gz"
     header = fits.getheader(isis, 1)
     layout = load_profile("wht_isis_red").chip_layout(header, (4200, 966), chip="REDPLUS")
     got = trim(open_frame(isis, hdu=1, chunks=(1000, 400)), layout).compute()
-    ref = ccdproc.trim_image(CCDData(fits.getdata(isis, 1).astype(np.float32), unit="adu"),
-                             fits_section=header["TRIMSEC"]).data
+    ref = ccdproc.trim_image(
+        CCDData(fits.getdata(isis, 1).astype(np.float32), unit="adu"), fits_section=header["TRIMSEC"]
+    ).data
     np.testing.assert_array_equal(got, ref)
 
 
 # -- gain and variance ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("chunks", AWKWARD)
 def test_gain_and_variance_per_amplifier(chunks):
@@ -196,8 +219,7 @@ def test_gain_and_variance_errors():
 
 def test_kast_needs_a_read_noise_and_measures_it(kast_dir):
     path = kast_dir / "b21.fits.gz"  # a bias
-    layout = load_profile("shane_kast_blue").chip_layout(fits.getheader(path), (350, 2112),
-                                                         chip="blue")
+    layout = load_profile("shane_kast_blue").chip_layout(fits.getheader(path), (350, 2112), chip="blue")
     raw = open_frame(path, chunks=(100, 37))
     cfg = OverscanConfig(skip_start=2)
     e = apply_gain(assemble(subtract_overscan(raw, layout, cfg), layout), layout)
@@ -216,11 +238,11 @@ def test_kast_needs_a_read_noise_and_measures_it(kast_dir):
     expect = np.where(np.arange(2048) < 1024, rn_a, rn_b) ** 2 + np.maximum(sci, 0)
     np.testing.assert_allclose(v, expect, rtol=1e-6)
     # a bias frame's scatter agrees with the read noise measured in the overscan (within 10%)
-    assert np.std(sci[:, 100:900] - np.median(sci[:, 100:900], axis=0)) == pytest.approx(
-        rn_a, rel=0.1)
+    assert np.std(sci[:, 100:900] - np.median(sci[:, 100:900], axis=0)) == pytest.approx(rn_a, rel=0.1)
 
 
 # -- masters against ccdproc ----------------------------------------------------------------------
+
 
 def _kast_electrons(kast_dir, name, chunks):
     path = kast_dir / f"{name}.fits.gz"
@@ -241,8 +263,12 @@ def _master(kind, data, variance, chunks, **kw):
 
 def _ccd(data, var, unit, exptime=None):
     meta = {} if exptime is None else {"EXPTIME": exptime}
-    return CCDData(np.asarray(data, dtype=np.float64), unit=unit, meta=meta,
-                   uncertainty=StdDevUncertainty(np.sqrt(np.asarray(var, dtype=np.float64))))
+    return CCDData(
+        np.asarray(data, dtype=np.float64),
+        unit=unit,
+        meta=meta,
+        uncertainty=StdDevUncertainty(np.sqrt(np.asarray(var, dtype=np.float64))),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +288,7 @@ def kast_masters(request):
     flat = (flat / np.median(flat)).astype(np.float32).astype(np.float64)  # as the master holds it
     flat_var = (np.std(flats, axis=0, ddof=1) / np.median(np.mean(flats, axis=0))) ** 2 / 3
     rng = np.random.default_rng(4)
-    dark_rate = rng.gamma(2.0, 0.002, size=bias.shape)       # e-/s
+    dark_rate = rng.gamma(2.0, 0.002, size=bias.shape)  # e-/s
     dark_var = (0.001 * np.ones_like(bias)) ** 2
     return kast_dir, bias, bias_var, flat, flat_var, dark_rate, dark_var
 
@@ -290,23 +316,28 @@ def test_masters_match_ccdproc_on_kast(kast_masters, chunks):
     ccd = _ccd(e, ve, "electron", exptime)
     ref1 = ccdproc.subtract_bias(ccd, _ccd(bias, bias_var, "electron", 0.0))
     np.testing.assert_allclose(g_s1, ref1.data, rtol=1e-6, atol=1e-3)
-    np.testing.assert_allclose(g_v1, ref1.uncertainty.array ** 2, rtol=1e-5)
+    np.testing.assert_allclose(g_v1, ref1.uncertainty.array**2, rtol=1e-5)
     # the dark as a rate: ccdproc's scaling with a 1-second "exposure" of the master
     ref_in = _ccd(g_s1, g_v1, "electron", exptime)
-    ref2 = ccdproc.subtract_dark(ref_in, _ccd(dark_rate, dark_var, "electron", 1.0),
-                                 exposure_time="EXPTIME", exposure_unit=u.s, scale=True)
+    ref2 = ccdproc.subtract_dark(
+        ref_in, _ccd(dark_rate, dark_var, "electron", 1.0), exposure_time="EXPTIME", exposure_unit=u.s, scale=True
+    )
     np.testing.assert_allclose(g_s2, ref2.data, rtol=1e-6, atol=1e-3)
-    np.testing.assert_allclose(g_v2, ref2.uncertainty.array ** 2, rtol=1e-5)
-    ref2b = ccdproc.subtract_dark(ref_in, _ccd(dark_rate * 300, dark_var * 300**2, "electron",
-                                               300.0),
-                                  exposure_time="EXPTIME", exposure_unit=u.s, scale=True)
+    np.testing.assert_allclose(g_v2, ref2.uncertainty.array**2, rtol=1e-5)
+    ref2b = ccdproc.subtract_dark(
+        ref_in,
+        _ccd(dark_rate * 300, dark_var * 300**2, "electron", 300.0),
+        exposure_time="EXPTIME",
+        exposure_unit=u.s,
+        scale=True,
+    )
     np.testing.assert_allclose(g_s2b, ref2b.data, rtol=1e-6, atol=1e-3)
-    np.testing.assert_allclose(g_v2b, ref2b.uncertainty.array ** 2, rtol=1e-5)
-    ref3 = ccdproc.flat_correct(_ccd(g_s2, g_v2, "electron"),
-                                _ccd(flat, flat_var, u.dimensionless_unscaled),
-                                min_value=min_value, norm_value=1)
+    np.testing.assert_allclose(g_v2b, ref2b.uncertainty.array**2, rtol=1e-5)
+    ref3 = ccdproc.flat_correct(
+        _ccd(g_s2, g_v2, "electron"), _ccd(flat, flat_var, u.dimensionless_unscaled), min_value=min_value, norm_value=1
+    )
     np.testing.assert_allclose(g_s3, ref3.data, rtol=1e-6, atol=1e-4)
-    np.testing.assert_allclose(g_v3, ref3.uncertainty.array ** 2, rtol=1e-5)
+    np.testing.assert_allclose(g_v3, ref3.uncertainty.array**2, rtol=1e-5)
     np.testing.assert_array_equal(g_low, flat < min_value)
     assert 0 < g_low.sum() < g_low.size
     # and the direct formulas
@@ -373,21 +404,20 @@ def test_master_steps_without_variance_and_errors():
 
 # -- simulated night: truth recovery --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def night(sim_night):
     from ccdask.catalog import Catalog
 
     sim = sim_night(chips=1, amps=2, nbias=4, ndark=1, nflat=1, nscience=0, filters=("r",), seed=11)
-    entries = {e.path.rsplit("/", 1)[-1].removesuffix(".fits"): e
-               for e in Catalog.scan(sim.all_files).entries}
+    entries = {e.path.rsplit("/", 1)[-1].removesuffix(".fits"): e for e in Catalog.scan(sim.all_files).entries}
     return sim.truth(), entries
 
 
 def _electrons(entry, chunks=(50, 37)):
     raw = open_frame(entry.path, entry.hdu, chunks=chunks)
     cfg = OverscanConfig(model="spline", knots=6)
-    e = apply_gain(assemble(subtract_overscan(raw, entry.layout, cfg), entry.layout),
-                   entry.layout)
+    e = apply_gain(assemble(subtract_overscan(raw, entry.layout, cfg), entry.layout), entry.layout)
     return e, initial_variance(e, entry.layout)
 
 
@@ -397,19 +427,24 @@ def test_simulated_gain_recovers_electrons_and_variance_fits_scatter(night):
     layout = biases[0].layout
     stack = np.stack(dask.compute(*[_electrons(b)[0] for b in biases]))
     rn = _gain_map(layout, {a.name: a.rdnoise for a in layout.amplifiers})
-    bias = Master("bias", layout.name, da.from_array(stack.mean(axis=0), chunks=(64, 64)),
-                  da.from_array((rn**2 / len(biases)).astype(np.float32), chunks=(64, 64)),
-                  None, len(biases))
-    gains = _gain_map(layout, {a.name: truth.amp(layout.name, a.name)["gain"]
-                               for a in layout.amplifiers})
+    bias = Master(
+        "bias",
+        layout.name,
+        da.from_array(stack.mean(axis=0), chunks=(64, 64)),
+        da.from_array((rn**2 / len(biases)).astype(np.float32), chunks=(64, 64)),
+        None,
+        len(biases),
+    )
+    gains = _gain_map(layout, {a.name: truth.amp(layout.name, a.name)["gain"] for a in layout.amplifiers})
     # the bias master holds the truth bias pattern, in electrons
     pattern_e = truth.array(layout.name, "bias_pattern") * gains
     assert np.std(stack.mean(axis=0) - pattern_e) < 1.1 * np.sqrt(np.mean(rn**2) / 4)
 
     flat = entries["flat_r_000"]
     rec = truth.frame("flat_r_000")
-    expected = (truth.array(layout.name, "flat_r") * rec["flat_level"]
-                + truth.array(layout.name, "dark_rate") * rec["exptime"])
+    expected = (
+        truth.array(layout.name, "flat_r") * rec["flat_level"] + truth.array(layout.name, "dark_rate") * rec["exptime"]
+    )
     e, var = _electrons(flat)
     with no_compute():
         sci, var = subtract_bias(e, var, bias)
@@ -422,5 +457,5 @@ def test_simulated_gain_recovers_electrons_and_variance_fits_scatter(night):
     chi2 = ((sci - expected) ** 2 / var)[good]
     chi2 = chi2[np.isfinite(chi2)]
     assert np.median(chi2) == pytest.approx(0.455, abs=0.025)  # median of chi-square(1)
-    clipped = chi2[chi2 < 25]   # drop cosmic rays
+    clipped = chi2[chi2 < 25]  # drop cosmic rays
     assert np.mean(clipped) == pytest.approx(1.0, abs=0.06)

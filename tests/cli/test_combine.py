@@ -84,8 +84,7 @@ def test_mef_inputs_give_one_extension_per_chip(tmp_path):
     with fits.open(out) as hdul:
         assert [h.name for h in hdul] == ["PRIMARY", "CCD1", "CCD1_COUNT", "CCD2", "CCD2_COUNT"]
         for c, chip in enumerate(("CCD1", "CCD2")):
-            expect = combine(stack.astype(np.float32) + 100 * c, clip="extrema", nlow=1,
-                             nhigh=2).compute()
+            expect = combine(stack.astype(np.float32) + 100 * c, clip="extrema", nlow=1, nhigh=2).compute()
             np.testing.assert_array_equal(hdul[chip].data, expect.data)
             np.testing.assert_array_equal(hdul[f"{chip}_COUNT"].data, expect.count)
             assert hdul[chip].header["NCOMBINE"] == 6
@@ -130,10 +129,25 @@ def test_console_script(tmp_path):
     paths = write_single(tmp_path, frames(3, n=4))
     out = tmp_path / "cli.fits"
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from ccdask.cli import main; sys.exit(main())",
-         "combine", *map(str, paths), "-o", str(out), "--min-clip", "900", "--max-clip",
-         "1100", "--memory-per-task", "1"],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from ccdask.cli import main; sys.exit(main())",
+            "combine",
+            *map(str, paths),
+            "-o",
+            str(out),
+            "--min-clip",
+            "900",
+            "--max-clip",
+            "1100",
+            "--memory-per-task",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     with fits.open(out) as hdul:
         assert hdul[0].header["CMBMINCL"] == 900 and hdul[0].header["CMBMAXCL"] == 1100
@@ -144,9 +158,24 @@ def test_help_lists_the_design_options():
     parser = argparse.ArgumentParser(prog="ccdask")
     sub = parser.add_subparsers()
     text = register(sub).format_help()
-    for opt in ("--output", "--method", "--clip", "--sigma-lower", "--sigma-upper", "--maxiters",
-                "--center", "--spread", "--nlow", "--nhigh", "--min-clip", "--max-clip",
-                "--scale", "--hdu", "--memory-per-task", "--overwrite"):
+    for opt in (
+        "--output",
+        "--method",
+        "--clip",
+        "--sigma-lower",
+        "--sigma-upper",
+        "--maxiters",
+        "--center",
+        "--spread",
+        "--nlow",
+        "--nhigh",
+        "--min-clip",
+        "--max-clip",
+        "--scale",
+        "--hdu",
+        "--memory-per-task",
+        "--overwrite",
+    ):
         assert opt in text
     with pytest.raises(SystemExit):
         parse(["a.fits"])  # -o is required

@@ -26,8 +26,18 @@ NO_QA = {"output": {"qa": False}}
 @pytest.fixture(scope="module")
 def small_night(tmp_path_factory):
     """One chip, two amplifiers, 192 x 160 pixels; 3 biases, 2 darks, 2 g flats, 1 g science."""
-    return simulate_night(tmp_path_factory.mktemp("skip-night"), chips=1, amps=2, size="small",
-                          nbias=3, ndark=2, nflat=2, filters=("g",), nscience=1, seed=5)
+    return simulate_night(
+        tmp_path_factory.mktemp("skip-night"),
+        chips=1,
+        amps=2,
+        size="small",
+        nbias=3,
+        ndark=2,
+        nflat=2,
+        filters=("g",),
+        nscience=1,
+        seed=5,
+    )
 
 
 def _planes(path: Path) -> dict[tuple[str, int], np.ndarray]:
@@ -44,8 +54,10 @@ def test_skip_flat_applies_no_flat(small_night, tmp_path, capsys):
     cfg = tmp_path / "night.toml"  # asks for the flat: --skip wins; its other settings stay
     cfg.write_text("[flat]\nenabled = true\n[output]\nqa = false\n")
     out = tmp_path / "cli"
-    assert main(["reduce", str(raw), "--out", str(out), "--config", str(cfg), "--skip", "flat",
-                 "--workers", "1"]) == EXIT_OK
+    assert (
+        main(["reduce", str(raw), "--out", str(out), "--config", str(cfg), "--skip", "flat", "--workers", "1"])
+        == EXIT_OK
+    )
     assert "skipped calibrations (--skip): flat (flat.enabled = false)" in capsys.readouterr().out
     params = _parameters(out)
     assert params["flat"]["enabled"] is False
@@ -69,8 +81,7 @@ def test_skip_flat_applies_no_flat(small_night, tmp_path, capsys):
     good = (skip[("DQ", 1)] == 0) & (done[("DQ", 1)] == 0) & (flat > 0.1)
     assert good.mean() > 0.9
     assert np.std(flat[good]) > 0.01, "the flat must differ from 1 for this check to mean anything"
-    np.testing.assert_allclose(skip[("SCI", 1)][good], done[("SCI", 1)][good] * flat[good],
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(skip[("SCI", 1)][good], done[("SCI", 1)][good] * flat[good], rtol=1e-4, atol=1e-3)
     assert not np.allclose(skip[("SCI", 1)][good], done[("SCI", 1)][good], rtol=1e-3)
 
 
@@ -87,14 +98,27 @@ def test_skip_is_repeatable_and_the_plan_errors_name_it(small_night, tmp_path, c
     assert "ccdask reduce --skip flat" in capsys.readouterr().err
     assert not out.exists(), "a failed plan must not create the output folder"
 
-    argv = ["reduce", str(raw), "--out", str(out), "--skip", "bias", "--skip", "flat, dark",
-            "--skip", "flat", "--workers", "1"]
+    argv = [
+        "reduce",
+        str(raw),
+        "--out",
+        str(out),
+        "--skip",
+        "bias",
+        "--skip",
+        "flat, dark",
+        "--skip",
+        "flat",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == EXIT_OK
-    assert ("skipped calibrations (--skip): bias (bias.enabled = false), dark (dark.mode = "
-            '"none"), flat (flat.enabled = false)') in capsys.readouterr().out
+    assert (
+        "skipped calibrations (--skip): bias (bias.enabled = false), dark (dark.mode = "
+        '"none"), flat (flat.enabled = false)'
+    ) in capsys.readouterr().out
     params = _parameters(out)
-    assert (params["bias"]["enabled"], params["dark"]["mode"], params["flat"]["enabled"]) == (
-        False, "none", False)
+    assert (params["bias"]["enabled"], params["dark"]["mode"], params["flat"]["enabled"]) == (False, "none", False)
     assert not list((out / "masters").glob("*.fits"))
     assert list((out / "reduced").glob("*.fits")) == [out / "reduced" / "science_g_000.fits"]
 

@@ -22,13 +22,19 @@ from ccdask.errors import ConfigError, ShapeMismatchError
 # ---------------------------------------------------------------------------------------------
 # references
 # ---------------------------------------------------------------------------------------------
-def astropy_clip(stack, *, sigma_lower=3.0, sigma_upper=3.0, maxiters=5, center="median",
-                 spread="mad_std"):
+def astropy_clip(stack, *, sigma_lower=3.0, sigma_upper=3.0, maxiters=5, center="median", spread="mad_std"):
     """astropy sigma_clip along the frame axis: a float64 masked array."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Input data contains invalid values"
-        clipped = sigma_clip(stack, axis=0, sigma_lower=sigma_lower, sigma_upper=sigma_upper,
-                             maxiters=maxiters, cenfunc=center, stdfunc=spread)
+        clipped = sigma_clip(
+            stack,
+            axis=0,
+            sigma_lower=sigma_lower,
+            sigma_upper=sigma_upper,
+            maxiters=maxiters,
+            cenfunc=center,
+            stdfunc=spread,
+        )
     return np.ma.MaskedArray(np.asarray(clipped.data, np.float64), mask=clipped.mask)
 
 
@@ -100,12 +106,16 @@ def test_sigma_clip_matches_astropy(case):
 def test_survivors_are_everything_inside_the_last_bounds(center):
     # Found by search: a value rejected by the first iteration's bounds lies inside the final
     # bounds and survives, because astropy's fast path applies the last bounds to every value.
-    pix = (np.float32([22, 17, 22, 11, 16, 10, 5, 13]) if center == "median"
-           else np.float32([23, 18, 18, 26, 22, 5, 29, 4]))
+    pix = (
+        np.float32([22, 17, 22, 11, 16, 10, 5, 13])
+        if center == "median"
+        else np.float32([23, 18, 18, 26, 22, 5, 29, 4])
+    )
     stack = pix[:, None, None]
     ref = astropy_clip(stack, sigma_lower=1.5, sigma_upper=1.5, maxiters=None, center=center)
-    res = combine_block(stack, CombineConfig(sigma_lower=1.5, sigma_upper=1.5, maxiters=None,
-                                             center=center, nkeep=0), return_mask=True)
+    res = combine_block(
+        stack, CombineConfig(sigma_lower=1.5, sigma_upper=1.5, maxiters=None, center=center, nkeep=0), return_mask=True
+    )
     np.testing.assert_array_equal(res.mask, ref.mask)
     x = pix.astype(np.float64)
     c = np.median(x) if center == "median" else x.mean()
@@ -130,10 +140,12 @@ def test_survivors_are_everything_inside_the_last_bounds(center):
     maxiters=st.sampled_from([1, 2, 5, None]),
 )
 def test_sigma_clip_hypothesis(stack, center, spread, sigma, maxiters):
-    ref = astropy_clip(stack, sigma_lower=sigma, sigma_upper=sigma * 1.5, maxiters=maxiters,
-                       center=center, spread=spread)
-    cfg = CombineConfig(sigma_lower=sigma, sigma_upper=sigma * 1.5, maxiters=maxiters,
-                        center=center, spread=spread, nkeep=0)
+    ref = astropy_clip(
+        stack, sigma_lower=sigma, sigma_upper=sigma * 1.5, maxiters=maxiters, center=center, spread=spread
+    )
+    cfg = CombineConfig(
+        sigma_lower=sigma, sigma_upper=sigma * 1.5, maxiters=maxiters, center=center, spread=spread, nkeep=0
+    )
     res = combine_block(stack, cfg, return_mask=True)
     np.testing.assert_array_equal(res.mask, ref.mask)
     np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
@@ -152,11 +164,9 @@ def test_nkeep_keeps_the_last_bounds_with_enough_survivors():
     pix = np.array([1, 2, 3, 4, 100], np.float32)[:, None, None]
     ref = astropy_clip(pix, sigma_lower=0.1, sigma_upper=0.1, center="mean", spread="std")
     assert ref.mask.all()
-    res0 = combine_block(pix, CombineConfig(sigma_lower=0.1, sigma_upper=0.1, center="mean",
-                                            spread="std", nkeep=0))
+    res0 = combine_block(pix, CombineConfig(sigma_lower=0.1, sigma_upper=0.1, center="mean", spread="std", nkeep=0))
     assert res0.count[0, 0] == 0 and np.isnan(res0.data[0, 0])
-    res1 = combine_block(pix, CombineConfig(sigma_lower=0.1, sigma_upper=0.1, center="mean",
-                                            spread="std", nkeep=1))
+    res1 = combine_block(pix, CombineConfig(sigma_lower=0.1, sigma_upper=0.1, center="mean", spread="std", nkeep=1))
     assert res1.count[0, 0] == 5  # no iteration kept one: no clipping
     assert res1.data[0, 0] == pytest.approx(22.0)
     # nkeep larger than what the clip leaves: iterations are undone
@@ -190,8 +200,9 @@ def test_extrema_matches_numpy(nlow, nhigh):
     stack[rng.random(stack.shape) < 0.15] = np.nan
     ref = extrema_reference(stack, nlow, nhigh)
     for method in ("mean", "median", "sum"):
-        res = combine_block(stack, CombineConfig(clip="extrema", nlow=nlow, nhigh=nhigh,
-                                                 method=method), return_mask=True)
+        res = combine_block(
+            stack, CombineConfig(clip="extrema", nlow=nlow, nhigh=nhigh, method=method), return_mask=True
+        )
         np.testing.assert_array_equal(res.mask, ref.mask)
         np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
         assert_same(res.data, ref_combine(ref, method))
@@ -202,8 +213,7 @@ def test_minmax_thresholds_match_numpy():
     finite = np.isfinite(stack)
     keep = finite & (stack >= 990) & (stack <= 1500)
     ref = np.ma.MaskedArray(stack.astype(np.float64), mask=~keep)
-    res = combine_block(stack, CombineConfig(clip="minmax", min_clip=990, max_clip=1500),
-                        return_mask=True)
+    res = combine_block(stack, CombineConfig(clip="minmax", min_clip=990, max_clip=1500), return_mask=True)
     np.testing.assert_array_equal(res.mask, ref.mask)
     assert_same(res.data, ref_combine(ref))
     # one-sided, and thresholds combined with sigma clipping (applied before it)
@@ -248,8 +258,7 @@ def test_scale_and_zero_apply_before_clipping():
     stack = noisy_stack(8, n=10)
     scale = np.linspace(0.5, 2.0, 10)
     zero = np.linspace(-50, 50, 10)
-    transformed = (stack.astype(np.float64) * scale[:, None, None]
-                   + zero[:, None, None]).astype(np.float32)
+    transformed = (stack.astype(np.float64) * scale[:, None, None] + zero[:, None, None]).astype(np.float32)
     ref = astropy_clip(transformed)
     res = combine_block(stack, CombineConfig(nkeep=0), scale=scale, zero=zero)
     assert_same(res.data, ref_combine(ref))
@@ -265,20 +274,17 @@ def test_variance_from_planes_and_from_scatter():
     n = (~ref.mask).sum(axis=0)
     vsum = np.ma.MaskedArray(var.astype(np.float64), mask=ref.mask).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        for method, expect in (("mean", vsum / n**2), ("sum", vsum),
-                               ("median", np.pi / 2 * vsum / n**2)):
+        for method, expect in (("mean", vsum / n**2), ("sum", vsum), ("median", np.pi / 2 * vsum / n**2)):
             res = combine_block(stack, CombineConfig(method=method, nkeep=0), variance=var)
             np.testing.assert_allclose(res.variance, np.ma.filled(expect, np.nan), rtol=1e-6)
         s2 = np.ma.var(ref, axis=0)  # ddof=0
         res = combine_block(stack, CombineConfig(nkeep=0), return_variance=True)
-        np.testing.assert_allclose(res.variance, np.ma.filled(s2 / n, np.nan), rtol=1e-5,
-                                   atol=1e-6)
-        res = combine_block(stack, CombineConfig(clip="extrema", nlow=2, nhigh=1),
-                            return_variance=True)
+        np.testing.assert_allclose(res.variance, np.ma.filled(s2 / n, np.nan), rtol=1e-5, atol=1e-6)
+        res = combine_block(stack, CombineConfig(clip="extrema", nlow=2, nhigh=1), return_variance=True)
         ext = extrema_reference(stack, 2, 1)
-        np.testing.assert_allclose(res.variance,
-                                   np.ma.filled(np.ma.var(ext, axis=0) / res.count, np.nan),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            res.variance, np.ma.filled(np.ma.var(ext, axis=0) / res.count, np.nan), rtol=1e-5, atol=1e-6
+        )
         # scale multiplies the planes by scale**2
         scale = np.full(12, 2.0)
         res = combine_block(stack, CombineConfig(clip="none"), variance=var, scale=scale)
@@ -307,12 +313,15 @@ def test_no_survivors_gives_nan_and_zero_count():
 
 def test_results_do_not_depend_on_the_block_shape():
     stack = noisy_stack(11, n=13, ny=6, nx=2 * STRIP + 37)
-    for cfg in (CombineConfig(), CombineConfig(center="mean", spread="std", maxiters=None),
-                CombineConfig(clip="extrema", method="median"),
-                CombineConfig(weights=tuple(range(1, 14))), CombineConfig(method="sum")):
+    for cfg in (
+        CombineConfig(),
+        CombineConfig(center="mean", spread="std", maxiters=None),
+        CombineConfig(clip="extrema", method="median"),
+        CombineConfig(weights=tuple(range(1, 14))),
+        CombineConfig(method="sum"),
+    ):
         whole = combine_block(stack, cfg, return_variance=True)
-        for y0, y1, x0, x1 in ((0, 6, 0, 1), (1, 4, 5, 200), (2, 3, STRIP - 3, STRIP + 9),
-                               (0, 6, 77, 2 * STRIP + 37)):
+        for y0, y1, x0, x1 in ((0, 6, 0, 1), (1, 4, 5, 200), (2, 3, STRIP - 3, STRIP + 9), (0, 6, 77, 2 * STRIP + 37)):
             part = combine_block(stack[:, y0:y1, x0:x1], cfg, return_variance=True)
             assert_same(part.data, whole.data[y0:y1, x0:x1])
             assert_same(part.variance, whole.variance[y0:y1, x0:x1])
@@ -359,17 +368,36 @@ def test_sorting_network_sorts(n):
 # configuration and argument checks
 # ---------------------------------------------------------------------------------------------
 def test_config_round_trip_and_validation():
-    cfg = CombineConfig(method="median", clip="extrema", nlow=2, scale=(1.0, 2.0),
-                        zero=(0.0, 1.0), maxiters=None, memory_per_task="16 MiB")
+    cfg = CombineConfig(
+        method="median",
+        clip="extrema",
+        nlow=2,
+        scale=(1.0, 2.0),
+        zero=(0.0, 1.0),
+        maxiters=None,
+        memory_per_task="16 MiB",
+    )
     doc = json.loads(json.dumps(cfg.to_dict()))
     assert CombineConfig.from_dict(doc) == cfg
     assert cfg.memory_per_task == 16 * 2**20
-    bad = [dict(method="avg"), dict(clip="mad"), dict(sigma_lower=-1), dict(maxiters=0),
-           dict(nlow=-1), dict(clip="minmax"), dict(min_clip=5, max_clip=1),
-           dict(scale="mode"), dict(scale=(1.0, 0.0)), dict(weights=(0.0, 0.0)),
-           dict(method="median", weights=(1.0,)), dict(memory_per_task="lots"),
-           dict(memory_per_task=10), dict(center="mode"), dict(sigma_upper=float("nan")),
-           dict(scale=(1.0, 2.0), zero=(1.0,))]
+    bad = [
+        dict(method="avg"),
+        dict(clip="mad"),
+        dict(sigma_lower=-1),
+        dict(maxiters=0),
+        dict(nlow=-1),
+        dict(clip="minmax"),
+        dict(min_clip=5, max_clip=1),
+        dict(scale="mode"),
+        dict(scale=(1.0, 0.0)),
+        dict(weights=(0.0, 0.0)),
+        dict(method="median", weights=(1.0,)),
+        dict(memory_per_task="lots"),
+        dict(memory_per_task=10),
+        dict(center="mode"),
+        dict(sigma_upper=float("nan")),
+        dict(scale=(1.0, 2.0), zero=(1.0,)),
+    ]
     for kw in bad:
         with pytest.raises(ConfigError) as info:
             CombineConfig(**kw)

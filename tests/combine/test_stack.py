@@ -39,7 +39,6 @@ def stack_with_outliers(seed=0, n=9, ny=31, nx=45):
     return a
 
 
-
 def write_frames(folder, stack, kind="plain", exptimes=None, chips=None):
     """Write frames as uint16 (BZERO) FITS: plain, gzip, fpack or MEF with `chips` chips."""
     paths = []
@@ -54,8 +53,9 @@ def write_frames(folder, stack, kind="plain", exptimes=None, chips=None):
             hdus += [fits.ImageHDU(data + 10 * c, name=f"CCD{c + 1}") for c in range(chips)]
             fits.HDUList(hdus).writeto(path)
         elif kind == "fpack":
-            fits.HDUList([fits.PrimaryHDU(header=hdr),
-                          fits.CompImageHDU(data, compression_type="RICE_1")]).writeto(path)
+            fits.HDUList([fits.PrimaryHDU(header=hdr), fits.CompImageHDU(data, compression_type="RICE_1")]).writeto(
+                path
+            )
         else:
             fits.PrimaryHDU(data, header=hdr).writeto(path)
         paths.append(path)
@@ -126,8 +126,13 @@ def test_weights_scale_zero_and_variance_planes_through_dask():
     w = [1, 2, 3, 1, 2, 3]
     scale = [1.0, 1.1, 0.9, 1.0, 1.2, 0.8]
     zero = [0, 5, -5, 0, 1, 2]
-    res = combine(da.from_array(stack, chunks=(2, 10, 10)), weights=w, scale=scale, zero=zero,
-                  variance=da.from_array(var, chunks=(3, 7, 9))).compute()
+    res = combine(
+        da.from_array(stack, chunks=(2, 10, 10)),
+        weights=w,
+        scale=scale,
+        zero=zero,
+        variance=da.from_array(var, chunks=(3, 7, 9)),
+    ).compute()
     ref = combine_block(stack, weights=w, scale=scale, zero=zero, variance=var)
     assert_same(res.data, ref.data)
     assert_same(res.variance, ref.variance)
@@ -183,10 +188,11 @@ def test_task_keys_are_readable():
     assert any(n.startswith("combine-bias-CCD1-scale-") for n in names)
     assert combine(np.ones((3, 8, 8), np.float32)).data.name.startswith("combine-data-")
     # same inputs, same keys (deterministic tokens); other options, other keys
-    assert combine(np.ones((3, 8, 8), np.float32)).data.name == \
-        combine(np.ones((3, 8, 8), np.float32)).data.name
-    assert combine(np.ones((3, 8, 8), np.float32), method="median").data.name != \
-        combine(np.ones((3, 8, 8), np.float32)).data.name
+    assert combine(np.ones((3, 8, 8), np.float32)).data.name == combine(np.ones((3, 8, 8), np.float32)).data.name
+    assert (
+        combine(np.ones((3, 8, 8), np.float32), method="median").data.name
+        != combine(np.ones((3, 8, 8), np.float32)).data.name
+    )
 
 
 def test_to_ccddata_and_header():
@@ -238,15 +244,13 @@ def test_input_errors(tmp_path):
 def test_files_equal_arrays(tmp_path, kind):
     stack = stack_with_outliers(6, n=7, ny=40, nx=33)
     paths = write_frames(tmp_path, stack, kind=kind, exptimes=[1, 2, 1, 2, 1, 2, 4])
-    expect = combine(as_uint16(stack), scale="exposure",
-                     exptime=[1, 2, 1, 2, 1, 2, 4]).compute()
+    expect = combine(as_uint16(stack), scale="exposure", exptime=[1, 2, 1, 2, 1, 2, 4]).compute()
     got = combine(paths, scale="exposure", memory_per_task=2**20).compute()
     assert_same(got.data, expect.data)
     np.testing.assert_array_equal(got.count, expect.count)
     assert got.inputs[0] == paths[0].name
     med = combine(paths, scale="median", method="median").compute()
-    assert_same(med.data, combine(as_uint16(stack), scale="median",
-                                  method="median").compute().data)
+    assert_same(med.data, combine(as_uint16(stack), scale="median", method="median").compute().data)
 
 
 def test_mef_files_by_hdu(tmp_path):
@@ -267,9 +271,10 @@ def test_mef_files_by_hdu(tmp_path):
 def cluster_client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 
@@ -278,8 +283,7 @@ def test_local_cluster_equals_threads(cluster_client, tmp_path):
     stack = stack_with_outliers(8, n=10, ny=90, nx=64)
     paths = write_frames(tmp_path, stack)
     cases = [
-        lambda: combine(da.from_array(stack, chunks=(1, 30, 64)), variance="scatter",
-                        memory_per_task=2**20),
+        lambda: combine(da.from_array(stack, chunks=(1, 30, 64)), variance="scatter", memory_per_task=2**20),
         lambda: combine(paths, scale="median", method="median", memory_per_task=2**20),
         lambda: combine(paths, clip="extrema", nlow=2, nhigh=2, memory_per_task=2**20),
     ]

@@ -58,11 +58,15 @@ WIDTH, HEIGHT = 1400, 1000
 
 # Task-name groups (dask's key_split of ccdask's keys) each stage must show in the Task Stream.
 EXPECTED_NAMES = {
-    "calibrate-bias", "calibrate-flat",                 # one raw chip-frame calibrated for a master
-    "combine-bias", "combine-dark", "combine-flat-g",   # stacking tiles of each master
-    "cache-put-bias", "cache-put-flat",                 # masters written into the zarr cache
-    "reduce",                                           # one science chip-frame: reduce-<exposure>-<chip>-<hash>
-    "write-master-bias",                                # master FITS files
+    "calibrate-bias",
+    "calibrate-flat",  # one raw chip-frame calibrated for a master
+    "combine-bias",
+    "combine-dark",
+    "combine-flat-g",  # stacking tiles of each master
+    "cache-put-bias",
+    "cache-put-flat",  # masters written into the zarr cache
+    "reduce",  # one science chip-frame: reduce-<exposure>-<chip>-<hash>
+    "write-master-bias",  # master FITS files
 }
 KEY_PATTERN = re.compile(r"reduce-science_g_\d{3}-CCD[12]-")
 
@@ -115,8 +119,10 @@ def chromium() -> str:
     path = _chromium()
     if path is not None:
         return path
-    reason = ("no Chromium on PATH (tried chromium, chromium-browser, google-chrome); "
-              "install Debian's `chromium` (apt-get install -y chromium)")
+    reason = (
+        "no Chromium on PATH (tried chromium, chromium-browser, google-chrome); "
+        "install Debian's `chromium` (apt-get install -y chromium)"
+    )
     if os.environ.get("CCDASK_REQUIRE_CHROMIUM") == "1":
         pytest.fail(f"CCDASK_REQUIRE_CHROMIUM=1 but {reason}")
     print(f"\nskipping the browser test: {reason}")
@@ -128,13 +134,29 @@ class Browser:
 
     def __init__(self, executable: str, profile: Path):
         self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--no-default-browser-check", "--mute-audio",
-             f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
-             "--remote-debugging-port=0", f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)  # its own process group: close() stops every process it forks
+            [
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--mute-audio",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                f"--window-size={WIDTH},{HEIGHT}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )  # its own process group: close() stops every process it forks
         self.stderr: list[str] = []
         lines: queue.Queue[str] = queue.Queue()
 
@@ -227,8 +249,9 @@ def _png_size(png: bytes) -> tuple[int, int]:
 @pytest.mark.slow
 def test_dashboard_shows_ccdask_stages_in_chromium(chromium, tmp_path):
     t0 = time.perf_counter()
-    night = simulate_night(tmp_path / "night", chips=2, size="small", nbias=3, ndark=2, nflat=2,
-                           filters=("g",), nscience=2, seed=5)
+    night = simulate_night(
+        tmp_path / "night", chips=2, size="small", nbias=3, ndark=2, nflat=2, filters=("g",), nscience=2, seed=5
+    )
     with open_client(ClusterConfig(workers=2)) as client:
         url = client.dashboard_link
         browser = Browser(chromium, tmp_path / "chromium-profile")
@@ -240,8 +263,9 @@ def test_dashboard_shows_ccdask_stages_in_chromium(chromium, tmp_path):
 
     stream, keys, progress, png = seen["stream"], seen["keys"], seen["progress"], seen["png"]
     missing = EXPECTED_NAMES - set(stream)
-    assert not missing, (f"stage names missing from the Task Stream data in the browser: {sorted(missing)}; "
-                         f"seen: {sorted(stream)}")
+    assert not missing, (
+        f"stage names missing from the Task Stream data in the browser: {sorted(missing)}; seen: {sorted(stream)}"
+    )
     assert prefixes >= EXPECTED_NAMES, "the scheduler itself did not run the expected task groups"
     assert any(KEY_PATTERN.search(k) for k in keys), f"no reduce-<exposure>-<chip> key among {keys[:10]}"
     assert progress & EXPECTED_NAMES, f"the Progress panel never showed a ccdask stage: {sorted(progress)}"
@@ -252,8 +276,10 @@ def test_dashboard_shows_ccdask_stages_in_chromium(chromium, tmp_path):
     # the committed screenshot is refreshed on request only, so a test run leaves the tree clean
     shot = SCREENSHOT if os.environ.get("CCDASK_UPDATE_SCREENSHOT") == "1" else tmp_path / "dashboard.png"
     shot.write_bytes(png)
-    print(f"\nbrowser test: {time.perf_counter() - t0:.1f} s; stage names seen in the Task Stream: "
-          f"{sorted(n for n in stream if n in EXPECTED_NAMES)}; screenshot {shot}")
+    print(
+        f"\nbrowser test: {time.perf_counter() - t0:.1f} s; stage names seen in the Task Stream: "
+        f"{sorted(n for n in stream if n in EXPECTED_NAMES)}; screenshot {shot}"
+    )
 
 
 async def _watch(browser: Browser, url: str, client, raw_dir: Path, out: Path) -> dict:
@@ -267,8 +293,9 @@ async def _watch(browser: Browser, url: str, client, raw_dir: Path, out: Path) -
 
 async def _watch_page(browser: Browser, url: str, client, raw_dir: Path, out: Path) -> dict:
     await browser.call("Page.enable")
-    await browser.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT,
-                       deviceScaleFactor=1, mobile=False)
+    await browser.call(
+        "Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False
+    )
     await browser.call("Page.navigate", url=url)
     deadline = time.monotonic() + 30
     while True:
@@ -276,8 +303,9 @@ async def _watch_page(browser: Browser, url: str, client, raw_dir: Path, out: Pa
         if state and json.loads(state)["figures"] >= 2:
             break
         if time.monotonic() > deadline:
-            raise AssertionError(f"the dashboard's status page did not render {url} in 30 s "
-                                 f"(page state {state!r}):\n{browser.log()}")
+            raise AssertionError(
+                f"the dashboard's status page did not render {url} in 30 s (page state {state!r}):\n{browser.log()}"
+            )
         await asyncio.sleep(0.2)
 
     outcome: dict = {}

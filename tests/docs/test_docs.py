@@ -41,7 +41,7 @@ def _page(name: str) -> str:
 
 def _table_rows(text: str, heading: str) -> list[list[str]]:
     """The rows of the first Markdown table after ``heading`` (cells stripped, header skipped)."""
-    after = text[text.index(heading):]
+    after = text[text.index(heading) :]
     rows = []
     for line in after.splitlines()[1:]:
         if line.startswith("|"):
@@ -59,9 +59,9 @@ def _table_rows(text: str, heading: str) -> list[list[str]]:
 
 def test_generated_reference_pages_are_current():
     stale = _generator().stale()
-    assert not stale, (
-        "docs are stale; run `.venv/bin/python docs/gen_config_reference.py` and commit:\n"
-        + "\n".join(diff[:3000] for _path, diff in stale))
+    assert not stale, "docs are stale; run `.venv/bin/python docs/gen_config_reference.py` and commit:\n" + "\n".join(
+        diff[:3000] for _path, diff in stale
+    )
 
 
 def test_configuration_reference_lists_every_option():
@@ -70,7 +70,7 @@ def test_configuration_reference_lists_every_option():
     text = _page("configuration.md")
     for name, _typ, _default, _doc in ReduceConfig.describe():
         head, _, leaf = name.rpartition(".")
-        section = text[text.index(f"## {head or 'top level'}\n"):]
+        section = text[text.index(f"## {head or 'top level'}\n") :]
         assert f"| `{leaf}` |" in section.split("\n## ")[0], f"{name} missing from configuration.md"
 
 
@@ -155,10 +155,23 @@ def test_ccdproc_table_names_ccdproc_functions():
     ccdproc = pytest.importorskip("ccdproc")
     rows = _table_rows(_page("from-ccdproc.md"), "## The mapping")
     named = {n for row in rows for n in re.findall(r"`(\w+)`", row[0])}
-    required = {"ccd_process", "subtract_overscan", "trim_image", "gain_correct", "create_deviation",
-                "subtract_bias", "subtract_dark", "flat_correct", "cosmicray_lacosmic",
-                "cosmicray_median", "ccdmask", "Combiner", "combine", "ImageFileCollection",
-                "wcs_project"}
+    required = {
+        "ccd_process",
+        "subtract_overscan",
+        "trim_image",
+        "gain_correct",
+        "create_deviation",
+        "subtract_bias",
+        "subtract_dark",
+        "flat_correct",
+        "cosmicray_lacosmic",
+        "cosmicray_median",
+        "ccdmask",
+        "Combiner",
+        "combine",
+        "ImageFileCollection",
+        "wcs_project",
+    }
     assert required <= named, f"missing from the table: {sorted(required - named)}"
     assert not [n for n in named if not hasattr(ccdproc, n)], "names that ccdproc does not have"
     no_counterpart = [row[0] for row in rows if row[1] == "no counterpart"]
@@ -182,8 +195,18 @@ def test_profile_guide_examples_load_and_work():
     assert {"shane_kast_blue", "wht_isis_red", "mycam"} <= set(blocks)
 
     mycam = blocks["mycam"]
-    header = fits.Header({"OBSTYP": "DomeFlat", "OBJECT": "dome", "EXPTIME": 5.0, "CCDNAME": "ccd3",
-                          "GAIN_L": 1.5, "GAIN_R": 1.6, "RDNOIS_L": 4.0, "RDNOIS_R": 4.2})
+    header = fits.Header(
+        {
+            "OBSTYP": "DomeFlat",
+            "OBJECT": "dome",
+            "EXPTIME": 5.0,
+            "CCDNAME": "ccd3",
+            "GAIN_L": 1.5,
+            "GAIN_R": 1.6,
+            "RDNOIS_L": 4.0,
+            "RDNOIS_R": 4.2,
+        }
+    )
     assert mycam.classify(header).imagetyp == "flat"
     header["OBJECT"] = "focus run 3"
     assert (mycam.classify(header).imagetyp, mycam.classify(header).label) == ("other", "focus")
@@ -193,8 +216,10 @@ def test_profile_guide_examples_load_and_work():
     assert [a.gain for a in layout.amplifiers] == [1.5, 1.6]
 
     # the worked examples describe the shipped profiles (same classification and layout)
-    for name, folder, files in (("shane_kast_blue", "shane_kast_blue", ["b21.fits.gz", "b11.fits.gz", "b1.fits.gz"]),
-                                ("wht_isis_red", "wht_isis_red", ["r2700982.fit.gz", "r2701247.fit.gz"])):
+    for name, folder, files in (
+        ("shane_kast_blue", "shane_kast_blue", ["b21.fits.gz", "b11.fits.gz", "b1.fits.gz"]),
+        ("wht_isis_red", "wht_isis_red", ["r2700982.fit.gz", "r2701247.fit.gz"]),
+    ):
         if not (REAL / folder).is_dir():
             continue
         shipped = load_profile(name)
@@ -216,17 +241,26 @@ def test_outputs_page_matches_a_reduction(tmp_path):
     from ccdask.night._reduce import reduce
     from ccdask.simulate._night import simulate_night
 
-    night = simulate_night(tmp_path / "night", chips=2, size="small", nbias=3, ndark=2, nflat=2,
-                           filters=("g",), nscience=1, seed=4)
+    night = simulate_night(
+        tmp_path / "night", chips=2, size="small", nbias=3, ndark=2, nflat=2, filters=("g",), nscience=1, seed=4
+    )
     out = tmp_path / "out"
     reduce(night.raw_dir, out, client="threads")
     text = _page("outputs.md")
 
     tree = re.search(r"```\nOUT/\n(.*?)```", text, re.S).group(1)
     documented = {re.split(r"\s{2,}", line.strip())[0] for line in tree.splitlines() if line.strip()}
-    for path in ("masters/bias.fits", "masters/dark.fits", "masters/flat_g.fits", "qa/stats.ecsv",
-                 "manifest.json", "cache.zarr", "reduced/science_g_000.fits", "qa/science_g_000.png",
-                 "qa/master_bias.png"):
+    for path in (
+        "masters/bias.fits",
+        "masters/dark.fits",
+        "masters/flat_g.fits",
+        "qa/stats.ecsv",
+        "manifest.json",
+        "cache.zarr",
+        "reduced/science_g_000.fits",
+        "qa/science_g_000.png",
+        "qa/master_bias.png",
+    ):
         assert (out / path).exists(), path
     assert {"masters/flat_<FILTER>.fits", "reduced/<raw name>.fits", "manifest.json"} <= documented
     actual_top = {p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".tmp-")}
@@ -234,8 +268,14 @@ def test_outputs_page_matches_a_reduction(tmp_path):
         assert any(d.startswith(entry) for d in documented), f"OUT/{entry} is not documented"
 
     with fits.open(out / "reduced" / "science_g_000.fits") as hdul:
-        assert [(h.name, h.ver) for h in hdul[1:]] == [("SCI", 1), ("VAR", 1), ("DQ", 1),
-                                                       ("SCI", 2), ("VAR", 2), ("DQ", 2)]
+        assert [(h.name, h.ver) for h in hdul[1:]] == [
+            ("SCI", 1),
+            ("VAR", 1),
+            ("DQ", 1),
+            ("SCI", 2),
+            ("VAR", 2),
+            ("DQ", 2),
+        ]
         assert hdul["SCI", 1].header["BUNIT"] == "electron" and hdul["VAR", 2].header["BUNIT"] == "electron2"
         assert hdul["DQ", 1].header["BITPIX"] == 16 and "DQBITS" in hdul["DQ", 1].header
         for key in ("CCDASKV", "RAWFILE", "CCDKEY"):
@@ -249,7 +289,7 @@ def test_outputs_page_matches_a_reduction(tmp_path):
     from astropy.table import Table
 
     columns = Table.read(out / "qa" / "stats.ecsv").colnames
-    qa_text = text[text.index("`qa/stats.ecsv`: "):].split("\n\n")[0]
+    qa_text = text[text.index("`qa/stats.ecsv`: ") :].split("\n\n")[0]
     assert set(columns) == set(re.findall(r"`(\w+)`", qa_text)) - {"qa", "stats", "ecsv"}
 
     manifest = json.loads((out / "manifest.json").read_text())

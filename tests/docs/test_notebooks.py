@@ -61,9 +61,15 @@ def kernel_name(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("jupyter")
     spec = root / "kernels" / "ccdask-test"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "ccdask test kernel", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "ccdask test kernel",
+                "language": "python",
+            }
+        )
+    )
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(root) + (os.pathsep + old if old else "")
     yield "ccdask-test"
@@ -78,8 +84,9 @@ def _slurm_idle() -> str | None:
     if shutil.which("sinfo") is None:
         return "no sinfo on PATH"
     try:
-        done = subprocess.run(["sinfo", "-h", "-o", "%P %a %T"], capture_output=True, text=True,
-                              timeout=20, check=False)
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %a %T"], capture_output=True, text=True, timeout=20, check=False
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"sinfo failed: {exc}"
     for line in done.stdout.splitlines():
@@ -106,8 +113,9 @@ def test_notebook_runs(name, kernel_name, tmp_path, monkeypatch):
     if name == "03-real-data":
         missing = [d for d in ("shane_kast_blue", "wht_isis_red") if not (REAL / d).is_dir()]
         if missing:
-            pytest.skip(f"real frames not available: {', '.join(str(REAL / d) for d in missing)} "
-                        "absent (set CCDASK_REAL_DATA)")
+            pytest.skip(
+                f"real frames not available: {', '.join(str(REAL / d) for d in missing)} absent (set CCDASK_REAL_DATA)"
+            )
         monkeypatch.setenv("CCDASK_REAL_DATA", str(REAL))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend
     slurm_reason = _slurm_idle() if name == "04-hpc" else None
@@ -115,8 +123,9 @@ def test_notebook_runs(name, kernel_name, tmp_path, monkeypatch):
         pytest.fail(f"CCDASK_REQUIRE_SLURM=1 but SLURM is unusable: {slurm_reason}")
 
     nb = _read(name)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name=kernel_name, resources={"metadata": {"path": str(tmp_path)}}
+    )
     t0 = time.perf_counter()
     client.execute()
     _durations[name] = time.perf_counter() - t0
@@ -135,8 +144,10 @@ def test_notebooks_fit_the_ci_budget():
     if len(_durations) < 2:
         pytest.skip("the notebooks did not all run in this session")
     total = sum(_durations.values())
-    print("\nnotebook run times: " + ", ".join(f"{k} {v:.0f} s" for k, v in _durations.items())
-          + f"; total {total:.0f} s (budget {BUDGET_SECONDS:.0f} s)")
+    print(
+        "\nnotebook run times: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in _durations.items())
+        + f"; total {total:.0f} s (budget {BUDGET_SECONDS:.0f} s)"
+    )
     if total > BUDGET_SECONDS:
-        warnings.warn(f"the notebooks took {total:.0f} s, over the {BUDGET_SECONDS:.0f} s CI budget",
-                      stacklevel=1)
+        warnings.warn(f"the notebooks took {total:.0f} s, over the {BUDGET_SECONDS:.0f} s CI budget", stacklevel=1)

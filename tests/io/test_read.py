@@ -142,11 +142,14 @@ def test_astropy_written_uint16(tmp_path):
     check_all_ways(path, expected=data.astype(np.float32))
 
 
-@pytest.mark.parametrize("cards", [
-    {"BLANK": -999},
-    {"BLANK": -999, "BSCALE": 0.5, "BZERO": 100.0},
-    {"BLANK": -999, "BZERO": 32768},
-])
+@pytest.mark.parametrize(
+    "cards",
+    [
+        {"BLANK": -999},
+        {"BLANK": -999, "BSCALE": 0.5, "BZERO": 100.0},
+        {"BLANK": -999, "BZERO": 32768},
+    ],
+)
 def test_blank_becomes_nan(tmp_path, cards):
     raw = RNG.integers(-2000, 2000, (30, 40), dtype=np.int16)
     raw[::7, ::5] = -999
@@ -184,8 +187,9 @@ class CountTasks(Callback):
 def test_gzip_file_decompressed_once_per_graph(tmp_path):
     plain = tmp_path / "mef.fits"
     chips = [RNG.integers(0, 65536, (30, 20), dtype=np.uint16) for _ in range(3)]
-    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(c, name=f"CCD{k}")
-                                        for k, c in enumerate(chips, 1)]).writeto(plain)
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(c, name=f"CCD{k}") for k, c in enumerate(chips, 1)]).writeto(
+        plain
+    )
     gz = tmp_path / "mef.fits.gz"
     gz.write_bytes(gzip.compress(plain.read_bytes()))
 
@@ -196,8 +200,9 @@ def test_gzip_file_decompressed_once_per_graph(tmp_path):
     assert counter.count("gunzip-mef-") == 1
     for got, want in zip(results, [*chips, chips[1]], strict=True):
         assert_bitwise(got, want.astype(np.float32))
-    gunzip_keys = {k for a in arrays.values() for k in a.__dask_graph__()
-                   if isinstance(k, str) and k.startswith("gunzip-")}
+    gunzip_keys = {
+        k for a in arrays.values() for k in a.__dask_graph__() if isinstance(k, str) and k.startswith("gunzip-")
+    }
     assert len(gunzip_keys) == 1
 
 
@@ -213,13 +218,16 @@ def test_gzip_chunks_sliced_not_redecompressed(tmp_path):
     assert_bitwise(out, reference(gz))
 
 
-@pytest.mark.parametrize(("dtype", "kwargs"), [
-    ("uint16", {"compression_type": "RICE_1"}),
-    ("int16", {"compression_type": "RICE_1"}),
-    ("int32", {"compression_type": "RICE_1"}),
-    ("float32", {"compression_type": "GZIP_2", "quantize_level": 0}),  # lossless
-    ("float32", {"compression_type": "RICE_1"}),  # quantized: compare with astropy's own read
-])
+@pytest.mark.parametrize(
+    ("dtype", "kwargs"),
+    [
+        ("uint16", {"compression_type": "RICE_1"}),
+        ("int16", {"compression_type": "RICE_1"}),
+        ("int32", {"compression_type": "RICE_1"}),
+        ("float32", {"compression_type": "GZIP_2", "quantize_level": 0}),  # lossless
+        ("float32", {"compression_type": "RICE_1"}),  # quantized: compare with astropy's own read
+    ],
+)
 def test_fpack_matches_astropy(tmp_path, dtype, kwargs):
     if dtype == "float32":
         data = RNG.normal(500, 20, (45, 50)).astype(np.float32)
@@ -306,8 +314,9 @@ def test_building_is_lazy(tmp_path):
         fits.PrimaryHDU(RNG.integers(0, 65536, (64, 64), dtype=np.uint16)).writeto(p)
         paths.append(p)
     mef = tmp_path / "mef.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.int16)),
-                  fits.ImageHDU(np.ones((8, 8), np.int16))]).writeto(mef)
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.int16)), fits.ImageHDU(np.ones((8, 8), np.int16))]
+    ).writeto(mef)
     gz = tmp_path / "mef.fits.gz"
     gz.write_bytes(gzip.compress(mef.read_bytes()))
     with no_compute():
@@ -355,8 +364,7 @@ def test_task_names_tokens_and_pickling(tmp_path):
     assert all(k[0] == arr.name for k in arr.__dask_graph__())
     clone = pickle.loads(pickle.dumps(src))
     assert clone == src and clone.token == src.token
-    assert_bitwise(clone.read(slice(2, 9), slice(None, None, -1)),
-                   reference(path)[2:9, ::-1])
+    assert_bitwise(clone.read(slice(2, 9), slice(None, None, -1)), reference(path)[2:9, ::-1])
     os.utime(path, ns=(src.mtime_ns + 10**9, src.mtime_ns + 10**9))
     assert image_source(path).token != src.token
     with pytest.raises(FitsReadError, match=r"obj001\.fits\[0\].*changed since it was scanned"):
@@ -380,11 +388,14 @@ def _real(folder: str, name: str) -> Path:
 
 
 @pytest.mark.real
-@pytest.mark.parametrize(("folder", "name", "hdu", "shape"), [
-    ("wht_isis_red", "r2700982.fit.gz", 1, (4200, 966)),
-    ("shane_kast_blue", "b21.fits.gz", 0, (350, 2112)),
-    ("saao_1m_ste3", "a8280271.fits", 0, (520, 536)),
-])
+@pytest.mark.parametrize(
+    ("folder", "name", "hdu", "shape"),
+    [
+        ("wht_isis_red", "r2700982.fit.gz", 1, (4200, 966)),
+        ("shane_kast_blue", "b21.fits.gz", 0, (350, 2112)),
+        ("saao_1m_ste3", "a8280271.fits", 0, (520, 536)),
+    ],
+)
 def test_real_frames_match_astropy(folder, name, hdu, shape):
     path = _real(folder, name)
     (info,) = scan_file(path)
@@ -420,9 +431,10 @@ def test_processes_cluster_reads_all_kinds(tmp_path):
     fits.HDUList([fits.PrimaryHDU()] + [fits.CompImageHDU(c) for c in chips]).writeto(fz)
     stack = open_stack([plain, gz, fz], hdu=2, chunks=(7, 13))
     chips_gz = open_chips(gz, chunks=(16, 20))
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         got_stack, *got_chips = client.compute([stack, *chips_gz.values()], sync=True)
     assert_bitwise(got_stack, np.stack([chips[1]] * 3).astype(np.float32))
     for got, want in zip(got_chips, chips, strict=True):

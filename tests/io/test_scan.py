@@ -121,8 +121,18 @@ def test_fpack_logical_header(tmp_path):
     hdr = info.header
     assert hdr["ZD"] == 12.5
     assert (hdr["BITPIX"], hdr["NAXIS1"], hdr["NAXIS2"]) == (16, 50, 30)
-    for key in ("ZIMAGE", "ZBITPIX", "ZNAXIS1", "ZCMPTYPE", "ZTILE1", "TFORM1", "TTYPE1",
-                "TFIELDS", "XTENSION", "PCOUNT"):
+    for key in (
+        "ZIMAGE",
+        "ZBITPIX",
+        "ZNAXIS1",
+        "ZCMPTYPE",
+        "ZTILE1",
+        "TFORM1",
+        "TTYPE1",
+        "TFIELDS",
+        "XTENSION",
+        "PCOUNT",
+    ):
         assert key not in hdr, key
 
 
@@ -143,13 +153,15 @@ def test_gzip_detected_by_magic_bytes_not_suffix(tmp_path):
 
 def test_skips_empty_tables_and_non_2d_images(tmp_path):
     path = tmp_path / "odd.fits"
-    fits.HDUList([
-        fits.PrimaryHDU(),
-        fits.ImageHDU(np.zeros((0, 5), dtype=np.int16), name="EMPTY"),
-        fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(3))], name="TAB"),
-        fits.ImageHDU(np.zeros((2, 3, 4), dtype=np.float32), name="CUBE"),
-        fits.ImageHDU(np.ones((3, 4), dtype=np.float32), name="GOOD"),
-    ]).writeto(path)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(np.zeros((0, 5), dtype=np.int16), name="EMPTY"),
+            fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.ones(3))], name="TAB"),
+            fits.ImageHDU(np.zeros((2, 3, 4), dtype=np.float32), name="CUBE"),
+            fits.ImageHDU(np.ones((3, 4), dtype=np.float32), name="GOOD"),
+        ]
+    ).writeto(path)
     (info,) = scan_file(path)
     assert (info.index, info.extname) == (4, "GOOD")
     with pytest.raises(FitsReadError, match=r"NAXIS = 3") as err:
@@ -205,16 +217,28 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     files["truncated_header"].write_bytes(body[:1000])
     files["truncated_gzip"].write_bytes(gzip.compress(body)[: len(gzip.compress(body)) // 2])
     files["gzip_not_fits"].write_bytes(gzip.compress(b"hello world " * 500))
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column("x", "D", array=np.arange(4.0))])]).writeto(files["table_only"])
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("x", "D", array=np.arange(4.0))])]
+    ).writeto(files["table_only"])
     files["directory"].mkdir()
     return files
 
 
-@pytest.mark.parametrize("case", [
-    "missing", "empty", "random", "text", "truncated", "truncated_header", "truncated_gzip",
-    "gzip_not_fits", "table_only", "directory",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "empty",
+        "random",
+        "text",
+        "truncated",
+        "truncated_header",
+        "truncated_gzip",
+        "gzip_not_fits",
+        "table_only",
+        "directory",
+    ],
+)
 def test_bad_files_raise_fits_read_error_naming_the_file(tmp_path, case):
     path = _bad_files(tmp_path)[case]
     with pytest.raises(FitsReadError) as err:
@@ -240,8 +264,13 @@ def test_scan_reads_headers_only(tmp_path):
     paths = []
     for k in range(4):
         p = tmp_path / f"big{k}.fits"
-        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((1024, 1024), np.int16)),
-                      fits.ImageHDU(np.zeros((1024, 1024), np.int16))]).writeto(p)
+        fits.HDUList(
+            [
+                fits.PrimaryHDU(),
+                fits.ImageHDU(np.zeros((1024, 1024), np.int16)),
+                fits.ImageHDU(np.zeros((1024, 1024), np.int16)),
+            ]
+        ).writeto(p)
         paths.append(p)
 
     def rchar() -> int:

@@ -27,6 +27,7 @@ RNG = np.random.default_rng(17)
 
 # -- masters ---------------------------------------------------------------------------------------
 
+
 def test_pooled_median_is_the_median_of_every_finite_sample():
     samples = [RNG.normal(10, 2, (30, 40)), RNG.normal(12, 2, 77), np.array([np.nan, np.inf, 3.0])]
     values = np.concatenate([s.ravel() for s in samples])
@@ -50,8 +51,11 @@ def test_focal_plane_median_is_lazy_and_pools_the_chips_on_a_fixed_grid():
 
 # -- products --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("filt", "name"), [("g", "g"), ("SDSS g'", "SDSS_g_"), (None, "NONE"), ("  ", "NONE"),
-                                            ("../etc", "_etc"), ("r+i", "r+i")])
+
+@pytest.mark.parametrize(
+    ("filt", "name"),
+    [("g", "g"), ("SDSS g'", "SDSS_g_"), (None, "NONE"), ("  ", "NONE"), ("../etc", "_etc"), ("r+i", "r+i")],
+)
 def test_master_file_names_are_file_safe(filt, name):
     assert safe_filter_name(filt) == name
     assert "/" not in safe_filter_name(filt)
@@ -62,12 +66,24 @@ def test_output_name_comes_from_the_raw_name_only():
 
 
 def test_chip_header_drops_raw_geometry_and_shifts_the_wcs_to_the_trimmed_chip():
-    layout = ChipLayout("c", (40, 60), (
-        Amplifier("A", Section.parse("[11:30,3:40]"), Section.parse("[1:20,1:38]"), Section.parse("[1:8,3:40]")),
-        Amplifier("B", Section.parse("[31:50,3:40]"), Section.parse("[21:40,1:38]"), Section.parse("[53:60,3:40]")),
-    ))
-    merged = fits.Header([("OBJECT", "M31"), ("CRPIX1", 100.0), ("CRPIX2", 50.0), ("DATASEC", "[11:50,3:40]"),
-                          ("BIASSEC", "[1:8,3:40]"), ("EXPTIME", 30.0)])
+    layout = ChipLayout(
+        "c",
+        (40, 60),
+        (
+            Amplifier("A", Section.parse("[11:30,3:40]"), Section.parse("[1:20,1:38]"), Section.parse("[1:8,3:40]")),
+            Amplifier("B", Section.parse("[31:50,3:40]"), Section.parse("[21:40,1:38]"), Section.parse("[53:60,3:40]")),
+        ),
+    )
+    merged = fits.Header(
+        [
+            ("OBJECT", "M31"),
+            ("CRPIX1", 100.0),
+            ("CRPIX2", 50.0),
+            ("DATASEC", "[11:50,3:40]"),
+            ("BIASSEC", "[1:8,3:40]"),
+            ("EXPTIME", 30.0),
+        ]
+    )
     primary = fits.Header([("EXPTIME", 30.0)])
     out = chip_header(merged, primary, layout)
     assert out["CRPIX1"] == 100.0 - 10 and out["CRPIX2"] == 50.0 - 2  # trimmed origin (11, 3)
@@ -85,6 +101,7 @@ def test_has_key_reads_the_primary_ccdkey(tmp_path):
 
 
 # -- QA ----------------------------------------------------------------------------------------------
+
 
 def test_chip_stats_against_numpy_and_astropy():
     sci = RNG.normal(500, 7, (80, 90)).astype(np.float32)
@@ -111,7 +128,7 @@ def test_bin_image_means_blocks_and_keeps_partial_edges(factor):
     ny, nx = -(-20 // factor), -(-31 // factor)
     assert got.shape == (ny, nx) and got.dtype == np.float32
     for j, i in [(0, 0), (ny - 1, nx - 1), (ny // 2, nx // 3)]:
-        block = image[j * factor:(j + 1) * factor, i * factor:(i + 1) * factor]
+        block = image[j * factor : (j + 1) * factor, i * factor : (i + 1) * factor]
         np.testing.assert_allclose(got[j, i], np.nanmean(block), rtol=1e-6)
 
 
@@ -142,6 +159,7 @@ def test_stats_table_columns_follow_the_rows():
 
 
 # -- manifest ----------------------------------------------------------------------------------------
+
 
 def test_manifest_json_turns_numpy_numbers_into_json_numbers():
     doc = {"n": np.int64(3), "x": np.float32(0.5), "path": __import__("pathlib").Path("/a/b")}

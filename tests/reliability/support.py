@@ -21,8 +21,17 @@ from ccdask.simulate._night import simulate_night
 
 # The night every reliability test starts from: 2 chips x 2 amplifiers of 192 x 160 pixels,
 # 3 biases, 2 darks, 2 flats and 1 science frame in each of g and r (11 files).
-NIGHT = {"chips": 2, "amps": 2, "size": "small", "nbias": 3, "ndark": 2, "nflat": 2,
-         "filters": ("g", "r"), "nscience": 1, "seed": 7}
+NIGHT = {
+    "chips": 2,
+    "amps": 2,
+    "size": "small",
+    "nbias": 3,
+    "ndark": 2,
+    "nflat": 2,
+    "filters": ("g", "r"),
+    "nscience": 1,
+    "seed": 7,
+}
 
 # Header cards that legitimately differ between two runs: astropy stamps the time into the
 # comments of CHECKSUM/DATASUM (the values of DATASUM are compared through the data).
@@ -89,8 +98,7 @@ def snapshot(root: Path, exclude: tuple[Path, ...] = ()) -> set[str]:
 
 def output_files(out: Path) -> list[str]:
     """The FITS products of a reduction, relative to ``out`` (reduced frames and masters)."""
-    return sorted(str(p.relative_to(out)) for sub in ("reduced", "masters")
-                  for p in (out / sub).glob("*.fits"))
+    return sorted(str(p.relative_to(out)) for sub in ("reduced", "masters") for p in (out / sub).glob("*.fits"))
 
 
 def assert_same_outputs(a: Path, b: Path, *, headers: bool = True) -> int:

@@ -43,8 +43,8 @@ def _mef(path: Path, *, compressed: bool = False, nchips: int = 2) -> Path:
     """A multi-extension file: empty primary, then chips CCD1..CCDn (uint16)."""
     make = fits.CompImageHDU if compressed else fits.ImageHDU
     hdus = [fits.PrimaryHDU()] + [
-        make(RNG.integers(0, 60000, SHAPE).astype(np.uint16), name=f"CCD{i}")
-        for i in range(1, nchips + 1)]
+        make(RNG.integers(0, 60000, SHAPE).astype(np.uint16), name=f"CCD{i}") for i in range(1, nchips + 1)
+    ]
     fits.HDUList(hdus).writeto(path)
     return path
 
@@ -61,8 +61,14 @@ def _spans(path: Path) -> list[dict[str, int]]:
                 nbytes = hdu.header["NAXIS1"] * hdu.header["NAXIS2"] + hdu.header["PCOUNT"]
             else:
                 nbytes = 0 if hdu.data is None else hdu.data.nbytes
-            out.append({"header": info["hdrLoc"], "data": info["datLoc"],
-                        "end": info["datLoc"] + info["datSpan"], "nbytes": nbytes})
+            out.append(
+                {
+                    "header": info["hdrLoc"],
+                    "data": info["datLoc"],
+                    "end": info["datLoc"] + info["datSpan"],
+                    "nbytes": nbytes,
+                }
+            )
         return out
 
 
@@ -113,8 +119,9 @@ def test_cut_multi_extension_file_names_hdu_and_offsets(tmp_path, case):
     e = err.value
     assert isinstance(e, FitsReadError)
     msg = str(e)
-    assert msg.startswith(f"{path}[{hdu}]: truncated file: the file ends at byte {cut}, "
-                          f"inside the {part} of HDU {hdu}"), msg
+    assert msg.startswith(
+        f"{path}[{hdu}]: truncated file: the file ends at byte {cut}, inside the {part} of HDU {hdu}"
+    ), msg
     assert (e.path, e.hdu, e.ends_at) == (str(path), hdu, cut)
     if readable:
         assert f"(EXTNAME = 'CCD{hdu}')" in msg and e.extname == f"CCD{hdu}"
@@ -160,8 +167,9 @@ def test_cut_fpack_file_is_named_as_a_compressed_hdu(tmp_path):
     with pytest.raises(TruncatedFileError) as err:
         scan_file(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path}[2]: truncated file: the file ends at byte {cut}, inside the "
-                          "data of HDU 2 (EXTNAME = 'CCD2')"), msg
+    assert msg.startswith(
+        f"{path}[2]: truncated file: the file ends at byte {cut}, inside the data of HDU 2 (EXTNAME = 'CCD2')"
+    ), msg
     assert "tile-compressed image" in msg
     assert f"declares {spans[2]['nbytes']} data bytes" in msg
     assert f"should end at byte {spans[2]['end']}" in msg
@@ -182,14 +190,16 @@ def test_cut_gzip_stream_names_the_hdu_and_decompressed_offsets(tmp_path):
     with pytest.raises(TruncatedFileError) as err:
         scan_file(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path}[{hdu}]: truncated file: the decompressed gzip stream ends at "
-                          f"byte {ends}"), msg
+    assert msg.startswith(f"{path}[{hdu}]: truncated file: the decompressed gzip stream ends at byte {ends}"), msg
     assert f"should end at byte {spans[hdu]['end']}" in msg
     assert _scan_problem(path).hdu == hdu
     # every FITS byte there, but the gzip trailer (CRC and length) cut: still damaged
     path.write_bytes(packed[:-4])
-    with pytest.raises(TruncatedFileError, match=r"\[2\]: truncated file: .* without its "
-                                                 "end-of-stream marker, after its last HDU"):
+    with pytest.raises(
+        TruncatedFileError,
+        match=r"\[2\]: truncated file: .* without its "
+        "end-of-stream marker, after its last HDU",
+    ):
         scan_file(path)
     # several gzip members and zero padding after them make one whole stream
     body = full.read_bytes()
@@ -208,8 +218,7 @@ def test_cut_copy_of_a_real_plain_frame(saao_dir, tmp_path):
     path = _cut(local, tmp_path / "cut" / "a8280271.fits", cut)
     problem = _scan_problem(path)
     assert problem.hdu == 0
-    assert str(problem).startswith(f"{path}[0]: truncated file: the file ends at byte {cut}, "
-                                   "inside the data of HDU 0")
+    assert str(problem).startswith(f"{path}[0]: truncated file: the file ends at byte {cut}, inside the data of HDU 0")
     assert f"should end at byte {spans[0]['end']}" in problem.reason
 
 
@@ -226,8 +235,9 @@ def test_cut_copy_of_a_real_gzip_frame(kast_dir, tmp_path):
     assert spans[0]["data"] < ends < spans[0]["end"]
     problem = _scan_problem(path)
     assert problem.hdu == 0
-    assert str(problem).startswith(f"{path}[0]: truncated file: the decompressed gzip stream "
-                                   f"ends at byte {ends}, inside the data of HDU 0")
+    assert str(problem).startswith(
+        f"{path}[0]: truncated file: the decompressed gzip stream ends at byte {ends}, inside the data of HDU 0"
+    )
     assert f"should end at byte {spans[0]['end']}" in problem.reason
     assert src.read_bytes() == packed, "the shared raw file must not change"
 
@@ -316,7 +326,8 @@ def test_cli_shows_a_damaged_file_as_one_clean_line(night, tmp_path, capsys):
         f"ccdask: warning: {victim}[2]: truncated file: the file ends at byte {cut}, inside the "
         f"header of HDU 2 (EXTNAME = 'CCD2'), which starts at byte {spans[2]['header']} and has "
         f"no END card yet, so the HDU should end at byte {spans[2]['data']} or later; the whole "
-        "file is skipped, none of its HDUs is used"], err
+        "file is skipped, none of its HDUs is used"
+    ], err
     # Python's own format would be "FILE.py:LINE: CcdaskWarning: ..." and the source line,
     # indented, under it
     assert "CcdaskWarning" not in err and "warnings.warn" not in err, err
@@ -342,8 +353,9 @@ def test_cli_warning_before_a_plan_error_is_one_clean_line(night, tmp_path):
     victim.write_bytes(victim.read_bytes()[:cut])
     junk = raw / "notes.fits"
     junk.write_text("not FITS\n")
-    proc = subprocess.run([str(exe), "reduce", str(raw), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(exe), "reduce", str(raw), "--out", str(tmp_path / "out")], capture_output=True, text=True
+    )
     assert proc.returncode == EXIT_INPUT, proc.stderr
     err = proc.stderr.splitlines()
     assert err[:2] == [
@@ -351,8 +363,7 @@ def test_cli_warning_before_a_plan_error_is_one_clean_line(night, tmp_path):
         f"header of HDU 1, which starts at byte {start} and has no END card yet, so the HDU "
         f"should end at byte {start + 2880} or later; the whole file is skipped, none of its "
         "HDUs is used",
-        f"ccdask: warning: {junk}: not a FITS file (it does not start with "
-        "'SIMPLE  =                    T'); skipped",
+        f"ccdask: warning: {junk}: not a FITS file (it does not start with 'SIMPLE  =                    T'); skipped",
     ], err
     assert err[2].startswith("ccdask reduce: error: no flat for filter 'r'"), err
     assert len(err) == 3, err

@@ -50,6 +50,7 @@ def _set(hdu: int, **cards):
     def fn(h):
         for k, v in cards.items():
             h[hdu].header[k] = v
+
     return fn
 
 
@@ -70,8 +71,9 @@ def make_corpus(folder: Path, good: Path) -> dict[str, str]:
     expect["notes.fits"] = "not a FITS file"
     fits.PrimaryHDU(header=fits.getheader(good)).writeto(folder / "header_only.fits")
     expect["header_only.fits"] = "no 2-D image HDU"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="flux", format="E", array=np.arange(4.0))])]).writeto(folder / "table.fits")
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column(name="flux", format="E", array=np.arange(4.0))])]
+    ).writeto(folder / "table.fits")
     expect["table.fits"] = "BINTABLE extension, not an image"
     fits.PrimaryHDU(np.zeros((3, 8, 8), np.float32)).writeto(folder / "cube.fits")
     expect["cube.fits"] = "NAXIS = 3"
@@ -81,8 +83,7 @@ def make_corpus(folder: Path, good: Path) -> dict[str, str]:
         ("outside_section.fits", "DATASECB", "[97:9999,1:192]", "outside the image"),
         ("zero_section.fits", "BIASSECA", "[0:16,1:192]", "start at 1"),
     ):
-        _edit(good, folder / name, lambda h, card=card, value=value: [
-            x.header.__setitem__(card, value) for x in h[1:]])
+        _edit(good, folder / name, lambda h, card=card, value=value: [x.header.__setitem__(card, value) for x in h[1:]])
         expect[name] = why
     # entries that are not readable regular files
     os.symlink(folder / "does-not-exist.fits", folder / "dangling.fits")
@@ -186,20 +187,43 @@ def _drop(card):
     def fn(h):
         for x in h:
             x.header.remove(card, ignore_missing=True)
+
     return fn
 
 
 PLAN_CASES = {
-    "dark without EXPTIME": ("dark", 0, _drop("EXPTIME"), r"{name}\[1\]: exposure time missing in this dark frame.*EXPTIME"),
-    "flat without EXPTIME": ("flat", 0, _drop("EXPTIME"), r"{name}\[1\]: exposure time missing in this flat frame.*EXPTIME"),
+    "dark without EXPTIME": (
+        "dark",
+        0,
+        _drop("EXPTIME"),
+        r"{name}\[1\]: exposure time missing in this dark frame.*EXPTIME",
+    ),
+    "flat without EXPTIME": (
+        "flat",
+        0,
+        _drop("EXPTIME"),
+        r"{name}\[1\]: exposure time missing in this flat frame.*EXPTIME",
+    ),
     "science without EXPTIME": ("science", 0, _drop("EXPTIME"), r"{name}\[1\]: exposure time missing.*EXPTIME"),
     "dark with EXPTIME < 0": ("dark", 0, _set(0, EXPTIME=-5.0), r"{name}\[1\]: exposure time invalid \(-5.0\)"),
-    "science without FILTER": ("science", 0, _drop("FILTER"),
-                               r"no flat for filter None on chip CCD1, needed by .*{name}\[1\].*FILTER"),
-    "science in a filter without flats": ("science", 0, _set(0, FILTER="z"),
-                                          r"no flat for filter 'z' on chip CCD1.*{name}"),
-    "bias of another shape": ("bias", 1, lambda h: [setattr(x, "data", np.vstack([x.data, x.data[:8]])) for x in h[1:]],
-                              r"chip CCD1: frames disagree in shape \(most are 192x192\): .*{name}\[1\] 200x192"),
+    "science without FILTER": (
+        "science",
+        0,
+        _drop("FILTER"),
+        r"no flat for filter None on chip CCD1, needed by .*{name}\[1\].*FILTER",
+    ),
+    "science in a filter without flats": (
+        "science",
+        0,
+        _set(0, FILTER="z"),
+        r"no flat for filter 'z' on chip CCD1.*{name}",
+    ),
+    "bias of another shape": (
+        "bias",
+        1,
+        lambda h: [setattr(x, "data", np.vstack([x.data, x.data[:8]])) for x in h[1:]],
+        r"chip CCD1: frames disagree in shape \(most are 192x192\): .*{name}\[1\] 200x192",
+    ),
 }
 
 
@@ -224,15 +248,19 @@ def test_missing_masters_name_the_chip(night, tmp_path):
     for p in raw.glob("dark_*.fits"):
         p.unlink()
     with pytest.raises(PlanError, match="no dark frames found"):
-        reduce(raw, tmp_path / "out", client=no_compute, config={"bias": {"enabled": False},
-                                                                  "dark": {"required": True}})
+        reduce(
+            raw, tmp_path / "out", client=no_compute, config={"bias": {"enabled": False}, "dark": {"required": True}}
+        )
 
 
 def test_nothing_usable_is_a_plan_error_naming_a_problem(night, tmp_path):
     junk = tmp_path / "junk"
     (junk).mkdir()
     (junk / "a.fits").write_bytes(b"")
-    with pytest.warns(CcdaskWarning), pytest.raises(PlanError, match=r"no usable raw frames \(1 skipped: .*a.fits: the file is empty"):
+    with (
+        pytest.warns(CcdaskWarning),
+        pytest.raises(PlanError, match=r"no usable raw frames \(1 skipped: .*a.fits: the file is empty"),
+    ):
         reduce(junk, tmp_path / "out", client=no_compute)
 
 
@@ -260,11 +288,11 @@ def test_filters_that_would_share_a_master_file_are_a_plan_error(night, tmp_path
 
 # ------------------------------------------------------------------------------ pixels
 def _nan_blocks(k, a):
-    a[10:30, 20:40] = np.nan          # data of amplifier A
-    a[50:60, 100:120] = np.inf        # data of amplifier B
+    a[10:30, 20:40] = np.nan  # data of amplifier A
+    a[50:60, 100:120] = np.inf  # data of amplifier B
     a[70:72, 30:40] = -np.inf
-    a[100, :] = np.nan                # a whole row, overscan included
-    a[120:125, 180:190] = np.nan      # overscan of amplifier B only
+    a[100, :] = np.nan  # a whole row, overscan included
+    a[120:125, 180:190] = np.nan  # overscan of amplifier B only
 
 
 @pytest.mark.slow
@@ -272,8 +300,9 @@ def test_non_finite_pixels_are_flagged_nodata(night, tmp_path):
     raw = copy_raw(night, tmp_path / "raw")
     write_float_copy(night.files["science"][0], raw / "science_nan.fits", _nan_blocks)
     # a bias with a NaN block and a flat with an inf block: stacks ignore them
-    write_float_copy(night.files["bias"][0], raw / "bias_nan.fits",
-                     lambda k, a: a.__setitem__((slice(5, 15), slice(20, 30)), np.nan))
+    write_float_copy(
+        night.files["bias"][0], raw / "bias_nan.fits", lambda k, a: a.__setitem__((slice(5, 15), slice(20, 30)), np.nan)
+    )
     flat = night.flats_by_filter["g"][0]
     write_float_copy(flat, raw / "flat_g_inf.fits", lambda k, a: a.__setitem__((slice(5, 15), slice(20, 30)), np.inf))
     (raw / flat.name).unlink()
@@ -288,8 +317,12 @@ def test_non_finite_pixels_are_flagged_nodata(night, tmp_path):
                 assert not np.any(~np.isfinite(v) & ~nodata), f"{path.name}[{k}]: non-finite VAR without DQ 8"
                 if path.name == "science_nan.fits":
                     # raw rows/columns -> trimmed: data columns 16..175 of the raw frame
-                    for rows, cols in ((slice(10, 30), slice(4, 24)), (slice(50, 60), slice(84, 104)),
-                                       (slice(70, 72), slice(14, 24)), (slice(100, 101), slice(None))):
+                    for rows, cols in (
+                        (slice(10, 30), slice(4, 24)),
+                        (slice(50, 60), slice(84, 104)),
+                        (slice(70, 72), slice(14, 24)),
+                        (slice(100, 101), slice(None)),
+                    ):
                         assert np.all(nodata[rows, cols]), (path.name, k, rows, cols)
                     assert nodata.sum() < 0.05 * nodata.size
     for master in (tmp_path / "out" / "masters").glob("*.fits"):
@@ -330,8 +363,9 @@ def test_one_flat_without_light_is_left_out_with_a_warning(night, tmp_path):
     victim = raw / night.flats_by_filter["r"][0].name
     _blank(victim, overscan=False)
     with pytest.warns(CcdaskWarning, match=rf"1 of 2 exposure\(s\) left out of the flat for filter 'r'.*{victim.name}"):
-        result = reduce(raw, tmp_path / "out", client="threads",
-                        config={"cosmics": {"method": "none"}, "output": {"qa": False}})
+        result = reduce(
+            raw, tmp_path / "out", client="threads", config={"cosmics": {"method": "none"}, "output": {"qa": False}}
+        )
     with fits.open(result.masters["flat_r"]) as h:
         for chip in night.chips:
             assert h[chip].header["NCOMBINE"] == 1
@@ -367,8 +401,10 @@ def test_same_headers_but_different_pixels_are_not_duplicates(night, tmp_path):
     raw.mkdir()
     rng = np.random.default_rng(3)
     for i in range(3):
-        fits.PrimaryHDU(rng.integers(0, 1000, (32, 40)).astype(np.int16),
-                        header=fits.Header([("IMAGETYP", "bias"), ("EXPTIME", 0.0)])).writeto(raw / f"b{i}.fits")
+        fits.PrimaryHDU(
+            rng.integers(0, 1000, (32, 40)).astype(np.int16),
+            header=fits.Header([("IMAGETYP", "bias"), ("EXPTIME", 0.0)]),
+        ).writeto(raw / f"b{i}.fits")
     cat = Catalog.scan(raw)
     assert not cat.problems and len(cat) == 3
 
@@ -416,11 +452,13 @@ def test_console_script_exit_codes(night, tmp_path):
     junk.write_bytes(b"SIMPLE  = nonsense")
     for p in raw.glob("bias_*.fits"):
         p.unlink()
-    proc = subprocess.run([str(exe), "reduce", str(raw), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "reduce", str(raw), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == EXIT_INPUT, proc.stderr
     assert "no bias frames for chip CCD1" in proc.stderr
     assert "junk.fits" in proc.stderr  # the skipped file is named (warning)
-    proc = subprocess.run([str(exe), "reduce", "--out", str(tmp_path / "out")], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "reduce", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == EXIT_USAGE and "usage:" in proc.stderr

@@ -40,8 +40,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:resource_tracker:UserWarning")
 @pytest.fixture(scope="module")
 def cluster():
     """Two single-threaded worker processes, as a user's LocalCluster would be."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.CRITICAL) as cl, Client(cl, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL
+        ) as cl,
+        Client(cl, set_as_default=False) as client,
+    ):
         client.wait_for_workers(2, timeout=120)
         yield cl, client
 
@@ -70,8 +74,9 @@ def test_memory_budget_does_not_change_a_bit(night, reference, cluster, tmp_path
     _, client = cluster
     cfg = {"bias": {"combine": MEMORY}, "dark": {"combine": MEMORY}, "flat": {"combine": MEMORY}}
     result = reduce(night.raw_dir, tmp_path / "out", client=client, config=cfg)
-    assert result.stages["bias"]["tasks"] > reference[1].stages["bias"]["tasks"], \
+    assert result.stages["bias"]["tasks"] > reference[1].stages["bias"]["tasks"], (
         "the budget should have cut the stacks into more tiles"
+    )
     # parameters are in the headers (HISTORY, cache keys), so compare the pixels
     assert_same_outputs(reference[0], tmp_path / "out", headers=False)
 
@@ -80,11 +85,17 @@ def test_memory_budget_does_not_change_a_bit(night, reference, cluster, tmp_path
 def test_chunk_size_does_not_change_a_bit(tmp_path):
     """Chunks only differ on frames larger than the smallest chunk (0.25 MiB): one 1024 x 1024
     chip. The slow masks/cosmics/QA steps are off; they are chunk-free (one task per chip)."""
-    night = make_night(tmp_path / "night", chips=1, amps=1, size="medium", nbias=3, ndark=2, nflat=2,
-                       filters=("g",), nscience=1)
+    night = make_night(
+        tmp_path / "night", chips=1, amps=1, size="medium", nbias=3, ndark=2, nflat=2, filters=("g",), nscience=1
+    )
     base = {"cosmics": {"method": "none"}, "output": {"qa": False}, "masks": {"low": False}}
-    small = {**base, "chunk_mb": 0.25, "bias": {"combine": MEMORY}, "dark": {"combine": MEMORY},
-             "flat": {"combine": MEMORY}}
+    small = {
+        **base,
+        "chunk_mb": 0.25,
+        "bias": {"combine": MEMORY},
+        "dark": {"combine": MEMORY},
+        "flat": {"combine": MEMORY},
+    }
     a = reduce(night.raw_dir, tmp_path / "a", client="threads", config=base)
     b = reduce(night.raw_dir, tmp_path / "b", client="threads", config=small)
     assert b.stages["bias"]["tasks"] > 2 * a.stages["bias"]["tasks"]
@@ -166,8 +177,11 @@ def _cache_entries(cache: Path) -> list[Path]:
 
 
 def _finished(out: Path) -> list[Path]:
-    return [p for sub in ("reduced", "masters") for p in (out / sub).glob("*")
-            if not p.name.startswith(".tmp-")] if out.is_dir() else []
+    return (
+        [p for sub in ("reduced", "masters") for p in (out / sub).glob("*") if not p.name.startswith(".tmp-")]
+        if out.is_dir()
+        else []
+    )
 
 
 def _run_and_kill(raw: Path, out: Path, log: Path, when) -> tuple[bool, float]:
@@ -176,8 +190,12 @@ def _run_and_kill(raw: Path, out: Path, log: Path, when) -> tuple[bool, float]:
     exe = Path(sys.executable).with_name("ccdask")
     t0 = time.monotonic()
     with open(log, "ab") as fh:
-        proc = subprocess.Popen([str(exe), "reduce", str(raw), "--out", str(out), "--workers", "1"],
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(exe), "reduce", str(raw), "--out", str(out), "--workers", "1"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     tree: set[int] = set()
     try:
         while proc.poll() is None and time.monotonic() - t0 < 240:
@@ -222,8 +240,7 @@ def _assert_nothing_partial(out: Path) -> int:
 
 def _created(cache: Path) -> dict[str, str]:
     """Cache entry -> its creation stamp (a rebuilt entry gets a new one)."""
-    return {e.name: json.loads((e / "zarr.json").read_text())["attributes"]["created"]
-            for e in _cache_entries(cache)}
+    return {e.name: json.loads((e / "zarr.json").read_text())["attributes"]["created"] for e in _cache_entries(cache)}
 
 
 @pytest.mark.slow
@@ -244,8 +261,9 @@ def test_killed_run_leaves_no_partial_output_and_resumes(night, reference, tmp_p
     # 3: a clean rerun completes (exit 0), reusing what was finished
     assert main(["reduce", str(night.raw_dir), "--out", str(out), "--workers", "1"]) == EXIT_OK
     man = json.loads((out / "manifest.json").read_text())
-    assert all(man["timings"][s]["built"] == 0 for s in ("bias", "dark", "flat-g", "flat-r")), \
+    assert all(man["timings"][s]["built"] == 0 for s in ("bias", "dark", "flat-g", "flat-r")), (
         "every master was finished by the killed runs and must come from the cache"
+    )
     created = _created(out / "cache.zarr")
     assert {k: created[k] for k in first} == first, "masters of the first run were rebuilt"
     assert sorted(Path(p).name for p in man["outputs"]["skipped"]) == finished_reduced

@@ -57,8 +57,11 @@ def _electrons(path, chip, truth, *, pattern=True, dark=False):
 
 
 def _hashes(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,18 +73,15 @@ def test_files_and_primary_keywords(night, truth):
     assert night.chips == ("CCD1", "CCD2", "CCD3", "CCD4")
     assert [p.name for p in night.files["bias"]] == [f"bias_{i:03d}.fits" for i in range(5)]
     assert len(night.files["dark"]) == 3
-    assert [p.name for p in night.flats_by_filter["g"]] == [f"flat_g_{i:03d}.fits"
-                                                            for i in range(3)]
-    assert [p.name for p in night.science_by_filter["r"]] == ["science_r_000.fits",
-                                                              "science_r_001.fits"]
+    assert [p.name for p in night.flats_by_filter["g"]] == [f"flat_g_{i:03d}.fits" for i in range(3)]
+    assert [p.name for p in night.science_by_filter["r"]] == ["science_r_000.fits", "science_r_001.fits"]
     assert len(night.files["flat"]) == 6 and len(night.files["science"]) == 4
     assert sorted(night.raw_dir.iterdir()) == sorted(night.all_files)
     dates = []
     for kind, paths in night.files.items():
         for p in paths:
             h = fits.getheader(p, 0)
-            assert h["IMAGETYP"] == {"bias": "BIAS", "dark": "DARK", "flat": "FLAT",
-                                     "science": "OBJECT"}[kind]
+            assert h["IMAGETYP"] == {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "science": "OBJECT"}[kind]
             assert h["INSTRUME"] == "SIMCAM" and h["TELESCOP"] == "SIM 1m"
             assert h["NCCDS"] == 4 and h["NAMPS"] == 2 and h["DETSIZE"] == "[1:320,1:384]"
             assert "OBJECT" in h and "DATE-OBS" in h
@@ -129,8 +129,7 @@ def _check_chip_layout(path, truth):
                 assert 60000 <= a["saturate"] <= 65000 and 1000 <= a["bias_level"] <= 2000
                 assert (h[dkey], h[bkey]) == (a["datasec"], a["biassec"])
             assert np.all(covered == 1)  # data + overscan tile the columns exactly once
-            assert np.array_equal(np.flatnonzero(data_cols),
-                                  np.arange(shape[1])[trim.slices[1]])
+            assert np.array_equal(np.flatnonzero(data_cols), np.arange(shape[1])[trim.slices[1]])
             assert h["DETSIZE"] == truth.meta["detsize"]
             det = parse_section(h["DETSEC"], None)
             assert det.shape == (ny, nx) and det.flipped == (False, False)
@@ -152,8 +151,7 @@ def test_chip_layout_two_amps(night, truth):
 
 
 def test_chip_layout_one_amp_three_chips(tmp_path):
-    n = simulate_night(tmp_path, chips=3, amps=1, nbias=1, ndark=0, nflat=1, nscience=1,
-                       filters=("i",), seed=5)
+    n = simulate_night(tmp_path, chips=3, amps=1, nbias=1, ndark=0, nflat=1, nscience=1, filters=("i",), seed=5)
     t = n.truth()
     assert n.amps == 1 and t.meta["grid"] == [2, 2]
     h = fits.getheader(n.files["bias"][0], "CCD1")
@@ -168,10 +166,8 @@ def test_chip_layout_one_amp_three_chips(tmp_path):
 
 
 def test_sizes_and_medium_geometry(tmp_path):
-    assert SIZES == {"small": (192, 160, 16), "medium": (1024, 1024, 32),
-                     "large": (4096, 2048, 32)}
-    n = simulate_night(tmp_path, size="medium", chips=1, nbias=1, ndark=0, nflat=0,
-                       nscience=0, filters=("r",))
+    assert SIZES == {"small": (192, 160, 16), "medium": (1024, 1024, 32), "large": (4096, 2048, 32)}
+    n = simulate_night(tmp_path, size="medium", chips=1, nbias=1, ndark=0, nflat=0, nscience=0, filters=("r",))
     with fits.open(n.files["bias"][0]) as hdul:
         h = hdul["CCD1"].header
         assert hdul["CCD1"].data.shape == (1024, 1024 + 2 * 32)
@@ -189,8 +185,14 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
     a = _hashes(simulate_night(tmp_path / "a", **kw).root)
     b = _hashes(simulate_night(tmp_path / "b", **kw).root)
     assert a == b
-    assert set(a) == {"truth.json", "truth.npz", "raw/bias_000.fits", "raw/dark_000.fits",
-                      "raw/flat_g_000.fits", "raw/science_g_000.fits"}
+    assert set(a) == {
+        "truth.json",
+        "truth.npz",
+        "raw/bias_000.fits",
+        "raw/dark_000.fits",
+        "raw/flat_g_000.fits",
+        "raw/science_g_000.fits",
+    }
     c = _hashes(simulate_night(tmp_path / "c", **{**kw, "seed": 8}).root)
     assert set(c) == set(a)
     assert all(c[k] != a[k] for k in a)
@@ -198,16 +200,13 @@ def test_same_seed_same_bytes_and_different_seed_differs(tmp_path):
 
 def test_streams_are_stable_when_counts_change(tmp_path):
     """Chip constants and the static truth do not depend on how many frames or chips."""
-    a = simulate_night(tmp_path / "a", chips=2, nbias=1, ndark=0, nflat=0, nscience=0,
-                       filters=("r",), seed=3).truth()
-    b = simulate_night(tmp_path / "b", chips=3, nbias=2, ndark=1, nflat=0, nscience=0,
-                       filters=("r",), seed=3).truth()
+    a = simulate_night(tmp_path / "a", chips=2, nbias=1, ndark=0, nflat=0, nscience=0, filters=("r",), seed=3).truth()
+    b = simulate_night(tmp_path / "b", chips=3, nbias=2, ndark=1, nflat=0, nscience=0, filters=("r",), seed=3).truth()
     for chip in a.chips:
         assert a.meta["chips"][chip]["amps"] == b.meta["chips"][chip]["amps"]
         for name in ("bias_pattern", "dark_rate", "hot_pixels"):
             assert np.array_equal(a.array(chip, name), b.array(chip, name))
-    assert np.array_equal(a.array("CCD1", "bias_000/row_bias"),
-                          b.array("CCD1", "bias_000/row_bias"))
+    assert np.array_equal(a.array("CCD1", "bias_000/row_bias"), b.array("CCD1", "bias_000/row_bias"))
     a.close()
     b.close()
 
@@ -313,8 +312,7 @@ def test_flat_chip_ratio_follows_sensitivity(night, truth):
             measured = meds[chip][0] / meds["CCD1"][0]
             expected = meds[chip][1] / meds["CCD1"][1]
             assert measured == pytest.approx(expected, rel=0.003)
-            sens = (truth.meta["chips"][chip]["sensitivity"]
-                    / truth.meta["chips"]["CCD1"]["sensitivity"])
+            sens = truth.meta["chips"][chip]["sensitivity"] / truth.meta["chips"]["CCD1"]["sensitivity"]
             assert measured == pytest.approx(sens, rel=0.03)
 
 
@@ -356,8 +354,7 @@ def test_saturated_pixels_sit_at_saturate(night, truth):
             nsat += sat.sum()
     assert nsat > 20
     # a handful of stars saturate: each saturated core is a few to a few tens of pixels
-    assert any(truth.frame(p.name)["chips"]["CCD1"]["saturated_pixels"] > 0
-               for p in night.files["science"])
+    assert any(truth.frame(p.name)["chips"]["CCD1"]["saturated_pixels"] > 0 for p in night.files["science"])
 
 
 def test_star_flux_is_conserved(night, truth):
@@ -377,8 +374,15 @@ def test_star_flux_is_conserved(night, truth):
         for i in np.flatnonzero((stars["chip"] == k) & (flux > 2e4)):
             y, x = round(float(stars["y"][i] - oy)), round(float(stars["x"][i] - ox))
             box = (slice(y - 7, y + 8), slice(x - 7, x + 8))
-            if (y < 7 or x < 7 or y > truth.shape[0] - 8 or x > truth.shape[1] - 8
-                    or sat[box].any() or cr[box].any() or np.isnan(e[box]).any()):
+            if (
+                y < 7
+                or x < 7
+                or y > truth.shape[0] - 8
+                or x > truth.shape[1] - 8
+                or sat[box].any()
+                or cr[box].any()
+                or np.isnan(e[box]).any()
+            ):
                 continue
             near = np.hypot(stars["y"] - stars["y"][i], stars["x"] - stars["x"][i]) < 20
             if near.sum() > 1:
@@ -415,8 +419,7 @@ def test_truth_api(night, truth):
     with pytest.raises(ConfigError):
         truth.amp("CCD1", "C")
     meta = json.loads(night.truth_path.read_text())
-    assert [r["file"] for r in meta["frames"]] == [
-        p.relative_to(night.root).as_posix() for p in night.all_files]
+    assert [r["file"] for r in meta["frames"]] == [p.relative_to(night.root).as_posix() for p in night.all_files]
 
 
 def test_refuses_non_empty_dir_unless_overwrite(tmp_path):
@@ -436,12 +439,27 @@ def test_refuses_non_empty_dir_unless_overwrite(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"chips": 0}, {"chips": 2.0}, {"chips": True}, {"amps": 3}, {"size": "huge"},
-    {"nbias": -1}, {"filters": "gr"}, {"filters": ()}, {"filters": ("g", "g")},
-    {"filters": ("g_1",)}, {"seed": -1}, {"dark_exptime": 0}, {"dark_exptime": float("nan")},
-    {"science_exptime": ()}, {"science_exptime": (60.0, -1.0)}, {"overwrite": "yes"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"chips": 0},
+        {"chips": 2.0},
+        {"chips": True},
+        {"amps": 3},
+        {"size": "huge"},
+        {"nbias": -1},
+        {"filters": "gr"},
+        {"filters": ()},
+        {"filters": ("g", "g")},
+        {"filters": ("g_1",)},
+        {"seed": -1},
+        {"dark_exptime": 0},
+        {"dark_exptime": float("nan")},
+        {"science_exptime": ()},
+        {"science_exptime": (60.0, -1.0)},
+        {"overwrite": "yes"},
+    ],
+)
 def test_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ConfigError):
         simulate_night(tmp_path, **kwargs)

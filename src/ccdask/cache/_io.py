@@ -137,10 +137,7 @@ def write_block(
 
     assert block_id is not None
     root = Path(entry)
-    region = tuple(
-        slice(i * c, i * c + s)
-        for i, c, s in zip(block_id, chunk_shape, blocks[0].shape, strict=True)
-    )
+    region = tuple(slice(i * c, i * c + s) for i, c, s in zip(block_id, chunk_shape, blocks[0].shape, strict=True))
     key = chunk_key(block_id)
     sums: dict[str, list[Any]] = {}
     for name, dtype, block in zip(names, dtypes, blocks, strict=True):
@@ -199,6 +196,4 @@ def verify_entry(path: Path, attrs: dict[str, Any], *, chunks: bool = True) -> N
                 except OSError as exc:
                     raise DamagedEntry(f"array {name!r}: chunk {key} unreadable ({exc})") from None
                 if found != digest:
-                    raise DamagedEntry(
-                        f"array {name!r}: chunk {key} fails its checksum (corrupted)"
-                    )
+                    raise DamagedEntry(f"array {name!r}: chunk {key} fails its checksum (corrupted)")

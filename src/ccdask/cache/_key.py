@@ -60,9 +60,7 @@ def normalise(value: Any, where: str = "value") -> Any:
 def _check_identity(identity: Any, i: int) -> dict[str, Any]:
     where = f"inputs[{i}]"
     if not isinstance(identity, Mapping):
-        raise CacheKeyError(
-            f"{where}: an input identity must be a dict, not {type(identity).__name__}"
-        )
+        raise CacheKeyError(f"{where}: an input identity must be a dict, not {type(identity).__name__}")
     missing = [f for f in IDENTITY_FIELDS if f not in identity]
     if missing:
         raise CacheKeyError(
@@ -121,7 +119,8 @@ def master_key(
         "inputs": identities,
         "params": normalise(params, "params"),
         "algorithm_version": normalise(
-            versions_of(kind) if algorithm_version is None else algorithm_version, "algorithm_version"),
+            versions_of(kind) if algorithm_version is None else algorithm_version, "algorithm_version"
+        ),
     }
     return canonical_hash(doc, KEY_LENGTH)
 

@@ -332,9 +332,7 @@ class MasterCache:
         own dask chunks when they form a regular grid of 256² to 4096² pixels, else 1024².
     """
 
-    def __init__(
-        self, root: str | os.PathLike[str], *, chunks: tuple[int, ...] | None = None
-    ) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, chunks: tuple[int, ...] | None = None) -> None:
         self.root = Path(root).absolute()
         if chunks is not None and (not chunks or any(int(c) < 1 for c in chunks)):
             raise CacheError(f"chunk shape {chunks!r} must be positive integers")
@@ -361,9 +359,7 @@ class MasterCache:
             if self.is_cache():
                 return
             if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
-                raise CacheError(
-                    f"{self.root}: exists and is not a ccdask master cache; refusing to write there"
-                )
+                raise CacheError(f"{self.root}: exists and is not a ccdask master cache; refusing to write there")
             import zarr
 
             try:
@@ -413,15 +409,11 @@ class MasterCache:
         shape = arrays["data"].shape
         if any(a.shape != shape for a in arrays.values()) or 0 in shape or not shape:
             shapes = ", ".join(f"{n} {a.shape}" for n, a in arrays.items())
-            raise CacheError(
-                f"cache put of {key} ({master.kind}, chip {master.chip}): bad shapes {shapes}"
-            )
+            raise CacheError(f"cache put of {key} ({master.kind}, chip {master.chip}): bad shapes {shapes}")
         if self.chunks is None:
             chunks = choose_chunks(arrays["data"])
         elif len(self.chunks) != len(shape):
-            raise CacheError(
-                f"cache chunk shape {self.chunks} does not fit a {len(shape)}-D master"
-            )
+            raise CacheError(f"cache chunk shape {self.chunks} does not fit a {len(shape)}-D master")
         else:
             chunks = tuple(min(c, s) for c, s in zip(self.chunks, shape, strict=True))
         grid = array_grid(shape, chunks)
@@ -535,9 +527,7 @@ class MasterCache:
             try:
                 return self._open(key, read_json(final / "zarr.json")["attributes"])
             except (DamagedEntry, OSError, ValueError, KeyError) as exc:
-                raise CacheError(
-                    f"{final}: cannot read back the entry just written ({exc})"
-                ) from exc
+                raise CacheError(f"{final}: cannot read back the entry just written ({exc})") from exc
         self._discard(tmp)
         raise CacheError(f"{final}: cannot install cache entry (keeps being replaced)")
 
@@ -587,9 +577,7 @@ class MasterCache:
             self._quarantine(key, attrs, str(exc))
             return None
         with contextlib.suppress(OSError):
-            os.utime(
-                path
-            )  # last used, for `clear --older-than` (best effort: cache may be read-only)
+            os.utime(path)  # last used, for `clear --older-than` (best effort: cache may be read-only)
         return master
 
     def _open(self, key: str, attrs: dict[str, Any]) -> Master:
@@ -602,9 +590,7 @@ class MasterCache:
         for name in attrs["arrays"]:
             z = zarr.open_array(store=store, path=f"{key}/{name}", mode="r")
             if list(z.shape) != attrs["shape"]:
-                raise DamagedEntry(
-                    f"array {name!r} has shape {z.shape}, attributes say {attrs['shape']}"
-                )
+                raise DamagedEntry(f"array {name!r} has shape {z.shape}, attributes say {attrs['shape']}")
             lazy[name] = da.from_zarr(z, name=f"master-{kind}-{chip}-{name}-{key}")
         meta = dict(attrs.get("meta") or {})
         meta["cache_key"] = key
@@ -635,8 +621,7 @@ class MasterCache:
         kind = attrs.get("kind", "?") if isinstance(attrs, dict) else "?"
         chip = attrs.get("chip", "?") if isinstance(attrs, dict) else "?"
         warnings.warn(
-            f"master cache entry {key} ({kind} master, chip {chip}) is damaged: {reason}; "
-            f"{where}; it will be rebuilt",
+            f"master cache entry {key} ({kind} master, chip {chip}) is damaged: {reason}; {where}; it will be rebuilt",
             CcdaskWarning,
             stacklevel=3,
         )

@@ -57,8 +57,10 @@ class FlatCorrected(NamedTuple):
 
 # -- per-amplifier kernels ----------------------------------------------------------------------
 
-def _gain_kernel(block: np.ndarray, *, rects: tuple[Rect, ...], gains: tuple[float, ...],
-                 block_info: dict[Any, Any] | None = None) -> np.ndarray:
+
+def _gain_kernel(
+    block: np.ndarray, *, rects: tuple[Rect, ...], gains: tuple[float, ...], block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
     where = block_location(block_info)
     out = np.empty(block.shape, dtype=np.float32)
     for rect, gain in zip(rects, gains, strict=True):
@@ -68,8 +70,9 @@ def _gain_kernel(block: np.ndarray, *, rects: tuple[Rect, ...], gains: tuple[flo
     return out
 
 
-def _variance_kernel(block: np.ndarray, *rns: float | np.ndarray, rects: tuple[Rect, ...],
-                     block_info: dict[Any, Any] | None = None) -> np.ndarray:
+def _variance_kernel(
+    block: np.ndarray, *rns: float | np.ndarray, rects: tuple[Rect, ...], block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
     where = block_location(block_info)
     out = np.empty(block.shape, dtype=np.float32)
     for rect, rn in zip(rects, rns, strict=True):
@@ -116,13 +119,11 @@ def _check_amp_names(layout: ChipLayout, mapping: Mapping[str, object], what: st
     unknown = sorted(set(mapping) - names)
     if unknown:
         raise ConfigError(
-            f"chip {layout.name}: {what} given for unknown amplifier(s) {unknown}; the chip has "
-            f"{sorted(names)}"
+            f"chip {layout.name}: {what} given for unknown amplifier(s) {unknown}; the chip has {sorted(names)}"
         )
 
 
-def apply_gain(trimmed: da.Array, layout: ChipLayout,
-               gain: Mapping[str, float] | None = None) -> da.Array:
+def apply_gain(trimmed: da.Array, layout: ChipLayout, gain: Mapping[str, float] | None = None) -> da.Array:
     """Convert a trimmed chip from ADU to electrons, each amplifier by its own gain.
 
     Parameters
@@ -149,18 +150,21 @@ def apply_gain(trimmed: da.Array, layout: ChipLayout,
     arr = _check_trimmed(trimmed, layout, "the frame to gain-correct")
     rects = _ccd_rects(layout)
     return da.map_blocks(
-        _gain_kernel, arr, rects=tuple(rects.values()), gains=_gains(layout, gain),
-        dtype=np.float32, meta=np.array((), dtype=np.float32), token=f"gain-{layout.name}",
+        _gain_kernel,
+        arr,
+        rects=tuple(rects.values()),
+        gains=_gains(layout, gain),
+        dtype=np.float32,
+        meta=np.array((), dtype=np.float32),
+        token=f"gain-{layout.name}",
     )
 
 
-def apply_gain_np(trimmed: np.ndarray, layout: ChipLayout,
-                  gain: Mapping[str, float] | None = None) -> np.ndarray:
+def apply_gain_np(trimmed: np.ndarray, layout: ChipLayout, gain: Mapping[str, float] | None = None) -> np.ndarray:
     """:func:`apply_gain` on a whole trimmed chip held in memory."""
     arr = _check_trimmed_np(trimmed, layout, "the frame to gain-correct")
     rects = _ccd_rects(layout)
-    return _gain_kernel(arr, rects=tuple(rects.values()), gains=_gains(layout, gain),
-                        block_info=whole_block(arr.shape))
+    return _gain_kernel(arr, rects=tuple(rects.values()), gains=_gains(layout, gain), block_info=whole_block(arr.shape))
 
 
 def _gains(layout: ChipLayout, gain: Mapping[str, float] | None) -> tuple[float, ...]:
@@ -179,8 +183,9 @@ def _gains(layout: ChipLayout, gain: Mapping[str, float] | None) -> tuple[float,
     return tuple(gains)
 
 
-def initial_variance(electrons: da.Array, layout: ChipLayout,
-                     read_noise: Mapping[str, float | da.Array] | None = None) -> da.Array:
+def initial_variance(
+    electrons: da.Array, layout: ChipLayout, read_noise: Mapping[str, float | da.Array] | None = None
+) -> da.Array:
     """The variance of a raw frame in electrons²: ``rn² + max(signal, 0)`` per amplifier.
 
     Parameters
@@ -208,19 +213,26 @@ def initial_variance(electrons: da.Array, layout: ChipLayout,
     arr = _check_trimmed(electrons, layout, "the frame to build a variance for")
     rects = _ccd_rects(layout)
     return da.map_blocks(
-        _variance_kernel, arr, *_read_noises(layout, read_noise), rects=tuple(rects.values()),
-        dtype=np.float32, meta=np.array((), dtype=np.float32), token=f"variance-{layout.name}",
+        _variance_kernel,
+        arr,
+        *_read_noises(layout, read_noise),
+        rects=tuple(rects.values()),
+        dtype=np.float32,
+        meta=np.array((), dtype=np.float32),
+        token=f"variance-{layout.name}",
     )
 
 
-def initial_variance_np(electrons: np.ndarray, layout: ChipLayout,
-                        read_noise: Mapping[str, float | np.ndarray] | None = None) -> np.ndarray:
+def initial_variance_np(
+    electrons: np.ndarray, layout: ChipLayout, read_noise: Mapping[str, float | np.ndarray] | None = None
+) -> np.ndarray:
     """:func:`initial_variance` on a whole trimmed chip held in memory (read noises may be
     0-d numpy arrays, e.g. from :func:`ccdask.calibrate._overscan.overscan_stats_np`)."""
     arr = _check_trimmed_np(electrons, layout, "the frame to build a variance for")
     rects = _ccd_rects(layout)
-    return _variance_kernel(arr, *_read_noises(layout, read_noise), rects=tuple(rects.values()),
-                            block_info=whole_block(arr.shape))
+    return _variance_kernel(
+        arr, *_read_noises(layout, read_noise), rects=tuple(rects.values()), block_info=whole_block(arr.shape)
+    )
 
 
 def _read_noises(layout: ChipLayout, read_noise: Mapping[str, Any] | None) -> list[Any]:
@@ -254,8 +266,9 @@ def _read_noises(layout: ChipLayout, read_noise: Mapping[str, Any] | None) -> li
     return rns
 
 
-def read_noise_from_overscan(raw: da.Array, layout: ChipLayout,
-                             config: OverscanConfig | None = None) -> dict[str, da.Array]:
+def read_noise_from_overscan(
+    raw: da.Array, layout: ChipLayout, config: OverscanConfig | None = None
+) -> dict[str, da.Array]:
     """Read noise per amplifier measured from the overscan, in electrons.
 
     The overscan noise (robust standard deviation of the overscan pixels about the overscan
@@ -280,14 +293,16 @@ def read_noise_from_overscan(raw: da.Array, layout: ChipLayout,
     return {amp.name: stats[amp.name].noise * float(amp.gain) for amp in layout.amplifiers}
 
 
-def read_noise_from_overscan_np(raw: np.ndarray, layout: ChipLayout,
-                                config: OverscanConfig | None = None) -> dict[str, np.ndarray]:
+def read_noise_from_overscan_np(
+    raw: np.ndarray, layout: ChipLayout, config: OverscanConfig | None = None
+) -> dict[str, np.ndarray]:
     """:func:`read_noise_from_overscan` on a whole raw chip in memory: 0-d float64 arrays."""
     stats = overscan_stats_np(raw, layout, config)
     return {amp.name: np.asarray(stats[amp.name].noise * float(amp.gain)) for amp in layout.amplifiers}
 
 
 # -- masters ------------------------------------------------------------------------------------
+
 
 def _f32(x: da.Array) -> da.Array:
     x = x if isinstance(x, da.Array) else da.asarray(x)
@@ -346,8 +361,7 @@ def subtract_bias(sci: da.Array, var: da.Array | None, master: Master) -> Correc
     return Corrected(out, var)
 
 
-def subtract_dark(sci: da.Array, var: da.Array | None, master: Master,
-                  exptime: float | None) -> Corrected:
+def subtract_dark(sci: da.Array, var: da.Array | None, master: Master, exptime: float | None) -> Corrected:
     """Subtract a dark master scaled to the frame's exposure time.
 
     A master without ``exptime`` is a dark *rate* (e-/s) and is multiplied by ``exptime``. A
@@ -402,22 +416,24 @@ def _dark_scale(chip: str, exptime: float | None, master_exptime: float | None) 
 
 # -- numpy forms of the master corrections: one whole chip in memory ---------------------------
 
+
 def _f32np(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     return x.astype(np.float32) if x.dtype != np.float32 else x
 
 
-def _check_master_np(sci: np.ndarray, chip: str, kind: str, data: np.ndarray,
-                     variance: np.ndarray | None) -> None:
+def _check_master_np(sci: np.ndarray, chip: str, kind: str, data: np.ndarray, variance: np.ndarray | None) -> None:
     for what, arr in (("", data), (" variance", variance)):
         if arr is not None and tuple(np.shape(arr)) != tuple(sci.shape):
             raise ShapeMismatchError(
                 f"chip {chip}: {kind} master{what} of shape {tuple(np.shape(arr))} does not match "
-                f"the frame's shape {tuple(sci.shape)}")
+                f"the frame's shape {tuple(sci.shape)}"
+            )
 
 
-def subtract_bias_np(sci: np.ndarray, var: np.ndarray | None, bias: np.ndarray,
-                     bias_var: np.ndarray | None = None, *, chip: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+def subtract_bias_np(
+    sci: np.ndarray, var: np.ndarray | None, bias: np.ndarray, bias_var: np.ndarray | None = None, *, chip: str = ""
+) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`subtract_bias` on arrays in memory: ``sci - B``, ``var + var_B``."""
     sci = _f32np(sci)
     _check_master_np(sci, chip, "bias", bias, bias_var)
@@ -430,9 +446,16 @@ def subtract_bias_np(sci: np.ndarray, var: np.ndarray | None, bias: np.ndarray,
     return out, var
 
 
-def subtract_dark_np(sci: np.ndarray, var: np.ndarray | None, dark: np.ndarray,
-                     dark_var: np.ndarray | None, exptime: float | None, *,
-                     dark_exptime: float | None = None, chip: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+def subtract_dark_np(
+    sci: np.ndarray,
+    var: np.ndarray | None,
+    dark: np.ndarray,
+    dark_var: np.ndarray | None,
+    exptime: float | None,
+    *,
+    dark_exptime: float | None = None,
+    chip: str = "",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`subtract_dark` on arrays in memory (``dark_exptime`` None: ``dark`` is a rate)."""
     sci = _f32np(sci)
     _check_master_np(sci, chip, "dark", dark, dark_var)
@@ -446,9 +469,15 @@ def subtract_dark_np(sci: np.ndarray, var: np.ndarray | None, dark: np.ndarray,
     return out, var
 
 
-def divide_flat_np(sci: np.ndarray, var: np.ndarray | None, flat: np.ndarray,
-                   flat_var: np.ndarray | None = None, min_value: float | None = None, *,
-                   chip: str = "") -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def divide_flat_np(
+    sci: np.ndarray,
+    var: np.ndarray | None,
+    flat: np.ndarray,
+    flat_var: np.ndarray | None = None,
+    min_value: float | None = None,
+    *,
+    chip: str = "",
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """:func:`divide_flat` on arrays in memory: ``(sci, var, low)`` from the same kernels."""
     sci = _f32np(sci)
     _check_master_np(sci, chip, "flat", flat, flat_var)
@@ -477,8 +506,9 @@ def _flat_sci(s: np.ndarray, f: np.ndarray, min_value: float | None) -> np.ndarr
         return np.asarray(s, dtype=np.float32) / _guarded_flat(f, min_value)
 
 
-def _flat_var(s: np.ndarray, v: np.ndarray, f: np.ndarray, vf: np.ndarray | None,
-              min_value: float | None) -> np.ndarray:
+def _flat_var(
+    s: np.ndarray, v: np.ndarray, f: np.ndarray, vf: np.ndarray | None, min_value: float | None
+) -> np.ndarray:
     # var/f² + s² var_f/f⁴ written as (var + (s/f)² var_f) / f²: no f⁴ to underflow.
     g = _guarded_flat(f, min_value)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -498,8 +528,7 @@ def _flat_low(f: np.ndarray, min_value: float) -> np.ndarray:
     return np.asarray(f, dtype=np.float64) < min_value
 
 
-def divide_flat(sci: da.Array, var: da.Array | None, master: Master,
-                min_value: float | None = None) -> FlatCorrected:
+def divide_flat(sci: da.Array, var: da.Array | None, master: Master, min_value: float | None = None) -> FlatCorrected:
     """Divide by a normalised flat, propagating the variance of both.
 
     As ``ccdproc.flat_correct(min_value=..., norm_value=1)``: flat values below ``min_value``
@@ -531,17 +560,25 @@ def divide_flat(sci: da.Array, var: da.Array | None, master: Master,
     mv = _min_value(master.chip, min_value)
     flat = _like(master.data, sci)
     meta32 = np.array((), dtype=np.float32)
-    out = da.map_blocks(_flat_sci, sci, flat, mv, dtype=np.float32, meta=meta32,
-                        token=f"flat-{master.chip}")
+    out = da.map_blocks(_flat_sci, sci, flat, mv, dtype=np.float32, meta=meta32, token=f"flat-{master.chip}")
     if mv is None:
         low = da.zeros(sci.shape, dtype=bool, chunks=sci.chunks)
     else:
-        low = da.map_blocks(_flat_low, flat, mv, dtype=bool, meta=np.array((), dtype=bool),
-                            token=f"flat-low-{master.chip}")
+        low = da.map_blocks(
+            _flat_low, flat, mv, dtype=bool, meta=np.array((), dtype=bool), token=f"flat-low-{master.chip}"
+        )
     if var is None:
         return FlatCorrected(out, None, low)
     var = _like(_f32(var), sci)
-    new_var = da.map_blocks(_flat_var, sci, var, flat, _like(master.variance, sci), mv,
-                            dtype=np.float32,
-                            meta=meta32, token=f"flat-var-{master.chip}")
+    new_var = da.map_blocks(
+        _flat_var,
+        sci,
+        var,
+        flat,
+        _like(master.variance, sci),
+        mv,
+        dtype=np.float32,
+        meta=meta32,
+        token=f"flat-var-{master.chip}",
+    )
     return FlatCorrected(out, new_var, low)

@@ -67,7 +67,7 @@ def assemble_np(array: np.ndarray, layout: ChipLayout) -> np.ndarray:
     out = np.empty(layout.trimmed_shape, dtype=arr.dtype)
     for a in layout.amplifiers:
         r = rect_of(a.ccdsec)
-        out[r.y0:r.y1, r.x0:r.x1] = arr[a.datasec.slices]
+        out[r.y0 : r.y1, r.x0 : r.x1] = arr[a.datasec.slices]
     return out
 
 
@@ -97,6 +97,7 @@ def _guillotine(pieces: list[tuple[Rect, da.Array]], region: Rect) -> da.Array |
         lo = region.y0 if axis == 0 else region.x0
         starts = sorted({(r.y0 if axis == 0 else r.x0) for r, _ in pieces} - {lo})
         for cut in starts:
+
             def side(r: Rect, c: int = cut, ax: int = axis) -> int:
                 a0, a1 = (r.y0, r.y1) if ax == 0 else (r.x0, r.x1)
                 return -1 if a1 <= c else (1 if a0 >= c else 0)
@@ -117,9 +118,8 @@ def _guillotine(pieces: list[tuple[Rect, da.Array]], region: Rect) -> da.Array |
     return None
 
 
-def _assign(pieces: list[tuple[Rect, da.Array]], shape: tuple[int, int],
-            dtype: np.dtype) -> da.Array:
+def _assign(pieces: list[tuple[Rect, da.Array]], shape: tuple[int, int], dtype: np.dtype) -> da.Array:
     out = da.zeros(shape, dtype=dtype)
     for rect, piece in pieces:
-        out[rect.y0:rect.y1, rect.x0:rect.x1] = piece
+        out[rect.y0 : rect.y1, rect.x0 : rect.x1] = piece
     return out

@@ -96,50 +96,84 @@ class CosmicConfig(ConfigBase):
     """
 
     method: Literal["lacosmic", "median", "none"] = option(
-        "lacosmic", "lacosmic (astroscrappy), median (local median + variance), or none")
-    sigclip: float = option(4.5, "LACosmic: Laplacian-to-noise limit for detection",
-                            check=lambda v: v > 0, why="must be positive")
-    sigfrac: float = option(0.3, "LACosmic: fraction of sigclip used for neighbouring pixels",
-                            check=lambda v: v > 0, why="must be positive")
-    objlim: float = option(5.0, "LACosmic: minimum contrast between the Laplacian and the "
-                                "fine-structure image (raise it if star cores are flagged)",
-                           check=lambda v: v > 0, why="must be positive")
-    niter: int = option(4, "LACosmic: iterations (each widens the halo needed)",
-                        check=lambda v: 1 <= v <= 20, why="must be between 1 and 20")
+        "lacosmic", "lacosmic (astroscrappy), median (local median + variance), or none"
+    )
+    sigclip: float = option(
+        4.5, "LACosmic: Laplacian-to-noise limit for detection", check=lambda v: v > 0, why="must be positive"
+    )
+    sigfrac: float = option(
+        0.3, "LACosmic: fraction of sigclip used for neighbouring pixels", check=lambda v: v > 0, why="must be positive"
+    )
+    objlim: float = option(
+        5.0,
+        "LACosmic: minimum contrast between the Laplacian and the "
+        "fine-structure image (raise it if star cores are flagged)",
+        check=lambda v: v > 0,
+        why="must be positive",
+    )
+    niter: int = option(
+        4,
+        "LACosmic: iterations (each widens the halo needed)",
+        check=lambda v: 1 <= v <= 20,
+        why="must be between 1 and 20",
+    )
     sepmed: bool = option(True, "LACosmic: separable median filters (faster; False is 2.6-3x slower)")
     cleantype: Literal["meanmask", "medmask", "median", "idw"] = option(
-        "meanmask", "LACosmic: how cosmic-ray pixels are replaced in the cleaned image (5x5 box)")
+        "meanmask", "LACosmic: how cosmic-ray pixels are replaced in the cleaned image (5x5 box)"
+    )
     fsmode: Literal["median", "convolve"] = option(
-        "median", "LACosmic: fine-structure image by median filters or by PSF convolution")
+        "median", "LACosmic: fine-structure image by median filters or by PSF convolution"
+    )
     psfmodel: Literal["gauss", "gaussx", "gaussy", "moffat"] = option(
-        "gauss", "LACosmic: PSF model when fsmode = convolve")
-    psffwhm: float = option(2.5, "LACosmic: PSF FWHM (pixels) when fsmode = convolve",
-                            check=lambda v: v > 0, why="must be positive")
-    psfsize: int = option(7, "LACosmic: PSF kernel side (odd, pixels) when fsmode = convolve",
-                          check=_odd, why="must be an odd positive integer")
-    psfbeta: float = option(4.765, "LACosmic: Moffat beta when psfmodel = moffat",
-                            check=lambda v: v > 0, why="must be positive")
+        "gauss", "LACosmic: PSF model when fsmode = convolve"
+    )
+    psffwhm: float = option(
+        2.5, "LACosmic: PSF FWHM (pixels) when fsmode = convolve", check=lambda v: v > 0, why="must be positive"
+    )
+    psfsize: int = option(
+        7,
+        "LACosmic: PSF kernel side (odd, pixels) when fsmode = convolve",
+        check=_odd,
+        why="must be an odd positive integer",
+    )
+    psfbeta: float = option(
+        4.765, "LACosmic: Moffat beta when psfmodel = moffat", check=lambda v: v > 0, why="must be positive"
+    )
     saturation_grow: int = option(
-        2, "grow a saturated-pixel mask by this many pixels before detection (the grown pixels "
-           "are only ignored, not flagged); the steep wings of saturated stars otherwise look "
-           "like cosmic rays (astroscrappy grows the saturated stars it finds itself by 4)",
-        check=lambda v: 0 <= v <= 50, why="must be between 0 and 50")
+        2,
+        "grow a saturated-pixel mask by this many pixels before detection (the grown pixels "
+        "are only ignored, not flagged); the steep wings of saturated stars otherwise look "
+        "like cosmic rays (astroscrappy grows the saturated stars it finds itself by 4)",
+        check=lambda v: 0 <= v <= 50,
+        why="must be between 0 and 50",
+    )
     use_variance: bool = option(
-        True, "LACosmic: give astroscrappy the VAR plane as its noise model (invar) when available")
+        True, "LACosmic: give astroscrappy the VAR plane as its noise model (invar) when available"
+    )
     halo: int | None = option(
-        None, "pixels of overlap between chunks; None: the proven bound of lacosmic_halo() "
-              "(41 for the defaults), or size // 2 for the median method",
-        check=lambda v: v >= 0, why="must be zero or positive")
+        None,
+        "pixels of overlap between chunks; None: the proven bound of lacosmic_halo() "
+        "(41 for the defaults), or size // 2 for the median method",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
+    )
     tile: int | None = option(
-        None, "rechunk the chip into tiles of about this side before detection; None keeps the "
-              "input chunks (chunks smaller than the halo are merged either way)",
-        check=lambda v: v >= 16, why="must be at least 16 pixels")
-    size: int = option(5, "median method: side of the median window (odd)",
-                       check=lambda v: _odd(v) and v >= 3, why="must be an odd integer >= 3")
-    threshold: float = option(5.0, "median method: excess over the local median, in sigma",
-                              check=lambda v: v > 0, why="must be positive")
-    clean: bool = option(True, "replace cosmic-ray pixels of SCI by the cleaned values "
-                               "(False only sets DQ bit 4)")
+        None,
+        "rechunk the chip into tiles of about this side before detection; None keeps the "
+        "input chunks (chunks smaller than the halo are merged either way)",
+        check=lambda v: v >= 16,
+        why="must be at least 16 pixels",
+    )
+    size: int = option(
+        5,
+        "median method: side of the median window (odd)",
+        check=lambda v: _odd(v) and v >= 3,
+        why="must be an odd integer >= 3",
+    )
+    threshold: float = option(
+        5.0, "median method: excess over the local median, in sigma", check=lambda v: v > 0, why="must be positive"
+    )
+    clean: bool = option(True, "replace cosmic-ray pixels of SCI by the cleaned values (False only sets DQ bit 4)")
 
 
 def lacosmic_halo(config: CosmicConfig | None = None) -> int:
@@ -198,9 +232,16 @@ def lacosmic_halo(config: CosmicConfig | None = None) -> int:
 # block kernels
 
 
-def _lacosmic_block(sci: np.ndarray, var: np.ndarray | None, mask: np.ndarray | None, *,
-                    params: dict[str, Any], gain: float, readnoise: float,
-                    satlevel: float) -> np.ndarray:
+def _lacosmic_block(
+    sci: np.ndarray,
+    var: np.ndarray | None,
+    mask: np.ndarray | None,
+    *,
+    params: dict[str, Any],
+    gain: float,
+    readnoise: float,
+    satlevel: float,
+) -> np.ndarray:
     import astroscrappy
 
     data = np.ascontiguousarray(sci, dtype=np.float32)
@@ -217,16 +258,24 @@ def _lacosmic_block(sci: np.ndarray, var: np.ndarray | None, mask: np.ndarray | 
             inmask |= ~vfinite
             invar = np.where(vfinite, invar, np.float32(0.0))
     crmask, cleaned = astroscrappy.detect_cosmics(
-        data, inmask=inmask, invar=invar, gain=gain, readnoise=readnoise, satlevel=satlevel,
-        verbose=False, **params)
+        data, inmask=inmask, invar=invar, gain=gain, readnoise=readnoise, satlevel=satlevel, verbose=False, **params
+    )
     out = np.empty(data.shape, dtype=_CR_DTYPE)
     out["mask"] = crmask
     out["clean"] = np.where(finite, cleaned, sci)
     return out
 
 
-def _median_block(sci: np.ndarray, var: np.ndarray | None, mask: np.ndarray | None, *,
-                  size: int, threshold: float, gain: float, readnoise: float) -> np.ndarray:
+def _median_block(
+    sci: np.ndarray,
+    var: np.ndarray | None,
+    mask: np.ndarray | None,
+    *,
+    size: int,
+    threshold: float,
+    gain: float,
+    readnoise: float,
+) -> np.ndarray:
     data = np.asarray(sci, dtype=np.float32)
     finite = np.isfinite(data)
     filled = np.where(finite, data, np.float32(0.0))
@@ -251,16 +300,31 @@ def _median_block(sci: np.ndarray, var: np.ndarray | None, mask: np.ndarray | No
 
 
 def _lacosmic_params(cfg: CosmicConfig) -> dict[str, Any]:
-    return {"sigclip": cfg.sigclip, "sigfrac": cfg.sigfrac, "objlim": cfg.objlim,
-            "niter": cfg.niter, "sepmed": cfg.sepmed, "cleantype": cfg.cleantype,
-            "fsmode": cfg.fsmode, "psfmodel": cfg.psfmodel, "psffwhm": cfg.psffwhm,
-            "psfsize": cfg.psfsize, "psfbeta": cfg.psfbeta}
+    return {
+        "sigclip": cfg.sigclip,
+        "sigfrac": cfg.sigfrac,
+        "objlim": cfg.objlim,
+        "niter": cfg.niter,
+        "sepmed": cfg.sepmed,
+        "cleantype": cfg.cleantype,
+        "fsmode": cfg.fsmode,
+        "psfmodel": cfg.psfmodel,
+        "psffwhm": cfg.psffwhm,
+        "psfsize": cfg.psfsize,
+        "psfbeta": cfg.psfbeta,
+    }
 
 
-def detect_cosmics(sci: da.Array, var: da.Array | None = None, *, gain: float = 1.0,
-                   read_noise: float, saturation: float | da.Array | None = None,
-                   mask: da.Array | None = None, config: CosmicConfig | None = None
-                   ) -> tuple[da.Array, da.Array]:
+def detect_cosmics(
+    sci: da.Array,
+    var: da.Array | None = None,
+    *,
+    gain: float = 1.0,
+    read_noise: float,
+    saturation: float | da.Array | None = None,
+    mask: da.Array | None = None,
+    config: CosmicConfig | None = None,
+) -> tuple[da.Array, da.Array]:
     """Find and clean the cosmic rays of one chip, lazily.
 
     Parameters
@@ -346,15 +410,22 @@ def detect_cosmics(sci: da.Array, var: da.Array | None = None, *, gain: float = 
         sci_b, var_b, mask_b = (next(it) if have else None for have in order)
         return kernel(sci_b, var_b, mask_b, **kw)
 
-    result = da.map_overlap(call, *present, depth=depth, boundary="none", dtype=_CR_DTYPE,
-                            meta=np.empty((0, 0), dtype=_CR_DTYPE), **kwargs)
+    result = da.map_overlap(
+        call, *present, depth=depth, boundary="none", dtype=_CR_DTYPE, meta=np.empty((0, 0), dtype=_CR_DTYPE), **kwargs
+    )
     return result["mask"], result["clean"]
 
 
-def detect_cosmics_np(sci: np.ndarray, var: np.ndarray | None = None, *, gain: float = 1.0,
-                      read_noise: float, saturation: float | np.ndarray | None = None,
-                      mask: np.ndarray | None = None, config: CosmicConfig | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def detect_cosmics_np(
+    sci: np.ndarray,
+    var: np.ndarray | None = None,
+    *,
+    gain: float = 1.0,
+    read_noise: float,
+    saturation: float | np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    config: CosmicConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`detect_cosmics` on a whole chip held in memory: one call of the kernel on the
     whole chip (the halo that makes chunked detection equal to a whole-frame run is not
     needed; ``config.tile`` and ``config.halo`` only shape the dask form)."""
@@ -399,31 +470,44 @@ def _check_noise(gain: float, read_noise: float | None) -> None:
 def _check_aligned(shape: tuple[int, ...], sci_shape: tuple[int, ...], label: str) -> None:
     if tuple(shape) != tuple(sci_shape):
         raise ShapeMismatchError(
-            f"detect_cosmics: {label} of shape {tuple(shape)} differs from the image "
-            f"{tuple(sci_shape)}")
+            f"detect_cosmics: {label} of shape {tuple(shape)} differs from the image {tuple(sci_shape)}"
+        )
 
 
-def _kernel(cfg: CosmicConfig, gain: float, read_noise: float,
-            satlevel: float) -> tuple[Callable[..., np.ndarray], int, dict[str, Any]]:
+def _kernel(
+    cfg: CosmicConfig, gain: float, read_noise: float, satlevel: float
+) -> tuple[Callable[..., np.ndarray], int, dict[str, Any]]:
     """The block kernel of the configured method, its halo and its parameters."""
     if cfg.method == "lacosmic":
         depth = lacosmic_halo(cfg) if cfg.halo is None else cfg.halo
-        return _lacosmic_block, depth, {"params": _lacosmic_params(cfg), "gain": float(gain),
-                                        "readnoise": float(read_noise), "satlevel": satlevel}
+        return (
+            _lacosmic_block,
+            depth,
+            {
+                "params": _lacosmic_params(cfg),
+                "gain": float(gain),
+                "readnoise": float(read_noise),
+                "satlevel": satlevel,
+            },
+        )
     depth = cfg.size // 2 if cfg.halo is None else max(cfg.halo, cfg.size // 2)
-    return _median_block, depth, {"size": cfg.size, "threshold": float(cfg.threshold),
-                                  "gain": float(gain), "readnoise": float(read_noise)}
+    return (
+        _median_block,
+        depth,
+        {"size": cfg.size, "threshold": float(cfg.threshold), "gain": float(gain), "readnoise": float(read_noise)},
+    )
 
 
 def cosmic_step(cfg: CosmicConfig) -> str:
     """The history line of the cosmic-ray step."""
     if cfg.method == "lacosmic":
-        return (f"cosmics: lacosmic sigclip={cfg.sigclip} sigfrac={cfg.sigfrac} "
-                f"objlim={cfg.objlim} niter={cfg.niter} sepmed={cfg.sepmed} "
-                f"halo={lacosmic_halo(cfg) if cfg.halo is None else cfg.halo}"
-                f"{' cleaned' if cfg.clean else ''}")
-    return (f"cosmics: median size={cfg.size} threshold={cfg.threshold}"
-            f"{' cleaned' if cfg.clean else ''}")
+        return (
+            f"cosmics: lacosmic sigclip={cfg.sigclip} sigfrac={cfg.sigfrac} "
+            f"objlim={cfg.objlim} niter={cfg.niter} sepmed={cfg.sepmed} "
+            f"halo={lacosmic_halo(cfg) if cfg.halo is None else cfg.halo}"
+            f"{' cleaned' if cfg.clean else ''}"
+        )
+    return f"cosmics: median size={cfg.size} threshold={cfg.threshold}{' cleaned' if cfg.clean else ''}"
 
 
 def frame_read_noise(layout: Any) -> float:
@@ -433,8 +517,15 @@ def frame_read_noise(layout: Any) -> float:
     return max(noises) if noises else 0.0
 
 
-def clean_arrays_np(sci: np.ndarray, var: np.ndarray, dq: np.ndarray, config: CosmicConfig, *,
-                    read_noise: float, saturation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def clean_arrays_np(
+    sci: np.ndarray,
+    var: np.ndarray,
+    dq: np.ndarray,
+    config: CosmicConfig,
+    *,
+    read_noise: float,
+    saturation: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`clean_frame` on arrays in memory: the new ``(sci, dq)`` of one calibrated chip."""
     cfg = config
     flagged = (dq & np.uint16(dqbits.BAD | dqbits.NODATA)) != 0
@@ -447,9 +538,13 @@ def clean_arrays_np(sci: np.ndarray, var: np.ndarray, dq: np.ndarray, config: Co
     return (cleaned if cfg.clean else sci), new_dq
 
 
-def clean_frame(frame: Frame, config: CosmicConfig | None = None, *,
-                saturation: float | da.Array | None = None,
-                read_noise: float | None = None) -> Frame:
+def clean_frame(
+    frame: Frame,
+    config: CosmicConfig | None = None,
+    *,
+    saturation: float | da.Array | None = None,
+    read_noise: float | None = None,
+) -> Frame:
     """Detect cosmic rays on a calibrated :class:`~ccdask.frame.Frame` (electrons).
 
     Pixels already flagged BAD or NODATA in the frame's DQ are masked, and so are SATURATED
@@ -484,8 +579,9 @@ def clean_frame(frame: Frame, config: CosmicConfig | None = None, *,
         saturated = saturated | da.asarray(saturation).astype(bool)
         saturation = None
     flagged = flagged | grow_mask(saturated, cfg.saturation_grow)
-    cr, cleaned = detect_cosmics(frame.sci, frame.var, gain=1.0, read_noise=read_noise,
-                                 saturation=saturation, mask=flagged, config=cfg)
+    cr, cleaned = detect_cosmics(
+        frame.sci, frame.var, gain=1.0, read_noise=read_noise, saturation=saturation, mask=flagged, config=cfg
+    )
     dq = frame.dq | (cr.astype(dqbits.DQ_DTYPE) * dqbits.DQ_DTYPE(dqbits.COSMIC))
     sci = cleaned if cfg.clean else frame.sci
     return frame.evolve(step=cosmic_step(cfg), sci=sci, dq=dq)

@@ -107,8 +107,7 @@ class GainResult:
         for a in self.amplifiers:
             if a.amp == amp:
                 return a
-        raise KeyError(f"chip {self.chip} has no amplifier {amp!r}; "
-                       f"known: {[a.amp for a in self.amplifiers]}")
+        raise KeyError(f"chip {self.chip} has no amplifier {amp!r}; known: {[a.amp for a in self.amplifiers]}")
 
     @property
     def gains(self) -> dict[str, float]:
@@ -130,9 +129,10 @@ class GainResult:
         ]
 
 
-HEADER = (f"{'chip':<10} {'amp':<4} {'gain':>8} {'+/-':>7} {'rdnoise':>8} {'+/-':>7} "
-          f"{'signal':>10} {'pixels':>9} section")
-UNITS = (f"{'':<10} {'':<4} {'e-/ADU':>8} {'':>7} {'e-':>8} {'':>7} {'ADU':>10} {'':>9}")
+HEADER = (
+    f"{'chip':<10} {'amp':<4} {'gain':>8} {'+/-':>7} {'rdnoise':>8} {'+/-':>7} {'signal':>10} {'pixels':>9} section"
+)
+UNITS = f"{'':<10} {'':<4} {'e-/ADU':>8} {'':>7} {'e-':>8} {'':>7} {'ADU':>10} {'':>9}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,8 +158,7 @@ def _clipped_mean(x: np.ndarray, sigma: float, maxiters: int) -> tuple[float, in
     return float(v[keep].mean()), int(keep.sum())
 
 
-def _clipped_var(d: np.ndarray, sigma: float, maxiters: int, lines: int | None
-                 ) -> tuple[float, int]:
+def _clipped_var(d: np.ndarray, sigma: float, maxiters: int, lines: int | None) -> tuple[float, int]:
     """Sigma-clipped variance of a difference image.
 
     With ``lines`` = 0 (rows) or 1 (columns), each line's mean over the surviving pixels is
@@ -201,13 +200,17 @@ def _clipped_var(d: np.ndarray, sigma: float, maxiters: int, lines: int | None
 # the measurement
 
 
-def _region(layout: ChipLayout | None, shape: tuple[int, int], section: str | Section | None
-            ) -> list[tuple[str, tuple[slice, slice], str | None, str]]:
+def _region(
+    layout: ChipLayout | None, shape: tuple[int, int], section: str | Section | None
+) -> list[tuple[str, tuple[slice, slice], str | None, str]]:
     """(amp name, raw slices, overscan axis, section text) of each region to measure."""
     sec = None
     if section is not None:
-        sec = (section if isinstance(section, Section) else Section.parse(section)).validate(
-            shape, keyword="section").normalized()
+        sec = (
+            (section if isinstance(section, Section) else Section.parse(section))
+            .validate(shape, keyword="section")
+            .normalized()
+        )
     regions: list[tuple[str, tuple[slice, slice], str | None, str]] = []
     amps = layout.amplifiers if layout is not None else [None]
     for amp in amps:
@@ -230,8 +233,18 @@ def _region(layout: ChipLayout | None, shape: tuple[int, int], section: str | Se
     return regions
 
 
-def _measure(f1: np.ndarray, f2: np.ndarray, b1: np.ndarray, b2: np.ndarray, *, amp: str,
-             section: str, lines: int | None, sigma: float, maxiters: int) -> AmpGain:
+def _measure(
+    f1: np.ndarray,
+    f2: np.ndarray,
+    b1: np.ndarray,
+    b2: np.ndarray,
+    *,
+    amp: str,
+    section: str,
+    lines: int | None,
+    sigma: float,
+    maxiters: int,
+) -> AmpGain:
     mb1, _ = _clipped_mean(b1, sigma, maxiters)
     mb2, _ = _clipped_mean(b2, sigma, maxiters)
     bias = 0.5 * (mb1 + mb2)
@@ -239,8 +252,10 @@ def _measure(f1: np.ndarray, f2: np.ndarray, b1: np.ndarray, b2: np.ndarray, *, 
     m2, _ = _clipped_mean(f2, sigma, maxiters)
     s1, s2 = m1 - bias, m2 - bias
     if not (s1 > 0 and s2 > 0):
-        raise ConfigError(f"amplifier {amp}: the flats are not above the bias level "
-                          f"(levels {m1:.1f} and {m2:.1f} ADU, bias {bias:.1f} ADU)")
+        raise ConfigError(
+            f"amplifier {amp}: the flats are not above the bias level "
+            f"(levels {m1:.1f} and {m2:.1f} ADU, bias {bias:.1f} ADU)"
+        )
     r = s1 / s2
     dflat = (f1.astype(np.float64) - bias) - r * (f2.astype(np.float64) - bias)
     dbias = b1.astype(np.float64) - b2.astype(np.float64)
@@ -249,8 +264,10 @@ def _measure(f1: np.ndarray, f2: np.ndarray, b1: np.ndarray, b2: np.ndarray, *, 
     k = (1.0 + r * r) / 2.0
     photon_var = var_f - k * var_b
     if not photon_var > 0:
-        raise ConfigError(f"amplifier {amp}: the flat difference shows no photon noise above "
-                          f"the read noise (var {var_f:.3g} vs bias {var_b:.3g} ADU²)")
+        raise ConfigError(
+            f"amplifier {amp}: the flat difference shows no photon noise above "
+            f"the read noise (var {var_f:.3g} vs bias {var_b:.3g} ADU²)"
+        )
     gain = (s1 + r * r * s2) / photon_var
     rn_adu = math.sqrt(var_b / 2.0)
     # Expected statistical errors: Var(s²) = 2 sigma⁴ / n.
@@ -258,16 +275,36 @@ def _measure(f1: np.ndarray, f2: np.ndarray, b1: np.ndarray, b2: np.ndarray, *, 
     gain_err = gain * err_pv / photon_var
     rn = gain * rn_adu
     rn_err = rn * math.sqrt((gain_err / gain) ** 2 + 1.0 / (2.0 * n_b))
-    return AmpGain(amp=amp, section=section, gain=gain, gain_err=gain_err, read_noise=rn,
-                   read_noise_err=rn_err, read_noise_adu=rn_adu, signal=0.5 * (s1 + s2),
-                   ratio=r, flat_diff_var=var_f, bias_diff_var=var_b, npix_flat=n_f,
-                   npix_bias=n_b)
+    return AmpGain(
+        amp=amp,
+        section=section,
+        gain=gain,
+        gain_err=gain_err,
+        read_noise=rn,
+        read_noise_err=rn_err,
+        read_noise_adu=rn_adu,
+        signal=0.5 * (s1 + s2),
+        ratio=r,
+        flat_diff_var=var_f,
+        bias_diff_var=var_b,
+        npix_flat=n_f,
+        npix_bias=n_b,
+    )
 
 
-def gain_from_pairs(flat1: Any, flat2: Any, bias1: Any, bias2: Any, *,
-                    layout: ChipLayout | None = None, section: str | Section | None = None,
-                    line_offsets: bool = True, sigma: float = 5.0, maxiters: int = 10,
-                    chip: str | None = None) -> GainResult:
+def gain_from_pairs(
+    flat1: Any,
+    flat2: Any,
+    bias1: Any,
+    bias2: Any,
+    *,
+    layout: ChipLayout | None = None,
+    section: str | Section | None = None,
+    line_offsets: bool = True,
+    sigma: float = 5.0,
+    maxiters: int = 10,
+    chip: str | None = None,
+) -> GainResult:
     """Gain (e-/ADU) and read noise (e-) from two flats and two biases, per amplifier.
 
     Parameters
@@ -311,8 +348,9 @@ def gain_from_pairs(flat1: Any, flat2: Any, bias1: Any, bias2: Any, *,
     if len(shape) != 2:
         raise ShapeMismatchError(f"gain_from_pairs: expected 2-D frames, got shape {shape}")
     if layout is not None and tuple(layout.raw_shape) != shape:
-        raise ShapeMismatchError(f"chip {layout.name}: frames of shape {shape} do not match the "
-                                 f"layout's raw shape {tuple(layout.raw_shape)}")
+        raise ShapeMismatchError(
+            f"chip {layout.name}: frames of shape {shape} do not match the layout's raw shape {tuple(layout.raw_shape)}"
+        )
     if not sigma > 0:
         raise ConfigError(f"gain_from_pairs: sigma must be positive, got {sigma!r}")
     results = []
@@ -322,17 +360,25 @@ def gain_from_pairs(flat1: Any, flat2: Any, bias1: Any, bias2: Any, *,
             cuts = list(dask.compute(*cuts))
         f1, f2, b1, b2 = (np.asarray(c) for c in cuts)
         lines = None if not line_offsets else (1 if axis == "parallel" else 0)
-        results.append(_measure(f1, f2, b1, b2, amp=name, section=text, lines=lines,
-                                sigma=float(sigma), maxiters=int(maxiters)))
+        results.append(
+            _measure(f1, f2, b1, b2, amp=name, section=text, lines=lines, sigma=float(sigma), maxiters=int(maxiters))
+        )
     label = chip or (layout.name if layout is not None else "chip")
     return GainResult(chip=label, amplifiers=tuple(results))
 
 
-def gain_from_files(flat1: str | os.PathLike[str], flat2: str | os.PathLike[str],
-                    bias1: str | os.PathLike[str], bias2: str | os.PathLike[str], *,
-                    hdu: int | str | None = None, profile: str | None = None,
-                    section: str | None = None, line_offsets: bool = True,
-                    sigma: float = 5.0) -> list[GainResult]:
+def gain_from_files(
+    flat1: str | os.PathLike[str],
+    flat2: str | os.PathLike[str],
+    bias1: str | os.PathLike[str],
+    bias2: str | os.PathLike[str],
+    *,
+    hdu: int | str | None = None,
+    profile: str | None = None,
+    section: str | None = None,
+    line_offsets: bool = True,
+    sigma: float = 5.0,
+) -> list[GainResult]:
     """Gain and read noise of every chip (or one HDU) of four raw FITS files.
 
     The amplifier layout of each chip comes from its header through the instrument profile
@@ -365,9 +411,11 @@ def gain_from_files(flat1: str | os.PathLike[str], flat2: str | os.PathLike[str]
     for p, cat in zip(paths, cats, strict=True):
         entries = list(cat.entries)
         if hdu is not None:
-            entries = [e for e in entries
-                       if (isinstance(hdu, int) and e.hdu == hdu)
-                       or (isinstance(hdu, str) and hdu in (e.extname, e.chip))]
+            entries = [
+                e
+                for e in entries
+                if (isinstance(hdu, int) and e.hdu == hdu) or (isinstance(hdu, str) and hdu in (e.extname, e.chip))
+            ]
             if not entries:
                 raise ConfigError(f"{os.fspath(p)}: no image HDU {hdu!r}")
         if not entries:
@@ -380,10 +428,12 @@ def gain_from_files(flat1: str | os.PathLike[str], flat2: str | os.PathLike[str]
         for p, entries in zip(paths, per_file, strict=True):
             match = [e for e in entries if e.chip == chip]
             if not match:
-                raise ConfigError(f"{os.fspath(p)}: no chip {chip!r} (it has "
-                                  f"{', '.join(e.chip for e in entries)})")
+                raise ConfigError(f"{os.fspath(p)}: no chip {chip!r} (it has {', '.join(e.chip for e in entries)})")
             group.append(match[0])
         arrays = [open_frame(e.path, hdu=e.hdu) for e in group]
-        results.append(gain_from_pairs(*arrays, layout=group[0].layout, section=section,
-                                       line_offsets=line_offsets, sigma=sigma, chip=chip))
+        results.append(
+            gain_from_pairs(
+                *arrays, layout=group[0].layout, section=section, line_offsets=line_offsets, sigma=sigma, chip=chip
+            )
+        )
     return results

@@ -28,8 +28,17 @@ from ..errors import PlanError
 from ..sections import Range, Section
 from ..utils import MAD_TO_SIGMA
 
-__all__ = ["ILLUMINATION_SAMPLE_PIXELS", "ChipCoords", "Legendre2D", "chip_coords", "fit_focal_plane",
-           "fit_legendre2d", "grid_coords", "model_image", "sample_grid"]
+__all__ = [
+    "ILLUMINATION_SAMPLE_PIXELS",
+    "ChipCoords",
+    "Legendre2D",
+    "chip_coords",
+    "fit_focal_plane",
+    "fit_legendre2d",
+    "grid_coords",
+    "model_image",
+    "sample_grid",
+]
 
 ILLUMINATION_SAMPLE_PIXELS = 1 << 14
 """Pixels per chip (at most) of the fixed grid the illumination model is fitted on."""
@@ -47,8 +56,9 @@ def _scale(v: np.ndarray, lim: tuple[float, float]) -> np.ndarray:
     return (2.0 * (np.asarray(v, np.float64) - lo) / (hi - lo)) - 1.0
 
 
-def _design(x: np.ndarray, y: np.ndarray, order: int, xlim: tuple[float, float],
-            ylim: tuple[float, float]) -> np.ndarray:
+def _design(
+    x: np.ndarray, y: np.ndarray, order: int, xlim: tuple[float, float], ylim: tuple[float, float]
+) -> np.ndarray:
     vx = L.legvander(_scale(x, xlim), order)
     vy = L.legvander(_scale(y, ylim), order)
     return np.stack([vx[..., i] * vy[..., j] for i, j in terms(order)], axis=-1)
@@ -70,9 +80,17 @@ class Legendre2D:
         return _design(x, y, self.order, self.xlim, self.ylim) @ np.asarray(self.coeffs, np.float64)
 
 
-def fit_legendre2d(x: np.ndarray, y: np.ndarray, v: np.ndarray, order: int, *, sigma: float = 3.0,
-                   maxiters: int = 5, xlim: tuple[float, float] | None = None,
-                   ylim: tuple[float, float] | None = None) -> Legendre2D:
+def fit_legendre2d(
+    x: np.ndarray,
+    y: np.ndarray,
+    v: np.ndarray,
+    order: int,
+    *,
+    sigma: float = 3.0,
+    maxiters: int = 5,
+    xlim: tuple[float, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Legendre2D:
     """Least-squares 2-D Legendre fit of ``v(x, y)`` with iterative k-sigma clipping.
 
     Non-finite values are ignored. After each fit, samples whose residual is more than
@@ -86,8 +104,9 @@ def fit_legendre2d(x: np.ndarray, y: np.ndarray, v: np.ndarray, order: int, *, s
     finite = np.isfinite(v) & np.isfinite(x) & np.isfinite(y)
     nterms = len(terms(order))
     if np.count_nonzero(finite) < nterms:
-        raise PlanError(f"illumination fit: {np.count_nonzero(finite)} finite samples for "
-                         f"{nterms} terms of order {order}")
+        raise PlanError(
+            f"illumination fit: {np.count_nonzero(finite)} finite samples for {nterms} terms of order {order}"
+        )
     xlim = xlim or (float(x[finite].min()), float(x[finite].max()))
     ylim = ylim or (float(y[finite].min()), float(y[finite].max()))
     a = _design(x, y, order, xlim, ylim)
@@ -107,8 +126,9 @@ def fit_legendre2d(x: np.ndarray, y: np.ndarray, v: np.ndarray, order: int, *, s
         if np.count_nonzero(new) < nterms or np.array_equal(new, keep):
             break
         keep = new
-    return Legendre2D(order, tuple(float(c) for c in coeffs), xlim, ylim,
-                      nused=int(np.count_nonzero(keep)), nsample=int(v.size))
+    return Legendre2D(
+        order, tuple(float(c) for c in coeffs), xlim, ylim, nused=int(np.count_nonzero(keep)), nsample=int(v.size)
+    )
 
 
 @dataclass(frozen=True)
@@ -159,9 +179,15 @@ def grid_coords(shape: tuple[int, int], coords: ChipCoords) -> tuple[np.ndarray,
     return np.meshgrid(coords.x(cols), coords.y(rows))
 
 
-def fit_focal_plane(samples: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, int]],
-                    coords: Mapping[str, ChipCoords], order: int, *, sigma: float,
-                    maxiters: int) -> Legendre2D:
+def fit_focal_plane(
+    samples: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple[int, int]],
+    coords: Mapping[str, ChipCoords],
+    order: int,
+    *,
+    sigma: float,
+    maxiters: int,
+) -> Legendre2D:
     """One fit over the chips' grid samples (``samples[c] = ratio[sample_grid(shape)]``)."""
     xs, ys, vs = [], [], []
     for c, v in samples.items():
@@ -169,12 +195,14 @@ def fit_focal_plane(samples: Mapping[str, np.ndarray], shapes: Mapping[str, tupl
         xs.append(gx.ravel())
         ys.append(gy.ravel())
         vs.append(np.asarray(v, np.float64).ravel())
-    return fit_legendre2d(np.concatenate(xs), np.concatenate(ys), np.concatenate(vs), order,
-                          sigma=sigma, maxiters=maxiters)
+    return fit_legendre2d(
+        np.concatenate(xs), np.concatenate(ys), np.concatenate(vs), order, sigma=sigma, maxiters=maxiters
+    )
 
 
-def _eval_block(block: np.ndarray, model: Legendre2D, coords: ChipCoords,
-                block_info: dict[Any, Any] | None = None) -> np.ndarray:
+def _eval_block(
+    block: np.ndarray, model: Legendre2D, coords: ChipCoords, block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
     if block_info is None:
         raise RuntimeError("block_info is required: this kernel must be called by map_blocks")
     (r0, r1), (c0, c1) = block_info[None]["array-location"]
@@ -183,10 +211,15 @@ def _eval_block(block: np.ndarray, model: Legendre2D, coords: ChipCoords,
     return model(x, y).astype(np.float32)
 
 
-def model_image(model: Legendre2D, shape: tuple[int, int], coords: ChipCoords,
-                chunks: Sequence[Any] | str = "auto", *, name: str = "illumination") -> da.Array:
+def model_image(
+    model: Legendre2D,
+    shape: tuple[int, int],
+    coords: ChipCoords,
+    chunks: Sequence[Any] | str = "auto",
+    *,
+    name: str = "illumination",
+) -> da.Array:
     """The model evaluated on every pixel of a chip: lazy, one task per block."""
     base = da.zeros(shape, dtype=np.float32, chunks=chunks)
     token = dask.base.tokenize(model, shape, coords, base.chunks)
-    return da.map_blocks(_eval_block, base, model=model, coords=coords, dtype=np.float32,
-                         name=f"{name}-{token}")
+    return da.map_blocks(_eval_block, base, model=model, coords=coords, dtype=np.float32, name=f"{name}-{token}")

@@ -75,38 +75,59 @@ class MaskConfig(ConfigBase):
 
     hot: bool = option(True, "flag hot pixels from the dark master (rate above median + k robust sigma)")
     hot_nsigma: float = option(
-        5.0, "k: a pixel is hot when its dark rate exceeds median + k x 1.4826 MAD over the chip",
-        check=lambda v: v > 0, why="must be positive")
+        5.0,
+        "k: a pixel is hot when its dark rate exceeds median + k x 1.4826 MAD over the chip",
+        check=lambda v: v > 0,
+        why="must be positive",
+    )
     hot_min_rate: float | None = option(
-        None, "also require the rate to exceed this floor (e-/s); None: no floor",
-        check=lambda v: v >= 0, why="must be zero or positive")
+        None,
+        "also require the rate to exceed this floor (e-/s); None: no floor",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
+    )
     low: bool = option(True, "flag dead/low pixels and columns from the flat master (ccdmask-like)")
     low_window: int = option(
-        15, "side of the square local-median window (pixels, odd)",
-        check=_odd, why="must be an odd positive integer")
+        15, "side of the square local-median window (pixels, odd)", check=_odd, why="must be an odd positive integer"
+    )
     low_threshold: float = option(
-        0.8, "a pixel is low when flat / local median is below this ratio",
-        check=lambda v: 0 < v < 1, why="must lie between 0 and 1")
+        0.8,
+        "a pixel is low when flat / local median is below this ratio",
+        check=lambda v: 0 < v < 1,
+        why="must lie between 0 and 1",
+    )
     low_median: Literal["separable", "box"] = option(
-        "separable", "local median of the flat: row-then-column medians (5-6x faster) or the "
-                     "full square window")
+        "separable", "local median of the flat: row-then-column medians (5-6x faster) or the full square window"
+    )
     low_column_fraction: float = option(
-        0.5, "a whole column is flagged when at least this fraction of its pixels is low",
-        check=lambda v: 0 < v <= 1, why="must lie in (0, 1]")
+        0.5,
+        "a whole column is flagged when at least this fraction of its pixels is low",
+        check=lambda v: 0 < v <= 1,
+        why="must lie in (0, 1]",
+    )
     user_mask: str | None = option(None, "FITS bit-field mask file (nonzero or selected bits = bad)")
     user_mask_bits: int | None = option(
-        None, "bits of the user mask that mark a bad pixel; None: any nonzero value",
-        check=lambda v: v > 0, why="must be a positive bit mask")
+        None,
+        "bits of the user mask that mark a bad pixel; None: any nonzero value",
+        check=lambda v: v > 0,
+        why="must be a positive bit mask",
+    )
     user_mask_hdu: int | str | None = option(
-        None, "HDU of the user mask file (index or EXTNAME); None: the only image HDU")
+        None, "HDU of the user mask file (index or EXTNAME); None: the only image HDU"
+    )
     saturation_grow: int = option(
-        0, "grow saturated regions by this many pixels (square dilation)",
-        check=lambda v: v >= 0, why="must be zero or positive")
-    interpolate: bool = option(
-        False, "replace bad pixels by the median of their good neighbours (DQ bit 16)")
+        0,
+        "grow saturated regions by this many pixels (square dilation)",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
+    )
+    interpolate: bool = option(False, "replace bad pixels by the median of their good neighbours (DQ bit 16)")
     interpolate_size: int = option(
-        5, "side of the square window used to interpolate bad pixels (odd)",
-        check=lambda v: _odd(v) and v >= 3, why="must be an odd integer >= 3")
+        5,
+        "side of the square window used to interpolate bad pixels (odd)",
+        check=lambda v: _odd(v) and v >= 3,
+        why="must be an odd integer >= 3",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,8 +178,7 @@ def robust_stats(array: da.Array) -> da.Array:
 # hot pixels (dark) and dead/low pixels (flat)
 
 
-def hot_pixels(dark_rate: da.Array, *, nsigma: float = 5.0,
-               min_rate: float | None = None) -> da.Array:
+def hot_pixels(dark_rate: da.Array, *, nsigma: float = 5.0, min_rate: float | None = None) -> da.Array:
     """Hot pixels of a dark-current rate image: rate above median + ``nsigma`` robust sigma.
 
     The robust sigma is 1.4826 times the median absolute deviation, both over the whole chip
@@ -225,8 +245,9 @@ def _low_block(block: np.ndarray, window: int, threshold: float, kind: str) -> n
     return ~good
 
 
-def low_pixels(flat: da.Array, *, window: int = 15, threshold: float = 0.8,
-               column_fraction: float = 0.5, median: str = "separable") -> da.Array:
+def low_pixels(
+    flat: da.Array, *, window: int = 15, threshold: float = 0.8, column_fraction: float = 0.5, median: str = "separable"
+) -> da.Array:
     """Dead or low-response pixels and columns of a flat (a ccdmask-style detector).
 
     A pixel is low when ``flat / local median`` is below ``threshold`` (or the flat is not
@@ -269,9 +290,17 @@ def low_pixels(flat: da.Array, *, window: int = 15, threshold: float = 0.8,
         raise ConfigError(f"low_pixels: median must be 'separable' or 'box', got {median!r}")
     arr = da.asarray(flat)
     half = window // 2
-    low = arr.map_overlap(_low_block, depth=half, boundary="none", window=window,
-                          threshold=float(threshold), kind=median, dtype=bool,
-                          meta=_BOOL_META, token="low-pixels")
+    low = arr.map_overlap(
+        _low_block,
+        depth=half,
+        boundary="none",
+        window=window,
+        threshold=float(threshold),
+        kind=median,
+        dtype=bool,
+        meta=_BOOL_META,
+        token="low-pixels",
+    )
     frac = low.sum(axis=0, dtype=np.int64) / arr.shape[0]
     return low | (frac >= column_fraction)[None, :]
 
@@ -326,13 +355,16 @@ def _open_mask_file(path: str | os.PathLike[str], hdu: int | str | None, chunks:
     source = image_source(path, hdu)
     if len(source.shape) != 2:
         raise FitsReadError(f"{where(path, source.hdu)}the mask HDU is not a 2-D image")
-    return source.to_dask(chunks=chunks if chunks is not None else "auto",
-                          integers=source.integer_dtype is not None)
+    return source.to_dask(chunks=chunks if chunks is not None else "auto", integers=source.integer_dtype is not None)
 
 
-def user_mask(path_or_array: str | os.PathLike[str] | np.ndarray | da.Array,
-              bits: int | str | Sequence[int] | None = None, *, hdu: int | str | None = None,
-              chunks: Any = None) -> da.Array:
+def user_mask(
+    path_or_array: str | os.PathLike[str] | np.ndarray | da.Array,
+    bits: int | str | Sequence[int] | None = None,
+    *,
+    hdu: int | str | None = None,
+    chunks: Any = None,
+) -> da.Array:
     """A boolean bad-pixel mask from a bit-field (DQ-style) image, lazily.
 
     The semantics follow ccdproc's ``bitfield_to_boolean_mask``: by default any nonzero
@@ -385,8 +417,9 @@ def user_mask(path_or_array: str | os.PathLike[str] | np.ndarray | da.Array,
 # saturation (raw ADU, per amplifier) and growth
 
 
-def _saturated_block(block: np.ndarray, amps: tuple[tuple[int, int, int, int, float], ...],
-                     block_info: dict[Any, Any] | None = None) -> np.ndarray:
+def _saturated_block(
+    block: np.ndarray, amps: tuple[tuple[int, int, int, int, float], ...], block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
     out = np.zeros(block.shape, dtype=bool)
     r0, r1, c0, c1 = block_location(block_info)
     for y0, y1, x0, x1, level in amps:
@@ -426,8 +459,15 @@ def grow_mask(mask: da.Array, grow: int) -> da.Array:
     m = da.asarray(mask).astype(bool)
     if grow == 0:
         return m
-    return m.map_overlap(_dilate_block, depth=int(grow), boundary="none", size=2 * int(grow) + 1,
-                         dtype=bool, meta=_BOOL_META, token="grow-mask")
+    return m.map_overlap(
+        _dilate_block,
+        depth=int(grow),
+        boundary="none",
+        size=2 * int(grow) + 1,
+        dtype=bool,
+        meta=_BOOL_META,
+        token="grow-mask",
+    )
 
 
 def _check_grow(grow: object) -> None:
@@ -446,7 +486,8 @@ def _saturation_rects(raw_shape: tuple[int, ...], layout: ChipLayout) -> tuple[t
     if tuple(raw_shape) != tuple(layout.raw_shape):
         raise ShapeMismatchError(
             f"chip {layout.name}: raw frame of shape {tuple(raw_shape)} does not match the "
-            f"layout's raw shape {tuple(layout.raw_shape)}")
+            f"layout's raw shape {tuple(layout.raw_shape)}"
+        )
     amps = []
     for amp in layout.amplifiers:
         if amp.saturate is None:
@@ -461,8 +502,7 @@ def saturation_mask_np(raw: np.ndarray, layout: ChipLayout, *, grow: int = 0) ->
     from ._assemble import assemble_np
 
     arr = np.asarray(raw)
-    raw_mask = _saturated_block(arr, amps=_saturation_rects(arr.shape, layout),
-                                block_info=whole_block(arr.shape))
+    raw_mask = _saturated_block(arr, amps=_saturation_rects(arr.shape, layout), block_info=whole_block(arr.shape))
     return grow_mask_np(assemble_np(raw_mask, layout), grow)
 
 
@@ -492,8 +532,13 @@ def saturation_mask(raw: da.Array, layout: ChipLayout, *, grow: int = 0) -> da.A
     from . import assemble
 
     arr = da.asarray(raw)
-    raw_mask = arr.map_blocks(_saturated_block, amps=_saturation_rects(arr.shape, layout), dtype=bool, meta=_BOOL_META,
-                              token=f"saturation-{layout.name}")
+    raw_mask = arr.map_blocks(
+        _saturated_block,
+        amps=_saturation_rects(arr.shape, layout),
+        dtype=bool,
+        meta=_BOOL_META,
+        token=f"saturation-{layout.name}",
+    )
     return grow_mask(assemble(raw_mask, layout), grow)
 
 
@@ -517,9 +562,15 @@ def nonfinite_mask(sci: da.Array) -> da.Array:
     return ~da.isfinite(da.asarray(sci))
 
 
-def build_dq(*, bad: da.Array | None = None, saturated: da.Array | None = None,
-             cosmic: da.Array | None = None, nodata: da.Array | None = None,
-             interpolated: da.Array | None = None, base: da.Array | None = None) -> da.Array:
+def build_dq(
+    *,
+    bad: da.Array | None = None,
+    saturated: da.Array | None = None,
+    cosmic: da.Array | None = None,
+    nodata: da.Array | None = None,
+    interpolated: da.Array | None = None,
+    base: da.Array | None = None,
+) -> da.Array:
     """Combine boolean masks into a ``uint16`` DQ plane (bits of :mod:`ccdask.dq`).
 
     Parameters
@@ -545,18 +596,30 @@ def build_dq(*, bad: da.Array | None = None, saturated: da.Array | None = None,
     return _or_bits(given, base_arr)
 
 
-def build_dq_np(*, bad: np.ndarray | None = None, saturated: np.ndarray | None = None,
-                cosmic: np.ndarray | None = None, nodata: np.ndarray | None = None,
-                interpolated: np.ndarray | None = None, base: np.ndarray | None = None) -> np.ndarray:
+def build_dq_np(
+    *,
+    bad: np.ndarray | None = None,
+    saturated: np.ndarray | None = None,
+    cosmic: np.ndarray | None = None,
+    nodata: np.ndarray | None = None,
+    interpolated: np.ndarray | None = None,
+    base: np.ndarray | None = None,
+) -> np.ndarray:
     """:func:`build_dq` on masks held in memory."""
     given, base_arr = _dq_planes(np.asarray, bad, saturated, cosmic, nodata, interpolated, base)
     return _or_bits(given, base_arr)
 
 
-def _dq_planes(asarray: Any, bad: Any, saturated: Any, cosmic: Any, nodata: Any, interpolated: Any,
-               base: Any) -> tuple[list[tuple[Any, int]], Any]:
-    planes = [(bad, dqbits.BAD), (saturated, dqbits.SATURATED), (cosmic, dqbits.COSMIC),
-              (nodata, dqbits.NODATA), (interpolated, dqbits.INTERPOLATED)]
+def _dq_planes(
+    asarray: Any, bad: Any, saturated: Any, cosmic: Any, nodata: Any, interpolated: Any, base: Any
+) -> tuple[list[tuple[Any, int]], Any]:
+    planes = [
+        (bad, dqbits.BAD),
+        (saturated, dqbits.SATURATED),
+        (cosmic, dqbits.COSMIC),
+        (nodata, dqbits.NODATA),
+        (interpolated, dqbits.INTERPOLATED),
+    ]
     given = [(asarray(m), bit) for m, bit in planes if m is not None]
     if base is None and not given:
         raise ConfigError("build_dq: give at least one mask (or a base DQ plane)")
@@ -655,10 +718,28 @@ def interpolate_bad(sci: da.Array, mask: da.Array, size: int = 5) -> tuple[da.Ar
         raise ShapeMismatchError(f"interpolate_bad: image {s.shape} and mask {m.shape} differ in shape")
     m = m.rechunk(s.chunks)
     depth = int(size) // 2
-    out = da.map_overlap(_interp_block, s, m, depth=depth, boundary="none", size=int(size),
-                         dtype=s.dtype, meta=np.empty((0, 0), s.dtype), token="interpolate-bad")
-    done = da.map_overlap(_has_good_neighbour, s, m, depth=depth, boundary="none", size=int(size),
-                          dtype=bool, meta=_BOOL_META, token="interpolated-mask")
+    out = da.map_overlap(
+        _interp_block,
+        s,
+        m,
+        depth=depth,
+        boundary="none",
+        size=int(size),
+        dtype=s.dtype,
+        meta=np.empty((0, 0), s.dtype),
+        token="interpolate-bad",
+    )
+    done = da.map_overlap(
+        _has_good_neighbour,
+        s,
+        m,
+        depth=depth,
+        boundary="none",
+        size=int(size),
+        dtype=bool,
+        meta=_BOOL_META,
+        token="interpolated-mask",
+    )
     return out, done
 
 
@@ -666,9 +747,13 @@ def interpolate_bad(sci: da.Array, mask: da.Array, size: int = 5) -> tuple[da.Ar
 # everything static at once
 
 
-def bad_pixel_mask(*, dark_rate: da.Array | None = None, flat: da.Array | None = None,
-                   config: MaskConfig | None = None, shape: tuple[int, int] | None = None
-                   ) -> da.Array | None:
+def bad_pixel_mask(
+    *,
+    dark_rate: da.Array | None = None,
+    flat: da.Array | None = None,
+    config: MaskConfig | None = None,
+    shape: tuple[int, int] | None = None,
+) -> da.Array | None:
     """The static bad-pixel mask (DQ bit 1) of one chip as the configuration asks.
 
     Parameters
@@ -692,8 +777,15 @@ def bad_pixel_mask(*, dark_rate: da.Array | None = None, flat: da.Array | None =
     if cfg.hot and dark_rate is not None:
         parts.append(hot_pixels(dark_rate, nsigma=cfg.hot_nsigma, min_rate=cfg.hot_min_rate))
     if cfg.low and flat is not None:
-        parts.append(low_pixels(flat, window=cfg.low_window, threshold=cfg.low_threshold,
-                                column_fraction=cfg.low_column_fraction, median=cfg.low_median))
+        parts.append(
+            low_pixels(
+                flat,
+                window=cfg.low_window,
+                threshold=cfg.low_threshold,
+                column_fraction=cfg.low_column_fraction,
+                median=cfg.low_median,
+            )
+        )
     if cfg.user_mask is not None:
         parts.append(user_mask(cfg.user_mask, cfg.user_mask_bits, hdu=cfg.user_mask_hdu))
     if not parts:
@@ -703,7 +795,8 @@ def bad_pixel_mask(*, dark_rate: da.Array | None = None, flat: da.Array | None =
         if tuple(p.shape) != tuple(expected):
             raise ShapeMismatchError(
                 f"bad-pixel masks differ in shape: {tuple(p.shape)} vs expected {tuple(expected)}"
-                + (f" (user mask {cfg.user_mask})" if cfg.user_mask else ""))
+                + (f" (user mask {cfg.user_mask})" if cfg.user_mask else "")
+            )
     out = parts[0]
     for p in parts[1:]:
         out = out | p.rechunk(out.chunks)

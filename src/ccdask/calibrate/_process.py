@@ -63,16 +63,23 @@ class ProcessConfig(ConfigBase):
     ``ReduceConfig`` of the same names, with ``flat_min_value`` for ``flat.min_value``)."""
 
     chunk_mb: float = option(
-        32.0, "target size of the pixel chunks of one frame, in MiB",
-        check=lambda v: 0.25 <= v <= 4096, why="must lie between 0.25 and 4096")
+        32.0,
+        "target size of the pixel chunks of one frame, in MiB",
+        check=lambda v: 0.25 <= v <= 4096,
+        why="must lie between 0.25 and 4096",
+    )
     read_noise: Literal["header", "overscan"] = option(
-        "header", "where the read noise comes from: the header/profile, or measured in the overscan")
+        "header", "where the read noise comes from: the header/profile, or measured in the overscan"
+    )
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
     masks: MaskConfig = option(MaskConfig(), "bad pixels, saturation, interpolation")
     cosmics: CosmicConfig = option(CosmicConfig(), "cosmic rays in science frames")
     flat_min_value: float = option(
-        0.1, "flat values below this are replaced by it when dividing, and their pixels flagged bad",
-        check=lambda v: v > 0, why="must be positive")
+        0.1,
+        "flat values below this are replaced by it when dividing, and their pixels flagged bad",
+        check=lambda v: v > 0,
+        why="must be positive",
+    )
 
     def chunks_for(self, shape: tuple[int, int]) -> tuple[int, int]:
         """Chunks of a chip of ``shape``: whole rows, about ``chunk_mb`` MiB of float32 each."""
@@ -140,10 +147,12 @@ class _Lazy:
         return tuple(divide_flat(sci, var, m, min_value=min_value))
 
     @staticmethod
-    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any,
-                layout: ChipLayout) -> tuple[Any, Any]:
-        f = clean_frame(Frame(sci=sci, var=var, dq=dqa, chip=layout.name, header=fits.Header(),
-                              layout=layout), cfg, saturation=saturated)
+    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any, layout: ChipLayout) -> tuple[Any, Any]:
+        f = clean_frame(
+            Frame(sci=sci, var=var, dq=dqa, chip=layout.name, header=fits.Header(), layout=layout),
+            cfg,
+            saturation=saturated,
+        )
         return f.sci, f.dq
 
 
@@ -175,8 +184,7 @@ class _Eager:
         return divide_flat_np(sci, var, m.data, m.variance, min_value, chip=m.chip)
 
     @staticmethod
-    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any,
-                layout: ChipLayout) -> tuple[Any, Any]:
+    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any, layout: ChipLayout) -> tuple[Any, Any]:
         return clean_arrays_np(sci, var, dqa, cfg, read_noise=frame_read_noise(layout), saturation=saturated)
 
 
@@ -199,8 +207,17 @@ class _Chained:
     stats: dict[str, Any]
 
 
-def _chain(ops: Any, raw: Any, masters: dict[str, Any], bad: Any,
-           cfg: ProcessConfig, *, layout: ChipLayout, exptime: float | None, role: Role) -> _Chained:
+def _chain(
+    ops: Any,
+    raw: Any,
+    masters: dict[str, Any],
+    bad: Any,
+    cfg: ProcessConfig,
+    *,
+    layout: ChipLayout,
+    exptime: float | None,
+    role: Role,
+) -> _Chained:
     """The per-chip chain, written once: ``ops`` gives each step as a dask graph builder
     (:func:`process`) or as a numpy function (:func:`process_in_memory`). ``masters`` maps
     ``bias``/``dark``/``flat`` to what ``ops`` takes (Master or _Arrays), each with a label."""
@@ -256,14 +273,23 @@ def _chain(ops: Any, raw: Any, masters: dict[str, Any], bad: Any,
         to_fix = (dqa & np.uint16(DQ.BAD | DQ.COSMIC | DQ.SATURATED)) != 0
         sci, done = ops.interpolate_bad(sci, to_fix, size=cfg.masks.interpolate_size)
         dqa = dqa | (done.astype(DQ.DQ_DTYPE) * DQ.DQ_DTYPE(DQ.INTERPOLATED))
-        history.append(f"interpolated bad pixels: median of good neighbours in a "
-                       f"{cfg.masks.interpolate_size}-pixel box")
+        history.append(
+            f"interpolated bad pixels: median of good neighbours in a {cfg.masks.interpolate_size}-pixel box"
+        )
     return _Chained(sci, var, dqa, tuple(history), stats)
 
 
-def process(raw: da.Array, masters: ChipMasters | None = None, config: Any = None, *,
-            layout: ChipLayout, header: fits.Header | None = None, exptime: float | None = None,
-            name: str = "", role: Role = "science") -> Frame:
+def process(
+    raw: da.Array,
+    masters: ChipMasters | None = None,
+    config: Any = None,
+    *,
+    layout: ChipLayout,
+    header: fits.Header | None = None,
+    exptime: float | None = None,
+    name: str = "",
+    role: Role = "science",
+) -> Frame:
     """Calibrate one raw chip lazily.
 
     Parameters
@@ -298,23 +324,61 @@ def process(raw: da.Array, masters: ChipMasters | None = None, config: Any = Non
         raw = from_ccddata(raw, chunks=cfg.chunks_for(raw.shape))[0]
     elif not isinstance(raw, da.Array):
         raw = da.from_array(np.asarray(raw), chunks=cfg.chunks_for(np.shape(raw)))
-    out = _chain(_Lazy, raw, {"bias": cm.bias, "dark": cm.dark, "flat": cm.flat}, cm.bad, cfg,
-                 layout=layout, exptime=exptime, role=role)
-    return Frame(sci=out.sci, var=out.var, dq=out.dq, chip=layout.name,
-                 header=header if header is not None else fits.Header(), layout=layout,
-                 exptime=exptime, name=name, history=out.history, stats=out.stats)
+    out = _chain(
+        _Lazy,
+        raw,
+        {"bias": cm.bias, "dark": cm.dark, "flat": cm.flat},
+        cm.bad,
+        cfg,
+        layout=layout,
+        exptime=exptime,
+        role=role,
+    )
+    return Frame(
+        sci=out.sci,
+        var=out.var,
+        dq=out.dq,
+        chip=layout.name,
+        header=header if header is not None else fits.Header(),
+        layout=layout,
+        exptime=exptime,
+        name=name,
+        history=out.history,
+        stats=out.stats,
+    )
 
 
-def process_entry(entry: Entry, masters: ChipMasters | None = None, config: Any = None,
-                  *, role: Role | None = None, chunks: Any = None) -> Frame:
+def process_entry(
+    entry: Entry,
+    masters: ChipMasters | None = None,
+    config: Any = None,
+    *,
+    role: Role | None = None,
+    chunks: Any = None,
+) -> Frame:
     """:func:`process` for one row of a :class:`~ccdask.catalog.Catalog`."""
-    return process(open_raw(entry, chunks), masters, config, layout=entry.layout, header=entry.header,
-                   exptime=entry.exptime, name=entry.name, role=role or _role(entry))
+    return process(
+        open_raw(entry, chunks),
+        masters,
+        config,
+        layout=entry.layout,
+        header=entry.header,
+        exptime=entry.exptime,
+        name=entry.name,
+        role=role or _role(entry),
+    )
 
 
-def process_in_memory(raw: np.ndarray, masters: dict[str, Any], config: Any, *,
-                      layout: ChipLayout, exptime: float | None, name: str = "",
-                      role: Role = "science") -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+def process_in_memory(
+    raw: np.ndarray,
+    masters: dict[str, Any],
+    config: Any,
+    *,
+    layout: ChipLayout,
+    exptime: float | None,
+    name: str = "",
+    role: Role = "science",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """:func:`process` on one whole chip held in memory, as numpy, inside a single task.
 
     The night pipeline calibrates each chip-frame in one task (read, calibrate, mask, cosmic
@@ -334,11 +398,23 @@ def process_in_memory(raw: np.ndarray, masters: dict[str, Any], config: Any, *,
         pair = masters.get(kind)
         if pair is not None:
             data, var = pair
-            arrays[kind] = _Arrays(layout.name, np.asarray(data), None if var is None else np.asarray(var),
-                                   str(masters.get(f"{kind}_label", "master")))
+            arrays[kind] = _Arrays(
+                layout.name,
+                np.asarray(data),
+                None if var is None else np.asarray(var),
+                str(masters.get(f"{kind}_label", "master")),
+            )
     bad = masters.get("bad")
-    out = _chain(_Eager, np.asarray(raw), arrays, None if bad is None else np.asarray(bad), cfg,
-                 layout=layout, exptime=exptime, role=role)
+    out = _chain(
+        _Eager,
+        np.asarray(raw),
+        arrays,
+        None if bad is None else np.asarray(bad),
+        cfg,
+        layout=layout,
+        exptime=exptime,
+        role=role,
+    )
     history = list(out.history)
     for amp, st in out.stats.get("overscan", {}).items():  # the measured overscan, recorded with the frame
         history.append(f"overscan {amp}: level {float(st.level):.2f} ADU, noise {float(st.noise):.2f} ADU")

@@ -42,8 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     common.add_argument(
         "--cache",
         metavar="DIR",
-        help="cache folder, or an output folder holding cache.zarr "
-        "(default: $CCDASK_CACHE or ./cache.zarr)",
+        help="cache folder, or an output folder holding cache.zarr (default: $CCDASK_CACHE or ./cache.zarr)",
     )
     common.add_argument("--kind", help="only masters of this kind (bias, dark, flat...)")
     common.add_argument(
@@ -93,9 +92,7 @@ def _table(entries: list[CacheEntry]) -> str:
     head = ["KEY", "KIND", "CHIP", "FILTER", "SHAPE", "N", "SIZE", "CREATED (UTC)", "LAST USED", ""]
     rows = [head, *(_row(e) for e in entries)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
     selected = [
         e
         for e in cache.entries()
-        if (args.kind is None or e.kind == args.kind)
-        and (older is None or now - e.last_used > older)
+        if (args.kind is None or e.kind == args.kind) and (older is None or now - e.last_used > older)
     ]
     if args.cache_command == "ls":
         if selected:

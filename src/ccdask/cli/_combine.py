@@ -26,48 +26,99 @@ __all__ = ["register", "run"]
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT = 0, 1, 3
 
 # Cards describing storage, not the image: not copied from the inputs to the master.
-_STORAGE = {"SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "BZERO", "BSCALE",
-            "BLANK", "EXTNAME", "EXTVER", "EXTLEVEL", "CHECKSUM", "DATASUM", "INHERIT",
-            "NCOMBINE"}
+_STORAGE = {
+    "SIMPLE",
+    "BITPIX",
+    "EXTEND",
+    "XTENSION",
+    "PCOUNT",
+    "GCOUNT",
+    "BZERO",
+    "BSCALE",
+    "BLANK",
+    "EXTNAME",
+    "EXTVER",
+    "EXTLEVEL",
+    "CHECKSUM",
+    "DATASUM",
+    "INHERIT",
+    "NCOMBINE",
+}
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``combine`` subcommand to an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
-        "combine", help="combine frames (clipped mean/median/sum) into one FITS file",
+        "combine",
+        help="combine frames (clipped mean/median/sum) into one FITS file",
         description="Combine the named frames as they are (no calibration) into one FITS file: "
-                    "the combined image plus COUNT extension(s) holding how many frames "
-                    "survived at each pixel; one extension per chip for multi-extension inputs.")
+        "the combined image plus COUNT extension(s) holding how many frames "
+        "survived at each pixel; one extension per chip for multi-extension inputs.",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="input FITS files (plain, gz, fpack)")
     p.add_argument("-o", "--output", required=True, metavar="MASTER.fits", help="output file")
-    p.add_argument("--method", choices=get_args(Method), default="mean",
-                   help="statistic of the survivors (default mean)")
-    p.add_argument("--clip", choices=get_args(Clip), default="sigma",
-                   help="rejection (default sigma)")
-    p.add_argument("--sigma-lower", type=float, default=3.0, metavar="S",
-                   help="lower sigma-clipping threshold (default 3)")
-    p.add_argument("--sigma-upper", type=float, default=3.0, metavar="S",
-                   help="upper sigma-clipping threshold (default 3)")
-    p.add_argument("--maxiters", type=int, default=5, metavar="N",
-                   help="max sigma-clipping iterations, 0 = until nothing changes (default 5)")
-    p.add_argument("--center", choices=get_args(Center), default="median",
-                   help="sigma-clipping center (default median)")
-    p.add_argument("--spread", choices=get_args(Spread), default="mad_std",
-                   help="sigma-clipping spread (default mad_std)")
-    p.add_argument("--nlow", type=int, default=1, metavar="N",
-                   help="extrema clipping: lowest values rejected per pixel (default 1)")
-    p.add_argument("--nhigh", type=int, default=1, metavar="N",
-                   help="extrema clipping: highest values rejected per pixel (default 1)")
-    p.add_argument("--min-clip", type=float, default=None, metavar="X",
-                   help="reject input values below X (any clip mode)")
-    p.add_argument("--max-clip", type=float, default=None, metavar="X",
-                   help="reject input values above X (any clip mode)")
-    p.add_argument("--scale", choices=("none", *get_args(ScaleMode)), default="none",
-                   help="scale frames to a common level (default none)")
-    p.add_argument("--hdu", default=None, metavar="N|NAME",
-                   help="image HDU (index or EXTNAME) of each file; default: every image HDU")
-    p.add_argument("--memory-per-task", type=float, default=64.0, metavar="MB",
-                   help="memory budget of one task in MiB; sets the tile size (default 64)")
+    p.add_argument(
+        "--method", choices=get_args(Method), default="mean", help="statistic of the survivors (default mean)"
+    )
+    p.add_argument("--clip", choices=get_args(Clip), default="sigma", help="rejection (default sigma)")
+    p.add_argument(
+        "--sigma-lower", type=float, default=3.0, metavar="S", help="lower sigma-clipping threshold (default 3)"
+    )
+    p.add_argument(
+        "--sigma-upper", type=float, default=3.0, metavar="S", help="upper sigma-clipping threshold (default 3)"
+    )
+    p.add_argument(
+        "--maxiters",
+        type=int,
+        default=5,
+        metavar="N",
+        help="max sigma-clipping iterations, 0 = until nothing changes (default 5)",
+    )
+    p.add_argument(
+        "--center", choices=get_args(Center), default="median", help="sigma-clipping center (default median)"
+    )
+    p.add_argument(
+        "--spread", choices=get_args(Spread), default="mad_std", help="sigma-clipping spread (default mad_std)"
+    )
+    p.add_argument(
+        "--nlow",
+        type=int,
+        default=1,
+        metavar="N",
+        help="extrema clipping: lowest values rejected per pixel (default 1)",
+    )
+    p.add_argument(
+        "--nhigh",
+        type=int,
+        default=1,
+        metavar="N",
+        help="extrema clipping: highest values rejected per pixel (default 1)",
+    )
+    p.add_argument(
+        "--min-clip", type=float, default=None, metavar="X", help="reject input values below X (any clip mode)"
+    )
+    p.add_argument(
+        "--max-clip", type=float, default=None, metavar="X", help="reject input values above X (any clip mode)"
+    )
+    p.add_argument(
+        "--scale",
+        choices=("none", *get_args(ScaleMode)),
+        default="none",
+        help="scale frames to a common level (default none)",
+    )
+    p.add_argument(
+        "--hdu",
+        default=None,
+        metavar="N|NAME",
+        help="image HDU (index or EXTNAME) of each file; default: every image HDU",
+    )
+    p.add_argument(
+        "--memory-per-task",
+        type=float,
+        default=64.0,
+        metavar="MB",
+        help="memory budget of one task in MiB; sets the tile size (default 64)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace MASTER.fits if it exists")
     p.set_defaults(func=run)
     return p
@@ -162,19 +213,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.maxiters < 0:
         raise ConfigError(f"--maxiters must be >= 0, not {args.maxiters}")
     options = dict(
-        method=args.method, clip=args.clip, sigma_lower=args.sigma_lower,
-        sigma_upper=args.sigma_upper, maxiters=args.maxiters or None, center=args.center,
-        spread=args.spread, nlow=args.nlow, nhigh=args.nhigh, min_clip=args.min_clip,
-        max_clip=args.max_clip, scale=None if args.scale == "none" else args.scale,
+        method=args.method,
+        clip=args.clip,
+        sigma_lower=args.sigma_lower,
+        sigma_upper=args.sigma_upper,
+        maxiters=args.maxiters or None,
+        center=args.center,
+        spread=args.spread,
+        nlow=args.nlow,
+        nhigh=args.nhigh,
+        min_clip=args.min_clip,
+        max_clip=args.max_clip,
+        scale=None if args.scale == "none" else args.scale,
         memory_per_task=int(args.memory_per_task * 2**20),
     )
     chips = _chips(files[0], _hdu_key(args.hdu))
-    results = [combine(files, hdu=key, name=name or "master", **options)
-               for name, key, _ in chips]
+    results = [combine(files, hdu=key, name=name or "master", **options) for name, key, _ in chips]
     computed = dask.compute(*[(r.data, r.count, r.scale_factors) for r in results])
     hdus: list[Any] = []
-    for (name, _, base), res, (data, count, factors) in zip(chips, results, computed,
-                                                            strict=True):
+    for (name, _, base), res, (data, count, factors) in zip(chips, results, computed, strict=True):
         res = dataclasses.replace(res, data=data, count=count, scale_factors=factors)
         header = res.header(_clean(base))
         if name is None:
@@ -187,12 +244,13 @@ def _run(args: argparse.Namespace) -> int:
                 primary.header["CCDASKV"] = header["CCDASKV"]
                 primary.header.add_history(f"ccdask combine: {len(chips)} chips, see extensions")
                 hdus.append(primary)
-            hdus.append(fits.ImageHDU(data=np.asarray(data, np.float32), header=header,
-                                      name=name))
+            hdus.append(fits.ImageHDU(data=np.asarray(data, np.float32), header=header, name=name))
             hdus.append(fits.ImageHDU(data=np.asarray(count, np.int16), name=f"{name}_COUNT"))
     _write_atomic(fits.HDUList(hdus), output, args.overwrite)
     ny, nx = results[0].data.shape
     what = "1 image" if chips[0][0] is None else f"{len(chips)} chips"
-    print(f"ccdask combine: wrote {output} ({what} of {ny} x {nx} from {len(files)} frames, "
-          f"{args.method}/{args.clip}) in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"ccdask combine: wrote {output} ({what} of {ny} x {nx} from {len(files)} frames, "
+        f"{args.method}/{args.clip}) in {time.perf_counter() - t0:.1f} s"
+    )
     return EXIT_OK

@@ -65,8 +65,8 @@ def _skip_names(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in SKIPPABLE]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown calibration(s) {', '.join(map(repr, unknown))} (choose from {valid}, "
-            "comma-separated)")
+            f"unknown calibration(s) {', '.join(map(repr, unknown))} (choose from {valid}, comma-separated)"
+        )
     return names
 
 
@@ -123,13 +123,22 @@ def _reduce(args: argparse.Namespace) -> int:
     config = _precheck(args)
     skipped = _skipped(args)
     if skipped:
-        print("skipped calibrations (--skip): "
-              + ", ".join(f"{n} ({_setting(n)})" for n in skipped))
+        print("skipped calibrations (--skip): " + ", ".join(f"{n} ({_setting(n)})" for n in skipped))
     if args.slurm:
-        slurm = SlurmConfig.from_dict({k: v for k, v in {
-            "queue": args.slurm_queue, "jobs": args.slurm_jobs, "cores": args.slurm_cores,
-            "memory": args.slurm_memory, "walltime": args.slurm_walltime, "account": args.slurm_account,
-        }.items() if v is not None})
+        slurm = SlurmConfig.from_dict(
+            {
+                k: v
+                for k, v in {
+                    "queue": args.slurm_queue,
+                    "jobs": args.slurm_jobs,
+                    "cores": args.slurm_cores,
+                    "memory": args.slurm_memory,
+                    "walltime": args.slurm_walltime,
+                    "account": args.slurm_account,
+                }.items()
+                if v is not None
+            }
+        )
         ccfg = ClusterConfig(slurm=slurm)
     elif args.scheduler:
         ccfg = ClusterConfig(scheduler=args.scheduler)
@@ -140,10 +149,13 @@ def _reduce(args: argparse.Namespace) -> int:
     with open_client(ccfg) as client:
         print(describe_client(client))
         print(f"dashboard: {client.dashboard_link}")
-        result = reduce(args.raw, args.out, config=config, client=client, cache=args.cache,
-                        progress=sys.stderr.isatty(), log=print)
-    print(f"reduced {len(result.outputs)} exposure(s), {len(result.skipped)} already done; "
-          f"manifest: {result.manifest_path}")
+        result = reduce(
+            args.raw, args.out, config=config, client=client, cache=args.cache, progress=sys.stderr.isatty(), log=print
+        )
+    print(
+        f"reduced {len(result.outputs)} exposure(s), {len(result.skipped)} already done; "
+        f"manifest: {result.manifest_path}"
+    )
     return EXIT_OK
 
 
@@ -176,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate a small mosaic night and reduce it")
     p.add_argument("--out", default="ccdask-demo", help="output folder (default ./ccdask-demo)")
     p.add_argument("--chips", type=int, default=4, help="number of chips (default 4)")
-    p.add_argument("--size", choices=("small", "medium"), default="medium",
-                   help="chip size: small 192x160, medium 1024x1024 data pixels (default medium)")
+    p.add_argument(
+        "--size",
+        choices=("small", "medium"),
+        default="medium",
+        help="chip size: small 192x160, medium 1024x1024 data pixels (default medium)",
+    )
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     p.set_defaults(func=_demo)
 
@@ -197,12 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm-memory", metavar="M", help="memory per job, e.g. 8GB (sbatch --mem)")
     p.add_argument("--slurm-walltime", metavar="T", help="time limit per job, e.g. 02:00:00 (sbatch -t)")
     p.add_argument("--slurm-account", metavar="A", help="account charged (sbatch -A)")
-    p.add_argument("--profile", help="instrument profile name or TOML path for every file "
-                                     "(default: the configuration's, else detected per file)")
-    p.add_argument("--skip", action="append", type=_skip_names, metavar="STEPS",
-                   help="calibrations to go without, comma-separated, repeatable: "
-                        + ", ".join(f"{n} ({_setting(n)})" for n in SKIPPABLE)
-                        + "; overrides --config")
+    p.add_argument(
+        "--profile",
+        help="instrument profile name or TOML path for every file "
+        "(default: the configuration's, else detected per file)",
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        type=_skip_names,
+        metavar="STEPS",
+        help="calibrations to go without, comma-separated, repeatable: "
+        + ", ".join(f"{n} ({_setting(n)})" for n in SKIPPABLE)
+        + "; overrides --config",
+    )
     p.set_defaults(func=_reduce)
 
     p = sub.add_parser("config", help="print the documented default configuration")
@@ -234,8 +258,14 @@ def _one_line(text: object) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     """``warnings.showwarning`` of the command line: ``ccdask: warning: ...``, one line each.
 
     A catalogue warning that carries its ``problems`` gives one line per problem

@@ -126,71 +126,97 @@ class CombineConfig(ConfigBase):
     """
 
     method: Method = option(
-        "mean",
-        "Statistic of the survivors: ``mean`` (weighted if ``weights``), ``median`` or ``sum``.")
+        "mean", "Statistic of the survivors: ``mean`` (weighted if ``weights``), ``median`` or ``sum``."
+    )
     clip: Clip = option(
         "sigma",
         "Rejection: ``sigma`` (iterative, as ``astropy.stats.sigma_clip``), ``minmax`` (absolute "
         "thresholds ``min_clip``/``max_clip``), ``extrema`` (drop the ``nlow`` lowest and "
-        "``nhigh`` highest values per pixel) or ``none``.")
+        "``nhigh`` highest values per pixel) or ``none``.",
+    )
     sigma_lower: float = option(
-        3.0, "Lower threshold of sigma clipping, in units of the spread.",
-        parse=_number, check=lambda v: v >= 0, why="must be >= 0")
+        3.0,
+        "Lower threshold of sigma clipping, in units of the spread.",
+        parse=_number,
+        check=lambda v: v >= 0,
+        why="must be >= 0",
+    )
     sigma_upper: float = option(
-        3.0, "Upper threshold of sigma clipping, in units of the spread.",
-        parse=_number, check=lambda v: v >= 0, why="must be >= 0")
+        3.0,
+        "Upper threshold of sigma clipping, in units of the spread.",
+        parse=_number,
+        check=lambda v: v >= 0,
+        why="must be >= 0",
+    )
     maxiters: int | None = option(
-        5, "Maximum sigma-clipping iterations (``None``: until nothing changes).",
-        check=lambda v: v >= 1, why="must be an integer >= 1")
+        5,
+        "Maximum sigma-clipping iterations (``None``: until nothing changes).",
+        check=lambda v: v >= 1,
+        why="must be an integer >= 1",
+    )
     center: Center = option("median", "Center of sigma clipping: ``median`` or ``mean``.")
     spread: Spread = option(
-        "mad_std",
-        "Spread of sigma clipping: ``mad_std`` (1.4826 × MAD) or ``std`` (population std).")
+        "mad_std", "Spread of sigma clipping: ``mad_std`` (1.4826 × MAD) or ``std`` (population std)."
+    )
     nlow: int = option(
-        1, "Extrema clipping: number of lowest values rejected per pixel.",
-        check=lambda v: v >= 0, why="must be an integer >= 0")
+        1,
+        "Extrema clipping: number of lowest values rejected per pixel.",
+        check=lambda v: v >= 0,
+        why="must be an integer >= 0",
+    )
     nhigh: int = option(
-        1, "Extrema clipping: number of highest values rejected per pixel.",
-        check=lambda v: v >= 0, why="must be an integer >= 0")
+        1,
+        "Extrema clipping: number of highest values rejected per pixel.",
+        check=lambda v: v >= 0,
+        why="must be an integer >= 0",
+    )
     min_clip: float | None = option(
-        None, "Values below this (in input units, before scaling) are rejected; any clip mode.",
-        parse=_optional_number)
+        None, "Values below this (in input units, before scaling) are rejected; any clip mode.", parse=_optional_number
+    )
     max_clip: float | None = option(
-        None, "Values above this (in input units, before scaling) are rejected; any clip mode.",
-        parse=_optional_number)
+        None, "Values above this (in input units, before scaling) are rejected; any clip mode.", parse=_optional_number
+    )
     nkeep: int = option(
-        1, "Sigma clipping keeps at least this many survivors where there are that many finite "
+        1,
+        "Sigma clipping keeps at least this many survivors where there are that many finite "
         "values (the last iteration whose bounds keep enough is used; 0 reproduces astropy "
         "exactly).",
-        check=lambda v: v >= 0, why="must be an integer >= 0")
+        check=lambda v: v >= 0,
+        why="must be an integer >= 0",
+    )
     scale: ScaleMode | tuple[float, ...] | None = option(
-        None, "Per-frame multiplicative scale: factors, or ``median``/``mean``/``exposure`` to "
+        None,
+        "Per-frame multiplicative scale: factors, or ``median``/``mean``/``exposure`` to "
         "normalise each frame to the average level of the stack.",
-        parse=_scale, check=_nonzero_factors, why="factors must be non-zero")
+        parse=_scale,
+        check=_nonzero_factors,
+        why="factors must be non-zero",
+    )
     zero: tuple[float, ...] | None = option(
-        None, "Per-frame additive offsets, applied after scaling: ``value * scale + zero``.",
-        parse=_per_frame)
+        None, "Per-frame additive offsets, applied after scaling: ``value * scale + zero``.", parse=_per_frame
+    )
     weights: tuple[float, ...] | None = option(
-        None, "Per-frame weights of the mean (or the sum).",
-        parse=_per_frame, check=_valid_weights, why="must be >= 0 with at least one > 0")
+        None,
+        "Per-frame weights of the mean (or the sum).",
+        parse=_per_frame,
+        check=_valid_weights,
+        why="must be >= 0 with at least one > 0",
+    )
     memory_per_task: int = option(
         DEFAULT_MEMORY_PER_TASK,
         "Budget in bytes for one task (its input block, scratch and outputs).",
-        parse=_memory_bytes)
+        parse=_memory_bytes,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.clip == "minmax" and self.min_clip is None and self.max_clip is None:
             raise ConfigError("CombineConfig: clip='minmax' needs min_clip and/or max_clip")
-        if (self.min_clip is not None and self.max_clip is not None
-                and self.min_clip > self.max_clip):
-            raise ConfigError(
-                f"CombineConfig: min_clip {self.min_clip} is above max_clip {self.max_clip}")
+        if self.min_clip is not None and self.max_clip is not None and self.min_clip > self.max_clip:
+            raise ConfigError(f"CombineConfig: min_clip {self.min_clip} is above max_clip {self.max_clip}")
         if self.weights is not None and self.method == "median":
-            raise ConfigError(
-                "CombineConfig: weights apply to method 'mean' or 'sum', not 'median'")
-        lengths = {name: len(v) for name in ("scale", "zero", "weights")
-                   if isinstance(v := getattr(self, name), tuple)}
+            raise ConfigError("CombineConfig: weights apply to method 'mean' or 'sum', not 'median'")
+        lengths = {name: len(v) for name in ("scale", "zero", "weights") if isinstance(v := getattr(self, name), tuple)}
         if len(set(lengths.values())) > 1:
             raise ConfigError(f"CombineConfig: per-frame sequences differ in length: {lengths}")
 

@@ -173,8 +173,7 @@ def _median_sorted(s: _F32, j: int, a: int, b: int) -> float:  # pragma: no cove
 
 
 @_jit
-def _mad_sorted(s: _F32, j: int, a: int, b: int,
-                med: float) -> float:  # pragma: no cover - compiled
+def _mad_sorted(s: _F32, j: int, a: int, b: int, med: float) -> float:  # pragma: no cover - compiled
     """median(|x - med|) over the sorted window s[a:b, j].
 
     The deviations form two ascending lists, ``L[t] = med - s[p-1-t]`` (values below the median)
@@ -242,11 +241,26 @@ def _end_le(s: _F32, j: int, start: int, nf: int, hi: float) -> int:  # pragma: 
 
 
 @_jit
-def _sigma_bounds_medmad(srt: _F32, w: int, nfin: _I64, sig_lo: float, sig_hi: float,
-                         maxiters: int, nkeep: int, out_lo: _F64, out_hi: _F64, dev: _F64,
-                         med: _F64, blo: _F64, bhi: _F64, win_a: _I64, win_b: _I64,
-                         nbelow: _I64, nabove: _I64,
-                         active: _Bool) -> None:  # pragma: no cover - compiled
+def _sigma_bounds_medmad(
+    srt: _F32,
+    w: int,
+    nfin: _I64,
+    sig_lo: float,
+    sig_hi: float,
+    maxiters: int,
+    nkeep: int,
+    out_lo: _F64,
+    out_hi: _F64,
+    dev: _F64,
+    med: _F64,
+    blo: _F64,
+    bhi: _F64,
+    win_a: _I64,
+    win_b: _I64,
+    nbelow: _I64,
+    nabove: _I64,
+    active: _Bool,
+) -> None:  # pragma: no cover - compiled
     """Median/MAD sigma-clipping bounds for pixels 0..w of a sorted strip.
 
     The first iteration works on all pixels at once so its loops vectorise: the median is a
@@ -324,17 +338,27 @@ def _sigma_bounds_medmad(srt: _F32, w: int, nfin: _I64, sig_lo: float, sig_hi: f
             good_lo = blo[j]
             good_hi = bhi[j]
         if not (newcnt == cnt or newcnt == 0 or maxiters == 1):
-            good_lo, good_hi = _medmad_continue(srt, j, nfin[j], nbelow[j], cnt - nabove[j],
-                                                sig_lo, sig_hi, maxiters, nkeep, good_lo,
-                                                good_hi)
+            good_lo, good_hi = _medmad_continue(
+                srt, j, nfin[j], nbelow[j], cnt - nabove[j], sig_lo, sig_hi, maxiters, nkeep, good_lo, good_hi
+            )
         out_lo[j] = good_lo
         out_hi[j] = good_hi
 
 
 @_jit
-def _medmad_continue(s: _F32, j: int, nf: int, a: int, b: int, sig_lo: float, sig_hi: float,
-                     maxiters: int, nkeep: int, good_lo: float,
-                     good_hi: float) -> tuple[float, float]:  # pragma: no cover - compiled
+def _medmad_continue(
+    s: _F32,
+    j: int,
+    nf: int,
+    a: int,
+    b: int,
+    sig_lo: float,
+    sig_hi: float,
+    maxiters: int,
+    nkeep: int,
+    good_lo: float,
+    good_hi: float,
+) -> tuple[float, float]:  # pragma: no cover - compiled
     """Median/MAD iterations 2, 3... of pixel j from the window [a, b) left by the first."""
     it = 1
     while True:
@@ -364,17 +388,16 @@ def _medmad_continue(s: _F32, j: int, nf: int, a: int, b: int, sig_lo: float, si
 
 
 @_jit
-def _count_inside(s: _F32, j: int, nf: int, lo: float,
-                  hi: float) -> int:  # pragma: no cover - compiled
+def _count_inside(s: _F32, j: int, nf: int, lo: float, hi: float) -> int:  # pragma: no cover - compiled
     """Number of the sorted finite values s[0:nf, j] inside [lo, hi]."""
     fa = _first_ge(s, j, nf, lo)
     return _end_le(s, j, fa, nf, hi) - fa
 
 
 @_jit
-def _sigma_bounds_sorted(s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float, maxiters: int,
-                         use_median: bool, use_mad: bool,
-                         nkeep: int) -> tuple[float, float]:  # pragma: no cover - compiled
+def _sigma_bounds_sorted(
+    s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float, maxiters: int, use_median: bool, use_mad: bool, nkeep: int
+) -> tuple[float, float]:  # pragma: no cover - compiled
     """Sigma-clipping bounds of pixel j from its sorted finite values s[0:nf, j]."""
     a = 0
     b = nf
@@ -427,11 +450,25 @@ def _sigma_bounds_sorted(s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float,
 
 
 @_jit
-def _sigma_bounds_meanstd(vals: _F32, w: int, nfin: _I64, sig_lo: float, sig_hi: float,
-                          maxiters: int, nkeep: int, out_lo: _F64, out_hi: _F64, cur_lo: _F64,
-                          cur_hi: _F64, cnt: _I64, active: _Bool, acc: _F64, mean: _F64,
-                          newcnt: _I64,
-                          fullcnt: _I64) -> None:  # pragma: no cover - compiled
+def _sigma_bounds_meanstd(
+    vals: _F32,
+    w: int,
+    nfin: _I64,
+    sig_lo: float,
+    sig_hi: float,
+    maxiters: int,
+    nkeep: int,
+    out_lo: _F64,
+    out_hi: _F64,
+    cur_lo: _F64,
+    cur_hi: _F64,
+    cnt: _I64,
+    active: _Bool,
+    acc: _F64,
+    mean: _F64,
+    newcnt: _I64,
+    fullcnt: _I64,
+) -> None:  # pragma: no cover - compiled
     """Mean/std sigma-clipping bounds for pixels 0..w of a strip (frame-order values, no sort).
 
     The running window is the interval [cur_lo, cur_hi] (intersection of all bounds so far);
@@ -499,12 +536,32 @@ def _sigma_bounds_meanstd(vals: _F32, w: int, nfin: _I64, sig_lo: float, sig_hi:
 
 
 @_jit
-def _kernel(block: _F32, var: _F32, scale: _F64, zero: _F64, weights: _F64, comps: _I64,
-            min_clip: float, max_clip: float, clip: int, method: int, sig_lo: float,
-            sig_hi: float, maxiters: int, use_median: bool, use_mad: bool, nlow: int,
-            nhigh: int, nkeep: int, want_var: bool, want_mask: bool, out_data: _F32,
-            out_count: NDArray[np.int16], out_var: _F32,
-            out_mask: _Bool) -> None:  # pragma: no cover - compiled
+def _kernel(
+    block: _F32,
+    var: _F32,
+    scale: _F64,
+    zero: _F64,
+    weights: _F64,
+    comps: _I64,
+    min_clip: float,
+    max_clip: float,
+    clip: int,
+    method: int,
+    sig_lo: float,
+    sig_hi: float,
+    maxiters: int,
+    use_median: bool,
+    use_mad: bool,
+    nlow: int,
+    nhigh: int,
+    nkeep: int,
+    want_var: bool,
+    want_mask: bool,
+    out_data: _F32,
+    out_count: NDArray[np.int16],
+    out_var: _F32,
+    out_mask: _Bool,
+) -> None:  # pragma: no cover - compiled
     n, ny, nx = block.shape
     S = STRIP
     has_scale = scale.shape[0] == n
@@ -513,8 +570,7 @@ def _kernel(block: _F32, var: _F32, scale: _F64, zero: _F64, weights: _F64, comp
     has_var = var.shape[0] == n
     has_thr = min_clip > -np.inf or max_clip < np.inf
     transform = has_scale or has_zero
-    need_sort = (method == _M_MEDIAN or clip == _C_EXTREMA
-                 or (clip == _C_SIGMA and (use_median or use_mad)))
+    need_sort = method == _M_MEDIAN or clip == _C_EXTREMA or (clip == _C_SIGMA and (use_median or use_mad))
     scatter = want_var and not has_var
     vals = np.empty((n, S), np.float32)
     srt = np.empty((n, S), np.float32)
@@ -614,9 +670,26 @@ def _kernel(block: _F32, var: _F32, scale: _F64, zero: _F64, weights: _F64, comp
             # ---- bounds per pixel
             if clip == _C_SIGMA:
                 if use_median and use_mad:
-                    _sigma_bounds_medmad(srt, w, nfin, sig_lo, sig_hi, maxiters, nkeep, lo, hi,
-                                         dev, t_mean, t_cur_lo, t_cur_hi, t_wa, t_wb,
-                                         t_newcnt, t_fullcnt, t_active)
+                    _sigma_bounds_medmad(
+                        srt,
+                        w,
+                        nfin,
+                        sig_lo,
+                        sig_hi,
+                        maxiters,
+                        nkeep,
+                        lo,
+                        hi,
+                        dev,
+                        t_mean,
+                        t_cur_lo,
+                        t_cur_hi,
+                        t_wa,
+                        t_wb,
+                        t_newcnt,
+                        t_fullcnt,
+                        t_active,
+                    )
                 elif use_median or use_mad:
                     for j in range(w):
                         if nfin[j] == 0:
@@ -624,14 +697,30 @@ def _kernel(block: _F32, var: _F32, scale: _F64, zero: _F64, weights: _F64, comp
                             hi[j] = np.inf
                         else:
                             blo, bhi = _sigma_bounds_sorted(
-                                srt, j, nfin[j], sig_lo, sig_hi, maxiters, use_median,
-                                use_mad, nkeep)
+                                srt, j, nfin[j], sig_lo, sig_hi, maxiters, use_median, use_mad, nkeep
+                            )
                             lo[j] = blo
                             hi[j] = bhi
                 else:
-                    _sigma_bounds_meanstd(vals, w, nfin, sig_lo, sig_hi, maxiters, nkeep,
-                                          lo, hi, t_cur_lo, t_cur_hi, t_cnt, t_active, t_acc,
-                                          t_mean, t_newcnt, t_fullcnt)
+                    _sigma_bounds_meanstd(
+                        vals,
+                        w,
+                        nfin,
+                        sig_lo,
+                        sig_hi,
+                        maxiters,
+                        nkeep,
+                        lo,
+                        hi,
+                        t_cur_lo,
+                        t_cur_hi,
+                        t_cnt,
+                        t_active,
+                        t_acc,
+                        t_mean,
+                        t_newcnt,
+                        t_fullcnt,
+                    )
             elif clip == _C_EXTREMA:
                 for j in range(w):
                     nf = nfin[j]
@@ -782,10 +871,17 @@ def _per_frame(name: str, value: ArrayLike | None, n: int) -> _F64:
     return arr
 
 
-def combine_block(block: ArrayLike, config: CombineConfig | None = None, *,
-                  scale: ArrayLike | None = None, zero: ArrayLike | None = None,
-                  weights: ArrayLike | None = None, variance: ArrayLike | None = None,
-                  return_variance: bool = False, return_mask: bool = False) -> BlockResult:
+def combine_block(
+    block: ArrayLike,
+    config: CombineConfig | None = None,
+    *,
+    scale: ArrayLike | None = None,
+    zero: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    variance: ArrayLike | None = None,
+    return_variance: bool = False,
+    return_mask: bool = False,
+) -> BlockResult:
     """Clip and combine one ``(N, ty, tx)`` block along axis 0 (see the module notes).
 
     Parameters
@@ -840,8 +936,7 @@ def combine_block(block: ArrayLike, config: CombineConfig | None = None, *,
     if variance is not None:
         var = np.ascontiguousarray(variance, dtype=np.float32)
         if var.shape != data.shape:
-            raise ShapeMismatchError(
-                f"variance planes {var.shape} do not match the block {data.shape}")
+            raise ShapeMismatchError(f"variance planes {var.shape} do not match the block {data.shape}")
         return_variance = True
     else:
         var = _EMPTY3
@@ -850,18 +945,35 @@ def combine_block(block: ArrayLike, config: CombineConfig | None = None, *,
     out_var = np.empty((ty, tx), np.float32) if return_variance else _EMPTY2
     out_mask = np.empty((n, ty, tx), np.bool_) if return_mask else _EMPTYM
     if data.size:
-        _kernel(data, var, sc, zr, wt, sorting_network(n),
-                -np.inf if cfg.min_clip is None else cfg.min_clip,
-                np.inf if cfg.max_clip is None else cfg.max_clip,
-                _CLIP[cfg.clip], _METHOD[cfg.method], cfg.sigma_lower, cfg.sigma_upper,
-                -1 if cfg.maxiters is None else cfg.maxiters,
-                cfg.center == "median", cfg.spread == "mad_std",
-                cfg.nlow, cfg.nhigh, cfg.nkeep, bool(return_variance), bool(return_mask),
-                out_data, out_count, out_var, out_mask)
+        _kernel(
+            data,
+            var,
+            sc,
+            zr,
+            wt,
+            sorting_network(n),
+            -np.inf if cfg.min_clip is None else cfg.min_clip,
+            np.inf if cfg.max_clip is None else cfg.max_clip,
+            _CLIP[cfg.clip],
+            _METHOD[cfg.method],
+            cfg.sigma_lower,
+            cfg.sigma_upper,
+            -1 if cfg.maxiters is None else cfg.maxiters,
+            cfg.center == "median",
+            cfg.spread == "mad_std",
+            cfg.nlow,
+            cfg.nhigh,
+            cfg.nkeep,
+            bool(return_variance),
+            bool(return_mask),
+            out_data,
+            out_count,
+            out_var,
+            out_mask,
+        )
     elif n == 0 and ty * tx:
         out_data[...] = np.nan
         out_count[...] = 0
         if return_variance:
             out_var[...] = np.nan
-    return BlockResult(out_data, out_count, out_var if return_variance else None,
-                       out_mask if return_mask else None)
+    return BlockResult(out_data, out_count, out_var if return_variance else None, out_mask if return_mask else None)

@@ -85,9 +85,9 @@ class CombineResult:
         import dask
 
         data, count, variance, factors = dask.compute(
-            self.data, self.count, self.variance, self.scale_factors, **kwargs)
-        return dataclasses.replace(self, data=data, count=count, variance=variance,
-                                   scale_factors=factors)
+            self.data, self.count, self.variance, self.scale_factors, **kwargs
+        )
+        return dataclasses.replace(self, data=data, count=count, variance=variance, scale_factors=factors)
 
     def header(self, base: Any = None) -> Any:
         """A FITS header with the provenance (see :func:`provenance_header`)."""
@@ -103,8 +103,7 @@ class CombineResult:
 
         res = self.compute(**compute_kwargs)
         unc = None if res.variance is None else VarianceUncertainty(res.variance, unit=None)
-        ccd = CCDData(res.data, unit=unit, uncertainty=unc, mask=res.count == 0,
-                      meta=res.header())
+        ccd = CCDData(res.data, unit=unit, uncertainty=unc, mask=res.count == 0, meta=res.header())
         return ccd
 
 
@@ -150,15 +149,29 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
     if isinstance(factors, np.ndarray) and factors.size == result.ncombine and factors.size <= 999:
         for i, f in enumerate(factors, start=1):
             hdr[f"CMBSC{i:03d}"] = (float(f), "scale factor of input frame")
-    hdr.add_history(f"ccdask {__version__} combine of {result.ncombine} frames: "
-                    + ", ".join(f"{k}={v}" for k, v in _history_params(cfg)))
+    hdr.add_history(
+        f"ccdask {__version__} combine of {result.ncombine} frames: "
+        + ", ".join(f"{k}={v}" for k, v in _history_params(cfg))
+    )
     return hdr
 
 
 def _history_params(cfg: CombineConfig) -> Iterator[tuple[str, Any]]:
     d = cfg.to_dict()
-    for key in ("method", "clip", "sigma_lower", "sigma_upper", "maxiters", "center", "spread",
-                "nlow", "nhigh", "min_clip", "max_clip", "nkeep"):
+    for key in (
+        "method",
+        "clip",
+        "sigma_lower",
+        "sigma_upper",
+        "maxiters",
+        "center",
+        "spread",
+        "nlow",
+        "nhigh",
+        "min_clip",
+        "max_clip",
+        "nkeep",
+    ):
         yield key, d[key]
     if isinstance(cfg.scale, str):
         yield "scale", cfg.scale

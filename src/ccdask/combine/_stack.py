@@ -61,8 +61,14 @@ _META_COUNT = np.empty((0, 0), np.int16)
 # ---------------------------------------------------------------------------------------------
 # tiling
 # ---------------------------------------------------------------------------------------------
-def tile_shape(nframes: int, shape: tuple[int, int], memory_per_task: int | str | None = None,
-               *, variance: bool = False, stacked: bool = False) -> tuple[int, int]:
+def tile_shape(
+    nframes: int,
+    shape: tuple[int, int],
+    memory_per_task: int | str | None = None,
+    *,
+    variance: bool = False,
+    stacked: bool = False,
+) -> tuple[int, int]:
     """Tile ``(ty, tx)`` for ``nframes`` frames of ``shape`` within the per-task budget.
 
     >>> tile_shape(30, (4096, 2048))
@@ -98,9 +104,14 @@ def _starts(n: int, step: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # tasks
 # ---------------------------------------------------------------------------------------------
-def _tile_from_sources(sources: Sequence[ImageSource], rows: slice, cols: slice,
-                       scale: np.ndarray | None, config: CombineConfig,
-                       want_var: bool) -> _TileOut:
+def _tile_from_sources(
+    sources: Sequence[ImageSource],
+    rows: slice,
+    cols: slice,
+    scale: np.ndarray | None,
+    config: CombineConfig,
+    want_var: bool,
+) -> _TileOut:
     """Read one tile from every frame and combine it (the files graph)."""
     ny = rows.stop - rows.start
     nx = cols.stop - cols.start
@@ -111,8 +122,9 @@ def _tile_from_sources(sources: Sequence[ImageSource], rows: slice, cols: slice,
     return res.data, res.count, res.variance
 
 
-def _tile_from_block(block: np.ndarray, var: np.ndarray | None, scale: np.ndarray | None,
-                     config: CombineConfig, want_var: bool) -> _TileOut:
+def _tile_from_block(
+    block: np.ndarray, var: np.ndarray | None, scale: np.ndarray | None, config: CombineConfig, want_var: bool
+) -> _TileOut:
     """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph)."""
     res = combine_block(block, config, scale=scale, variance=var, return_variance=want_var)
     return res.data, res.count, res.variance
@@ -133,15 +145,13 @@ def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: st
     return value
 
 
-def _source_stat(source: ImageSource, stat: str, step: int, band: int,
-                 config: CombineConfig) -> float:
+def _source_stat(source: ImageSource, stat: str, step: int, band: int, config: CombineConfig) -> float:
     """Median/mean of a frame on its fixed sample grid, read in bands of rows."""
     ny, nx = source.shape
     if source.kind == "gzip":
         sample = source.read(slice(0, ny, step), slice(0, nx, step))
     else:
-        parts = [source.read(slice(r0, min(r0 + band, ny), step), slice(0, nx, step))
-                 for r0 in range(0, ny, band)]
+        parts = [source.read(slice(r0, min(r0 + band, ny), step), slice(0, nx, step)) for r0 in range(0, ny, band)]
         sample = np.concatenate(parts, axis=0)
     return _sample_stat(sample, stat, config, source.label)
 
@@ -180,12 +190,13 @@ class _Inputs:
         self.stack: da.Array | None = None
         self.names: list[str] = []
         if _is_path(frames):
-            raise ConfigError("frames must be a sequence of files or arrays, not one path "
-                              f"({frames!s}); pass [path] to combine a single file")
+            raise ConfigError(
+                "frames must be a sequence of files or arrays, not one path "
+                f"({frames!s}); pass [path] to combine a single file"
+            )
         if isinstance(frames, np.ndarray | da.Array):
             if frames.ndim != 3:
-                raise ShapeMismatchError(f"frames must be a 3-D array (N, y, x), got shape "
-                                         f"{frames.shape}")
+                raise ShapeMismatchError(f"frames must be a 3-D array (N, y, x), got shape {frames.shape}")
             self.stack = da.asarray(frames)
             self.names = [f"frame {i}" for i in range(frames.shape[0])]
         else:
@@ -202,7 +213,8 @@ class _Inputs:
                     if src.shape != first.shape:
                         raise ShapeMismatchError(
                             f"{src.label}: frame shape (ny, nx) = {src.shape} differs from "
-                            f"{first.shape} of the first frame {first.label}")
+                            f"{first.shape} of the first frame {first.label}"
+                        )
                 self.names = [os.path.basename(src.path) for src in self.sources]
             elif paths:
                 raise ConfigError("frames mix file paths and arrays; pass one kind")
@@ -213,8 +225,7 @@ class _Inputs:
                     if a.ndim != 2:
                         raise ShapeMismatchError(f"frame {i} must be 2-D, got shape {a.shape}")
                     if arrays and a.shape != arrays[0].shape:
-                        raise ShapeMismatchError(f"frame {i} has shape {a.shape}, frame 0 has "
-                                                 f"{arrays[0].shape}")
+                        raise ShapeMismatchError(f"frame {i} has shape {a.shape}, frame 0 has {arrays[0].shape}")
                     arrays.append(a)
                 self.stack = da.stack([da.asarray(a) for a in arrays])
                 self.names = [f"frame {i}" for i in range(len(arrays))]
@@ -240,8 +251,7 @@ class _Inputs:
 
     @property
     def readable_by_region(self) -> bool:
-        return self.sources is not None and all(s.kind in ("plain", "fpack")
-                                                for s in self.sources)
+        return self.sources is not None and all(s.kind in ("plain", "fpack") for s in self.sources)
 
     def as_stack(self, tile: tuple[int, int]) -> da.Array:
         """The frames as one dask array ``(N, ny, nx)`` chunked ``(N, ty, tx)``."""
@@ -268,13 +278,11 @@ class _Inputs:
                 labels.append(src.label)
                 value = info.header.get("EXPTIME", info.header.get("EXPOSURE"))
                 if value is None:
-                    raise ConfigError(f"{src.label}: no EXPTIME in the header; "
-                                      "scale='exposure' needs it")
+                    raise ConfigError(f"{src.label}: no EXPTIME in the header; scale='exposure' needs it")
                 try:
                     t[i] = float(value)
                 except (TypeError, ValueError) as exc:
-                    raise ConfigError(f"{src.label}: EXPTIME = {value!r} is not a number") \
-                        from exc
+                    raise ConfigError(f"{src.label}: EXPTIME = {value!r} is not a number") from exc
         else:
             raise ConfigError("scale='exposure' with array frames needs exptime=[...]")
         for label, v in zip(labels, t, strict=True):
@@ -286,16 +294,30 @@ class _Inputs:
 # ---------------------------------------------------------------------------------------------
 # the public function
 # ---------------------------------------------------------------------------------------------
-def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
-            sigma_lower: float = 3.0, sigma_upper: float = 3.0, maxiters: int | None = 5,
-            center: Center = "median", spread: Spread = "mad_std", nlow: int = 1,
-            nhigh: int = 1, min_clip: float | None = None, max_clip: float | None = None,
-            nkeep: int = 1, scale: ScaleMode | ArrayLike | None = None,
-            weights: ArrayLike | None = None, hdu: HduKey = None,
-            memory_per_task: int | float | str | None = None,
-            variance: bool | str | VariancePlanes | None = None,
-            zero: ArrayLike | None = None,
-            exptime: ArrayLike | None = None, name: str | None = None) -> CombineResult:
+def combine(
+    frames: Frames,
+    *,
+    method: Method = "mean",
+    clip: Clip = "sigma",
+    sigma_lower: float = 3.0,
+    sigma_upper: float = 3.0,
+    maxiters: int | None = 5,
+    center: Center = "median",
+    spread: Spread = "mad_std",
+    nlow: int = 1,
+    nhigh: int = 1,
+    min_clip: float | None = None,
+    max_clip: float | None = None,
+    nkeep: int = 1,
+    scale: ScaleMode | ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    hdu: HduKey = None,
+    memory_per_task: int | float | str | None = None,
+    variance: bool | str | VariancePlanes | None = None,
+    zero: ArrayLike | None = None,
+    exptime: ArrayLike | None = None,
+    name: str | None = None,
+) -> CombineResult:
     """Clip and combine frames along the frame axis, lazily.
 
     Parameters
@@ -354,9 +376,18 @@ def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
     """
     scale_cfg = scale if isinstance(scale, str) or scale is None else _flat_floats(scale)
     config = CombineConfig(
-        method=method, clip=clip, sigma_lower=sigma_lower, sigma_upper=sigma_upper,
-        maxiters=maxiters, center=center, spread=spread, nlow=nlow, nhigh=nhigh,
-        min_clip=min_clip, max_clip=max_clip, nkeep=nkeep,
+        method=method,
+        clip=clip,
+        sigma_lower=sigma_lower,
+        sigma_upper=sigma_upper,
+        maxiters=maxiters,
+        center=center,
+        spread=spread,
+        nlow=nlow,
+        nhigh=nhigh,
+        min_clip=min_clip,
+        max_clip=max_clip,
+        nkeep=nkeep,
         # a string is checked against the ScaleMode choices by CombineConfig itself
         scale=cast("ScaleMode | tuple[float, ...] | None", scale_cfg),
         zero=None if zero is None else _flat_floats(zero),
@@ -382,14 +413,18 @@ def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
         else:
             var_stack = da.stack([da.asarray(v) for v in variance])
         if var_stack.shape != (n, *inputs.shape):
-            raise ShapeMismatchError(f"variance planes {var_stack.shape} do not match the "
-                                     f"frames {(n, *inputs.shape)}")
+            raise ShapeMismatchError(f"variance planes {var_stack.shape} do not match the frames {(n, *inputs.shape)}")
         var_stack = var_stack.astype(np.float32)
 
     prefix = f"combine-{name}" if name else "combine"
     token = tokenize(
         [s.token for s in inputs.sources] if inputs.sources is not None else inputs.stack,
-        var_stack, config.to_dict(), want_var, hdu, exptime)
+        var_stack,
+        config.to_dict(),
+        want_var,
+        hdu,
+        exptime,
+    )
 
     # ---- scale factors: constant, from headers, or a lazy statistics pass
     layers: dict[str, dict[Any, Any]] = {}
@@ -402,13 +437,11 @@ def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
     elif config.scale == "exposure":
         scale_arg = _factors(*inputs.exptimes(exptime))
     elif config.scale in ("median", "mean"):
-        factors_name = _scale_graph(inputs, config, prefix, token, layers, layer_deps,
-                                    collections)
+        factors_name = _scale_graph(inputs, config, prefix, token, layers, layer_deps, collections)
         scale_arg = (factors_name, 0)
 
     use_files = inputs.readable_by_region and var_stack is None
-    tile = tile_shape(n, inputs.shape, config.memory_per_task,
-                      variance=var_stack is not None, stacked=not use_files)
+    tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=not use_files)
     ny, nx = inputs.shape
     ys, xs = _starts(ny, tile[0]), _starts(nx, tile[1])
     tiles_name = f"{prefix}-{token}"
@@ -418,8 +451,15 @@ def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
         sources = inputs.sources
         for i, (y0, y1) in enumerate(ys):
             for j, (x0, x1) in enumerate(xs):
-                tasks[(tiles_name, i, j)] = (_tile_from_sources, sources, slice(y0, y1),
-                                             slice(x0, x1), scale_arg, config, want_var)
+                tasks[(tiles_name, i, j)] = (
+                    _tile_from_sources,
+                    sources,
+                    slice(y0, y1),
+                    slice(x0, x1),
+                    scale_arg,
+                    config,
+                    want_var,
+                )
     else:
         stack = inputs.as_stack(tile)
         collections.append(stack)
@@ -431,15 +471,17 @@ def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
         for i in range(len(ys)):
             for j in range(len(xs)):
                 vkey = (var_stack.name, 0, i, j) if var_stack is not None else None
-                tasks[(tiles_name, i, j)] = (_tile_from_block, (stack.name, 0, i, j), vkey,
-                                             scale_arg, config, want_var)
+                tasks[(tiles_name, i, j)] = (_tile_from_block, (stack.name, 0, i, j), vkey, scale_arg, config, want_var)
     layers[tiles_name] = tasks
     layer_deps[tiles_name] = tdeps
     chunks = (tuple(b - a for a, b in ys), tuple(b - a for a, b in xs))
     for index, suffix in enumerate(("data", "count", "variance")[: 3 if want_var else 2]):
         out_name = f"{prefix}-{suffix}-{token}"
-        layers[out_name] = {(out_name, i, j): (operator.getitem, (tiles_name, i, j), index)
-                            for i in range(len(ys)) for j in range(len(xs))}
+        layers[out_name] = {
+            (out_name, i, j): (operator.getitem, (tiles_name, i, j), index)
+            for i in range(len(ys))
+            for j in range(len(xs))
+        }
         layer_deps[out_name] = {tiles_name}
     hlg = _graph(layers, layer_deps, collections)
 
@@ -452,18 +494,25 @@ def combine(frames: Frames, *, method: Method = "mean", clip: Clip = "sigma",
     var_out = output("variance", _META2) if want_var else None
     factors = None
     if factors_name is not None:
-        factors = da.Array(hlg, factors_name, chunks=((n,),), dtype=np.float64,
-                           meta=np.empty((0,), np.float64))
+        factors = da.Array(hlg, factors_name, chunks=((n,),), dtype=np.float64, meta=np.empty((0,), np.float64))
     elif scale_arg is not None:
         factors = np.asarray(scale_arg)
-    return CombineResult(data=data, count=count, variance=var_out, ncombine=n, config=config,
-                         inputs=tuple(inputs.names), name=name, scale_factors=factors,
-                         variance_source=("planes" if var_stack is not None
-                                          else "scatter" if want_var else None))
+    return CombineResult(
+        data=data,
+        count=count,
+        variance=var_out,
+        ncombine=n,
+        config=config,
+        inputs=tuple(inputs.names),
+        name=name,
+        scale_factors=factors,
+        variance_source=("planes" if var_stack is not None else "scatter" if want_var else None),
+    )
 
 
-def _graph(layers: dict[str, dict[Any, Any]], layer_deps: dict[str, set[str]],
-           collections: list[da.Array]) -> HighLevelGraph:
+def _graph(
+    layers: dict[str, dict[Any, Any]], layer_deps: dict[str, set[str]], collections: list[da.Array]
+) -> HighLevelGraph:
     """A HighLevelGraph of our layers on top of the input collections' graphs."""
     all_layers: dict[str, Any] = dict(layers)
     all_deps = {k: set(layer_deps.get(k, ())) for k in layers}
@@ -477,9 +526,15 @@ def _graph(layers: dict[str, dict[Any, Any]], layer_deps: dict[str, set[str]],
     return HighLevelGraph(all_layers, all_deps)
 
 
-def _scale_graph(inputs: _Inputs, config: CombineConfig, prefix: str, token: str,
-                 layers: dict[str, dict[Any, Any]], layer_deps: dict[str, set[str]],
-                 collections: list[da.Array]) -> str:
+def _scale_graph(
+    inputs: _Inputs,
+    config: CombineConfig,
+    prefix: str,
+    token: str,
+    layers: dict[str, dict[Any, Any]],
+    layer_deps: dict[str, set[str]],
+    collections: list[da.Array],
+) -> str:
     """Add the layers computing one level per frame and the factors ``mean(levels) / level``."""
     stat = config.scale
     step = scale_sample_step(inputs.shape)
@@ -500,11 +555,9 @@ def _scale_graph(inputs: _Inputs, config: CombineConfig, prefix: str, token: str
         sample = inputs.stack[:, ::step, ::step].rechunk((1, -1, -1))
         collections.append(sample)
         for i in range(inputs.n):
-            tasks[(stat_name, i)] = (_array_stat, (operator.getitem, (sample.name, i, 0, 0), 0),
-                                     stat, config, i)
+            tasks[(stat_name, i)] = (_array_stat, (operator.getitem, (sample.name, i, 0, 0), 0), stat, config, i)
         layer_deps[stat_name] = {sample.name}
     layers[stat_name] = tasks
-    layers[factors_name] = {(factors_name, 0): (_factors, *[(stat_name, i)
-                                                             for i in range(inputs.n)])}
+    layers[factors_name] = {(factors_name, 0): (_factors, *[(stat_name, i) for i in range(inputs.n)])}
     layer_deps[factors_name] = {stat_name}
     return factors_name

@@ -43,8 +43,7 @@ def _blank_mask(raw: np.ndarray, blank: int | None) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
-def physical(raw: np.ndarray, bitpix: int, bscale: float, bzero: float,
-             blank: int | None) -> np.ndarray:
+def physical(raw: np.ndarray, bitpix: int, bscale: float, bzero: float, blank: int | None) -> np.ndarray:
     """Convert raw stored values (any byte order, any strides) to a new float32 array.
 
     Parameters
@@ -118,8 +117,7 @@ def integer_dtype(bitpix: int, bscale: float, bzero: float) -> np.dtype | None:
     return np.dtype(np.int64)
 
 
-def exact_integers(values: np.ndarray, bitpix: int, bscale: float, bzero: float, *,
-                   stored: bool) -> np.ndarray:
+def exact_integers(values: np.ndarray, bitpix: int, bscale: float, bzero: float, *, stored: bool) -> np.ndarray:
     """Physical values of an exact-integer image as a new native array of :func:`integer_dtype`:
     ``stored`` values get BZERO added (in int64, then narrowed), already physical values (as
     astropy returns them for tile-compressed HDUs) are only cast."""

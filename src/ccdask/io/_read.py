@@ -77,8 +77,7 @@ class _FileRef:
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            raise FitsReadError(f"{where(self.path, hdu)}cannot read the file: "
-                                f"{exc.strerror or exc}") from exc
+            raise FitsReadError(f"{where(self.path, hdu)}cannot read the file: {exc.strerror or exc}") from exc
         if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
             raise FitsReadError(
                 f"{where(self.path, hdu)}the file changed since it was scanned (size "
@@ -164,9 +163,17 @@ class ImageSource:
         """The source reading the HDU described by ``info``."""
         name = info.header.get("CCDNAME", info.extname)
         return cls(
-            path=info.path, hdu=info.index, kind=info.kind, shape=tuple(info.shape),
-            bitpix=info.bitpix, bzero=info.bzero, bscale=info.bscale, blank=info.blank,
-            data_offset=info.data_offset, size=info.size, mtime_ns=info.mtime_ns,
+            path=info.path,
+            hdu=info.index,
+            kind=info.kind,
+            shape=tuple(info.shape),
+            bitpix=info.bitpix,
+            bzero=info.bzero,
+            bscale=info.bscale,
+            blank=info.blank,
+            data_offset=info.data_offset,
+            size=info.size,
+            mtime_ns=info.mtime_ns,
             name=None if name is None else str(name).strip(),
         )
 
@@ -206,8 +213,10 @@ class ImageSource:
             scanned.
         """
         if self.integer_dtype is None:
-            raise FitsReadError(f"{self.label}: not an integer image (BITPIX {self.bitpix}, BSCALE "
-                                f"{self.bscale:g}, BZERO {self.bzero:g})")
+            raise FitsReadError(
+                f"{self.label}: not an integer image (BITPIX {self.bitpix}, BSCALE "
+                f"{self.bscale:g}, BZERO {self.bzero:g})"
+            )
         return self._read(rows, cols, integers=True)
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
@@ -253,8 +262,9 @@ class ImageSource:
     def _read_plain(self, rows: slice, cols: slice, *, integers: bool = False) -> np.ndarray:
         self._file.check_unchanged(self.hdu)
         try:
-            raw = np.memmap(self.path, dtype=RAW_DTYPES[self.bitpix], mode="r",
-                            offset=self.data_offset, shape=self.shape)
+            raw = np.memmap(
+                self.path, dtype=RAW_DTYPES[self.bitpix], mode="r", offset=self.data_offset, shape=self.shape
+            )
         except (OSError, ValueError) as exc:
             raise FitsReadError(f"{self.label}: cannot map the pixel data: {exc}") from exc
         region = np.asarray(raw[rows, cols])  # plain ndarray view: results are not memmaps
@@ -265,8 +275,9 @@ class ImageSource:
         if self.data_offset is None:  # a tile-compressed HDU inside a gzip wrapper
             return self._read_fpack(io.BytesIO(buffer), rows, cols, integers=integers)
         count = self.shape[0] * self.shape[1]
-        raw = np.frombuffer(buffer, dtype=RAW_DTYPES[self.bitpix], count=count,
-                            offset=self.data_offset).reshape(self.shape)
+        raw = np.frombuffer(buffer, dtype=RAW_DTYPES[self.bitpix], count=count, offset=self.data_offset).reshape(
+            self.shape
+        )
         return self._convert(raw[rows, cols], integers)
 
     def _read_fpack(self, fileobj: Any, rows: slice, cols: slice, *, integers: bool = False) -> np.ndarray:
@@ -277,9 +288,11 @@ class ImageSource:
             with fits.open(fileobj, mode="readonly") as hdul:
                 region = np.asarray(hdul[self.hdu].section[ybox, xbox])
         except Exception as exc:  # astropy/codec errors on corrupt tiles
-            raise FitsReadError(f"{self.label}: cannot decompress the tiles of "
-                                f"[{ybox.start}:{ybox.stop}, {xbox.start}:{xbox.stop}]: "
-                                f"{exc}") from exc
+            raise FitsReadError(
+                f"{self.label}: cannot decompress the tiles of "
+                f"[{ybox.start}:{ybox.stop}, {xbox.start}:{xbox.stop}]: "
+                f"{exc}"
+            ) from exc
         region = region[ysel, xsel]
         if integers:  # astropy hands back physical values
             return exact_integers(region, self.bitpix, self.bscale, self.bzero, stored=False)
@@ -315,11 +328,12 @@ class ImageSource:
         dtype = np.dtype(np.float32)
         if integers:
             if self.integer_dtype is None:
-                raise FitsReadError(f"{self.label}: not an integer image (BITPIX {self.bitpix}, "
-                                    f"BSCALE {self.bscale:g}, BZERO {self.bzero:g})")
+                raise FitsReadError(
+                    f"{self.label}: not an integer image (BITPIX {self.bitpix}, "
+                    f"BSCALE {self.bscale:g}, BZERO {self.bzero:g})"
+                )
             dtype = self.integer_dtype
-        norm = (default_chunks(self.shape) if chunks is None
-                else normalize_chunks(chunks, self.shape, dtype=np.float32))
+        norm = default_chunks(self.shape) if chunks is None else normalize_chunks(chunks, self.shape, dtype=np.float32)
         if name is None:
             kind = "read-int" if integers else "read"
             name = f"{kind}-{_stem(self.path)}-{self.hdu}-{_digest(self.token, norm)[:12]}"
@@ -346,13 +360,11 @@ def _read_chunk(source: ImageSource, rows: slice, cols: slice, integers: bool = 
     return source._read(rows, cols, integers=integers)
 
 
-def _decode_chunk(buffer: bytes, source: ImageSource, rows: slice, cols: slice,
-                  integers: bool = False) -> np.ndarray:
+def _decode_chunk(buffer: bytes, source: ImageSource, rows: slice, cols: slice, integers: bool = False) -> np.ndarray:
     return source._decode(buffer, rows, cols, integers=integers)
 
 
-def default_chunks(shape: tuple[int, int],
-                   target_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[tuple[int, ...], ...]:
+def default_chunks(shape: tuple[int, int], target_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[tuple[int, ...], ...]:
     """Chunks of about ``target_bytes`` of float32, whole rows when a row fits, balanced.
 
     >>> default_chunks((4200, 966), target_bytes=4 << 20)
@@ -414,8 +426,7 @@ def open_frame(path: str | os.PathLike[str], hdu: HduKey = None, chunks: Any = N
     return image_source(path, hdu).to_dask(chunks)
 
 
-def open_stack(paths: Sequence[str | os.PathLike[str]], hdu: HduKey = None,
-               chunks: Any = None) -> da.Array:
+def open_stack(paths: Sequence[str | os.PathLike[str]], hdu: HduKey = None, chunks: Any = None) -> da.Array:
     """Open the same image HDU of several files as a lazy float32 stack ``(N, ny, nx)``.
 
     Parameters
@@ -446,8 +457,7 @@ def open_stack(paths: Sequence[str | os.PathLike[str]], hdu: HduKey = None,
                 f"{src.label}: frame shape (ny, nx) = {src.shape} differs from the expected "
                 f"{expected} of the first frame {sources[0].label}"
             )
-    norm = (default_chunks(expected) if chunks is None
-            else normalize_chunks(chunks, expected, dtype=np.float32))
+    norm = default_chunks(expected) if chunks is None else normalize_chunks(chunks, expected, dtype=np.float32)
     return da.stack([src.to_dask(norm) for src in sources])
 
 
@@ -466,8 +476,7 @@ def _chip_names(infos: list[HduInfo]) -> list[str]:
             name = f"{name}_{info.extver}" if info.extver is not None else f"{name}_HDU{info.index}"
         out.append(name)
     if len(set(out)) < len(out):  # still clashing (e.g. repeated EXTVER): fall back to indices
-        out = [f"{n}_HDU{i.index}" if seen[n0] > 1 else n
-               for n, n0, i in zip(out, names, infos, strict=True)]
+        out = [f"{n}_HDU{i.index}" if seen[n0] > 1 else n for n, n0, i in zip(out, names, infos, strict=True)]
     return out
 
 
@@ -489,5 +498,6 @@ def open_chips(path: str | os.PathLike[str], chunks: Any = None) -> dict[str, da
         gzip-wrapped file all chips share one decompression task.
     """
     infos = scan_file(path)
-    return {name: ImageSource.from_info(info).to_dask(chunks)
-            for name, info in zip(_chip_names(infos), infos, strict=True)}
+    return {
+        name: ImageSource.from_info(info).to_dask(chunks) for name, info in zip(_chip_names(infos), infos, strict=True)
+    }

@@ -42,12 +42,9 @@ Kind = Literal["plain", "gzip", "fpack"]
 HduKey = int | str | tuple[str, int] | None
 
 # Cards describing how an HDU is stored rather than what the image is.
-_STORAGE_CARDS = frozenset(
-    {"SIMPLE", "XTENSION", "EXTEND", "PCOUNT", "GCOUNT", "GROUPS", "CHECKSUM", "DATASUM", "END"}
-)
+_STORAGE_CARDS = frozenset({"SIMPLE", "XTENSION", "EXTEND", "PCOUNT", "GCOUNT", "GROUPS", "CHECKSUM", "DATASUM", "END"})
 # Cards of the primary header that describe the primary's own data array (not an extension's).
-_PRIMARY_DATA_CARDS = frozenset({"BITPIX", "NAXIS", "BZERO", "BSCALE", "BLANK", "EXTNAME",
-                                 "EXTVER", "EXTLEVEL"})
+_PRIMARY_DATA_CARDS = frozenset({"BITPIX", "NAXIS", "BZERO", "BSCALE", "BLANK", "EXTNAME", "EXTVER", "EXTLEVEL"})
 _NAXIS_N = re.compile(r"^NAXIS\d+$")
 # Binary-table column cards and tile-compression cards of a CompImageHDU (FITS tiled image
 # compression convention). Ordinary keywords that merely start with Z (ZD, ZENITH...) are kept.
@@ -212,7 +209,7 @@ class _GzipBytes:
                 return out
 
     def read(self, n: int) -> bytes:
-        parts = [self._buf[self._off:self._off + n]]
+        parts = [self._buf[self._off : self._off + n]]
         have = len(parts[0])
         self._off += have
         while have < n:
@@ -257,8 +254,9 @@ def _data_size(header: fits.Header, label: str, prefix: str = "") -> tuple[int, 
     """Bytes of data the header declares, and its NAXISn list (``prefix='Z'`` for ZNAXISn)."""
     bitpix = _int_card(header, prefix + "BITPIX", None, label)
     if bitpix not in VALID_BITPIX:
-        raise FitsReadError(f"{label}: invalid {prefix}BITPIX = {bitpix} "
-                            f"(FITS allows {', '.join(map(str, VALID_BITPIX))})")
+        raise FitsReadError(
+            f"{label}: invalid {prefix}BITPIX = {bitpix} (FITS allows {', '.join(map(str, VALID_BITPIX))})"
+        )
     naxis = _int_card(header, prefix + "NAXIS", None, label)
     if not 0 <= naxis <= 999:
         raise FitsReadError(f"{label}: invalid {prefix}NAXIS = {naxis}")
@@ -295,9 +293,9 @@ def _name_value(value: object) -> str | None:
 def _extname_in(raw: bytes) -> str | None:
     """The EXTNAME of a header's bytes, complete or not (None when absent or unreadable)."""
     for i in range(0, len(raw) - CARD + 1, CARD):
-        if raw[i:i + 8] == b"EXTNAME ":
+        if raw[i : i + 8] == b"EXTNAME ":
             try:
-                value = fits.Card.fromstring(raw[i:i + CARD].decode("ascii", errors="replace")).value
+                value = fits.Card.fromstring(raw[i : i + CARD].decode("ascii", errors="replace")).value
             except Exception:  # a damaged card: the name is simply not known
                 return None
             return _name_value(value)
@@ -309,8 +307,10 @@ def _declared(header: fits.Header) -> str:
     naxis = header.get("NAXIS", 0)
     axes = [header.get(f"NAXIS{i}") for i in range(1, naxis + 1)]
     if _is_compressed(header):
-        return (f"a tile-compressed image: a table of NAXIS1 x NAXIS2 = {axes[0]} x {axes[1]} "
-                f"bytes and a heap of PCOUNT = {header.get('PCOUNT', 0)} bytes")
+        return (
+            f"a tile-compressed image: a table of NAXIS1 x NAXIS2 = {axes[0]} x {axes[1]} "
+            f"bytes and a heap of PCOUNT = {header.get('PCOUNT', 0)} bytes"
+        )
     text = f"BITPIX = {header.get('BITPIX')}, NAXISn = {' x '.join(map(str, axes))}"
     pcount, gcount = header.get("PCOUNT", 0), header.get("GCOUNT", 1)
     if pcount or gcount != 1:
@@ -318,8 +318,7 @@ def _declared(header: fits.Header) -> str:
     return text
 
 
-def _header_cut(src: _PlainBytes | _GzipBytes, path: str, index: int, start: int,
-                raw: bytes) -> TruncatedFileError:
+def _header_cut(src: _PlainBytes | _GzipBytes, path: str, index: int, start: int, raw: bytes) -> TruncatedFileError:
     """The error for a stream that ends inside the header of HDU ``index`` (``raw`` so far)."""
     extname = _extname_in(raw)
     ends = src.pos
@@ -328,18 +327,22 @@ def _header_cut(src: _PlainBytes | _GzipBytes, path: str, index: int, start: int
         f"{path}[{index}]: truncated file: {src.stream} ends at byte {ends}, inside the header "
         f"of HDU {index}{_named(extname)}, which starts at byte {start} and has no END card yet, "
         f"so the HDU should end at byte {least} or later",
-        path=path, hdu=index, extname=extname, ends_at=ends, should_end=least)
+        path=path,
+        hdu=index,
+        extname=extname,
+        ends_at=ends,
+        should_end=least,
+    )
 
 
-def _read_header(src: _PlainBytes | _GzipBytes, first: bytes, path: str, index: int,
-                 start: int) -> fits.Header:
+def _read_header(src: _PlainBytes | _GzipBytes, first: bytes, path: str, index: int, start: int) -> fits.Header:
     """Read header blocks (``first`` already read, from byte ``start``) up to the END card."""
     blocks = [first]
     block = first
     while True:
         if len(block) < BLOCK:
             raise _header_cut(src, path, index, start, b"".join(blocks))
-        end = next((i for i in range(0, BLOCK, CARD) if block[i:i + 8] == b"END     "), None)
+        end = next((i for i in range(0, BLOCK, CARD) if block[i : i + 8] == b"END     "), None)
         if end is not None:
             break
         block = src.read(BLOCK)
@@ -376,8 +379,9 @@ def _walk(src: _PlainBytes | _GzipBytes, path: str) -> Iterator[_Record]:
             if len(first) < len(_SIMPLE) and _SIMPLE.startswith(first):
                 raise _header_cut(src, path, 0, start, first)
             if not first.startswith(b"SIMPLE  =") or first[29:30] != b"T":
-                raise FitsReadError(f"{path}: not a FITS file (it does not start with "
-                                    f"'SIMPLE  =                    T')")
+                raise FitsReadError(
+                    f"{path}: not a FITS file (it does not start with 'SIMPLE  =                    T')"
+                )
         elif not first.startswith(_XTENSION):
             if first and len(first) < len(_XTENSION) and _XTENSION.startswith(first):
                 raise _header_cut(src, path, index, start, first)
@@ -393,8 +397,12 @@ def _walk(src: _PlainBytes | _GzipBytes, path: str) -> Iterator[_Record]:
                 f"of HDU {index}{_named(extname)}: its header declares {size} data bytes "
                 f"({_declared(header)}) from byte {offset}, so the HDU should end at byte "
                 f"{_padded(offset + size)}",
-                path=path, hdu=index, extname=extname, ends_at=src.pos,
-                should_end=_padded(offset + size))
+                path=path,
+                hdu=index,
+                extname=extname,
+                ends_at=src.pos,
+                should_end=_padded(offset + size),
+            )
         last = _Record(index, header, offset, size)
         yield last
         src.skip(-size % BLOCK)  # padding to a whole block; may be missing at the very end
@@ -405,13 +413,21 @@ def _walk(src: _PlainBytes | _GzipBytes, path: str) -> Iterator[_Record]:
         if src.truncated and last is not None:
             end = _padded(last.data_offset + last.data_size)
             extname = _name_value(last.header.get("EXTNAME"))
-            where_cut = (f"inside the padding after the data of HDU {last.index}{_named(extname)}, "
-                         f"which should end at byte {end}" if src.pos < end
-                         else f"after its last HDU ({last.index}), which ends at byte {end}")
+            where_cut = (
+                f"inside the padding after the data of HDU {last.index}{_named(extname)}, "
+                f"which should end at byte {end}"
+                if src.pos < end
+                else f"after its last HDU ({last.index}), which ends at byte {end}"
+            )
             raise TruncatedFileError(
                 f"{path}[{last.index}]: truncated file: {src.stream} ends at byte {src.pos} "
                 f"without its end-of-stream marker, {where_cut}",
-                path=path, hdu=last.index, extname=extname, ends_at=src.pos, should_end=end)
+                path=path,
+                hdu=last.index,
+                extname=extname,
+                ends_at=src.pos,
+                should_end=end,
+            )
 
 
 # --------------------------------------------------------------------------- headers
@@ -437,8 +453,7 @@ def _logical_header(record: _Record) -> fits.Header:
 
 
 def _is_compressed(header: fits.Header) -> bool:
-    return (str(header.get("XTENSION", "")).strip() == "BINTABLE"
-            and header.get("ZIMAGE", False) is True)
+    return str(header.get("XTENSION", "")).strip() == "BINTABLE" and header.get("ZIMAGE", False) is True
 
 
 def _merge(primary: fits.Header | None, image: fits.Header) -> fits.Header:
@@ -459,8 +474,7 @@ def _merge(primary: fits.Header | None, image: fits.Header) -> fits.Header:
         overridden = {c.keyword for c in rest if c.keyword not in ("COMMENT", "HISTORY", "")}
         for card in primary.cards:
             key = card.keyword
-            if (keep(key) and key not in _PRIMARY_DATA_CARDS and not _NAXIS_N.match(key)
-                    and key not in overridden):
+            if keep(key) and key not in _PRIMARY_DATA_CARDS and not _NAXIS_N.match(key) and key not in overridden:
                 inherited.append(card)
     # Fresh cards: the merged headers of several extensions must not share Card objects.
     return fits.Header([copy.copy(card) for card in axes + inherited + rest])
@@ -531,8 +545,7 @@ def _scan_all(path: str | os.PathLike[str]) -> _Scan:
             if not axes or 0 in axes:
                 why = f"it holds no image data (NAXIS = {len(axes)}, axes {axes})"
             elif len(axes) != 2:
-                why = (f"its image has NAXIS = {len(axes)} (axes {axes}); ccdask reads 2-D "
-                       "images only")
+                why = f"its image has NAXIS = {len(axes)} (axes {axes}); ccdask reads 2-D images only"
         if why is not None:
             skipped[rec.index] = (extname, extver, why)
             continue
@@ -542,29 +555,32 @@ def _scan_all(path: str | os.PathLike[str]) -> _Scan:
         blank = logical.get("BLANK") if bitpix > 0 else None
         if isinstance(blank, bool) or not isinstance(blank, int):
             blank = None
-        images.append(HduInfo(
-            path=path,
-            index=rec.index,
-            extname=extname,
-            extver=extver,
-            header=header,
-            shape=(axes[1], axes[0]),
-            bitpix=bitpix,
-            bzero=_number(logical, "BZERO", 0.0, label),
-            bscale=_number(logical, "BSCALE", 1.0, label),
-            blank=blank,
-            kind="gzip" if is_gzip else ("fpack" if compressed else "plain"),
-            data_offset=None if compressed else rec.data_offset,
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-        ))
+        images.append(
+            HduInfo(
+                path=path,
+                index=rec.index,
+                extname=extname,
+                extver=extver,
+                header=header,
+                shape=(axes[1], axes[0]),
+                bitpix=bitpix,
+                bzero=_number(logical, "BZERO", 0.0, label),
+                bscale=_number(logical, "BSCALE", 1.0, label),
+                blank=blank,
+                kind="gzip" if is_gzip else ("fpack" if compressed else "plain"),
+                data_offset=None if compressed else rec.data_offset,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+        )
     return _Scan(path, records, images, skipped)
 
 
 def _no_image_message(scan: _Scan) -> str:
     reasons = "; ".join(f"HDU {i}: {why}" for i, (_, _, why) in sorted(scan.skipped.items()))
-    return (f"{scan.path}: no 2-D image HDU in the file ({len(scan.records)} HDU(s)"
-            + (f"; {reasons})" if reasons else ")"))
+    return f"{scan.path}: no 2-D image HDU in the file ({len(scan.records)} HDU(s)" + (
+        f"; {reasons})" if reasons else ")"
+    )
 
 
 def scan_file(path: str | os.PathLike[str]) -> list[HduInfo]:
@@ -613,8 +629,9 @@ def _hdu_name(key: HduKey) -> str:
     return repr(key)
 
 
-def select_hdu(infos: list[HduInfo], hdu: HduKey, path: str,
-               skipped: dict[int, tuple[str | None, int | None, str]] | None = None) -> HduInfo:
+def select_hdu(
+    infos: list[HduInfo], hdu: HduKey, path: str, skipped: dict[int, tuple[str | None, int | None, str]] | None = None
+) -> HduInfo:
     """Pick one image HDU out of ``scan_file``'s answer.
 
     Parameters
@@ -639,10 +656,11 @@ def select_hdu(infos: list[HduInfo], hdu: HduKey, path: str,
     if hdu is None:
         if len(infos) == 1:
             return infos[0]
-        names = ", ".join(f"{i.index} ({i.extname})" if i.extname else str(i.index)
-                          for i in infos)
-        raise FitsReadError(f"{path}: the file holds {len(infos)} image HDUs ({names}); "
-                            "choose one with hdu= (an index, an EXTNAME or (EXTNAME, EXTVER))")
+        names = ", ".join(f"{i.index} ({i.extname})" if i.extname else str(i.index) for i in infos)
+        raise FitsReadError(
+            f"{path}: the file holds {len(infos)} image HDUs ({names}); "
+            "choose one with hdu= (an index, an EXTNAME or (EXTNAME, EXTVER))"
+        )
     if isinstance(hdu, bool):
         raise FitsReadError(f"{path}: hdu={hdu!r} is not an HDU index or name")
     if isinstance(hdu, int):
@@ -651,21 +669,21 @@ def select_hdu(infos: list[HduInfo], hdu: HduKey, path: str,
                 return info
         if hdu in skipped:
             raise FitsReadError(f"{where(path, hdu)}{skipped[hdu][2]}")
-        raise FitsReadError(f"{where(path, hdu)}no such HDU; the image HDUs are "
-                            f"{[i.index for i in infos]}")
+        raise FitsReadError(f"{where(path, hdu)}no such HDU; the image HDUs are {[i.index for i in infos]}")
     if isinstance(hdu, str):
         name, ver = hdu, None
-    elif (isinstance(hdu, tuple) and len(hdu) == 2 and isinstance(hdu[0], str)
-          and isinstance(hdu[1], int)):
+    elif isinstance(hdu, tuple) and len(hdu) == 2 and isinstance(hdu[0], str) and isinstance(hdu[1], int):
         name, ver = hdu
     else:
-        raise FitsReadError(f"{path}: hdu={hdu!r} is not an index, an EXTNAME or "
-                            "an (EXTNAME, EXTVER) pair")
+        raise FitsReadError(f"{path}: hdu={hdu!r} is not an index, an EXTNAME or an (EXTNAME, EXTVER) pair")
     want = name.strip().upper()
 
     def matches(extname: str | None, extver: int | None) -> bool:
-        return (extname is not None and extname.upper() == want
-                and (ver is None or (extver if extver is not None else 1) == ver))
+        return (
+            extname is not None
+            and extname.upper() == want
+            and (ver is None or (extver if extver is not None else 1) == ver)
+        )
 
     found = [i for i in infos if matches(i.extname, i.extver)]
     if len(found) == 1:
@@ -675,7 +693,8 @@ def select_hdu(infos: list[HduInfo], hdu: HduKey, path: str,
             if matches(extname, extver):
                 raise FitsReadError(f"{path}[{index}] (hdu={_hdu_name(hdu)}): {why}")
         names = sorted({i.extname for i in infos if i.extname})
-        raise FitsReadError(f"{path}[{_hdu_name(hdu)}]: no image HDU with that name; "
-                            f"EXTNAMEs present: {names}")
-    raise FitsReadError(f"{path}[{_hdu_name(hdu)}]: {len(found)} image HDUs share that name "
-                        f"(HDUs {[i.index for i in found]}); pass (EXTNAME, EXTVER) or an index")
+        raise FitsReadError(f"{path}[{_hdu_name(hdu)}]: no image HDU with that name; EXTNAMEs present: {names}")
+    raise FitsReadError(
+        f"{path}[{_hdu_name(hdu)}]: {len(found)} image HDUs share that name "
+        f"(HDUs {[i.index for i in found]}); pass (EXTNAME, EXTVER) or an index"
+    )

@@ -35,8 +35,15 @@ from ..frame import Master
 from ..sections import Section
 from ..utils import sample_step
 
-__all__ = ["CalibratedFrames", "calibrate_frames", "focal_plane_median", "normalise_flats",
-           "pooled_median", "stack_master"]
+__all__ = [
+    "CalibratedFrames",
+    "calibrate_frames",
+    "focal_plane_median",
+    "normalise_flats",
+    "pooled_median",
+    "stack_master",
+]
+
 
 def _region_sample(img: np.ndarray, region: str) -> np.ndarray:
     sec = Section.parse(region, keyword="flat.region").validate(img.shape, keyword="flat.region")
@@ -64,22 +71,40 @@ class CalibratedFrames:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str, Any], *,
-                    cfg: ReduceConfig, layout: Any, exptime: float | None, name: str, role: Role,
-                    rate: bool, region: str | None, tile: tuple[int, int]) -> dict[str, Any]:
+def _calibrate_task(
+    source: Any,
+    sci_path: str,
+    var_path: str,
+    masters: dict[str, Any],
+    *,
+    cfg: ReduceConfig,
+    layout: Any,
+    exptime: float | None,
+    name: str,
+    role: Role,
+    rate: bool,
+    region: str | None,
+    tile: tuple[int, int],
+) -> dict[str, Any]:
     import zarr
 
     raw = source.read(slice(None), slice(None))
     shape = layout.trimmed_shape
-    sci, var, _dq, _hist = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime,
-                                             name=name, role=role)
+    sci, var, _dq, _hist = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime, name=name, role=role)
     if rate:
         t = np.float32(exptime)
         sci = sci / t
         var = var / (t * t)
     for path, plane in ((sci_path, sci), (var_path, var)):
-        z = zarr.create_array(store=path, shape=shape, chunks=tile, dtype="float32",
-                              compressors=None, fill_value=float("nan"), overwrite=True)
+        z = zarr.create_array(
+            store=path,
+            shape=shape,
+            chunks=tile,
+            dtype="float32",
+            compressors=None,
+            fill_value=float("nan"),
+            overwrite=True,
+        )
         z[...] = plane
     out: dict[str, Any] = {"nan": int(np.count_nonzero(~np.isfinite(sci)))}
     if region is not None:
@@ -87,9 +112,17 @@ def _calibrate_task(source: Any, sci_path: str, var_path: str, masters: dict[str
     return out
 
 
-def calibrate_frames(kind: Role, entries: Mapping[str, Sequence[Entry]], cfg: ReduceConfig,
-                     scratch: Path, *, masters: Mapping[str, Any], combine_cfg: Any,
-                     rate: bool = False, sample_region: str | None = None) -> CalibratedFrames:
+def calibrate_frames(
+    kind: Role,
+    entries: Mapping[str, Sequence[Entry]],
+    cfg: ReduceConfig,
+    scratch: Path,
+    *,
+    masters: Mapping[str, Any],
+    combine_cfg: Any,
+    rate: bool = False,
+    sample_region: str | None = None,
+) -> CalibratedFrames:
     """Graph of step 1 for one master stage: one task per chip-frame writing to ``scratch``.
 
     ``entries`` maps chip → frames; ``masters`` maps chip → a packed (delayed) set of masters as
@@ -109,12 +142,23 @@ def calibrate_frames(kind: Role, entries: Mapping[str, Sequence[Entry]], cfg: Re
             # by number: chip names come from headers and may hold '/' or '..'
             paths = [str(root / f"{number:03d}" / f"{i:04d}-{plane}.zarr") for plane in ("sci", "var")]
             # static arguments go into a partial: dask does not walk it looking for collections
-            func = functools.partial(_calibrate_task, e.source, paths[0], paths[1], cfg=cfg,
-                                     layout=e.layout, exptime=e.exptime, name=e.name, role=kind,
-                                     rate=rate, region=sample_region, tile=tile)
+            func = functools.partial(
+                _calibrate_task,
+                e.source,
+                paths[0],
+                paths[1],
+                cfg=cfg,
+                layout=e.layout,
+                exptime=e.exptime,
+                name=e.name,
+                role=kind,
+                rate=rate,
+                region=sample_region,
+                tile=tile,
+            )
             task = dask.delayed(func, pure=False)(
-                masters.get(chip, {}),
-                dask_key_name=f"calibrate-{kind}-{e.name}-{chip}-{dask.base.tokenize(paths)[:8]}")
+                masters.get(chip, {}), dask_key_name=f"calibrate-{kind}-{e.name}-{chip}-{dask.base.tokenize(paths)[:8]}"
+            )
             out.tasks.append(task)
             rows.append((e, paths[0], paths[1]))
         out.arrays[chip] = rows
@@ -127,9 +171,16 @@ def _open_plane(path: str) -> da.Array:
     return da.from_zarr(zarr.open_array(path, mode="r"))
 
 
-def stack_master(kind: str, chip: str, rows: Sequence[tuple[Entry, str, str]], combine_cfg: Any, *,
-                 divisors: Sequence[float] | None = None, filter: str | None = None,
-                 open_plane: Any = _open_plane) -> Master:
+def stack_master(
+    kind: str,
+    chip: str,
+    rows: Sequence[tuple[Entry, str, str]],
+    combine_cfg: Any,
+    *,
+    divisors: Sequence[float] | None = None,
+    filter: str | None = None,
+    open_plane: Any = _open_plane,
+) -> Master:
     """Step 2: the lazy clipped stack of one chip's calibrated frames (read back from scratch).
 
     ``divisors`` (flats) divide each frame, and its variance by the square, before stacking.
@@ -145,15 +196,29 @@ def stack_master(kind: str, chip: str, rows: Sequence[tuple[Entry, str, str]], c
             s, v = s / d, v / (d * d)
         sci.append(s)
         var.append(v)
-    res = combine(da.stack(sci), variance=da.stack(var), name=f"{kind}-{'' if filter is None else f'{filter}-'}{chip}",
-                  **combine_cfg.to_dict())
+    res = combine(
+        da.stack(sci),
+        variance=da.stack(var),
+        name=f"{kind}-{'' if filter is None else f'{filter}-'}{chip}",
+        **combine_cfg.to_dict(),
+    )
     entries = [e for e, _, _ in rows]
-    meta: dict[str, Any] = {"inputs": [e.name for e in entries],
-            "label": f"{kind}{'' if filter is None else ' ' + filter} {chip} ({len(entries)} frames)"}
+    meta: dict[str, Any] = {
+        "inputs": [e.name for e in entries],
+        "label": f"{kind}{'' if filter is None else ' ' + filter} {chip} ({len(entries)} frames)",
+    }
     if kind == "dark":
         meta["exptimes"] = sorted({float(e.exptime) for e in entries if e.exptime is not None})
-    return Master(kind=kind, chip=chip, data=res.data, variance=res.variance, count=res.count,
-                  ncombine=len(entries), filter=filter, meta=meta)
+    return Master(
+        kind=kind,
+        chip=chip,
+        data=res.data,
+        variance=res.variance,
+        count=res.count,
+        ncombine=len(entries),
+        filter=filter,
+        meta=meta,
+    )
 
 
 def focal_plane_median(images: Sequence[da.Array], region: str = "[*,*]", *, name: str = "median") -> da.Array:
@@ -165,8 +230,14 @@ def focal_plane_median(images: Sequence[da.Array], region: str = "[*,*]", *, nam
         s = sample_step(tuple(sub.shape))
         parts.append(sub[::s, ::s].ravel())
     pooled = da.concatenate(parts).rechunk(-1)
-    return da.map_blocks(_nanmedian, pooled, drop_axis=0, dtype=np.float64, meta=np.array((), np.float64),
-                         name=f"{name}-{dask.base.tokenize(pooled)}")
+    return da.map_blocks(
+        _nanmedian,
+        pooled,
+        drop_axis=0,
+        dtype=np.float64,
+        meta=np.array((), np.float64),
+        name=f"{name}-{dask.base.tokenize(pooled)}",
+    )
 
 
 def _nanmedian(values: np.ndarray) -> np.ndarray:
@@ -179,16 +250,25 @@ def normalise_flats(flats: Mapping[str, Master], config: ReduceConfig) -> dict[s
     if not chips:
         return {}
     filt = flats[chips[0]].filter
-    m = focal_plane_median([flats[c].data for c in chips], config.flat.region,
-                           name=f"flatscale-{filt}").astype(np.float32)
+    m = focal_plane_median([flats[c].data for c in chips], config.flat.region, name=f"flatscale-{filt}").astype(
+        np.float32
+    )
     out = {}
     for c in chips:
         f = flats[c]
         var = None if f.variance is None else f.variance / (m * m)
         meta = dict(f.meta)
         meta["label"] = f"flat {filt} {c} ({f.ncombine} frames)"
-        out[c] = Master(kind="flat", chip=c, data=f.data / m, variance=var, count=f.count,
-                        ncombine=f.ncombine, filter=filt, meta=meta)
+        out[c] = Master(
+            kind="flat",
+            chip=c,
+            data=f.data / m,
+            variance=var,
+            count=f.count,
+            ncombine=f.ncombine,
+            filter=filt,
+            meta=meta,
+        )
     return out
 
 
@@ -199,8 +279,13 @@ def illumination_samples(dome: Mapping[str, Master], twilight: Mapping[str, Mast
     return {c: (twilight[c].data / dome[c].data)[sample_grid(tuple(dome[c].data.shape))] for c in dome}
 
 
-def illuminate_flats(dome: Mapping[str, Master], twilight: Mapping[str, Master], samples: Mapping[str, np.ndarray],
-                     detsecs: Mapping[str, Any], config: ReduceConfig) -> tuple[dict[str, Master], list[Any]]:
+def illuminate_flats(
+    dome: Mapping[str, Master],
+    twilight: Mapping[str, Master],
+    samples: Mapping[str, np.ndarray],
+    detsecs: Mapping[str, Any],
+    config: ReduceConfig,
+) -> tuple[dict[str, Master], list[Any]]:
     """``dome × L(twilight / dome)`` per chip, with ``L`` the 2-D Legendre fit of the sampled ratio.
 
     One fit over the focal plane when every chip has a DETSEC, else one fit per chip in its own
@@ -219,21 +304,41 @@ def illuminate_flats(dome: Mapping[str, Master], twilight: Mapping[str, Master],
     out: dict[str, Master] = {}
     models = []
     for group in groups:
-        model = fit_focal_plane({c: samples[c] for c in group}, shapes, coords, fc.illumination_order,
-                                sigma=fc.illumination_sigma, maxiters=fc.illumination_maxiters)
+        model = fit_focal_plane(
+            {c: samples[c] for c in group},
+            shapes,
+            coords,
+            fc.illumination_order,
+            sigma=fc.illumination_sigma,
+            maxiters=fc.illumination_maxiters,
+        )
         models.append(model)
         for c in group:
             d = dome[c]
-            m = model_image(model, shapes[c], coords[c], chunks=d.data.chunks,
-                            name=f"illumination-{d.filter}-{c}")
+            m = model_image(model, shapes[c], coords[c], chunks=d.data.chunks, name=f"illumination-{d.filter}-{c}")
             meta = dict(d.meta)
-            meta["params"] = {**meta.get("params", {}), "illumination_fit": {
-                "coordinates": "focal plane (DETSEC)" if focal else "chip", "order": model.order,
-                "coeffs": [round(x, 8) for x in model.coeffs], "used": model.nused, "sampled": model.nsample,
-                "twilight_inputs": twilight[c].meta.get("inputs", [])}}
-            meta["label"] = f"flat {d.filter} {c} ({d.ncombine} dome frames, illumination from " \
-                            f"{twilight[c].ncombine} twilight)"
-            out[c] = Master(kind="flat", chip=c, data=d.data * m,
-                            variance=None if d.variance is None else d.variance * (m * m),
-                            count=d.count, ncombine=d.ncombine, filter=d.filter, meta=meta)
+            meta["params"] = {
+                **meta.get("params", {}),
+                "illumination_fit": {
+                    "coordinates": "focal plane (DETSEC)" if focal else "chip",
+                    "order": model.order,
+                    "coeffs": [round(x, 8) for x in model.coeffs],
+                    "used": model.nused,
+                    "sampled": model.nsample,
+                    "twilight_inputs": twilight[c].meta.get("inputs", []),
+                },
+            }
+            meta["label"] = (
+                f"flat {d.filter} {c} ({d.ncombine} dome frames, illumination from {twilight[c].ncombine} twilight)"
+            )
+            out[c] = Master(
+                kind="flat",
+                chip=c,
+                data=d.data * m,
+                variance=None if d.variance is None else d.variance * (m * m),
+                count=d.count,
+                ncombine=d.ncombine,
+                filter=d.filter,
+                meta=meta,
+            )
     return out, models

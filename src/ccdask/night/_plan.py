@@ -66,8 +66,9 @@ class Plan:
         lines = []
         for name, cp in self.chips.items():
             flats = ", ".join(f"{f or '-'}:{len(v)}" for f, v in cp.flats.items()) or "none"
-            lines.append(f"{name}: {len(cp.biases)} bias, {len(cp.darks)} dark, flats {flats}, "
-                         f"{len(cp.science)} science")
+            lines.append(
+                f"{name}: {len(cp.biases)} bias, {len(cp.darks)} dark, flats {flats}, {len(cp.science)} science"
+            )
         lines.extend(f"note: {n}" for n in self.notes)
         lines.extend(f"skipped: {p}" for p in self.problems)
         return "\n".join(lines)
@@ -99,8 +100,10 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
     use_flat = bool(config.flat.enabled)
     science_all = catalog.select(imagetyp="science")
     if len(catalog) == 0:
-        raise PlanError("no usable raw frames" + (
-            f" ({len(catalog.problems)} skipped: {catalog.problems[0]})" if catalog.problems else ""))
+        raise PlanError(
+            "no usable raw frames"
+            + (f" ({len(catalog.problems)} skipped: {catalog.problems[0]})" if catalog.problems else "")
+        )
     notes: list[str] = []
     any_darks = len(catalog.select(imagetyp="dark")) > 0
     use_dark = dark_mode != "none" and (any_darks or config.dark.required)
@@ -114,9 +117,12 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
         notes.append("not reduced (type 'other'): " + ", ".join(f"{n} {k}" for k, n in labels.items()))
         untyped = list(dict.fromkeys(Path(e.path).name for e in other if e.label == "unknown"))
         if untyped:
-            notes.append(f"no image type ({_keywords(other.entries[0], 'imagetyp')}) in "
-                         + ", ".join(untyped[:10]) + (" ..." if len(untyped) > 10 else "")
-                         + ": not reduced")
+            notes.append(
+                f"no image type ({_keywords(other.entries[0], 'imagetyp')}) in "
+                + ", ".join(untyped[:10])
+                + (" ..." if len(untyped) > 10 else "")
+                + ": not reduced"
+            )
 
     notes.extend(_missing_chip_notes(catalog))
 
@@ -132,12 +138,16 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
                 flats[filt] = tuple(group)
         need_masters = bool(science) or bool(flats) or bool(darks)
         if use_bias and need_masters and not biases:
-            raise PlanError(f"no bias frames for chip {chip}: needed to calibrate "
-                            f"{_count(science, flats, darks)} (to go without, set bias.enabled = false: "
-                            "ccdask reduce --skip bias)")
+            raise PlanError(
+                f"no bias frames for chip {chip}: needed to calibrate "
+                f"{_count(science, flats, darks)} (to go without, set bias.enabled = false: "
+                "ccdask reduce --skip bias)"
+            )
         if use_dark and not darks and (science or flats):
-            raise PlanError(f"no dark frames for chip {chip} (darks exist for other chips; to go "
-                            "without, set dark.mode = \"none\": ccdask reduce --skip dark)")
+            raise PlanError(
+                f"no dark frames for chip {chip} (darks exist for other chips; to go "
+                'without, set dark.mode = "none": ccdask reduce --skip dark)'
+            )
         for e in darks:
             _need_exptime(e, "dark", positive=True)
         if use_dark:
@@ -162,8 +172,9 @@ def make_plan(catalog: Catalog, config: Any) -> Plan:
     exposures = []
     for (path,), group in science_all.group_by("path").items():
         ents = tuple(group)
-        exposures.append(Exposure(path=path, name=ents[0].name, filter=ents[0].filter,
-                                  exptime=ents[0].exptime, chips=ents))
+        exposures.append(
+            Exposure(path=path, name=ents[0].name, filter=ents[0].filter, exptime=ents[0].exptime, chips=ents)
+        )
     _check_unique_names(exposures)
     if not exposures:
         notes.append("no science frames: only masters are built")
@@ -191,19 +202,18 @@ def _missing_chip_notes(catalog: Catalog, most: int = 10) -> list[str]:
             continue
         full = max(counts, key=lambda chips: (counts[chips], len(chips)))
         order = [c for c in dict.fromkeys(e.chip for e in catalog) if c in full]
-        short = [(path, [c for c in order if c not in chips])
-                 for path, chips in held.items() if chips < full]
+        short = [(path, [c for c in order if c not in chips]) for path, chips in held.items() if chips < full]
         for path, missing in short[:most]:
             notes.append(
                 f"{path} lacks chip(s) {', '.join(missing)}, which {counts[full]} other file(s) of "
-                f"the night hold (chips {', '.join(order)}); the chip(s) it holds are used")
+                f"the night hold (chips {', '.join(order)}); the chip(s) it holds are used"
+            )
         if len(short) > most:
             notes.append(f"... and {len(short) - most} more file(s) lacking chips")
     return notes
 
 
-def _count(science: tuple[Entry, ...], flats: dict[str | None, tuple[Entry, ...]],
-           darks: tuple[Entry, ...]) -> str:
+def _count(science: tuple[Entry, ...], flats: dict[str | None, tuple[Entry, ...]], darks: tuple[Entry, ...]) -> str:
     parts = []
     if science:
         parts.append(f"{len(science)} science")
@@ -224,7 +234,8 @@ def _common_shape(rows: Catalog, chip: str) -> tuple[int, int]:
     odd = [f"{e.path}[{e.hdu}] {e.shape[0]}x{e.shape[1]}" for e in rows if e.shape != common]
     raise PlanError(
         f"chip {chip}: frames disagree in shape (most are {common[0]}x{common[1]}): "
-        + "; ".join(odd[:5]) + (" ..." if len(odd) > 5 else "")
+        + "; ".join(odd[:5])
+        + (" ..." if len(odd) > 5 else "")
     )
 
 
@@ -268,8 +279,10 @@ def _check_master_names(filters: list[str | None]) -> None:
     for f in dict.fromkeys(filters):
         name = safe_filter_name(f)
         if name in seen:
-            raise PlanError(f"filters {seen[name]!r} and {f!r} would write the same master file "
-                            f"flat_{name}.fits (rename one in the headers or a profile)")
+            raise PlanError(
+                f"filters {seen[name]!r} and {f!r} would write the same master file "
+                f"flat_{name}.fits (rename one in the headers or a profile)"
+            )
         seen[name] = f
 
 

@@ -27,8 +27,16 @@ from ._plan import safe_filter_name
 from ._qa import _start, bin_image, chip_stats
 from ._stages import NightMasters, key_of
 
-__all__ = ["MasterFile", "chip_header", "has_key", "master_outputs", "master_part_task", "output_name",
-           "reduced_part_task", "safe_filter_name"]
+__all__ = [
+    "MasterFile",
+    "chip_header",
+    "has_key",
+    "master_outputs",
+    "master_part_task",
+    "output_name",
+    "reduced_part_task",
+    "safe_filter_name",
+]
 
 # Cards that describe the raw layout or storage and are wrong after trimming.
 _DROP = re.compile(
@@ -64,9 +72,18 @@ def chip_header(merged: fits.Header, primary: fits.Header | None, layout: ChipLa
     return out
 
 
-def reduced_part_task(part: str, sci: np.ndarray, var: np.ndarray, dqa: np.ndarray, *,
-                      header: fits.Header, chip: str, extver: int, history: Sequence[str],
-                      thumb_factor: int) -> dict[str, Any]:
+def reduced_part_task(
+    part: str,
+    sci: np.ndarray,
+    var: np.ndarray,
+    dqa: np.ndarray,
+    *,
+    header: fits.Header,
+    chip: str,
+    extver: int,
+    history: Sequence[str],
+    thumb_factor: int,
+) -> dict[str, Any]:
     """Write one chip's SCI/VAR/DQ to ``part`` and return its QA statistics and thumbnail."""
     hdus = []
     for extname, data, bunit in (("SCI", sci, "electron"), ("VAR", var, "electron2"), ("DQ", dqa, "")):
@@ -90,9 +107,18 @@ def reduced_part_task(part: str, sci: np.ndarray, var: np.ndarray, dqa: np.ndarr
     return {"chip": chip, "stats": stats, "thumb": bin_image(sci, thumb_factor)}
 
 
-def master_part_task(part: str, data: np.ndarray, variance: np.ndarray | None, count: np.ndarray | None,
-                     *, chip: str, kind: str, ncombine: int, meta: dict[str, Any],
-                     thumb_factor: int) -> dict[str, Any]:
+def master_part_task(
+    part: str,
+    data: np.ndarray,
+    variance: np.ndarray | None,
+    count: np.ndarray | None,
+    *,
+    chip: str,
+    kind: str,
+    ncombine: int,
+    meta: dict[str, Any],
+    thumb_factor: int,
+) -> dict[str, Any]:
     """Write one chip of a master (data, ``<chip>_COUNT``, ``<chip>_VAR``) to ``part``."""
     h = fits.Header()
     h["EXTNAME"] = chip
@@ -170,23 +196,40 @@ def master_outputs(out: Path, masters: NightMasters, cfg: ReduceConfig, factor: 
         parts_paths, parts = [], []
         for number, (chip, m) in enumerate(ms.items(), start=1):
             part = mdir / f"{TMP_PREFIX}{label}.{number}.part"  # never a header value in a path
-            meta = {"key": key_of(m), "inputs": m.meta.get("inputs", []), "filter": m.filter,
-                    "params": m.meta.get("params", {})}
-            parts.append(dask.delayed(master_part_task, pure=True)(
-                str(part), m.data, m.variance, m.count, chip=chip, kind=m.kind, ncombine=m.ncombine,
-                meta=meta, thumb_factor=factor, dask_key_name=f"write-master-{label}-{chip}-{ident[:8]}"))
+            meta = {
+                "key": key_of(m),
+                "inputs": m.meta.get("inputs", []),
+                "filter": m.filter,
+                "params": m.meta.get("params", {}),
+            }
+            parts.append(
+                dask.delayed(master_part_task, pure=True)(
+                    str(part),
+                    m.data,
+                    m.variance,
+                    m.count,
+                    chip=chip,
+                    kind=m.kind,
+                    ncombine=m.ncombine,
+                    meta=meta,
+                    thumb_factor=factor,
+                    dask_key_name=f"write-master-{label}-{chip}-{ident[:8]}",
+                )
+            )
             parts_paths.append(str(part))
         prim = fits.Header()
         prim["CCDASKV"] = (__version__, "ccdask version")
         prim["CCDKEY"] = (ident, "identity of these masters")
         prim["MASTER"] = (label, "kind of master")
-        task = dask.delayed(_finish, pure=True)(str(final), prim, parts_paths, parts,
-                                                dask_key_name=f"assemble-master-{label}-{ident[:8]}")
+        task = dask.delayed(_finish, pure=True)(
+            str(final), prim, parts_paths, parts, dask_key_name=f"assemble-master-{label}-{ident[:8]}"
+        )
         outs.append(MasterFile(label, task, final))
     return outs
 
 
-def _finish(final: str, primary: fits.Header, part_paths: list[str],
-            chip_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _finish(
+    final: str, primary: fits.Header, part_paths: list[str], chip_results: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     concat_parts(final, primary, part_paths)
     return chip_results

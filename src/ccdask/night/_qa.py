@@ -82,8 +82,7 @@ def bin_factor(shape: tuple[int, int], max_pixels: int) -> int:
     return max(1, math.ceil(max(shape) / max_pixels))
 
 
-def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section | None],
-                factor: int) -> np.ndarray:
+def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section | None], factor: int) -> np.ndarray:
     """Place binned chips at their DETSEC (binned by ``factor``); chips without one side by side."""
     placed = []
     x_cursor = 0
@@ -105,7 +104,7 @@ def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section 
     nx = max(x0 + img.shape[1] for _, x0, img in placed)
     canvas = np.full((ny, nx), np.nan, dtype=np.float32)
     for y0, x0, img in placed:
-        canvas[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+        canvas[y0 : y0 + img.shape[0], x0 : x0 + img.shape[1]] = img
     return canvas
 
 
@@ -129,8 +128,7 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray, title: str = "") -
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1 - 0.4 / height))
     cmap = colormaps["gray"].with_extremes(bad="red")
-    ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
-              interpolation="nearest")
+    ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
@@ -148,9 +146,14 @@ def stats_table(rows: Sequence[dict[str, Any]]) -> Any:
     return Table(rows=[tuple(r.values()) for r in rows], names=list(rows[0]))
 
 
-def write_qa(qa_dir: Path, finals: Sequence[tuple[Any, Path]], sci_results: Sequence[list[dict[str, Any]]],
-             master_results: Sequence[tuple[str, str, list[dict[str, Any]]]],
-             detsecs: Mapping[str, Section | None], factor: int) -> None:
+def write_qa(
+    qa_dir: Path,
+    finals: Sequence[tuple[Any, Path]],
+    sci_results: Sequence[list[dict[str, Any]]],
+    master_results: Sequence[tuple[str, str, list[dict[str, Any]]]],
+    detsecs: Mapping[str, Section | None],
+    factor: int,
+) -> None:
     """OUT/qa: one focal-plane PNG per reduced exposure and per master file written, and the
     per-chip statistics table ``stats.ecsv``.
 
@@ -160,17 +163,29 @@ def write_qa(qa_dir: Path, finals: Sequence[tuple[Any, Path]], sci_results: Sequ
     rows = []
     for (exp, final), chips in zip(finals, sci_results, strict=True):
         for c in chips:
-            rows.append({"file": final.name, "chip": c["chip"], "filter": exp.filter or "",
-                         "exptime": exp.exptime if exp.exptime is not None else float("nan"),
-                         **c["stats"]})
+            rows.append(
+                {
+                    "file": final.name,
+                    "chip": c["chip"],
+                    "filter": exp.filter or "",
+                    "exptime": exp.exptime if exp.exptime is not None else float("nan"),
+                    **c["stats"],
+                }
+            )
         thumbs = {c["chip"]: c["thumb"] for c in chips}
         det = {e.chip: e.layout.detsec for e in exp.chips}
-        save_png(qa_dir / f"{exp.name}.png", focal_plane(thumbs, det, factor),
-                 f"{exp.name} ({exp.filter or '-'}, {exp.exptime or 0:g} s)")
+        save_png(
+            qa_dir / f"{exp.name}.png",
+            focal_plane(thumbs, det, factor),
+            f"{exp.name} ({exp.filter or '-'}, {exp.exptime or 0:g} s)",
+        )
     for label, path, chips in master_results:
         thumbs = {c["chip"]: c["thumb"] for c in chips}
-        save_png(qa_dir / f"master_{Path(path).stem}.png",
-                 focal_plane(thumbs, {c: detsecs.get(c) for c in thumbs}, factor), label)
+        save_png(
+            qa_dir / f"master_{Path(path).stem}.png",
+            focal_plane(thumbs, {c: detsecs.get(c) for c in thumbs}, factor),
+            label,
+        )
     if rows:
         with atomic_path(qa_dir / "stats.ecsv") as tmp:
             stats_table(rows).write(tmp, format="ascii.ecsv", overwrite=True)

@@ -63,14 +63,20 @@ def measure_read_noise(plan: Plan, cfg: ReduceConfig, runner: Runner) -> tuple[P
                 f"{e.path}[{e.hdu}]: chip {chip}, amplifier {missing[0]}: no read noise known "
                 "(no RDNOISE in the header or profile) and it cannot be measured: the night has no "
                 "bias frame with an overscan for this chip, and not every frame has an overscan; "
-                "set rdnoise in the profile or read_noise in the configuration")
+                "set rdnoise in the profile or read_noise in the configuration"
+            )
     if not wanted:
         return plan, {}
     where = [(chip, e) for chip, cp in wanted.items() for e in cp.biases]
-    values = runner.compute("read-noise", [
-        dask.delayed(_overscan_noise, pure=True)(
-            e.source, e.layout, dask_key_name=f"read-noise-{e.name}-{chip}-{dask.base.tokenize(e.identity)[:8]}")
-        for chip, e in where])
+    values = runner.compute(
+        "read-noise",
+        [
+            dask.delayed(_overscan_noise, pure=True)(
+                e.source, e.layout, dask_key_name=f"read-noise-{e.name}-{chip}-{dask.base.tokenize(e.identity)[:8]}"
+            )
+            for chip, e in where
+        ],
+    )
     per_chip: dict[str, dict[str, list[float]]] = {}
     for (chip, _e), noise in zip(where, values, strict=True):
         for amp, v in noise.items():
@@ -78,14 +84,12 @@ def measure_read_noise(plan: Plan, cfg: ReduceConfig, runner: Runner) -> tuple[P
     measured: dict[str, dict[str, Any]] = {}
     for chip, noise in per_chip.items():
         layout = wanted[chip].biases[0].layout
-        amps = {a.name: float(np.median(noise[a.name])) * float(a.gain)
-                for a in layout.amplifiers if a.rdnoise is None}
+        amps = {a.name: float(np.median(noise[a.name])) * float(a.gain) for a in layout.amplifiers if a.rdnoise is None}
         n = len(wanted[chip].biases)
         text = ", ".join(f"{a} {v:.3f} e-" for a, v in amps.items())
         line = f"read noise of {chip} measured in the overscans of {n} bias frame(s): {text}"
         runner.log(f"  {line}")
-        measured[chip] = {"source": "bias overscans", "frames": n, "amplifiers": amps,
-                          "history": [line]}
+        measured[chip] = {"source": "bias overscans", "frames": n, "amplifiers": amps, "history": [line]}
     return _with_read_noise(plan, {c: m["amplifiers"] for c, m in measured.items()}), measured
 
 
@@ -99,18 +103,26 @@ def _with_read_noise(plan: Plan, values: Mapping[str, Mapping[str, float]]) -> P
         if rn is None or not needs_read_noise(e):
             return e
         if id(e) not in cache:
-            amps = tuple(a if a.rdnoise is not None or a.name not in rn
-                         else dataclasses.replace(a, rdnoise=rn[a.name]) for a in e.layout.amplifiers)
+            amps = tuple(
+                a if a.rdnoise is not None or a.name not in rn else dataclasses.replace(a, rdnoise=rn[a.name])
+                for a in e.layout.amplifiers
+            )
             cache[id(e)] = dataclasses.replace(e, layout=dataclasses.replace(e.layout, amplifiers=amps))
         return cache[id(e)]
 
     def fix_all(es: tuple[Entry, ...]) -> tuple[Entry, ...]:
         return tuple(fix(e) for e in es)
 
-    chips = {c: dataclasses.replace(cp, biases=fix_all(cp.biases), darks=fix_all(cp.darks),
-                                    science=fix_all(cp.science),
-                                    flats={f: fix_all(es) for f, es in cp.flats.items()})
-             for c, cp in plan.chips.items()}
+    chips = {
+        c: dataclasses.replace(
+            cp,
+            biases=fix_all(cp.biases),
+            darks=fix_all(cp.darks),
+            science=fix_all(cp.science),
+            flats={f: fix_all(es) for f, es in cp.flats.items()},
+        )
+        for c, cp in plan.chips.items()
+    }
     exposures = tuple(dataclasses.replace(x, chips=fix_all(x.chips)) for x in plan.exposures)
     return dataclasses.replace(plan, chips=chips, exposures=exposures)
 
@@ -130,8 +142,11 @@ def overscan_noise(overscan: np.ndarray, axis: str, *, sigma: float = 3.0, maxit
         n = keep.sum(axis=1)
         mean = np.where(n > 0, np.where(keep, lines, 0.0).sum(axis=1) / np.maximum(n, 1), 0.0)
         resid = np.where(keep, lines - mean[:, None], np.nan)
-        spread = MAD_TO_SIGMA * float(np.nanmedian(np.abs(resid))) if _ == 0 else float(
-            np.sqrt(np.nansum(resid**2) / max(int(keep.sum()) - len(lines), 1)))
+        spread = (
+            MAD_TO_SIGMA * float(np.nanmedian(np.abs(resid)))
+            if _ == 0
+            else float(np.sqrt(np.nansum(resid**2) / max(int(keep.sum()) - len(lines), 1)))
+        )
         new = keep & (np.abs(np.nan_to_num(resid, nan=np.inf)) <= sigma * max(spread, 1e-12))
         if np.array_equal(new, keep):
             break

@@ -54,9 +54,16 @@ class ReduceResult:
         return sum(s.get("raw_pixels", 0) for s in self.stages.values())
 
 
-def reduce(raw: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-           config: Any = None, client: Any = None, cache: str | os.PathLike[str] | None = None,
-           progress: bool = False, log: Callable[[str], None] | None = None) -> ReduceResult:
+def reduce(
+    raw: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    config: Any = None,
+    client: Any = None,
+    cache: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ReduceResult:
     """Reduce a night of raw frames into ``out`` (see DESIGN's output layout).
 
     ``raw``: files and/or folders. ``config``: a ReduceConfig, dict or TOML path (defaults when
@@ -86,10 +93,8 @@ def reduce(raw: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], out: 
     plan, result.read_noise = measure_read_noise(plan, cfg, runner)
     runner.stages["catalog"] = {"seconds": time.perf_counter() - t_start}
 
-    ctx = StageContext(cfg, MasterCache(cache if cache is not None else out / "cache.zarr"),
-                       runner, out / ".scratch")
-    masters = NightMasters(dark_mode=cfg.dark.mode,
-                           bias=bias_masters(plan, ctx) if plan.steps["bias"] else {})
+    ctx = StageContext(cfg, MasterCache(cache if cache is not None else out / "cache.zarr"), runner, out / ".scratch")
+    masters = NightMasters(dark_mode=cfg.dark.mode, bias=bias_masters(plan, ctx) if plan.steps["bias"] else {})
     if plan.steps["dark"]:
         masters = dark_masters(plan, ctx, masters.bias)
     if plan.steps["flat"]:
@@ -102,7 +107,7 @@ def reduce(raw: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], out: 
     todo = [f for f in files if f.task is not None]
     results = runner.compute("science", [*science.tasks, *[f.task for f in todo]])
     runner.stages["science"]["raw_pixels"] = science.raw_pixels
-    sci_results, master_results = results[:len(science.tasks)], results[len(science.tasks):]
+    sci_results, master_results = results[: len(science.tasks)], results[len(science.tasks) :]
     result.outputs = [str(f) for _, f in science.finals]
     result.skipped = science.skipped
     result.masters = {f.label: str(f.path) for f in files}
@@ -111,28 +116,41 @@ def reduce(raw: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], out: 
     t_qa = time.perf_counter()
     if cfg.output.qa:
         detsecs = {c: cp.science[0].layout.detsec if cp.science else None for c, cp in plan.chips.items()}
-        write_qa(out / "qa", science.finals, sci_results,
-                 [(f.label, str(f.path), r) for f, r in zip(todo, master_results, strict=True)],
-                 detsecs, factor)
+        write_qa(
+            out / "qa",
+            science.finals,
+            sci_results,
+            [(f.label, str(f.path), r) for f, r in zip(todo, master_results, strict=True)],
+            detsecs,
+            factor,
+        )
     result.stages = runner.stages
     result.stages["qa"] = {"seconds": time.perf_counter() - t_qa}
-    result.manifest_path = write_manifest(out, catalog, plan, cfg, result, masters,
-                                          total=time.perf_counter() - t_start)
+    result.manifest_path = write_manifest(out, catalog, plan, cfg, result, masters, total=time.perf_counter() - t_start)
     return result
 
 
-def _warn_mostly_flagged(finals: Sequence[tuple[Exposure, Path]], sci_results: Sequence[list[dict[str, Any]]],
-                         limit: float = 0.5) -> None:
+def _warn_mostly_flagged(
+    finals: Sequence[tuple[Exposure, Path]], sci_results: Sequence[list[dict[str, Any]]], limit: float = 0.5
+) -> None:
     """Warn about reduced chips with most pixels flagged: almost always an unusable master
     (a blank or negative flat), which must not pass silently in an unattended run."""
-    bad = [f"{final.name} {c['chip']} ({c['stats']['rejected_fraction']:.0%})"
-           for (_, final), chips in zip(finals, sci_results, strict=True) for c in chips
-           if c.get("stats", {}).get("rejected_fraction", 0.0) > limit]
+    bad = [
+        f"{final.name} {c['chip']} ({c['stats']['rejected_fraction']:.0%})"
+        for (_, final), chips in zip(finals, sci_results, strict=True)
+        for c in chips
+        if c.get("stats", {}).get("rejected_fraction", 0.0) > limit
+    ]
     if bad:
-        warnings.warn(f"{len(bad)} reduced chip(s) have more than {limit:.0%} of their pixels flagged "
-                      "(DQ != 0): " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-                      + "; check the masters (a blank or negative flat?) and the DQ planes",
-                      CcdaskWarning, stacklevel=3)
+        warnings.warn(
+            f"{len(bad)} reduced chip(s) have more than {limit:.0%} of their pixels flagged "
+            "(DQ != 0): "
+            + "; ".join(bad[:5])
+            + (" ..." if len(bad) > 5 else "")
+            + "; check the masters (a blank or negative flat?) and the DQ planes",
+            CcdaskWarning,
+            stacklevel=3,
+        )
 
 
 def _sweep_tmp(out: Path, max_age: float = 0.0) -> None:

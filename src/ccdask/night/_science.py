@@ -36,8 +36,15 @@ class ScienceGraph:
     raw_pixels: int = 0
 
 
-def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, masters: NightMasters, *,
-                  thumb_factor: int, history: Mapping[str, tuple[str, ...]] | None = None) -> ScienceGraph:
+def science_graph(
+    plan: Plan,
+    cfg: ReduceConfig,
+    reduced_dir: Path,
+    masters: NightMasters,
+    *,
+    thumb_factor: int,
+    history: Mapping[str, tuple[str, ...]] | None = None,
+) -> ScienceGraph:
     """One task per chip-frame and one per exposure; exposures whose output already carries the
     same ``CCDKEY`` are skipped. Nothing is read: readers come from the catalogue's scanned
     headers and the primary header is read by the assembling task. ``history`` adds lines per
@@ -56,14 +63,18 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, masters: Nig
             flat = masters.flat_for(chip, exp.filter) if plan.steps["flat"] else None
             mkey = (chip, key_of(bias), key_of(dark), key_of(flat))
             if mkey not in packed:
-                bad = bad_pixel_mask(dark_rate=None if dark is None else dark.data,
-                                     flat=None if flat is None else flat.data, config=cfg.masks,
-                                     shape=entry.layout.trimmed_shape)
+                bad = bad_pixel_mask(
+                    dark_rate=None if dark is None else dark.data,
+                    flat=None if flat is None else flat.data,
+                    config=cfg.masks,
+                    shape=entry.layout.trimmed_shape,
+                )
                 packed[mkey] = pack_masters(ChipMasters(bias=bias, dark=dark, flat=flat, bad=bad), chip)
             used[chip] = {"bias": key_of(bias), "dark": key_of(dark), "flat": key_of(flat)}
             chip_tasks.append((entry, packed[mkey]))
-        key = canonical_hash({"inputs": [e.identity for e in exp.chips], "masters": used,
-                              "config": cfg_digest, "version": __version__})
+        key = canonical_hash(
+            {"inputs": [e.identity for e in exp.chips], "masters": used, "config": cfg_digest, "version": __version__}
+        )
         final = reduced_dir / output_name(exp.name)
         if cfg.output.skip_existing and has_key(final, key):
             graph.skipped.append(str(final))
@@ -74,22 +85,45 @@ def science_graph(plan: Plan, cfg: ReduceConfig, reduced_dir: Path, masters: Nig
             part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{chip_numbers[entry.chip]}.part"
             # static arguments go into a partial: dask does not walk it looking for collections
             task = functools.partial(
-                _science_chip_task, str(part), entry.source, cfg=cfg, layout=entry.layout,
-                exptime=entry.exptime, name=exp.name, header=entry.header,
-                extver=chip_numbers[entry.chip], thumb_factor=thumb_factor)
-            parts.append(dask.delayed(task, pure=False)(
-                packed_masters, dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"))
+                _science_chip_task,
+                str(part),
+                entry.source,
+                cfg=cfg,
+                layout=entry.layout,
+                exptime=entry.exptime,
+                name=exp.name,
+                header=entry.header,
+                extver=chip_numbers[entry.chip],
+                thumb_factor=thumb_factor,
+            )
+            parts.append(
+                dask.delayed(task, pure=False)(
+                    packed_masters, dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"
+                )
+            )
             part_paths.append(str(part))
             graph.raw_pixels += entry.shape[0] * entry.shape[1]
-        graph.tasks.append(dask.delayed(_finish_exposure, pure=True)(
-            str(final), exp.path, provenance(exp, used, cfg, key, history or {}), part_paths, parts,
-            dask_key_name=f"assemble-{exp.name}-{key[:8]}"))
+        graph.tasks.append(
+            dask.delayed(_finish_exposure, pure=True)(
+                str(final),
+                exp.path,
+                provenance(exp, used, cfg, key, history or {}),
+                part_paths,
+                parts,
+                dask_key_name=f"assemble-{exp.name}-{key[:8]}",
+            )
+        )
         graph.finals.append((exp, final))
     return graph
 
 
-def provenance(exp: Exposure, used: Mapping[str, Mapping[str, str | None]], cfg: ReduceConfig,
-               key: str, history: Mapping[str, tuple[str, ...]]) -> fits.Header:
+def provenance(
+    exp: Exposure,
+    used: Mapping[str, Mapping[str, str | None]],
+    cfg: ReduceConfig,
+    key: str,
+    history: Mapping[str, tuple[str, ...]],
+) -> fits.Header:
     """The cards ccdask adds to a reduced file's primary header."""
     h = fits.Header()
     h["CCDASKV"] = (__version__, "ccdask version")
@@ -101,10 +135,15 @@ def provenance(exp: Exposure, used: Mapping[str, Mapping[str, str | None]], cfg:
                 h.add_history(f"ccdask: {kind} master for {chip}: cache key {k}")
         for line in history.get(chip, ()):
             h.add_history(f"ccdask: {line}")
-    steps = ["overscan" if cfg.overscan.enabled else None, "trim", "gain",
-             "bias" if cfg.bias.enabled else None,
-             f"dark({cfg.dark.mode})" if cfg.dark.mode != "none" else None,
-             "flat" if cfg.flat.enabled else None, f"cosmics({cfg.cosmics.method})"]
+    steps = [
+        "overscan" if cfg.overscan.enabled else None,
+        "trim",
+        "gain",
+        "bias" if cfg.bias.enabled else None,
+        f"dark({cfg.dark.mode})" if cfg.dark.mode != "none" else None,
+        "flat" if cfg.flat.enabled else None,
+        f"cosmics({cfg.cosmics.method})",
+    ]
     h.add_history("ccdask steps: " + " > ".join(s for s in steps if s))
     return h
 
@@ -114,9 +153,19 @@ def primary_header(path: str) -> fits.Header:
         return h[0].header.copy()
 
 
-def _science_chip_task(part: str, source: Any, masters: dict[str, Any], *, cfg: ReduceConfig,
-                       layout: Any, exptime: float | None, name: str, header: fits.Header,
-                       extver: int, thumb_factor: int) -> dict[str, Any]:
+def _science_chip_task(
+    part: str,
+    source: Any,
+    masters: dict[str, Any],
+    *,
+    cfg: ReduceConfig,
+    layout: Any,
+    exptime: float | None,
+    name: str,
+    header: fits.Header,
+    extver: int,
+    thumb_factor: int,
+) -> dict[str, Any]:
     """Read, calibrate and write one chip of one exposure (one task per chip-frame).
 
     ``header`` is the chip's merged header; the chip's own cards (not the primary's, not the
@@ -126,18 +175,32 @@ def _science_chip_task(part: str, source: Any, masters: dict[str, Any], *, cfg: 
     header = chip_header(header, primary_header(source.path), layout)
     if layout.detsec is not None:
         header["DETSEC"] = str(layout.detsec)
-    sci, var, dqa, history = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime,
-                                               name=name, role="science")
-    return reduced_part_task(part, sci, var, dqa, header=header, chip=layout.name, extver=extver,
-                             history=history, thumb_factor=thumb_factor)
+    sci, var, dqa, history = process_in_memory(
+        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science"
+    )
+    return reduced_part_task(
+        part, sci, var, dqa, header=header, chip=layout.name, extver=extver, history=history, thumb_factor=thumb_factor
+    )
 
 
-def _finish_exposure(final: str, raw_path: str, provenance: fits.Header, part_paths: list[str],
-                     chip_results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _finish_exposure(
+    final: str, raw_path: str, provenance: fits.Header, part_paths: list[str], chip_results: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Assemble an exposure: the raw primary header plus ccdask's cards, then the chips' parts."""
     primary = primary_header(raw_path)
-    for k in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE", "BLANK",
-              "CHECKSUM", "DATASUM"):
+    for k in (
+        "SIMPLE",
+        "BITPIX",
+        "NAXIS",
+        "NAXIS1",
+        "NAXIS2",
+        "EXTEND",
+        "BZERO",
+        "BSCALE",
+        "BLANK",
+        "CHECKSUM",
+        "DATASUM",
+    ):
         primary.remove(k, ignore_missing=True, remove_all=True)
     primary.extend(provenance.cards, unique=False)
     concat_parts(final, primary, part_paths)

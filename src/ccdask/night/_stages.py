@@ -137,8 +137,11 @@ class StageContext:
     @property
     def common(self) -> dict[str, Any]:
         """The parameters every master's key carries."""
-        return {"overscan": self.cfg.overscan.to_dict(), "read_noise": self.cfg.read_noise,
-                "masks": {"saturation_grow": self.cfg.masks.saturation_grow}}
+        return {
+            "overscan": self.cfg.overscan.to_dict(),
+            "read_noise": self.cfg.read_noise,
+            "masks": {"saturation_grow": self.cfg.masks.saturation_grow},
+        }
 
 
 def pack_masters(cm: ChipMasters, name: str) -> Any:
@@ -160,19 +163,33 @@ def master_inputs(cm: ChipMasters) -> dict[str, Any]:
     return out
 
 
-def _spec(ctx: StageContext, kind: MasterKind, name: str, chip: str, entries: tuple[Entry, ...],
-          params: dict[str, Any], calibration: Any = None) -> MasterSpec:
+def _spec(
+    ctx: StageContext,
+    kind: MasterKind,
+    name: str,
+    chip: str,
+    entries: tuple[Entry, ...],
+    params: dict[str, Any],
+    calibration: Any = None,
+) -> MasterSpec:
     key = master_key(kind, [e.identity for e in entries], params, chip=chip)
-    return MasterSpec(name=name, kind=kind, chip=chip, entries=entries, params=params, key=key,
-                      calibration=calibration)
+    return MasterSpec(name=name, kind=kind, chip=chip, entries=entries, params=params, key=key, calibration=calibration)
 
 
 def bias_masters(plan: Plan, ctx: StageContext) -> dict[str, Master]:
     """Bias masters per chip."""
-    specs = [_spec(ctx, "bias", chip, chip, cp.biases,
-                   {**ctx.common, "combine": ctx.cfg.bias.combine.to_dict(),
-                    "layout": cp.biases[0].layout.to_dict()})
-             for chip, cp in plan.chips.items() if cp.biases]
+    specs = [
+        _spec(
+            ctx,
+            "bias",
+            chip,
+            chip,
+            cp.biases,
+            {**ctx.common, "combine": ctx.cfg.bias.combine.to_dict(), "layout": cp.biases[0].layout.to_dict()},
+        )
+        for chip, cp in plan.chips.items()
+        if cp.biases
+    ]
     return build_masters("bias", specs, ctx)
 
 
@@ -182,20 +199,30 @@ def dark_masters(plan: Plan, ctx: StageContext, bias: Mapping[str, Master]) -> N
     specs, times = [], {}
     for chip, cp in plan.chips.items():
         groups: dict[float | None, tuple[Entry, ...]] = (
-            {None: cp.darks} if mode == "scale" else
-            {t: tuple(e for e in cp.darks if e.exptime == t) for t in cp.dark_exptimes})
+            {None: cp.darks}
+            if mode == "scale"
+            else {t: tuple(e for e in cp.darks if e.exptime == t) for t in cp.dark_exptimes}
+        )
         for t, ents in groups.items():
             name = chip if t is None else f"{chip}@{t:g}s"
-            params = {**ctx.common, "combine": ctx.cfg.dark.combine.to_dict(), "mode": mode,
-                      "bias": key_of(bias.get(chip))}
-            specs.append(_spec(ctx, "dark", name, chip, ents, params,
-                               pack_masters(ChipMasters(bias=bias.get(chip)), name)))
+            params = {
+                **ctx.common,
+                "combine": ctx.cfg.dark.combine.to_dict(),
+                "mode": mode,
+                "bias": key_of(bias.get(chip)),
+            }
+            specs.append(
+                _spec(ctx, "dark", name, chip, ents, params, pack_masters(ChipMasters(bias=bias.get(chip)), name))
+            )
             times[name] = (chip, t)
     built = build_masters("dark", specs, ctx, rate=True)
     groups_built = {times[name]: m for name, m in built.items()}
-    return NightMasters(dark_mode=mode, bias=bias,
-                        dark={c: m for (c, t), m in groups_built.items() if t is None},
-                        dark_groups=groups_built)
+    return NightMasters(
+        dark_mode=mode,
+        bias=bias,
+        dark={c: m for (c, t), m in groups_built.items() if t is None},
+        dark_groups=groups_built,
+    )
 
 
 def flat_masters(plan: Plan, ctx: StageContext, masters: NightMasters) -> NightMasters:
@@ -214,43 +241,69 @@ def flat_masters(plan: Plan, ctx: StageContext, masters: NightMasters) -> NightM
             continue
         # the dome master's key also covers the twilight inputs and the model's options, so
         # the final (illuminated) flat, which carries that key, changes when either does
-        twi_ids = sorted((e.identity for ents in twilight_by.values() for e in ents),
-                         key=lambda d: (d["path"], d["hdu"]))
-        illum = {"order": cfg.flat.illumination_order, "sigma": cfg.flat.illumination_sigma,
-                 "maxiters": cfg.flat.illumination_maxiters,
-                 "twilight_inputs": canonical_hash(twi_ids), "version": STEP_VERSIONS["illumination"]}
+        twi_ids = sorted(
+            (e.identity for ents in twilight_by.values() for e in ents), key=lambda d: (d["path"], d["hdu"])
+        )
+        illum = {
+            "order": cfg.flat.illumination_order,
+            "sigma": cfg.flat.illumination_sigma,
+            "maxiters": cfg.flat.illumination_maxiters,
+            "twilight_inputs": canonical_hash(twi_ids),
+            "version": STEP_VERSIONS["illumination"],
+        }
         dome = _flat_stage(ctx, masters, stage, filt, dome_by, {"illumination": illum})
         twilight = _flat_stage(ctx, masters, f"{stage}-twilight", filt, twilight_by, {"set": "twilight"})
         lazy = illumination_samples(dome, twilight)
         values = ctx.runner.compute(f"{stage}-illumination", list(lazy.values()))
         detsecs = {c: by_chip[c][0].layout.detsec for c in dome}
-        illuminated, models = illuminate_flats(dome, twilight, dict(zip(lazy, values, strict=True)),
-                                               detsecs, cfg)
+        illuminated, models = illuminate_flats(dome, twilight, dict(zip(lazy, values, strict=True)), detsecs, cfg)
         for mdl in models:
             ctx.runner.log(f"  {stage}: illumination order {mdl.order} from {mdl.nused}/{mdl.nsample} samples")
         flats[filt] = normalise_flats(illuminated, cfg)
-    return NightMasters(dark_mode=masters.dark_mode, bias=masters.bias, dark=masters.dark,
-                        dark_groups=masters.dark_groups, flats=flats)
+    return NightMasters(
+        dark_mode=masters.dark_mode, bias=masters.bias, dark=masters.dark, dark_groups=masters.dark_groups, flats=flats
+    )
 
 
-def _flat_stage(ctx: StageContext, masters: NightMasters, stage: str, filt: str | None,
-                by_chip: Mapping[str, tuple[Entry, ...]], extra: dict[str, Any]) -> dict[str, Master]:
-    pooled = sorted((e.identity for ents in by_chip.values() for e in ents),
-                    key=lambda d: (d["path"], d["hdu"]))
+def _flat_stage(
+    ctx: StageContext,
+    masters: NightMasters,
+    stage: str,
+    filt: str | None,
+    by_chip: Mapping[str, tuple[Entry, ...]],
+    extra: dict[str, Any],
+) -> dict[str, Master]:
+    pooled = sorted((e.identity for ents in by_chip.values() for e in ents), key=lambda d: (d["path"], d["hdu"]))
     specs = []
     for chip, ents in by_chip.items():
         dark = masters.dark_for(chip, ents[0].exptime)
-        params = {**ctx.common, "combine": ctx.cfg.flat.combine.to_dict(), "region": ctx.cfg.flat.region,
-                  "filter": filt, "bias": key_of(masters.bias.get(chip)), "dark": key_of(dark),
-                  "pooled_inputs": canonical_hash(pooled), **extra}
-        specs.append(_spec(ctx, "flat", chip, chip, ents, params,
-                           pack_masters(ChipMasters(bias=masters.bias.get(chip), dark=dark), f"{chip}-flat")))
+        params = {
+            **ctx.common,
+            "combine": ctx.cfg.flat.combine.to_dict(),
+            "region": ctx.cfg.flat.region,
+            "filter": filt,
+            "bias": key_of(masters.bias.get(chip)),
+            "dark": key_of(dark),
+            "pooled_inputs": canonical_hash(pooled),
+            **extra,
+        }
+        specs.append(
+            _spec(
+                ctx,
+                "flat",
+                chip,
+                chip,
+                ents,
+                params,
+                pack_masters(ChipMasters(bias=masters.bias.get(chip), dark=dark), f"{chip}-flat"),
+            )
+        )
     return build_masters(stage, specs, ctx, filter=filt, focal_plane=True)
 
 
-def split_twilight(by_chip: Mapping[str, tuple[Entry, ...]], cfg: ReduceConfig, filt: str | None,
-                   log: Callable[[str], None]) -> tuple[Mapping[str, tuple[Entry, ...]],
-                                                        Mapping[str, tuple[Entry, ...]]]:
+def split_twilight(
+    by_chip: Mapping[str, tuple[Entry, ...]], cfg: ReduceConfig, filt: str | None, log: Callable[[str], None]
+) -> tuple[Mapping[str, tuple[Entry, ...]], Mapping[str, tuple[Entry, ...]]]:
     """Dome and twilight flats of one filter per chip, when ``flat.illumination`` applies.
 
     Returns ``(by_chip, {})`` — every flat stacked together, as without the option — when the
@@ -267,14 +320,23 @@ def split_twilight(by_chip: Mapping[str, tuple[Entry, ...]], cfg: ReduceConfig, 
     if not any(twi.values()) or not any(dome.values()):
         return by_chip, {}
     if not all(twi.values()) or not all(dome.values()):
-        log(f"  note: filter {filt!r}: not every chip has both dome and twilight flats; "
-            "illumination correction skipped, all flats stacked together")
+        log(
+            f"  note: filter {filt!r}: not every chip has both dome and twilight flats; "
+            "illumination correction skipped, all flats stacked together"
+        )
         return by_chip, {}
     return dome, twi
 
 
-def build_masters(stage: str, specs: Sequence[MasterSpec], ctx: StageContext, *, rate: bool = False,
-                  filter: str | None = None, focal_plane: bool = False) -> dict[str, Master]:
+def build_masters(
+    stage: str,
+    specs: Sequence[MasterSpec],
+    ctx: StageContext,
+    *,
+    rate: bool = False,
+    filter: str | None = None,
+    focal_plane: bool = False,
+) -> dict[str, Master]:
     """Masters from the cache; the missing ones are built (calibrate, then stack) and stored.
 
     With ``focal_plane`` (flats), each exposure is first divided by the median of all its chips
@@ -295,10 +357,16 @@ def build_masters(stage: str, specs: Sequence[MasterSpec], ctx: StageContext, *,
         return {s.name: found[s.name] for s in specs}
     kind = todo[0].kind
     combine_cfg = getattr(cfg, kind).combine
-    cal = calibrate_frames(kind, {s.name: s.entries for s in todo}, cfg, ctx.scratch,
-                           masters={s.name: s.calibration for s in todo if s.calibration is not None},
-                           combine_cfg=combine_cfg, rate=rate,
-                           sample_region=cfg.flat.region if focal_plane else None)
+    cal = calibrate_frames(
+        kind,
+        {s.name: s.entries for s in todo},
+        cfg,
+        ctx.scratch,
+        masters={s.name: s.calibration for s in todo if s.calibration is not None},
+        combine_cfg=combine_cfg,
+        rate=rate,
+        sample_region=cfg.flat.region if focal_plane else None,
+    )
     try:
         infos = runner.compute(stage, cal.tasks)
         divisors: dict[str, list[float]] = {}
@@ -306,12 +374,24 @@ def build_masters(stage: str, specs: Sequence[MasterSpec], ctx: StageContext, *,
             divisors = _focal_plane_divisors(cal, infos, filter)
         pending = {}
         for s in todo:
-            lazy = stack_master(kind, s.chip, cal.arrays[s.name], combine_cfg,
-                                divisors=divisors.get(s.name), filter=filter)
+            lazy = stack_master(
+                kind, s.chip, cal.arrays[s.name], combine_cfg, divisors=divisors.get(s.name), filter=filter
+            )
             meta = {**lazy.meta, "key": s.key, "params": dict(s.params)}
-            pending[s.name] = ctx.store.store_graph(s.key, Master(
-                kind=lazy.kind, chip=lazy.chip, data=lazy.data, variance=lazy.variance,
-                count=lazy.count, ncombine=lazy.ncombine, filter=lazy.filter, exptime=None, meta=meta))
+            pending[s.name] = ctx.store.store_graph(
+                s.key,
+                Master(
+                    kind=lazy.kind,
+                    chip=lazy.chip,
+                    data=lazy.data,
+                    variance=lazy.variance,
+                    count=lazy.count,
+                    ncombine=lazy.ncombine,
+                    filter=lazy.filter,
+                    exptime=None,
+                    meta=meta,
+                ),
+            )
         try:
             written = runner.compute(stage, [p.writes for p in pending.values()])
         except BaseException:
@@ -338,10 +418,15 @@ def _focal_plane_divisors(cal: Any, infos: list[Any], filter: str | None) -> dic
         what = "flat" + ("" if filter is None else f" for filter {filter!r}")
         listed = "; ".join(f"{p} (median {norm[p]:.4g})" for p in blank[:5]) + (" ..." if len(blank) > 5 else "")
         if len(blank) == len(norm):
-            raise PlanError(f"no usable {what}: every exposure has a median <= 0 over the focal "
-                            f"plane, it cannot be normalised (empty or negative flats?): {listed}")
-        warnings.warn(f"{len(blank)} of {len(norm)} exposure(s) left out of the {what}: median <= 0 "
-                      f"over the focal plane (empty or negative flat?): {listed}", CcdaskWarning,
-                      stacklevel=4)
+            raise PlanError(
+                f"no usable {what}: every exposure has a median <= 0 over the focal "
+                f"plane, it cannot be normalised (empty or negative flats?): {listed}"
+            )
+        warnings.warn(
+            f"{len(blank)} of {len(norm)} exposure(s) left out of the {what}: median <= 0 "
+            f"over the focal plane (empty or negative flat?): {listed}",
+            CcdaskWarning,
+            stacklevel=4,
+        )
         cal.arrays = {name: [r for r in rows if r[0].path not in blank] for name, rows in cal.arrays.items()}
     return {name: [norm[e.path] for e, _s, _v in rows] for name, rows in cal.arrays.items()}

@@ -407,8 +407,7 @@ def make_stars(seed: int, geom: Geometry) -> StarField:
     return StarField(*cols)
 
 
-def render_stars(geom: Geometry, k: int, stars: StarField, flux: np.ndarray,
-                 fwhm: float) -> np.ndarray:
+def render_stars(geom: Geometry, k: int, stars: StarField, flux: np.ndarray, fwhm: float) -> np.ndarray:
     """Image (e-, float32, data frame of chip ``k``) of Gaussian stars of total ``flux``.
 
     Each pixel receives the PSF integrated over its area (products of normal CDFs), so the flux
@@ -436,8 +435,7 @@ def render_stars(geom: Geometry, k: int, stars: StarField, flux: np.ndarray,
     return img
 
 
-def cosmic_rays(rng: np.random.Generator, geom: Geometry, exptime: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def cosmic_rays(rng: np.random.Generator, geom: Geometry, exptime: float) -> tuple[np.ndarray, np.ndarray]:
     """Cosmic-ray charge of one exposure: sorted unique flat pixel indices and electrons.
 
     ~85 % of events are compact hits of 1–3 adjacent pixels (core 800–8000 e-, neighbours
@@ -499,8 +497,7 @@ def row_bias(rng: np.random.Generator, geom: Geometry, chip: ChipModel) -> np.nd
     out = np.empty((geom.amps, geom.ny))
     for a, amp in enumerate(chip.amps):
         offset = rng.normal(0.0, 2.0)
-        sine = rng.uniform(2.0, 5.0) * np.sin(2 * math.pi * rng.uniform(0.7, 2.0) * t
-                                               + rng.uniform(0, 2 * math.pi))
+        sine = rng.uniform(2.0, 5.0) * np.sin(2 * math.pi * rng.uniform(0.7, 2.0) * t + rng.uniform(0, 2 * math.pi))
         quad = rng.uniform(-3.0, 3.0) * 4.0 * (t - 0.5) ** 2
         out[a] = amp.bias_level + offset + sine + quad
     return out
@@ -522,9 +519,9 @@ class ChipExposure:
     stars: np.ndarray | None = None  # e- (science)
 
 
-def render_chip(rng: np.random.Generator, geom: Geometry, chip: ChipModel,
-                pattern: np.ndarray, exposure: ChipExposure
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def render_chip(
+    rng: np.random.Generator, geom: Geometry, chip: ChipModel, pattern: np.ndarray, exposure: ChipExposure
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Raw uint16 image of one chip and its per-frame truth.
 
     Returns ``(raw, truth)`` with truth keys ``row_bias`` (ADU, (amps, ny)), and for exposed
@@ -595,6 +592,5 @@ def render_chip(rng: np.random.Generator, geom: Geometry, chip: ChipModel,
     truth: dict[str, np.ndarray] = {"row_bias": rb.astype(np.float32)}
     if exposed:
         truth["cosmic_rays"] = cr_idx.astype(np.int64)
-        truth["saturated"] = (np.concatenate(saturated) if saturated
-                              else np.zeros(0, dtype=np.int64)).astype(np.int64)
+        truth["saturated"] = (np.concatenate(saturated) if saturated else np.zeros(0, dtype=np.int64)).astype(np.int64)
     return raw, truth

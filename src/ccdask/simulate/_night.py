@@ -163,18 +163,17 @@ class Truth:
             mask = npz[f"{chip}/hot_pixels"].copy()
             mask[:, npz[f"{chip}/dead_columns"]] = True
             return mask
-        raise ConfigError(f"{self.arrays_path}: no truth array {key!r} "
-                          f"(known names of {chip}: {self._names(chip)})")
+        raise ConfigError(f"{self.arrays_path}: no truth array {key!r} (known names of {chip}: {self._names(chip)})")
 
     def _names(self, chip: str) -> list[str]:
         pre = f"{chip}/"
-        return [k[len(pre):] for k in self.keys() if k.startswith(pre) and k.count("/") == 1]
+        return [k[len(pre) :] for k in self.keys() if k.startswith(pre) and k.count("/") == 1]
 
     def stars(self) -> dict[str, np.ndarray]:
         """The star field: focal-plane ``y``, ``x`` (pixels), ``chip`` index, ``rate_<filter>``
         (e-/s; a frame's star flux is rate × exptime × transparency)."""
         npz = self._archive()
-        return {k[len("stars/"):]: npz[k] for k in npz.files if k.startswith("stars/")}
+        return {k[len("stars/") :]: npz[k] for k in npz.files if k.startswith("stars/")}
 
     def close(self) -> None:
         """Close the array archive (reopened on the next access)."""
@@ -282,8 +281,7 @@ def _count(name: str, value: object, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ConfigError(f"simulate_night: {name} must be an integer, got {value!r}")
     if not minimum <= int(value) <= maximum:
-        raise ConfigError(f"simulate_night: {name} must be between {minimum} and {maximum}, "
-                          f"got {value}")
+        raise ConfigError(f"simulate_night: {name} must be between {minimum} and {maximum}, got {value}")
     return int(value)
 
 
@@ -292,20 +290,17 @@ def _seconds(name: str, value: object) -> float:
         raise ConfigError(f"simulate_night: {name} must be a number of seconds, got {value!r}")
     v = float(value)
     if not (np.isfinite(v) and 0 < v <= 1e5):
-        raise ConfigError(f"simulate_night: {name} must be a positive exposure time in "
-                          f"seconds, got {value!r}")
+        raise ConfigError(f"simulate_night: {name} must be a positive exposure time in seconds, got {value!r}")
     return v
 
 
 def _check_filters(filters: object) -> tuple[str, ...]:
     if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
-        raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, "
-                          f"got {filters!r}")
+        raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, got {filters!r}")
     out = []
     for f in filters:
         if not isinstance(f, str) or not _FILTER_NAME.match(f):
-            raise ConfigError(f"simulate_night: filter names must be 1–16 letters or digits, "
-                              f"got {f!r}")
+            raise ConfigError(f"simulate_night: filter names must be 1–16 letters or digits, got {f!r}")
         if f in out:
             raise ConfigError(f"simulate_night: filter {f!r} is given twice")
         out.append(f)
@@ -316,8 +311,9 @@ def _check_exptimes(value: object) -> tuple[float, ...]:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return (_seconds("science_exptime", value),)
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise ConfigError(f"simulate_night: science_exptime must be seconds or a non-empty "
-                          f"sequence of seconds, got {value!r}")
+        raise ConfigError(
+            f"simulate_night: science_exptime must be seconds or a non-empty sequence of seconds, got {value!r}"
+        )
     return tuple(_seconds("science_exptime", v) for v in value)
 
 
@@ -331,8 +327,10 @@ def _prepare_dirs(root: Path, overwrite: bool) -> Path:
     truths = [p for p in (root / "truth.json", root / "truth.npz") if p.exists()]
     if (existing or truths) and not overwrite:
         what = existing[0] if existing else truths[0]
-        raise ConfigError(f"{raw if existing else root}: not empty (found {what.name}); "
-                          f"pass overwrite=True to replace an earlier simulated night")
+        raise ConfigError(
+            f"{raw if existing else root}: not empty (found {what.name}); "
+            f"pass overwrite=True to replace an earlier simulated night"
+        )
     if overwrite:
         for p in existing:  # frames of an earlier night, never foreign files
             if p.is_file() and (_RAW_NAME.match(p.name) or _TMP_NAME.match(p.name)):
@@ -345,14 +343,21 @@ def _prepare_dirs(root: Path, overwrite: bool) -> Path:
 # the observing plan
 
 
-def _plan(seed: int, nbias: int, ndark: int, nflat: int, nscience: int,
-          filters: tuple[str, ...], dark_exptime: float,
-          science_exptime: tuple[float, ...]) -> list[dict[str, Any]]:
+def _plan(
+    seed: int,
+    nbias: int,
+    ndark: int,
+    nflat: int,
+    nscience: int,
+    filters: tuple[str, ...],
+    dark_exptime: float,
+    science_exptime: tuple[float, ...],
+) -> list[dict[str, Any]]:
     """Frame records in observation order, with dates and per-frame conditions."""
     night = model.rng_for(seed, "night")
-    start = (_dt.datetime(2026, 1, 1, 23, 0, 0)
-             + _dt.timedelta(days=int(night.integers(0, 365)),
-                             seconds=int(night.integers(0, 1800))))
+    start = _dt.datetime(2026, 1, 1, 23, 0, 0) + _dt.timedelta(
+        days=int(night.integers(0, 365)), seconds=int(night.integers(0, 1800))
+    )
     specs: list[tuple[str, str | None, int]] = []
     specs += [("bias", None, i) for i in range(nbias)]
     specs += [("dark", None, i) for i in range(ndark)]
@@ -372,8 +377,7 @@ def _plan(seed: int, nbias: int, ndark: int, nflat: int, nscience: int,
             "kind": kind,
             "imagetyp": _IMAGETYP[kind],
             "filter": filt,
-            "object": {"bias": "bias", "dark": "dark", "flat": f"flat {filt}",
-                       "science": "SIMFIELD-1"}[kind],
+            "object": {"bias": "bias", "dark": "dark", "flat": f"flat {filt}", "science": "SIMFIELD-1"}[kind],
         }
         if kind == "bias":
             rec["exptime"] = 0.0
@@ -402,12 +406,22 @@ def _plan(seed: int, nbias: int, ndark: int, nflat: int, nscience: int,
 # the generator
 
 
-def simulate_night(out_dir: str | Path, *, chips: int = 4, amps: int = 2, size: str = "small",
-                   nbias: int = 5, ndark: int = 3, nflat: int = 3,
-                   filters: Sequence[str] = ("g", "r"), nscience: int = 2, seed: int = 0,
-                   dark_exptime: float = 300.0,
-                   science_exptime: float | Sequence[float] = (60.0, 120.0),
-                   overwrite: bool = False) -> SimulatedNight:
+def simulate_night(
+    out_dir: str | Path,
+    *,
+    chips: int = 4,
+    amps: int = 2,
+    size: str = "small",
+    nbias: int = 5,
+    ndark: int = 3,
+    nflat: int = 3,
+    filters: Sequence[str] = ("g", "r"),
+    nscience: int = 2,
+    seed: int = 0,
+    dark_exptime: float = 300.0,
+    science_exptime: float | Sequence[float] = (60.0, 120.0),
+    overwrite: bool = False,
+) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
     Parameters
@@ -487,9 +501,16 @@ def simulate_night(out_dir: str | Path, *, chips: int = 4, amps: int = 2, size: 
     return _night_from_meta(root, meta)
 
 
-def _generate(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ...],
-              frames: list[dict[str, Any]], root: Path, raw_dir: Path,
-              stage: Path) -> dict[str, Any]:
+def _generate(
+    seed: int,
+    size: str,
+    geom: model.Geometry,
+    filters: tuple[str, ...],
+    frames: list[dict[str, Any]],
+    root: Path,
+    raw_dir: Path,
+    stage: Path,
+) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
 
@@ -509,8 +530,7 @@ def _generate(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ..
         stage_array(f"{chip.name}/hot_pixels", hot)
         del rate, hot
         stage_array(f"{chip.name}/dead_columns", np.array(chip.dead_columns, dtype=np.int32))
-        stage_array(f"{chip.name}/dead_response",
-                    np.array(chip.dead_response, dtype=np.float32))
+        stage_array(f"{chip.name}/dead_response", np.array(chip.dead_response, dtype=np.float32))
         base = model.flat_base(seed, geom, chip, optics)
         dust[chip.name] = {}
         for f in filters:
@@ -586,16 +606,23 @@ def _generate(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ..
         yield from star_arrays
 
     sio.write_npz(root / "truth.npz", entries())
-    meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames,
-                 stars)
+    meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames, stars)
     sio.write_json(root / "truth.json", meta)
     return meta
 
 
-def _meta(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ...],
-          chip_models: list[model.ChipModel], optics: model.Optics,
-          dust: dict[str, dict[str, list]], flat_scale: dict[str, float],
-          frames: list[dict[str, Any]], stars: model.StarField) -> dict[str, Any]:
+def _meta(
+    seed: int,
+    size: str,
+    geom: model.Geometry,
+    filters: tuple[str, ...],
+    chip_models: list[model.ChipModel],
+    optics: model.Optics,
+    dust: dict[str, dict[str, list]],
+    flat_scale: dict[str, float],
+    frames: list[dict[str, Any]],
+    stars: model.StarField,
+) -> dict[str, Any]:
     secs = sio.amp_sections(geom)
     chips: dict[str, Any] = {}
     for chip in chip_models:
@@ -640,10 +667,15 @@ def _meta(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ...],
         "trimsec": sio.trimsec(geom),
         "filters": list(filters),
         "arrays": "truth.npz",
-        "units": {"bias_pattern": "ADU", "row_bias": "ADU", "dark_rate": "e-/s",
-                  "sky": "e-", "flat": "normalised response", "star rate": "e-/s"},
-        "optics": {"axis_y": optics.axis_y, "axis_x": optics.axis_x,
-                   "vignetting_at_corner": optics.falloff},
+        "units": {
+            "bias_pattern": "ADU",
+            "row_bias": "ADU",
+            "dark_rate": "e-/s",
+            "sky": "e-",
+            "flat": "normalised response",
+            "star rate": "e-/s",
+        },
+        "optics": {"axis_y": optics.axis_y, "axis_x": optics.axis_x, "vignetting_at_corner": optics.falloff},
         "flat_normalisation": flat_scale,
         "chips": chips,
         "frames": frames,
@@ -653,11 +685,14 @@ def _meta(seed: int, size: str, geom: model.Geometry, filters: tuple[str, ...],
         names = [c.name for c in chip_models]
         rates = {f: stars.rate(f) for f in filters}
         meta["stars"] = [
-            {"chip": names[int(stars.chip[i])], "y_fp": float(stars.y[i]),
-             "x_fp": float(stars.x[i]),
-             "y": float(stars.y[i] - geom.origin(int(stars.chip[i]))[0]),
-             "x": float(stars.x[i] - geom.origin(int(stars.chip[i]))[1]),
-             "rate": {f: float(rates[f][i]) for f in filters}}
+            {
+                "chip": names[int(stars.chip[i])],
+                "y_fp": float(stars.y[i]),
+                "x_fp": float(stars.x[i]),
+                "y": float(stars.y[i] - geom.origin(int(stars.chip[i]))[0]),
+                "x": float(stars.x[i] - geom.origin(int(stars.chip[i]))[1]),
+                "rate": {f: float(rates[f][i]) for f in filters},
+            }
             for i in range(stars.y.size)
         ]
     return meta

@@ -109,8 +109,7 @@ def primary_header(frame: dict, geom: Geometry) -> fits.Header:
     return h
 
 
-def write_mef(path: Path, primary: fits.Header,
-              chips: Iterable[tuple[fits.Header, np.ndarray]]) -> None:
+def write_mef(path: Path, primary: fits.Header, chips: Iterable[tuple[fits.Header, np.ndarray]]) -> None:
     """Write a multi-extension FITS file atomically: an empty primary HDU and one uint16 image
     extension per chip (stored as int16 with BZERO = 32768)."""
     hdus = [fits.PrimaryHDU(header=primary)]
@@ -135,8 +134,7 @@ def write_npz(path: Path, entries: Iterable[tuple[str, np.ndarray | Path]]) -> N
     ``numpy.savez``, every zip entry gets the same fixed timestamp, so equal contents give equal
     bytes. ``numpy.load`` reads the result as usual.
     """
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED,
-                                                   allowZip64=True) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, value in entries:
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME)
             info.compress_type = zipfile.ZIP_STORED

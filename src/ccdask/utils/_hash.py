@@ -78,9 +78,7 @@ def normalise(value: Any, where: str = "value") -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise IdentityError(
-                    f"{where}: mapping key {k!r} is a {type(k).__name__}, not a str"
-                )
+                raise IdentityError(f"{where}: mapping key {k!r} is a {type(k).__name__}, not a str")
             out[k] = normalise(v, f"{where}[{k!r}]")
         return out
     if isinstance(value, list | tuple):
@@ -101,9 +99,7 @@ def canonical_json(value: Any) -> str:
 
     Non-finite floats are written ``NaN``/``Infinity`` (deterministic, though not strict JSON).
     """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True
-    )
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
 
 
 def canonical_hash(value: Any, length: int = 24, *, where: str = "value") -> str:

@@ -34,8 +34,14 @@ from ..errors import ConfigError
 __all__ = ["ConfigBase", "option"]
 
 
-def option(default: Any, doc: str, *, check: Callable[[Any], bool] | None = None,
-           why: str | None = None, parse: Callable[[Any], Any] | None = None) -> Any:
+def option(
+    default: Any,
+    doc: str,
+    *,
+    check: Callable[[Any], bool] | None = None,
+    why: str | None = None,
+    parse: Callable[[Any], Any] | None = None,
+) -> Any:
     """A documented config field.
 
     Parameters
@@ -54,8 +60,7 @@ def option(default: Any, doc: str, *, check: Callable[[Any], bool] | None = None
         value to store, or raises ``ValueError``/``TypeError`` whose message says why the value
         is invalid.
     """
-    kwargs: dict[str, Any] = {"metadata": {"doc": doc, "check": check, "why": why,
-                                           "parse": parse}}
+    kwargs: dict[str, Any] = {"metadata": {"doc": doc, "check": check, "why": why, "parse": parse}}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples, not mutable defaults, in frozen configs")
     if dataclasses.is_dataclass(default):
@@ -114,8 +119,7 @@ class ConfigBase:
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(data) - names
         if unknown:
-            raise ConfigError(f"{where}{cls.__name__}: unknown option(s) {sorted(unknown)}; "
-                              f"known: {sorted(names)}")
+            raise ConfigError(f"{where}{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")
         kwargs = {}
         for name, value in data.items():
             hint = hints[name]
@@ -129,7 +133,7 @@ class ConfigBase:
         except ConfigError as exc:
             msg = str(exc)
             if where and msg.startswith(f"{cls.__name__}."):
-                msg = msg[len(cls.__name__) + 1:]  # "bias.enabled = ..." rather than "bias.BiasConfig.enabled"
+                msg = msg[len(cls.__name__) + 1 :]  # "bias.enabled = ..." rather than "bias.BiasConfig.enabled"
             raise ConfigError(f"{where}{msg}") from exc
 
     def replace(self, **changes: Any) -> Self:

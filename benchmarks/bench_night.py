@@ -32,8 +32,19 @@ def main() -> None:
         assert len(night.chips) == args.chips and night.size == args.size
     except Exception:
         t = time.perf_counter()
-        night = simulate_night(args.dir, chips=args.chips, amps=2, size=args.size, nbias=5, ndark=3,
-                               nflat=3, filters=("r",), nscience=4, seed=7, overwrite=True)
+        night = simulate_night(
+            args.dir,
+            chips=args.chips,
+            amps=2,
+            size=args.size,
+            nbias=5,
+            ndark=3,
+            nflat=3,
+            filters=("r",),
+            nscience=4,
+            seed=7,
+            overwrite=True,
+        )
         print(f"simulated {len(night.all_files)} files in {time.perf_counter() - t:.0f} s")
     nchipframes = len(night.all_files) * len(night.chips)
     out = Path(tempfile.mkdtemp(prefix="ccdask-night-"))
@@ -48,8 +59,10 @@ def main() -> None:
             rerun = time.perf_counter() - t
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    print(f"night: {len(night.all_files)} files x {len(night.chips)} chips ({nchipframes} chip-frames), "
-          f"{first.raw_pixels / 1e6:.0f} Mpix raw")
+    print(
+        f"night: {len(night.all_files)} files x {len(night.chips)} chips ({nchipframes} chip-frames), "
+        f"{first.raw_pixels / 1e6:.0f} Mpix raw"
+    )
     print("| stage | raw Mpix | seconds | raw Mpix/s | tasks |")
     print("|---|---:|---:|---:|---:|")
     tasks = 0
@@ -58,10 +71,12 @@ def main() -> None:
             continue
         mpix = rec.get("raw_pixels", 0) / 1e6
         tasks += rec["tasks"]
-        print(f"| {stage} | {mpix:.0f} | {rec['seconds']:.1f} | {mpix / max(rec['seconds'], 1e-9):.1f} | "
-              f"{rec['tasks']} |")
-    print(f"| whole night | {first.raw_pixels / 1e6:.0f} | {total:.1f} | {first.raw_pixels / 1e6 / total:.1f} | "
-          f"{tasks} |")
+        print(
+            f"| {stage} | {mpix:.0f} | {rec['seconds']:.1f} | {mpix / max(rec['seconds'], 1e-9):.1f} | {rec['tasks']} |"
+        )
+    print(
+        f"| whole night | {first.raw_pixels / 1e6:.0f} | {total:.1f} | {first.raw_pixels / 1e6 / total:.1f} | {tasks} |"
+    )
     print(f"tasks per chip-frame: {tasks / nchipframes:.1f} (small nights: dominated by per-chip parts)")
     built = sum(r.get("built", 0) for r in again.stages.values())
     print(f"rerun: {rerun:.1f} s, masters built {built}, reduced {len(again.outputs)}, skipped {len(again.skipped)}")

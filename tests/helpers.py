@@ -10,8 +10,7 @@ from pathlib import Path
 import dask
 import pytest
 
-REAL = Path(os.environ.get("CCDASK_REAL_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+REAL = Path(os.environ.get("CCDASK_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 
 
 def real_dir(name: str) -> Path:

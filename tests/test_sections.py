@@ -46,8 +46,9 @@ def test_single_pixel_range():
     assert sec.slices == (slice(3, 4, 1), slice(2, 3, 1))
 
 
-@pytest.mark.parametrize("text", ["1:10,1:10", "[1:10]", "[1:10,1:10,1:2]", "[a:3,1:2]", "[0:5,1:2]",
-                                  "[1:5;1:2]", "", "[,]"])
+@pytest.mark.parametrize(
+    "text", ["1:10,1:10", "[1:10]", "[1:10,1:10,1:2]", "[a:3,1:2]", "[0:5,1:2]", "[1:5;1:2]", "", "[,]"]
+)
 def test_malformed_sections_raise(text):
     with pytest.raises(SectionError):
         Section.parse(text, keyword="BIASSEC")

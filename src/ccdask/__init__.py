@@ -16,5 +16,4 @@ from .config import ReduceConfig, load_config
 from .night import reduce
 from .simulate import simulate_night
 
-__all__ = ["Catalog", "ReduceConfig", "__version__", "combine", "load_config", "process", "reduce",
-           "simulate_night"]
+__all__ = ["Catalog", "ReduceConfig", "__version__", "combine", "load_config", "process", "reduce", "simulate_night"]

@@ -7,14 +7,19 @@ import numpy as np
 __all__ = ["BAD", "COSMIC", "DQ_DTYPE", "INTERPOLATED", "NODATA", "SATURATED", "describe"]
 
 DQ_DTYPE = np.uint16
-BAD = 1             #: static bad pixel (hot, dead, low response, user mask)
-SATURATED = 2       #: saturated in the raw frame (full well / ADC)
-COSMIC = 4          #: cosmic-ray hit
-NODATA = 8          #: no data, no good inputs, or a non-finite value
-INTERPOLATED = 16   #: value replaced by interpolation of its neighbours
+BAD = 1  #: static bad pixel (hot, dead, low response, user mask)
+SATURATED = 2  #: saturated in the raw frame (full well / ADC)
+COSMIC = 4  #: cosmic-ray hit
+NODATA = 8  #: no data, no good inputs, or a non-finite value
+INTERPOLATED = 16  #: value replaced by interpolation of its neighbours
 
-_NAMES = {BAD: "bad pixel", SATURATED: "saturated", COSMIC: "cosmic ray", NODATA: "no data",
-          INTERPOLATED: "interpolated"}
+_NAMES = {
+    BAD: "bad pixel",
+    SATURATED: "saturated",
+    COSMIC: "cosmic ray",
+    NODATA: "no data",
+    INTERPOLATED: "interpolated",
+}
 
 
 def describe(value: int) -> list[str]:

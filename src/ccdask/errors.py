@@ -67,8 +67,16 @@ class TruncatedFileError(FitsReadError):
     """
 
     # Keyword defaults let pickle rebuild the error from its message (then restore the fields).
-    def __init__(self, message: str, *, path: str = "", hdu: int = 0, extname: str | None = None,
-                 ends_at: int = 0, should_end: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        hdu: int = 0,
+        extname: str | None = None,
+        ends_at: int = 0,
+        should_end: int = 0,
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.hdu = hdu

@@ -79,7 +79,12 @@ def to_ccddata(frame: Frame, **compute_kwargs: Any) -> Any:
     header = frame.header.copy()
     for line in frame.history:
         header.add_history(line)
-    ccd = CCDData(np.asarray(sci), unit="electron", meta=header, mask=np.asarray(dq) != 0,
-                  uncertainty=None if var is None else VarianceUncertainty(np.asarray(var)))
+    ccd = CCDData(
+        np.asarray(sci),
+        unit="electron",
+        meta=header,
+        mask=np.asarray(dq) != 0,
+        uncertainty=None if var is None else VarianceUncertainty(np.asarray(var)),
+    )
     ccd.flags = np.asarray(dq)
     return ccd

@@ -84,8 +84,7 @@ class Section:
     y: Range
 
     @classmethod
-    def parse(cls, text: str, *, keyword: str | None = None, path: object = None,
-              hdu: object = None) -> Section:
+    def parse(cls, text: str, *, keyword: str | None = None, path: object = None, hdu: object = None) -> Section:
         """Parse ``'[x1:x2,y1:y2]'``; errors name the keyword, file and extension when given."""
         label = f"{where(path, hdu)}{keyword + '=' if keyword else ''}{text!r}"
         if not isinstance(text, str):
@@ -115,8 +114,9 @@ class Section:
         """Resolve ``*`` ranges against a numpy ``(ny, nx)`` shape."""
         return Section(self.x.resolve(shape[1]), self.y.resolve(shape[0]))
 
-    def validate(self, shape: tuple[int, int], *, keyword: str | None = None,
-                 path: object = None, hdu: object = None) -> Section:
+    def validate(
+        self, shape: tuple[int, int], *, keyword: str | None = None, path: object = None, hdu: object = None
+    ) -> Section:
         """Resolve against ``shape`` and check the section lies inside it; returns the resolved section."""
         sec = self.resolve(shape)
         ny, nx = shape
@@ -146,9 +146,11 @@ class Section:
 
     def normalized(self) -> Section:
         """The same pixels with both ranges running forwards."""
+
         def fwd(r: Range) -> Range:
             lo, hi = sorted((r.start, r.stop))
             return Range(lo, hi, False)
+
         return Section(fwd(self.x), fwd(self.y))
 
     def __str__(self) -> str:

@@ -13,8 +13,7 @@ from ccdask.combine import ALGORITHM_VERSION
 
 @pytest.fixture(scope="module")
 def night(sim_night):
-    return sim_night(chips=1, amps=2, size="small", nbias=3, ndark=2, nflat=2, filters=("g",), nscience=1,
-                     seed=3)
+    return sim_night(chips=1, amps=2, size="small", nbias=3, ndark=2, nflat=2, filters=("g",), nscience=1, seed=3)
 
 
 def _run(night, tmp_path, cache, name):
@@ -27,21 +26,29 @@ def _run(night, tmp_path, cache, name):
 def test_table_feeds_every_key():
     assert STEP_VERSIONS["combine"] == ALGORITHM_VERSION
     for kind in ("bias", "dark", "flat"):
-        assert versions_of(kind) == {"calibrate": STEP_VERSIONS["calibrate"], "combine": ALGORITHM_VERSION,
-                                     kind: KIND_VERSIONS[kind]}
+        assert versions_of(kind) == {
+            "calibrate": STEP_VERSIONS["calibrate"],
+            "combine": ALGORITHM_VERSION,
+            kind: KIND_VERSIONS[kind],
+        }
     ident = {"path": "/raw/b.fits", "hdu": 0, "size": 1, "mtime_ns": 1, "header": "X"}
     assert master_key("bias", [ident], {}, chip="c") == master_key(
-        "bias", [ident], {}, chip="c", algorithm_version=dict(versions_of("bias")))
+        "bias", [ident], {}, chip="c", algorithm_version=dict(versions_of("bias"))
+    )
 
 
-@pytest.mark.parametrize(("table", "entry", "rebuilt"), [
-    ("kind", "flat", {"flat-g"}),
-    ("kind", "dark", {"dark", "flat-g"}),  # the flat is dark-subtracted: its key carries the dark's
-    ("kind", "bias", {"bias", "dark", "flat-g"}),
-    ("step", "combine", {"bias", "dark", "flat-g"}),
-])
-def test_a_version_change_invalidates_exactly_the_masters_it_affects(night, tmp_path, monkeypatch, table,
-                                                                      entry, rebuilt):
+@pytest.mark.parametrize(
+    ("table", "entry", "rebuilt"),
+    [
+        ("kind", "flat", {"flat-g"}),
+        ("kind", "dark", {"dark", "flat-g"}),  # the flat is dark-subtracted: its key carries the dark's
+        ("kind", "bias", {"bias", "dark", "flat-g"}),
+        ("step", "combine", {"bias", "dark", "flat-g"}),
+    ],
+)
+def test_a_version_change_invalidates_exactly_the_masters_it_affects(
+    night, tmp_path, monkeypatch, table, entry, rebuilt
+):
     cache = tmp_path / "cache"
     first = _run(night, tmp_path, cache, "first")
     assert first and all(built > 0 and cached == 0 for built, cached in first.values()), first

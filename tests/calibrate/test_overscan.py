@@ -36,10 +36,10 @@ from astropy.nddata import CCDData  # noqa: E402
 AWKWARD = [(7, 13), (100, 37)]
 
 
-
 def _amp(name, datasec, ccdsec, biassec=None, **kw):
-    return Amplifier(name, Section.parse(datasec), Section.parse(ccdsec),
-                     None if biassec is None else Section.parse(biassec), **kw)
+    return Amplifier(
+        name, Section.parse(datasec), Section.parse(ccdsec), None if biassec is None else Section.parse(biassec), **kw
+    )
 
 
 def _write(tmp_path, data, name="raw.fits"):
@@ -67,8 +67,7 @@ def test_saao_median_matches_ccdproc(saao_dir, chunks):
     with no_compute():
         out = assemble(subtract_overscan(raw, layout, OverscanConfig(method="median")), layout)
     assert out.dtype == np.float32 and out.shape == (520, 512)
-    ref = ccdproc.subtract_overscan(CCDData(data, unit="adu"), fits_section=SAAO_BIAS,
-                                    overscan_axis=1, median=True)
+    ref = ccdproc.subtract_overscan(CCDData(data, unit="adu"), fits_section=SAAO_BIAS, overscan_axis=1, median=True)
     ref = ccdproc.trim_image(ref, fits_section=SAAO_TRIM).data
     got = out.compute(scheduler="threads")
     np.testing.assert_array_equal(got, ref.astype(np.float32))
@@ -80,9 +79,13 @@ def test_saao_polynomial_matches_ccdproc(saao_dir, model, method):
     raw, layout, data = _saao(saao_dir, (100, 37))
     cfg = OverscanConfig(method=method, model=model, order=3)
     got = assemble(subtract_overscan(raw, layout, cfg), layout).compute()
-    ref = ccdproc.subtract_overscan(CCDData(data, unit="adu"), fits_section=SAAO_BIAS,
-                                    overscan_axis=1, median=method == "median",
-                                    model=models.Polynomial1D(3))
+    ref = ccdproc.subtract_overscan(
+        CCDData(data, unit="adu"),
+        fits_section=SAAO_BIAS,
+        overscan_axis=1,
+        median=method == "median",
+        model=models.Polynomial1D(3),
+    )
     ref = ccdproc.trim_image(ref, fits_section=SAAO_TRIM).data
     # Same least-squares problem solved in float64 by a different basis: the only difference
     # left is the final rounding to float32 (half an ulp, ~3e-8 relative, ~6e-5 ADU here).
@@ -110,13 +113,11 @@ def test_isis_parallel_overscan_matches_ccdproc(isis_dir):
     ccd = CCDData(data, unit="adu")
     for cfg, ccd_kw in [
         (OverscanConfig(method="median"), {"median": True}),
-        (OverscanConfig(method="mean", model="legendre", order=2),
-         {"median": False, "model": models.Polynomial1D(2)}),
+        (OverscanConfig(method="mean", model="legendre", order=2), {"median": False, "model": models.Polynomial1D(2)}),
     ]:
         got = assemble(subtract_overscan(raw, layout, cfg), layout).compute()
         # ccdproc's overscan_axis is the numpy axis collapsed: 0 for overscan rows
-        ref = ccdproc.subtract_overscan(ccd, fits_section="[1:966,4110:4190]", overscan_axis=0,
-                                        **ccd_kw)
+        ref = ccdproc.subtract_overscan(ccd, fits_section="[1:966,4110:4190]", overscan_axis=0, **ccd_kw)
         ref = ccdproc.trim_image(ref, fits_section="[1:966,1:4096]").data
         np.testing.assert_allclose(got, ref, rtol=1.2e-7, atol=1e-6)
         model = overscan_model(raw, amp, cfg).compute()
@@ -150,6 +151,7 @@ def test_kast_two_amplifiers_by_hand(kast_dir):
 
 # -- synthetic frames with injected truth ---------------------------------------------------------
 
+
 def _quad(tmp_path, ny=24, nx=20, nover=6, seed=1):
     """A 4-amplifier chip read from its four corners (three amplifiers flipped).
 
@@ -163,12 +165,21 @@ def _quad(tmp_path, ny=24, nx=20, nover=6, seed=1):
     lx0, rx0 = nover + 1, nover + nx + 1
     specs = {
         "LL": (f"[{lx0}:{lx0 + nx - 1},1:{ny}]", f"[1:{nx},1:{ny}]", f"[1:{nover},1:{ny}]"),
-        "LR": (f"[{rx0 + nx - 1}:{rx0},1:{ny}]", f"[{nx + 1}:{2 * nx},1:{ny}]",
-               f"[{rx0 + nx}:{rx0 + nx + nover - 1},1:{ny}]"),
-        "UL": (f"[{lx0}:{lx0 + nx - 1},{2 * ny}:{ny + 1}]", f"[1:{nx},{ny + 1}:{2 * ny}]",
-               f"[1:{nover},{ny + 1}:{2 * ny}]"),
-        "UR": (f"[{rx0 + nx - 1}:{rx0},{2 * ny}:{ny + 1}]", f"[{nx + 1}:{2 * nx},{ny + 1}:{2 * ny}]",
-               f"[{rx0 + nx}:{rx0 + nx + nover - 1},{ny + 1}:{2 * ny}]"),
+        "LR": (
+            f"[{rx0 + nx - 1}:{rx0},1:{ny}]",
+            f"[{nx + 1}:{2 * nx},1:{ny}]",
+            f"[{rx0 + nx}:{rx0 + nx + nover - 1},1:{ny}]",
+        ),
+        "UL": (
+            f"[{lx0}:{lx0 + nx - 1},{2 * ny}:{ny + 1}]",
+            f"[1:{nx},{ny + 1}:{2 * ny}]",
+            f"[1:{nover},{ny + 1}:{2 * ny}]",
+        ),
+        "UR": (
+            f"[{rx0 + nx - 1}:{rx0},{2 * ny}:{ny + 1}]",
+            f"[{nx + 1}:{2 * nx},{ny + 1}:{2 * ny}]",
+            f"[{rx0 + nx}:{rx0 + nx + nover - 1},{ny + 1}:{2 * ny}]",
+        ),
     }
     amps, drifts = [], {}
     for k, (name, (dsec, csec, bsec)) in enumerate(specs.items()):
@@ -224,16 +235,14 @@ def test_skips_count_away_from_the_data(tmp_path, side):
     if side == "right":
         data_cols, over_cols = slice(0, nx), slice(nx, nx + nover)
         near, far = [nx, nx + 1], [nx + nover - 1]
-        amp = _amp("A", f"[1:{nx},1:{ny}]", f"[1:{nx},1:{ny}]",
-                   f"[{nx + 1}:{nx + nover},1:{ny}]")
+        amp = _amp("A", f"[1:{nx},1:{ny}]", f"[1:{nx},1:{ny}]", f"[{nx + 1}:{nx + nover},1:{ny}]")
     else:
         data_cols, over_cols = slice(nover, nover + nx), slice(0, nover)
         near, far = [nover - 1, nover - 2], [0]
-        amp = _amp("A", f"[{nover + 1}:{nover + nx},1:{ny}]", f"[1:{nx},1:{ny}]",
-                   f"[1:{nover},1:{ny}]")
+        amp = _amp("A", f"[{nover + 1}:{nover + nx},1:{ny}]", f"[1:{nx},1:{ny}]", f"[1:{nover},1:{ny}]")
     assert raw[:, over_cols].shape[1] == nover
-    raw[:, near] = 9000.0   # residual charge next to the data
-    raw[:, far] = -7000.0   # a bad far column
+    raw[:, near] = 9000.0  # residual charge next to the data
+    raw[:, far] = -7000.0  # a bad far column
     layout = ChipLayout("SKIP", raw.shape, (amp,))
     arr = open_frame(_write(tmp_path, raw), chunks=(7, 13))
     cfg = OverscanConfig(method="mean", skip_start=2, skip_end=1)
@@ -258,9 +267,9 @@ def test_clipped_mean_matches_astropy(tmp_path):
     for sigma, iters in [(3.0, 5), (2.0, 1), (2.5, 10)]:
         cfg = OverscanConfig(method="clipped_mean", clip_sigma=sigma, clip_iters=iters)
         got = overscan_model(arr, amp, cfg).compute()
-        mean, _, _ = sigma_clipped_stats(raw[:, 10:].astype(np.float64), sigma=sigma,
-                                         maxiters=iters, cenfunc="median", stdfunc="std",
-                                         axis=1)
+        mean, _, _ = sigma_clipped_stats(
+            raw[:, 10:].astype(np.float64), sigma=sigma, maxiters=iters, cenfunc="median", stdfunc="std", axis=1
+        )
         np.testing.assert_allclose(got, mean, rtol=1e-12)
         if iters == 5:  # converged: the hits (12 to 125 sigma) are gone
             assert np.all(np.abs(got - 800) < 3)
@@ -300,7 +309,7 @@ def test_model_extends_to_data_rows_beyond_the_overscan(tmp_path):
     arr = open_frame(_write(tmp_path, raw), chunks=(7, 13))
     none = overscan_model(arr, amp).compute()
     np.testing.assert_allclose(none[:-1], 100 + np.arange(ny - 1))
-    assert none[-1] == 100 + ny - 2           # nearest overscan row
+    assert none[-1] == 100 + ny - 2  # nearest overscan row
     linear = overscan_model(arr, amp, OverscanConfig(model="polynomial", order=1)).compute()
     np.testing.assert_allclose(linear, 100 + np.arange(ny), rtol=1e-10)  # extrapolated
 
@@ -322,18 +331,30 @@ def test_errors_name_chip_and_amplifier(tmp_path):
         overscan_model(raw, amp, OverscanConfig(model="spline", knots=4))
     with pytest.raises(ShapeMismatchError, match="C8"):
         subtract_overscan(da.zeros((20, 29)), ChipLayout("C8", (20, 30), (amp,)))
-    two = ChipLayout("C9", (20, 40), (
-        _amp("A", "[1:20,1:20]", "[1:20,1:20]", "[31:40,1:20]"),
-        _amp("B", "[11:30,1:20]", "[21:40,1:20]", "[31:40,1:20]"),
-    ))
+    two = ChipLayout(
+        "C9",
+        (20, 40),
+        (
+            _amp("A", "[1:20,1:20]", "[1:20,1:20]", "[31:40,1:20]"),
+            _amp("B", "[11:30,1:20]", "[21:40,1:20]", "[31:40,1:20]"),
+        ),
+    )
     with pytest.raises(ProfileError, match="chip C9: the data sections of amplifiers A and B"):
         subtract_overscan(da.zeros((20, 40)), two)
 
 
 def test_config_validation():
     assert OverscanConfig.from_dict({"method": "clipped_mean", "knots": 2}).knots == 2
-    for bad in ({"method": "mode"}, {"clip_sigma": 0}, {"clip_iters": 0}, {"skip_start": -1},
-                {"model": "cubic"}, {"order": -1}, {"knots": -2}, {"enabled": "yes"}):
+    for bad in (
+        {"method": "mode"},
+        {"clip_sigma": 0},
+        {"clip_iters": 0},
+        {"skip_start": -1},
+        {"model": "cubic"},
+        {"order": -1},
+        {"knots": -2},
+        {"enabled": "yes"},
+    ):
         with pytest.raises(ConfigError):
             OverscanConfig.from_dict(bad)
     cfg = OverscanConfig(model="spline", knots=4, skip_start=6)
@@ -343,14 +364,14 @@ def test_config_validation():
 
 # -- simulated night ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
     simulate = pytest.importorskip("ccdask.simulate._night")
     from ccdask.catalog import Catalog
 
     root = tmp_path_factory.mktemp("night")
-    sim = simulate.simulate_night(root, chips=1, amps=2, nbias=3, ndark=1, nflat=1, nscience=0,
-                                  filters=("r",), seed=7)
+    sim = simulate.simulate_night(root, chips=1, amps=2, nbias=3, ndark=1, nflat=1, nscience=0, filters=("r",), seed=7)
     cat = Catalog.scan(sim.all_files)
     entries = {e.path.rsplit("/", 1)[-1].removesuffix(".fits"): e for e in cat.entries}
     return sim, sim.truth(), entries
@@ -366,8 +387,12 @@ def test_simulated_row_drift_is_removed(night):
         resid = sub - truth.array(e.chip, "bias_pattern")
         if name.startswith("dark"):
             resid = resid - truth.array(e.chip, "dark_rate") * truth.frame(name)["exptime"] / (
-                np.where(np.arange(sub.shape[1]) < sub.shape[1] // 2,
-                         e.layout.amplifiers[0].gain, e.layout.amplifiers[1].gain))
+                np.where(
+                    np.arange(sub.shape[1]) < sub.shape[1] // 2,
+                    e.layout.amplifiers[0].gain,
+                    e.layout.amplifiers[1].gain,
+                )
+            )
         drift = truth.array(e.chip, f"{name}/row_bias")
         for k, amp in enumerate(e.layout.amplifiers):
             cols = amp.ccdsec.slices[1]
@@ -413,3 +438,117 @@ def test_a_non_finite_overscan_pixel_does_not_spoil_its_line():
         expected = (raw[:, :24] - level[:, None]).astype(np.float32)
         assert np.all(np.isfinite(got[:, :24]))
         np.testing.assert_allclose(got[:, :24], expected, rtol=0, atol=1e-3)
+
+
+# -- a second, parallel overscan ------------------------------------------------------------------
+
+
+def _two_overscan_frame(seed=11):
+    """A 2-amplifier raw chip, each amplifier with a serial overscan beside it and a parallel
+    overscan above it (A's serial overscan spans all rows, B's only the data rows, as DECam's
+    and Rubin's do; the serial model is then extended to the parallel overscan's rows by its
+    nearest line): raw = truth + a bias drifting with the row + a bias pattern along the
+    columns, both present in every pixel the amplifier reads (its overscans included)."""
+    rng = np.random.default_rng(seed)
+    ny, nx = 50, 2 * (30 + 6)  # 40 data rows + 10 parallel-overscan rows
+    raw = np.zeros((ny, nx))
+    truth = np.zeros((40, 60))
+    truth[:] = 200.0 + 3.0 * np.arange(60)[None, :] + 0.5 * np.arange(40)[:, None]
+    truth[30:33, 5:9] += 900.0
+    # amplifier A: data x 1-30, serial overscan 31-36; B: serial overscan 37-42, data 43-72
+    row_a = 1000 + 7 * np.sin(np.arange(ny) / 6.0)
+    row_b = 1200 + 5 * np.cos(np.arange(ny) / 9.0)
+    row_b[40:] = row_b[39]  # B's serial overscan covers the data rows only: flat beyond them
+    col_a = rng.normal(0, 4, 36)
+    col_b = rng.normal(0, 4, 36)
+    raw[:, :36] = row_a[:, None] + col_a[None, :]
+    raw[:, 36:] = row_b[:, None] + col_b[None, :]
+    raw[:40, :30] += truth[:, :30]
+    raw[:40, 42:] += truth[:, 30:]
+    amp_a = _amp("A", "[1:30,1:40]", "[1:30,1:40]", "[31:36,1:50]", parallel_biassec=Section.parse("[1:30,41:50]"))
+    amp_b = _amp("B", "[43:72,1:40]", "[31:60,1:40]", "[37:42,1:40]", parallel_biassec=Section.parse("[43:72,41:50]"))
+    return raw, truth, (amp_a, amp_b), (slice(0, 30), slice(42, 72)), (slice(30, 36), slice(36, 42))
+
+
+def _by_hand(raw, data_cols, over_cols, parallel_first):
+    """Eager numpy reference: medians per row of the serial overscan, per column of the
+    parallel one, the second measured after subtracting the first."""
+    out = raw[:40].copy()
+    pieces = []
+    for dc, oc in zip(data_cols, over_cols, strict=True):
+        if not parallel_first:
+            serial = np.median(raw[:, oc], axis=1)  # every raw row
+            par = np.median(raw[40:, dc] - serial[40:, None], axis=0)
+        else:
+            par = np.median(raw[40:, dc], axis=0)
+            # the parallel model at the serial overscan's columns: nearest column (model "none")
+            edge = par[-1] if oc.start > dc.start else par[0]
+            serial = np.median(raw[:, oc] - edge, axis=1)
+        pieces.append(raw[:40, dc] - serial[:40, None] - par[None, :])
+    out = np.concatenate(pieces, axis=1)
+    return out
+
+
+@pytest.mark.parametrize("chunks", AWKWARD)
+def test_parallel_overscan_after_serial_recovers_truth(chunks):
+    from ccdask.calibrate._overscan import subtract_overscan_np
+
+    raw, truth, amps, data_cols, over_cols = _two_overscan_frame()
+    layout = ChipLayout("P", raw.shape, amps)
+    with no_compute():
+        lazy = assemble(subtract_overscan(da.from_array(raw, chunks=chunks), layout), layout)
+    got = lazy.compute(scheduler="threads")
+    eager = assemble(subtract_overscan_np(raw, layout), layout).compute()
+    np.testing.assert_array_equal(got, eager)
+    np.testing.assert_array_equal(got, _by_hand(raw, data_cols, over_cols, False).astype(np.float32))
+    # the column pattern common to data and overscans is gone: the injected signal remains
+    np.testing.assert_allclose(got, truth, rtol=0, atol=1e-3)
+    # with the serial overscan alone, the column pattern stays in the data
+    serial_only = ChipLayout("S", raw.shape, tuple(Amplifier(a.name, a.datasec, a.ccdsec, a.biassec) for a in amps))
+    left = assemble(subtract_overscan_np(raw, serial_only), serial_only).compute() - truth
+    assert np.ptp(np.median(left, axis=0)) > 5
+
+
+def test_parallel_first_order_and_its_reference():
+    raw, _, amps, data_cols, over_cols = _two_overscan_frame(seed=5)
+    amps = tuple(
+        Amplifier(
+            a.name, a.datasec, a.ccdsec, a.biassec, parallel_biassec=a.parallel_biassec, overscan_order="parallel-first"
+        )
+        for a in amps
+    )
+    layout = ChipLayout("Q", raw.shape, amps)
+    got = assemble(subtract_overscan(da.from_array(raw, chunks=(9, 11)), layout), layout).compute()
+    np.testing.assert_allclose(got, _by_hand(raw, data_cols, over_cols, True), rtol=0, atol=2e-4)
+
+
+def test_parallel_overscan_with_a_model_and_skips():
+    raw, _, amps, _, _ = _two_overscan_frame(seed=2)
+    layout = ChipLayout("M", raw.shape, amps)
+    cfg = OverscanConfig(model="polynomial", order=1, skip_start=1)
+    from ccdask.calibrate._overscan import subtract_overscan_np
+
+    lazy = assemble(subtract_overscan(da.from_array(raw, chunks=(13, 7)), layout, cfg), layout).compute()
+    np.testing.assert_array_equal(lazy, assemble(subtract_overscan_np(raw, layout, cfg), layout).compute())
+    short = ChipLayout(
+        "M",
+        raw.shape,
+        (
+            Amplifier(
+                "A", amps[0].datasec, amps[0].ccdsec, amps[0].biassec, parallel_biassec=Section.parse("[1:30,47:50]")
+            ),
+            amps[1],
+        ),
+    )
+    with pytest.raises(ConfigError, match=r"amplifier A \(parallel overscan\): skipping 5 \+ 0 of the 4"):
+        subtract_overscan(da.from_array(raw), short, OverscanConfig(skip_start=5))
+
+
+def test_parallel_overscan_needs_a_serial_one_and_must_lie_above_or_below():
+    d, c = Section.parse("[1:30,1:40]"), Section.parse("[1:30,1:40]")
+    with pytest.raises(ProfileError, match="needs a serial overscan"):
+        Amplifier("A", d, c, parallel_biassec=Section.parse("[1:30,41:50]"))
+    with pytest.raises(ProfileError, match="lies beside the data"):
+        Amplifier("A", d, c, Section.parse("[31:36,1:40]"), parallel_biassec=Section.parse("[37:40,1:40]"))
+    with pytest.raises(ProfileError, match="overscan_order"):
+        Amplifier("A", d, c, Section.parse("[31:36,1:40]"), overscan_order="both")

@@ -44,8 +44,9 @@ def test_equal_to_ccdproc_combine(bias_paths):
         ref = ccdproc.combine(ccds, method="average", sigma_clip=True)
         comb = ccdproc.Combiner(ccds)
         comb.sigma_clipping(low_thresh=3, high_thresh=3, func=np.ma.mean, dev_func=np.ma.std)
-    res = combine(bias_paths, hdu=1, maxiters=1, center="mean", spread="std",
-                  variance="scatter", name="bias-isis").compute()
+    res = combine(
+        bias_paths, hdu=1, maxiters=1, center="mean", spread="std", variance="scatter", name="bias-isis"
+    ).compute()
     assert res.data.shape == (4200, 966)
     np.testing.assert_array_equal(res.data, ref.data.astype(np.float32))
     np.testing.assert_array_equal(res.count, (~comb.data_arr.mask).sum(axis=0))

@@ -18,9 +18,11 @@ def test_from_ccddata_uncertainty_kinds_and_mask():
     data = np.arange(12, dtype=np.float64).reshape(3, 4)
     mask = np.zeros((3, 4), bool)
     mask[1, 2] = True
-    for unc, expected in ((StdDevUncertainty(np.full((3, 4), 2.0)), 4.0),
-                          (VarianceUncertainty(np.full((3, 4), 5.0)), 5.0),
-                          (InverseVariance(np.full((3, 4), 0.5)), 2.0)):
+    for unc, expected in (
+        (StdDevUncertainty(np.full((3, 4), 2.0)), 4.0),
+        (VarianceUncertainty(np.full((3, 4), 5.0)), 5.0),
+        (InverseVariance(np.full((3, 4), 0.5)), 2.0),
+    ):
         d, v = from_ccddata(CCDData(data, unit="adu", uncertainty=unc, mask=mask))
         d, v = dask.compute(d, v)
         assert d.dtype == np.float32 and np.isnan(d[1, 2]) and np.isnan(v[1, 2])

@@ -28,8 +28,17 @@ DIGESTS = HERE.parent / "data" / "bitwise_digests.json"
 REAL = Path(os.environ.get("CCDASK_REAL_DATA", HERE.parents[2] / "shared" / "data" / "real"))
 
 #: The simulated mosaic night: two chips of two amplifiers, darks, flats in two filters.
-SIM = {"chips": 2, "amps": 2, "size": "small", "nbias": 3, "ndark": 2, "nflat": 2,
-       "filters": ("g", "r"), "nscience": 1, "seed": 5}
+SIM = {
+    "chips": 2,
+    "amps": 2,
+    "size": "small",
+    "nbias": 3,
+    "ndark": 2,
+    "nflat": 2,
+    "filters": ("g", "r"),
+    "nscience": 1,
+    "seed": 5,
+}
 KAST_CONFIG = {"read_noise": "overscan"}
 ISIS_CONFIG = {"profile": "wht_isis_red", "flat": {"enabled": False}, "cosmics": {"method": "none"}}
 ISIS_FILES = ("r2700982", "r2700984", "r2700986", "r2700988", "r2701253")
@@ -44,14 +53,16 @@ def file_digest(path: Path) -> dict[str, str]:
                 continue
             name = f"{i}:{hdu.header.get('EXTNAME', '')}:{hdu.header.get('EXTVER', '')}"
             data = hdu.data
-            out[name] = hashlib.sha256(data.dtype.str.encode() + str(data.shape).encode()
-                                       + data.tobytes()).hexdigest()
+            out[name] = hashlib.sha256(data.dtype.str.encode() + str(data.shape).encode() + data.tobytes()).hexdigest()
     return out
 
 
 def night_digest(out: Path) -> dict[str, Any]:
-    return {str(p.relative_to(out)): file_digest(p)
-            for sub in ("masters", "reduced") for p in sorted((out / sub).glob("*.fits"))}
+    return {
+        str(p.relative_to(out)): file_digest(p)
+        for sub in ("masters", "reduced")
+        for p in sorted((out / sub).glob("*.fits"))
+    }
 
 
 def reduce_night(name: str, work: Path) -> dict[str, Any]:

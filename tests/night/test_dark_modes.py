@@ -18,8 +18,18 @@ from ccdask.simulate._night import simulate_night
 def two_dark_night(tmp_path_factory):
     """One night, plus the darks of the same camera (same seed) taken at 60 s instead of 300 s."""
     root = tmp_path_factory.mktemp("darks")
-    kw = dict(chips=1, amps=2, size="small", nbias=4, ndark=3, nflat=2, filters=("g",), nscience=1,
-              seed=21, science_exptime=(60.0,))
+    kw = dict(
+        chips=1,
+        amps=2,
+        size="small",
+        nbias=4,
+        ndark=3,
+        nflat=2,
+        filters=("g",),
+        nscience=1,
+        seed=21,
+        science_exptime=(60.0,),
+    )
     night = simulate_night(root / "a", dark_exptime=300.0, **kw)
     other = simulate_night(root / "b", dark_exptime=60.0, **kw)
     for p in other.files["dark"]:
@@ -36,8 +46,10 @@ def test_nearest_mode_uses_the_closest_exposure_time(two_dark_night, tmp_path):
     night = two_dark_night
     cfg = {"dark": {"mode": "nearest", "tolerance": 1.0}, "cosmics": {"method": "none"}}
     result = reduce(night.raw_dir, tmp_path / "nearest", client="threads", config=cfg)
-    assert sorted(p.rsplit("/", 1)[1] for p in result.masters.values() if "dark" in p) == \
-        ["dark_300s.fits", "dark_60s.fits"]
+    assert sorted(p.rsplit("/", 1)[1] for p in result.masters.values() if "dark" in p) == [
+        "dark_300s.fits",
+        "dark_60s.fits",
+    ]
     truth = night.truth()
     hot = truth.array("CCD1", "hot_pixels")
     for name, t in (("dark_60s.fits", 60.0), ("dark_300s.fits", 300.0)):

@@ -17,8 +17,7 @@ from ccdask.night._read_noise import overscan_noise
 def _reference_noise(overscan: np.ndarray) -> float:
     """astropy: 3-sigma clipped residuals about each row's clipped mean, n/(n-1) corrected."""
     rows = overscan.astype(np.float64)
-    clipped = sigma_clip(rows - np.median(rows, axis=1, keepdims=True), sigma=3, maxiters=10,
-                         stdfunc="mad_std")
+    clipped = sigma_clip(rows - np.median(rows, axis=1, keepdims=True), sigma=3, maxiters=10, stdfunc="mad_std")
     kept = np.ma.array(rows, mask=clipped.mask)
     resid = kept - kept.mean(axis=1, keepdims=True)
     n = (~resid.mask).sum()
@@ -41,8 +40,7 @@ def test_kast_reduces_with_no_configuration_and_reports_the_read_noise(kast_dir,
     assert measured["source"] == "bias overscans" and measured["frames"] == 3
     # Kast: GAIN = 1; A's overscan is columns 2049-2080, B's 2081-2112 (header COVER=32)
     for amp, cols in (("A", slice(2048, 2080)), ("B", slice(2080, 2112))):
-        ref = np.median([_reference_noise(fits.getdata(kast_dir / f"b2{i}.fits.gz")[:, cols])
-                         for i in (1, 2, 3)])
+        ref = np.median([_reference_noise(fits.getdata(kast_dir / f"b2{i}.fits.gz")[:, cols]) for i in (1, 2, 3)])
         assert measured["amplifiers"][amp] == pytest.approx(ref, rel=0.03)  # clipping details differ
     assert any("read noise of HDU0 measured" in line for line in lines)
     doc = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -66,5 +64,4 @@ def test_no_read_noise_and_no_overscan_fails_before_computing(saao_dir, tmp_path
     path.parent.mkdir()
     fits.writeto(path, raw[0], header)
     with pytest.raises(PlanError, match="no read noise known"):
-        reduce([path], tmp_path / "out", client="sync",
-               config={"bias": {"enabled": False}, "flat": {"enabled": False}})
+        reduce([path], tmp_path / "out", client="sync", config={"bias": {"enabled": False}, "flat": {"enabled": False}})

@@ -19,8 +19,7 @@ from tests.helpers import raising_scheduler
 
 @pytest.fixture(scope="module")
 def night(sim_night):
-    return sim_night(chips=2, amps=2, size="small", nbias=6, ndark=3, nflat=4, filters=("g", "r"),
-                     nscience=1, seed=11)
+    return sim_night(chips=2, amps=2, size="small", nbias=6, ndark=3, nflat=4, filters=("g", "r"), nscience=1, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +33,22 @@ def test_output_layout_and_headers(night, reduced):
     out, _result = reduced
     names = sorted(p.name for p in (out / "reduced").iterdir())
     assert names == sorted(f"{p.name}" for p in night.files["science"])
-    assert sorted(p.name for p in (out / "masters").iterdir()) == ["bias.fits", "dark.fits", "flat_g.fits", "flat_r.fits"]
+    assert sorted(p.name for p in (out / "masters").iterdir()) == [
+        "bias.fits",
+        "dark.fits",
+        "flat_g.fits",
+        "flat_r.fits",
+    ]
     assert not list(out.rglob(".tmp-*"))
     with fits.open(out / "reduced" / names[0], checksum=True) as h:
-        assert [(x.name, x.ver) for x in h[1:]] == [("SCI", 1), ("VAR", 1), ("DQ", 1), ("SCI", 2), ("VAR", 2), ("DQ", 2)]
+        assert [(x.name, x.ver) for x in h[1:]] == [
+            ("SCI", 1),
+            ("VAR", 1),
+            ("DQ", 1),
+            ("SCI", 2),
+            ("VAR", 2),
+            ("DQ", 2),
+        ]
         assert h["SCI", 2].header["CCDNAME"] == "CCD2"
         assert h["SCI", 1].data.dtype.kind == "f" and h["SCI", 1].data.dtype.itemsize == 4
         assert h["SCI", 1].header["BUNIT"] == "electron"
@@ -60,15 +71,18 @@ def _amp_gains(truth, chip):
     amps = truth.meta["chips"][chip]["amps"]
     gain = np.empty(truth.shape, np.float64)
     for a in amps.values():
-        gain[:, a["columns"][0]:a["columns"][1]] = a["gain"]
+        gain[:, a["columns"][0] : a["columns"][1]] = a["gain"]
     return gain
 
 
 def test_masters_recover_the_truth(night, reduced):
     out, _ = reduced
     truth = night.truth()
-    with fits.open(out / "masters" / "bias.fits") as hb, fits.open(out / "masters" / "dark.fits") as hd, \
-            fits.open(out / "masters" / "flat_g.fits") as hf:
+    with (
+        fits.open(out / "masters" / "bias.fits") as hb,
+        fits.open(out / "masters" / "dark.fits") as hd,
+        fits.open(out / "masters" / "flat_g.fits") as hf,
+    ):
         levels = {}
         for chip in night.chips:
             gain = _amp_gains(truth, chip)

@@ -85,5 +85,6 @@ def test_isis_biases_and_science_without_flats(isis_dir, tmp_path):
         np.testing.assert_allclose(h["REDPLUS"].data, bias, rtol=1e-6, atol=1e-3)
     with fits.open(tmp_path / "out" / "reduced" / "r2701253.fits") as h:
         good = h["DQ", 1].data == 0
-        np.testing.assert_allclose(h["SCI", 1].data[good], (calibrate("r2701253.fit.gz") - bias)[good],
-                                   rtol=1e-5, atol=2e-3)
+        np.testing.assert_allclose(
+            h["SCI", 1].data[good], (calibrate("r2701253.fit.gz") - bias)[good], rtol=1e-5, atol=2e-3
+        )

@@ -53,9 +53,18 @@ def test_generic_vocabulary(cards, expected):
 
 
 def test_generic_two_amplifier_layout():
-    h = header(DATASECA="[17:96,1:192]", DATASECB="[97:176,1:192]", BIASSECA="[1:16,1:192]",
-               BIASSECB="[177:192,1:192]", GAINA=1.5, GAINB=2.0, RDNOISEA=4.0, RDNOISEB=5.0,
-               SATURATA=60000.0, SATURATB=61000.0)
+    h = header(
+        DATASECA="[17:96,1:192]",
+        DATASECB="[97:176,1:192]",
+        BIASSECA="[1:16,1:192]",
+        BIASSECB="[177:192,1:192]",
+        GAINA=1.5,
+        GAINB=2.0,
+        RDNOISEA=4.0,
+        RDNOISEB=5.0,
+        SATURATA=60000.0,
+        SATURATB=61000.0,
+    )
     lay = load_profile("generic").chip_layout(h, (192, 192), chip="CCD1")
     a, b = lay.amplifiers
     assert lay.trimmed_shape == (192, 160)
@@ -82,9 +91,12 @@ def test_layout_must_tile_the_chip():
 
 def test_ambiguous_overscan_needs_axis():
     with pytest.raises(ProfileError, match="serial or parallel"):
-        Amplifier("A", Section.parse("[1:10,1:10]").validate((20, 20)),
-                  Section.parse("[1:10,1:10]").validate((20, 20)),
-                  biassec=Section.parse("[11:20,11:20]").validate((20, 20)))
+        Amplifier(
+            "A",
+            Section.parse("[1:10,1:10]").validate((20, 20)),
+            Section.parse("[1:10,1:10]").validate((20, 20)),
+            biassec=Section.parse("[11:20,11:20]").validate((20, 20)),
+        )
 
 
 def test_profile_schema_errors_name_the_source():

@@ -34,8 +34,20 @@ from .support import (
 # test sets _AUDIT["root"].
 _AUDIT: dict = {"root": None, "writes": [], "reads": 0}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_MUTATING_EVENTS = {"os.remove", "os.rename", "os.chmod", "os.chown", "os.utime", "os.truncate",
-                    "os.mkdir", "os.rmdir", "os.link", "os.symlink", "shutil.rmtree", "shutil.move"}
+_MUTATING_EVENTS = {
+    "os.remove",
+    "os.rename",
+    "os.chmod",
+    "os.chown",
+    "os.utime",
+    "os.truncate",
+    "os.mkdir",
+    "os.rmdir",
+    "os.link",
+    "os.symlink",
+    "shutil.rmtree",
+    "shutil.move",
+}
 
 
 def _under_root(path) -> bool:
@@ -57,7 +69,8 @@ def _hook(event, args):
             if not _under_root(path):
                 return
             wants_write = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & _WRITE_FLAGS)
+                isinstance(flags, int) and flags & _WRITE_FLAGS
+            )
             if wants_write:
                 _AUDIT["writes"].append((event, str(path), mode, flags))
             else:

@@ -56,4 +56,3 @@ __all__ = [
     "subtract_overscan",
     "trim",
 ]
-

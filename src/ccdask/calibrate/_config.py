@@ -46,20 +46,28 @@ class OverscanConfig(ConfigBase):
         "after iterative clipping at clip_sigma standard deviations about the median)",
     )
     clip_sigma: float = option(
-        3.0, "clipping threshold in standard deviations for clipped_mean",
-        check=lambda v: v > 0, why="must be positive",
+        3.0,
+        "clipping threshold in standard deviations for clipped_mean",
+        check=lambda v: v > 0,
+        why="must be positive",
     )
     clip_iters: int = option(
-        5, "maximum clipping iterations for clipped_mean (stops earlier when nothing changes)",
-        check=lambda v: v >= 1, why="must be at least 1",
+        5,
+        "maximum clipping iterations for clipped_mean (stops earlier when nothing changes)",
+        check=lambda v: v >= 1,
+        why="must be at least 1",
     )
     skip_start: int = option(
-        0, "overscan columns (serial) / rows (parallel) to ignore next to the data",
-        check=lambda v: v >= 0, why="must be zero or positive",
+        0,
+        "overscan columns (serial) / rows (parallel) to ignore next to the data",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
     )
     skip_end: int = option(
-        0, "overscan columns (serial) / rows (parallel) to ignore at the far end from the data",
-        check=lambda v: v >= 0, why="must be zero or positive",
+        0,
+        "overscan columns (serial) / rows (parallel) to ignore at the far end from the data",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
     )
     model: OverscanModel = option(
         "none",
@@ -69,10 +77,14 @@ class OverscanConfig(ConfigBase):
         "basis), or spline (least-squares cubic spline with `knots` evenly spaced interior knots)",
     )
     order: int = option(
-        1, "degree of the polynomial/legendre model",
-        check=lambda v: 0 <= v <= 30, why="must be between 0 and 30",
+        1,
+        "degree of the polynomial/legendre model",
+        check=lambda v: 0 <= v <= 30,
+        why="must be between 0 and 30",
     )
     knots: int = option(
-        3, "number of interior knots of the cubic spline model (0: one cubic)",
-        check=lambda v: v >= 0, why="must be zero or positive",
+        3,
+        "number of interior knots of the cubic spline model (0: one cubic)",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
     )

@@ -59,7 +59,7 @@ def check_disjoint(layout: ChipLayout, rects: dict[str, Rect], what: str) -> Non
     """Raise a ProfileError naming the chip and amplifiers when two rectangles overlap."""
     names = list(rects)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             ra, rb = rects[a], rects[b]
             if max(ra.y0, rb.y0) < min(ra.y1, rb.y1) and max(ra.x0, rb.x0) < min(ra.x1, rb.x1):
                 raise ProfileError(

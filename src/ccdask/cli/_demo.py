@@ -9,12 +9,12 @@ from ..errors import ConfigError
 
 __all__ = ["run_demo"]
 
-_SIZES = {"small": dict(nbias=5, ndark=3, nflat=3, nscience=2),
-          "medium": dict(nbias=7, ndark=3, nflat=4, nscience=3)}
+_SIZES = {"small": dict(nbias=5, ndark=3, nflat=3, nscience=2), "medium": dict(nbias=7, ndark=3, nflat=4, nscience=3)}
 
 
-def run_demo(out: str | Path = "ccdask-demo", *, chips: int = 4, size: str = "medium",
-             workers: int = 2, print_=print) -> int:
+def run_demo(
+    out: str | Path = "ccdask-demo", *, chips: int = 4, size: str = "medium", workers: int = 2, print_=print
+) -> int:
     """Simulate a night under ``out/raw`` (once) and reduce it into ``out/reduced-night``."""
     from ..cluster import ClusterConfig, describe_client, open_client
     from ..night._reduce import reduce
@@ -31,8 +31,9 @@ def run_demo(out: str | Path = "ccdask-demo", *, chips: int = 4, size: str = "me
         print_(f"using the simulated night already in {night.raw_dir}")
     except (FileNotFoundError, OSError, ValueError, ConfigError):
         print_(f"simulating a {size} night of a {chips}-chip, 2-amplifier camera into {out / 'night'} ...")
-        night = simulate_night(out / "night", chips=chips, amps=2, size=size, filters=("g", "r"),
-                               seed=2026, overwrite=True, **_SIZES[size])
+        night = simulate_night(
+            out / "night", chips=chips, amps=2, size=size, filters=("g", "r"), seed=2026, overwrite=True, **_SIZES[size]
+        )
         print_(f"  {len(night.all_files)} raw files in {time.perf_counter() - t0:.1f} s")
     counts = ", ".join(f"{len(v)} {k}" for k, v in night.files.items())
     print_(f"raw frames: {counts} ({len(night.chips)} chips of {night.shape[0]}x{night.shape[1]} data pixels)")
@@ -45,8 +46,10 @@ def run_demo(out: str | Path = "ccdask-demo", *, chips: int = 4, size: str = "me
         elapsed = time.perf_counter() - t1
     raw_mpix = result.raw_pixels / 1e6
     print_("")
-    print_(f"processed {raw_mpix:.0f} Mpix of raw pixels in {elapsed:.1f} s: {raw_mpix / elapsed:.1f} Mpix/s "
-           "(cached masters and finished frames are not re-read)")
+    print_(
+        f"processed {raw_mpix:.0f} Mpix of raw pixels in {elapsed:.1f} s: {raw_mpix / elapsed:.1f} Mpix/s "
+        "(cached masters and finished frames are not re-read)"
+    )
     for stage, rec in result.stages.items():
         if "tasks" in rec:
             extra = f", {rec.get('cached', 0)} master(s) from cache" if rec.get("cached") else ""

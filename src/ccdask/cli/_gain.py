@@ -11,7 +11,6 @@ from ..calibrate._gainpairs import HEADER, UNITS, gain_from_files
 __all__ = ["register", "run"]
 
 
-
 def _hdu_arg(text: str) -> int | str:
     try:
         return int(text)
@@ -33,22 +32,32 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         The ``gain`` parser.
     """
     p = subparsers.add_parser(
-        "gain", help="gain and read noise per amplifier from two flats and two biases",
+        "gain",
+        help="gain and read noise per amplifier from two flats and two biases",
         description="Gain (e-/ADU) and read noise (e-) per chip and amplifier with the "
-                    "two-image method: G = (S1 + r² S2) / (var(F1 - r F2) - (1 + r²) "
-                    "var(B1 - B2) / 2), RN = G sqrt(var(B1 - B2) / 2), on raw ADU.")
+        "two-image method: G = (S1 + r² S2) / (var(F1 - r F2) - (1 + r²) "
+        "var(B1 - B2) / 2), RN = G sqrt(var(B1 - B2) / 2), on raw ADU.",
+    )
     p.add_argument("flat1", metavar="FLAT1", help="first flat (raw FITS)")
     p.add_argument("flat2", metavar="FLAT2", help="second flat, same level as the first")
     p.add_argument("bias1", metavar="BIAS1", help="first bias")
     p.add_argument("bias2", metavar="BIAS2", help="second bias")
-    p.add_argument("--section", metavar="S", help="raw-coordinate FITS section, e.g. "
-                   "'[200:900,100:1900]' (default: each amplifier's whole data section)")
-    p.add_argument("--hdu", type=_hdu_arg, metavar="N|NAME",
-                   help="only this HDU (index, EXTNAME or chip name); default every chip")
+    p.add_argument(
+        "--section",
+        metavar="S",
+        help="raw-coordinate FITS section, e.g. '[200:900,100:1900]' (default: each amplifier's whole data section)",
+    )
+    p.add_argument(
+        "--hdu", type=_hdu_arg, metavar="N|NAME", help="only this HDU (index, EXTNAME or chip name); default every chip"
+    )
     p.add_argument("--profile", metavar="P", help="instrument profile name or TOML path")
     p.add_argument("--sigma", type=float, default=5.0, help="clipping threshold (default 5)")
-    p.add_argument("--no-line-offsets", dest="line_offsets", action="store_false",
-                   help="keep each readout row's mean in the differences")
+    p.add_argument(
+        "--no-line-offsets",
+        dest="line_offsets",
+        action="store_false",
+        help="keep each readout row's mean in the differences",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -66,9 +75,17 @@ def run(args: argparse.Namespace) -> int:
     int
         0 on success.
     """
-    results = gain_from_files(args.flat1, args.flat2, args.bias1, args.bias2, hdu=args.hdu,
-                              profile=args.profile, section=args.section,
-                              line_offsets=args.line_offsets, sigma=args.sigma)
+    results = gain_from_files(
+        args.flat1,
+        args.flat2,
+        args.bias1,
+        args.bias2,
+        hdu=args.hdu,
+        profile=args.profile,
+        section=args.section,
+        line_offsets=args.line_offsets,
+        sigma=args.sigma,
+    )
     print(HEADER)
     print(UNITS)
     for res in results:

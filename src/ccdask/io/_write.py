@@ -35,8 +35,13 @@ def write_part(path: str | os.PathLike[str], hdus: Sequence[tuple[fits.Header, n
     return str(atomic_writeto(hdul, path))
 
 
-def concat_parts(final: str | os.PathLike[str], primary: fits.Header, parts: Sequence[str | os.PathLike[str]],
-                 *, remove_parts: bool = True) -> str:
+def concat_parts(
+    final: str | os.PathLike[str],
+    primary: fits.Header,
+    parts: Sequence[str | os.PathLike[str]],
+    *,
+    remove_parts: bool = True,
+) -> str:
     """Stream a primary header and the extensions of ``parts`` into ``final`` atomically."""
     phdu = fits.PrimaryHDU(header=primary)
     phdu.header["EXTEND"] = True

@@ -20,14 +20,24 @@ from ._stages import NightMasters
 __all__ = ["write_manifest"]
 
 
-def write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, result: Any,
-                   masters: NightMasters, *, total: float) -> Path:
+def write_manifest(
+    out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, result: Any, masters: NightMasters, *, total: float
+) -> Path:
     """Write the manifest atomically: inputs with identities, problems, notes, outputs, masters
     (with cache keys), parameters, version, timings and task groups per stage."""
 
     def ident(e: Entry) -> dict[str, Any]:
-        return {"path": e.path, "hdu": e.hdu, "chip": e.chip, "imagetyp": e.imagetyp, "label": e.label,
-                "exptime": e.exptime, "filter": e.filter, "size": e.size, "mtime_ns": e.mtime_ns}
+        return {
+            "path": e.path,
+            "hdu": e.hdu,
+            "chip": e.chip,
+            "imagetyp": e.imagetyp,
+            "label": e.label,
+            "exptime": e.exptime,
+            "filter": e.filter,
+            "size": e.size,
+            "mtime_ns": e.mtime_ns,
+        }
 
     def row(m: Master, **where: Any) -> dict[str, Any]:
         return {**where, "cache_key": m.meta.get("cache_key"), "ncombine": m.ncombine}
@@ -49,8 +59,10 @@ def write_manifest(out: Path, catalog: Catalog, plan: Plan, cfg: ReduceConfig, r
         "masters": rows,
         "read_noise": result.read_noise,
         "parameters": cfg.to_dict(),
-        "timings": {"total_seconds": total,
-                    **{k: {kk: vv for kk, vv in v.items() if kk != "task_groups"} for k, v in result.stages.items()}},
+        "timings": {
+            "total_seconds": total,
+            **{k: {kk: vv for kk, vv in v.items() if kk != "task_groups"} for k, v in result.stages.items()},
+        },
         "task_groups": {k: v.get("task_groups", {}) for k, v in result.stages.items()},
     }
     return atomic_write_text(out / "manifest.json", json.dumps(doc, indent=1, default=_json_default))

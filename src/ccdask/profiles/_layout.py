@@ -15,11 +15,14 @@ from typing import Literal
 from ..errors import ProfileError
 from ..sections import Range, Section
 
-__all__ = ["Amplifier", "ChipLayout", "OverscanAxis"]
+__all__ = ["Amplifier", "ChipLayout", "OverscanAxis", "OverscanOrder"]
 
 OverscanAxis = Literal["serial", "parallel"]
 """``serial``: overscan columns beside the data, one value per row; ``parallel``: overscan rows
 above/below the data, one value per column."""
+
+OverscanOrder = Literal["serial-first", "parallel-first"]
+"""Which of an amplifier's two overscans is subtracted first when it has both."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,12 @@ class Amplifier:
         Read noise in electrons, when known.
     saturate : float or None
         Saturation level in raw ADU, when known.
+    parallel_biassec : Section or None
+        A second overscan, rows above/below the data collapsed per column, for an amplifier
+        whose ``biassec`` is its serial overscan (DECam ``POSTSEC``, Rubin's parallel overscan).
+    overscan_order : {"serial-first", "parallel-first"}
+        With two overscans, which one is subtracted first; the second is measured on pixels
+        already corrected by the first.
     """
 
     name: str
@@ -54,6 +63,8 @@ class Amplifier:
     gain: float = 1.0
     rdnoise: float | None = None
     saturate: float | None = None
+    parallel_biassec: Section | None = None
+    overscan_order: OverscanOrder = "serial-first"
 
     def __post_init__(self) -> None:
         if self.datasec.shape != self.ccdsec.shape:
@@ -64,9 +75,27 @@ class Amplifier:
             raise ProfileError(f"amplifier {self.name}: gain must be positive, got {self.gain}")
         if self.biassec is not None and self.overscan_axis is None:
             object.__setattr__(self, "overscan_axis", infer_overscan_axis(self.datasec, self.biassec))
+        if self.overscan_order not in ("serial-first", "parallel-first"):
+            raise ProfileError(
+                f"amplifier {self.name}: overscan_order must be 'serial-first' or "
+                f"'parallel-first', got {self.overscan_order!r}"
+            )
+        if self.parallel_biassec is not None:
+            if self.biassec is None or self.overscan_axis != "serial":
+                raise ProfileError(
+                    f"amplifier {self.name}: a parallel overscan {self.parallel_biassec} needs a serial "
+                    f"overscan in biassec (found {self.biassec}, {self.overscan_axis}); an amplifier "
+                    "with only a parallel overscan gives it as biassec with overscan_axis = 'parallel'"
+                )
+            axis = infer_overscan_axis(self.datasec, self.parallel_biassec)
+            if axis != "parallel":
+                raise ProfileError(
+                    f"amplifier {self.name}: parallel overscan {self.parallel_biassec} lies beside the "
+                    f"data {self.datasec} (it must share its columns, above or below it)"
+                )
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "datasec": str(self.datasec),
             "ccdsec": str(self.ccdsec),
@@ -76,6 +105,12 @@ class Amplifier:
             "rdnoise": self.rdnoise,
             "saturate": self.saturate,
         }
+        # written only when used, so the layouts (and cache keys) of single-overscan chips
+        # stay what they were before the second overscan existed
+        if self.parallel_biassec is not None:
+            out["parallel_biassec"] = str(self.parallel_biassec)
+            out["overscan_order"] = self.overscan_order
+        return out
 
 
 @dataclass(frozen=True)
@@ -101,7 +136,11 @@ class ChipLayout:
                 "(they must tile it without overlap)"
             )
         for a in self.amplifiers:
-            for label, sec in (("datasec", a.datasec), ("biassec", a.biassec)):
+            for label, sec in (
+                ("datasec", a.datasec),
+                ("biassec", a.biassec),
+                ("parallel_biassec", a.parallel_biassec),
+            ):
                 if sec is not None:
                     sec.validate(self.raw_shape, keyword=f"{label} of amplifier {a.name}")
 
@@ -120,7 +159,12 @@ class ChipLayout:
 
     def describe(self) -> str:
         """One short line, e.g. ``2 amps, 192x160 from 192x192, serial overscan``."""
-        axes = sorted({a.overscan_axis or "no" for a in self.amplifiers})
+        axes = sorted(
+            {
+                ("serial+parallel" if a.parallel_biassec is not None else a.overscan_axis) or "no"
+                for a in self.amplifiers
+            }
+        )
         ny, nx = self.trimmed_shape
         ry, rx = self.raw_shape
         return f"{self.namps} amp{'s' if self.namps > 1 else ''}, {ny}x{nx} from {ry}x{rx}, {'/'.join(axes)} overscan"

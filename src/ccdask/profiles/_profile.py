@@ -12,13 +12,12 @@ from typing import Any
 from astropy.io import fits
 
 from ..errors import ProfileError, SectionError, where
-from ..sections import Section
-from ._layout import Amplifier, ChipLayout
+from ._layout import ChipLayout
+from ._resolve import LayoutSpec, parse_layout, resolve
 
 IMAGE_TYPES = ("bias", "dark", "flat", "science", "other")
 _HERE = Path(__file__).parent
 _KEYWORD_FIELDS = ("imagetyp", "exptime", "filter", "date", "object", "chip", "detsec")
-_SATURATE_DEFAULT = {8: 255.0, 16: 65535.0}
 
 
 def _norm(value: object) -> str:
@@ -64,6 +63,7 @@ class Profile:
     rules: tuple[Rule, ...]
     zero_exposure_dark_is_bias: bool
     layout: dict[str, Any] = field(default_factory=dict)
+    layout_spec: LayoutSpec = field(default_factory=LayoutSpec)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -76,14 +76,22 @@ class Profile:
         return cls.from_dict(doc, source=str(path), base=base)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], *, source: str = "<dict>",
-                  base: Profile | None = None) -> Profile:
+    def from_dict(cls, doc: dict[str, Any], *, source: str = "<dict>", base: Profile | None = None) -> Profile:
         """Build a profile; keywords and vocabulary not given are taken from ``base``."""
+
         def fail(msg: str) -> ProfileError:
             return ProfileError(f"{source}: {msg}")
 
-        unknown = set(doc) - {"name", "description", "detect", "keywords", "imagetyp", "rules",
-                              "zero_exposure_dark_is_bias", "layout"}
+        unknown = set(doc) - {
+            "name",
+            "description",
+            "detect",
+            "keywords",
+            "imagetyp",
+            "rules",
+            "zero_exposure_dark_is_bias",
+            "layout",
+        }
         if unknown:
             raise fail(f"unknown top-level entries {sorted(unknown)}")
         if "name" not in doc:
@@ -114,10 +122,7 @@ class Profile:
             rules.append(Rule(typ, r.get("label", typ), when, unless))
         detect = tuple((k, re.compile(p, re.I)) for k, p in doc.get("detect", {}).items())
         layout = dict(doc.get("layout", {"source": "header"}))
-        if layout.get("source", "header") not in ("header", "profile"):
-            raise fail("layout.source must be 'header' or 'profile'")
-        if layout.get("source") == "profile" and not layout.get("amplifiers"):
-            raise fail("layout.source = 'profile' needs [[layout.amplifiers]] entries")
+        layout_spec = parse_layout(layout, base=base.layout_spec if base else None, fail=fail)
         return cls(
             name=doc["name"],
             description=doc.get("description", ""),
@@ -128,12 +133,22 @@ class Profile:
             rules=tuple(rules),
             zero_exposure_dark_is_bias=bool(doc.get("zero_exposure_dark_is_bias", True)),
             layout=layout,
+            layout_spec=layout_spec,
         )
 
     # -- header access ------------------------------------------------------------------
     def lookup(self, header: fits.Header, field_name: str) -> Any:
-        """The first present, non-empty value among the keywords of ``field_name``, else None."""
+        """The first present, non-empty value among the keywords of ``field_name``, else None.
+
+        An entry with braces composes a value from several keywords, e.g. ``"{LSST_NUM}_{EXTNAME}"``
+        (present when all of them are).
+        """
         for key in self.keywords.get(field_name, ()):
+            if "{" in key:
+                value = _compose(header, key)
+                if value is not None:
+                    return value
+                continue
             if key in header:
                 value = header[key]
                 if isinstance(value, str):
@@ -175,122 +190,43 @@ class Profile:
         return Classification(typ, _norm(raw) if typ == "flat" else typ, f"{raw!r}")
 
     # -- amplifier layout ---------------------------------------------------------------
-    def chip_layout(self, header: fits.Header, shape: tuple[int, int], *, chip: str,
-                    path: object = None, hdu: object = None, bitpix: int | None = None) -> ChipLayout:
-        """The amplifier layout of one raw chip of ``shape`` (ny, nx) described by ``header``."""
+    def chip_layout(
+        self,
+        header: fits.Header,
+        shape: tuple[int, int],
+        *,
+        chip: str,
+        path: object = None,
+        hdu: object = None,
+        bitpix: int | None = None,
+    ) -> ChipLayout:
+        """The amplifier layout of one raw chip of ``shape`` (ny, nx) described by ``header``.
+
+        The rules (see ``docs/profiles.md`` and :mod:`ccdask.profiles._resolve`) are the same for
+        every profile; the profile's ``[layout]`` table says where the facts are found. Errors
+        name the file, the extension and the keywords and values involved.
+        """
         try:
-            if self.layout.get("source", "header") == "profile":
-                amps = self._amps_from_profile(header, shape, bitpix)
-            else:
-                amps = _amps_from_header(header, shape, bitpix)
-            detsec_text = self.lookup(header, "detsec")
-            detsec = Section.parse(detsec_text, keyword="DETSEC") if detsec_text else None
-            return ChipLayout(chip, tuple(shape), tuple(amps), detsec=detsec)
+            return resolve(
+                self.layout_spec, header, shape, chip=chip, bitpix=bitpix, detsec_keys=self.keywords.get("detsec", ())
+            )
         except (SectionError, ProfileError) as exc:
             raise ProfileError(f"{where(path, hdu)}{exc}") from exc
 
-    def _amps_from_profile(self, header: fits.Header, shape: tuple[int, int],
-                           bitpix: int | None) -> list[Amplifier]:
-        specs = self.layout["amplifiers"]
-        datasecs = [Section.parse(a["datasec"], keyword=f"datasec of {a.get('name')}").validate(shape)
-                    for a in specs]
-        origin_y = min(d.normalized().y.start for d in datasecs)
-        origin_x = min(d.normalized().x.start for d in datasecs)
-        amps = []
-        for spec, datasec in zip(specs, datasecs, strict=True):
-            ccdsec = (Section.parse(spec["ccdsec"]).resolve(datasec.shape) if "ccdsec" in spec
-                      else _shift(datasec, origin_y, origin_x))
-            biassec = spec.get("biassec")
-            amps.append(Amplifier(
-                name=str(spec.get("name", chr(ord("A") + len(amps)))),
-                datasec=datasec,
-                ccdsec=ccdsec,
-                biassec=None if biassec is None else Section.parse(biassec).validate(shape),
-                overscan_axis=spec.get("overscan_axis"),
-                gain=_number(spec.get("gain", 1.0), header, "gain"),
-                rdnoise=_number(spec.get("rdnoise"), header, "rdnoise"),
-                saturate=_number(spec.get("saturate", _SATURATE_DEFAULT.get(bitpix)), header, "saturate"),
-            ))
-        return amps
 
-
-def _number(value: Any, header: fits.Header, what: str) -> float | None:
-    """A number given literally, or by the name of the header keyword that holds it."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value not in header:
-            raise ProfileError(f"profile takes {what} from keyword {value}, which the header lacks")
-        value = header[value]
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise ProfileError(f"{what} value {value!r} is not a number") from exc
-
-
-def _shift(sec: Section, origin_y: int, origin_x: int) -> Section:
-    n = sec.normalized()
-    return Section.parse(
-        f"[{n.x.start - origin_x + 1}:{n.x.stop - origin_x + 1},"
-        f"{n.y.start - origin_y + 1}:{n.y.stop - origin_y + 1}]"
-    )
-
-
-def _first(header: fits.Header, *keys: str) -> Any:
-    for k in keys:
-        if k in header and header[k] not in ("", None):
-            return header[k]
-    return None
-
-
-def _amps_from_header(header: fits.Header, shape: tuple[int, int], bitpix: int | None) -> list[Amplifier]:
-    """Generic layout: DATASECA/B... per amplifier, else one amplifier from DATASEC/TRIMSEC."""
-    letters = [c for c in "ABCDEFGH" if f"DATASEC{c}" in header]
-    default_sat = _first(header, "SATURATE", "SATURATN")
-    if default_sat is None:
-        default_sat = _SATURATE_DEFAULT.get(bitpix)
-    default_gain = _first(header, "GAIN", "EGAIN")
-    default_rn = _first(header, "RDNOISE", "READNOIS", "RON")
-    specs = []
-    if letters:
-        for c in letters:
-            specs.append(dict(
-                name=c,
-                datasec=(f"DATASEC{c}", header[f"DATASEC{c}"]),
-                biassec=(f"BIASSEC{c}", header.get(f"BIASSEC{c}")),
-                gain=_first(header, f"GAIN{c}") or default_gain,
-                rdnoise=_first(header, f"RDNOISE{c}", f"RDNOIS{c}") or default_rn,
-                saturate=_first(header, f"SATURAT{c}") or default_sat,
-            ))
-    else:
-        data_key = "DATASEC" if "DATASEC" in header else ("TRIMSEC" if "TRIMSEC" in header else None)
-        specs.append(dict(
-            name="A",
-            datasec=(data_key or "image", header[data_key] if data_key else "[*,*]"),
-            biassec=("BIASSEC", header.get("BIASSEC")),
-            gain=default_gain, rdnoise=default_rn, saturate=default_sat,
-        ))
-    datasecs = [Section.parse(s["datasec"][1], keyword=s["datasec"][0]).validate(shape, keyword=s["datasec"][0])
-                for s in specs]
-    if not letters and "TRIMSEC" in header and "DATASEC" in header:
-        # TRIMSEC may keep less than DATASEC; it wins for what survives trimming.
-        datasecs = [Section.parse(header["TRIMSEC"], keyword="TRIMSEC").validate(shape, keyword="TRIMSEC")]
-    origin_y = min(d.normalized().y.start for d in datasecs)
-    origin_x = min(d.normalized().x.start for d in datasecs)
-    amps = []
-    for spec, datasec in zip(specs, datasecs, strict=True):
-        bkey, btext = spec["biassec"]
-        biassec = Section.parse(btext, keyword=bkey).validate(shape, keyword=bkey) if btext else None
-        amps.append(Amplifier(
-            name=spec["name"],
-            datasec=datasec,
-            ccdsec=_shift(datasec, origin_y, origin_x),
-            biassec=biassec,
-            gain=float(spec["gain"]) if spec["gain"] is not None else 1.0,
-            rdnoise=float(spec["rdnoise"]) if spec["rdnoise"] is not None else None,
-            saturate=float(spec["saturate"]) if spec["saturate"] is not None else None,
-        ))
-    return amps
+def _compose(header: fits.Header, template: str) -> str | None:
+    """``template`` with each ``{KEYWORD}`` replaced by the header's stripped value, or None."""
+    parts = re.split(r"\{([^{}]+)\}", template)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out.append(part)
+            continue
+        value = header.get(part) if part in header else None
+        if value is None or isinstance(value, fits.card.Undefined) or str(value).strip() == "":
+            return None
+        out.append(str(value).strip())
+    return "".join(out)
 
 
 @cache

@@ -6,5 +6,17 @@ from ._hash import canonical_hash, canonical_json, normalise
 from ._options import ConfigBase, option
 from ._stats import MAD_TO_SIGMA, SAMPLE_PIXELS, sample_step
 
-__all__ = ["MAD_TO_SIGMA", "SAMPLE_PIXELS", "TMP_PREFIX", "ConfigBase", "atomic_path", "atomic_write_text", "canonical_hash", "canonical_json", "normalise",
-           "option", "sample_step", "temporary_beside"]
+__all__ = [
+    "MAD_TO_SIGMA",
+    "SAMPLE_PIXELS",
+    "TMP_PREFIX",
+    "ConfigBase",
+    "atomic_path",
+    "atomic_write_text",
+    "canonical_hash",
+    "canonical_json",
+    "normalise",
+    "option",
+    "sample_step",
+    "temporary_beside",
+]

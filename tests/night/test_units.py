@@ -141,6 +141,16 @@ def test_focal_plane_places_chips_by_detsec_with_flips():
     np.testing.assert_array_equal(canvas[:, 4:], b[:, ::-1])  # DETSEC runs right to left
 
 
+def test_focal_plane_places_binned_chips_by_their_unbinned_detsec():
+    a = np.ones((3, 4), np.float32)
+    b = np.full((3, 4), 2.0, np.float32)
+    # 2x2 binning: each chip's DETSEC spans 8 x 6 unbinned pixels
+    canvas = focal_plane({"A": a, "B": b}, {"A": Section.parse("[1:8,1:6]"), "B": Section.parse("[9:16,1:6]")}, 1)
+    assert canvas.shape == (3, 8)
+    np.testing.assert_array_equal(canvas[:, :4], a)
+    np.testing.assert_array_equal(canvas[:, 4:], b)
+
+
 def test_save_png_writes_a_readable_image_atomically(tmp_path):
     import matplotlib.image as mpimg
 

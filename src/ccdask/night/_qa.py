@@ -83,14 +83,21 @@ def bin_factor(shape: tuple[int, int], max_pixels: int) -> int:
 
 
 def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section | None], factor: int) -> np.ndarray:
-    """Place binned chips at their DETSEC (binned by ``factor``); chips without one side by side."""
+    """Place binned chips at their DETSEC (binned by ``factor``); chips without one side by side.
+
+    DETSEC counts unbinned detector pixels: a chip read out binned (its DETSEC spans about
+    ``binning`` times its pixels) is placed at its DETSEC divided by that binning too, so binned
+    mosaics stay contiguous.
+    """
     placed = []
     x_cursor = 0
     for chip, img in thumbs.items():
         sec = detsecs.get(chip)
         if sec is not None:
             n = sec.normalized()
-            y0, x0 = (_start(n.y) - 1) // factor, (_start(n.x) - 1) // factor
+            by = max(1, round(n.y.length / (img.shape[0] * factor)))
+            bx = max(1, round(n.x.length / (img.shape[1] * factor)))
+            y0, x0 = (_start(n.y) - 1) // (factor * by), (_start(n.x) - 1) // (factor * bx)
             flip_y, flip_x = sec.flipped
             if flip_y:
                 img = img[::-1]

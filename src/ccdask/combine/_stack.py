@@ -34,6 +34,7 @@ from dask.highlevelgraph import HighLevelGraph
 from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, ShapeMismatchError
+from ..utils import SAMPLE_PIXELS, sample_step
 from ._config import Center, Clip, CombineConfig, Method, ScaleMode, Spread, parse_memory
 from ._kernels import combine_block
 from ._result import CombineResult
@@ -52,7 +53,7 @@ _TileOut: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 __all__ = ["SCALE_SAMPLE_PIXELS", "combine", "scale_sample_step", "tile_shape"]
 
 #: Pixels per frame (at most) of the fixed sample grid on which median/mean scales are computed.
-SCALE_SAMPLE_PIXELS = 1 << 18
+SCALE_SAMPLE_PIXELS = SAMPLE_PIXELS
 
 _META2 = np.empty((0, 0), np.float32)
 _META_COUNT = np.empty((0, 0), np.int16)
@@ -171,8 +172,7 @@ def scale_sample_step(shape: tuple[int, int]) -> int:
     >>> scale_sample_step((4096, 2048))
     6
     """
-    ny, nx = shape
-    return max(1, math.ceil(math.sqrt(ny * nx / SCALE_SAMPLE_PIXELS)))
+    return sample_step(shape)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -244,7 +244,13 @@ def _command_modules() -> list:
     import importlib
 
     mods = []
-    for name in ("ccdask.cli._combine", "ccdask.cli._cache", "ccdask.cli._gain"):
+    for name in (
+        "ccdask.cli._combine",
+        "ccdask.cli._cache",
+        "ccdask.cli._gain",
+        "ccdask.cli._inspect",
+        "ccdask.cli._profile",
+    ):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from ..errors import ProfileError, SectionError, where
 from ._layout import ChipLayout
-from ._resolve import LayoutSpec, parse_layout, resolve
+from ._resolve import LayoutExplanation, LayoutSpec, parse_layout, resolve, resolve_explained
 
 IMAGE_TYPES = ("bias", "dark", "flat", "science", "other")
 _HERE = Path(__file__).parent
@@ -47,6 +47,20 @@ class Classification:
 
     imagetyp: str
     label: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Whether a profile's ``[detect]`` block matches a header, and why.
+
+    ``conditions`` holds one ``(keyword, pattern, value, hit)`` per condition: the header's
+    value (None when the keyword is missing) and whether the pattern matches it in full.
+    """
+
+    profile: str
+    matched: bool
+    conditions: tuple[tuple[str, str, Any, bool], ...]
     reason: str
 
 
@@ -143,18 +157,23 @@ class Profile:
         An entry with braces composes a value from several keywords, e.g. ``"{LSST_NUM}_{EXTNAME}"``
         (present when all of them are).
         """
+        found = self.lookup_entry(header, field_name)
+        return None if found is None else found[0]
+
+    def lookup_entry(self, header: fits.Header, field_name: str) -> tuple[Any, str] | None:
+        """:meth:`lookup`'s value and the ``[keywords]`` entry that gave it, or None."""
         for key in self.keywords.get(field_name, ()):
             if "{" in key:
                 value = _compose(header, key)
                 if value is not None:
-                    return value
+                    return value, key
                 continue
             if key in header:
                 value = header[key]
                 if isinstance(value, str):
                     value = value.strip()
                 if value not in ("", None) and not isinstance(value, fits.card.Undefined):
-                    return value
+                    return value, key
         return None
 
     def matches(self, header: fits.Header) -> bool:
@@ -163,12 +182,34 @@ class Profile:
             return False
         return all(k in header and p.fullmatch(str(header[k]).strip()) for k, p in self.detect)
 
+    def explain_detection(self, header: fits.Header) -> Detection:
+        """Each ``[detect]`` condition against ``header``; ``matched`` is :meth:`matches`."""
+        conditions = []
+        for k, p in self.detect:
+            present = k in header
+            hit = present and p.fullmatch(str(header[k]).strip()) is not None
+            value = header[k] if present else None
+            conditions.append((k, p.pattern, value.strip() if isinstance(value, str) else value, hit))
+        matched = bool(conditions) and all(c[3] for c in conditions)
+        if not conditions:
+            reason = f"{self.name} has no [detect] block"
+        elif matched:
+            reason = " and ".join(f"{k} = {v!r} matches {p!r}" for k, p, v, _ in conditions)
+        else:
+            k, p, v, _ = next(c for c in conditions if not c[3])
+            reason = f"{k} is missing" if v is None else f"{k} = {v!r} does not match {p!r}"
+        return Detection(self.name, matched, tuple(conditions), reason)
+
     def exptime(self, header: fits.Header) -> float | None:
         value = self.lookup(header, "exptime")
         try:
             return None if value is None else float(value)
         except (TypeError, ValueError):
             return None
+
+    def vocabulary_type(self, value: object) -> str | None:
+        """The image type this profile's vocabulary gives a header value, or None if not in it."""
+        return self.vocabulary.get(_norm(value))
 
     def classify(self, header: fits.Header) -> Classification:
         """Normalise the image type: profile rules first, then the vocabulary."""
@@ -208,6 +249,24 @@ class Profile:
         """
         try:
             return resolve(
+                self.layout_spec, header, shape, chip=chip, bitpix=bitpix, detsec_keys=self.keywords.get("detsec", ())
+            )
+        except (SectionError, ProfileError) as exc:
+            raise ProfileError(f"{where(path, hdu)}{exc}") from exc
+
+    def explain_layout(
+        self,
+        header: fits.Header,
+        shape: tuple[int, int],
+        *,
+        chip: str,
+        path: object = None,
+        hdu: object = None,
+        bitpix: int | None = None,
+    ) -> tuple[ChipLayout, LayoutExplanation]:
+        """:meth:`chip_layout` and where each of its facts came from (see ``resolve_explained``)."""
+        try:
+            return resolve_explained(
                 self.layout_spec, header, shape, chip=chip, bitpix=bitpix, detsec_keys=self.keywords.get("detsec", ())
             )
         except (SectionError, ProfileError) as exc:
@@ -264,3 +323,13 @@ def detect_profile(header: fits.Header) -> Profile:
         if prof.matches(header):
             return prof
     return _shipped("generic")
+
+
+def detect_profile_explained(header: fits.Header) -> tuple[Profile, Detection | None]:
+    """:func:`detect_profile`'s choice and the detection that chose it (None: generic, nothing matched)."""
+    for name in available_profiles():
+        prof = _shipped(name)
+        detection = prof.explain_detection(header)
+        if detection.matched:
+            return prof, detection
+    return _shipped("generic"), None

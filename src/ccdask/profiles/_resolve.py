@@ -15,6 +15,9 @@ turns a header into a :class:`~ccdask.profiles.ChipLayout` in two steps:
    placement sections count unbinned pixels; trim sections cropped out of the placement; and
    cross-checks of the assembled shape against CCDSEC, DETSEC and DATASEC.
 
+:func:`resolve_explained` returns the same layout with a :class:`LayoutExplanation`: the rule
+used and why, and for every amplifier the :class:`Origin` of each fact (``ccdask inspect``).
+
 The rules and their order are documented in ``docs/profiles.md``. Errors are
 :class:`~ccdask.errors.ProfileError` naming the keywords and values involved; the caller adds
 the file and extension.
@@ -25,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 from astropy.io import fits
 
@@ -33,7 +36,15 @@ from ..errors import ProfileError, SectionError
 from ..sections import Range, Section
 from ._layout import Amplifier, ChipLayout
 
-__all__ = ["LayoutSpec", "parse_layout", "resolve"]
+__all__ = [
+    "AmpExplanation",
+    "LayoutExplanation",
+    "LayoutSpec",
+    "Origin",
+    "parse_layout",
+    "resolve",
+    "resolve_explained",
+]
 
 SECTION_FIELDS = ("datasec", "trimsec", "biassec", "parallel_biassec", "ccdsec", "detsec")
 NUMBER_FIELDS = ("gain", "rdnoise", "saturate")
@@ -198,6 +209,132 @@ def _entry(name: str, e: Any, fail: Any) -> Entry:
     raise fail(f"[layout.keywords] {name}: cannot use entry {e!r}")
 
 
+# -- provenance: where each fact came from ------------------------------------------------------
+
+OriginKind = Literal["header", "profile", "default", "derived"]
+
+
+def _card(value: Any) -> str:
+    """A header value as a FITS card shows it: strings quoted, numbers as they are."""
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one fact of a chip's layout came from.
+
+    Attributes
+    ----------
+    kind : {"header", "profile", "default", "derived"}
+        ``header``: read from the header keywords listed in ``keywords`` (a keyword named by a
+        profile entry counts as header); ``profile``: a value written in the profile (a literal
+        of ``[layout.keywords]`` or a ``[[layout.amplifiers]]`` entry); ``default``: nothing gave
+        it, ccdask's default applies; ``derived``: worked out by the resolver from other facts.
+    keywords : tuple of (str, value)
+        The header keywords used, each with its value as the header has it (strings stripped).
+    detail : str
+        What else a reader needs: the profile entry, the default, how it was derived.
+    """
+
+    kind: OriginKind
+    keywords: tuple[tuple[str, Any], ...] = ()
+    detail: str = ""
+
+    def __str__(self) -> str:
+        cards = ", ".join(f"{k} = {_card(v)}" for k, v in self.keywords)
+        if self.kind == "header":
+            return f"{cards} ({self.detail})" if self.detail else cards
+        text = f"{self.kind}: {self.detail}" if self.detail else self.kind
+        return f"{text} [{cards}]" if cards else text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "keywords": [{"keyword": k, "value": v} for k, v in self.keywords],
+            "detail": self.detail,
+            "text": str(self),
+        }
+
+
+def _from_header(*keys: str, header: fits.Header, detail: str = "") -> Origin:
+    return Origin("header", tuple((k, _card_value(header[k])) for k in keys), detail)
+
+
+def _card_value(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class AmpExplanation:
+    """Where each fact of one amplifier came from.
+
+    ``origins`` maps a field (``datasec``, ``trimsec``, ``biassec``, ``parallel_biassec``,
+    ``ccdsec``, ``detsec``, ``overscan_axis``, ``overscan_order``, ``gain``, ``rdnoise``,
+    ``saturate``) to its :class:`Origin`; fields the amplifier does not have are absent, except
+    ``gain``, ``rdnoise``, ``saturate`` and ``ccdsec``, always present. ``ccdsec``'s origin is
+    the placement (the section the rule read, or how it packed). ``flips`` says per axis
+    (``"x"``, ``"y"``) whether the amplifier is read backwards into the chip, ``flip_reason`` why.
+    ``found`` holds the sections as found before placement (``datasec`` before trimming,
+    ``trimsec``, ``ccdsec`` and ``detsec`` as the header or profile gives them), where present.
+    """
+
+    name: str
+    origins: Mapping[str, Origin]
+    flips: Mapping[str, bool]
+    flip_reason: str
+    found: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayoutExplanation:
+    """Why a chip's layout is what :func:`resolve` made of it.
+
+    Attributes
+    ----------
+    rule : {"explicit", "CCDSEC", "DETSEC", "packing"}
+        The placement rule used (``docs/profiles.md``: rules 0 to 3, ``rule_number``).
+    rule_reason : str
+        Why that rule applies.
+    amplifiers_from : str
+        How the amplifiers were found (a suffix series, ESO ports, one amplifier, the profile).
+    binning : tuple of int
+        On-chip binning ``(x, y)``, with ``binning_origin``.
+    detsec_origin : Origin or None
+        Where the chip's DETSEC came from (None: it has none).
+    amplifiers : tuple of AmpExplanation
+        In the order of the layout's amplifiers.
+    """
+
+    rule: str
+    rule_number: int
+    rule_reason: str
+    amplifiers_from: str
+    binning: tuple[int, int]
+    binning_origin: Origin
+    detsec_origin: Origin | None
+    amplifiers: tuple[AmpExplanation, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "rule_number": self.rule_number,
+            "rule_reason": self.rule_reason,
+            "amplifiers_from": self.amplifiers_from,
+            "binning": {"x": self.binning[0], "y": self.binning[1], "origin": self.binning_origin.to_dict()},
+            "detsec_origin": None if self.detsec_origin is None else self.detsec_origin.to_dict(),
+            "amplifiers": [
+                {
+                    "name": a.name,
+                    "origins": {k: o.to_dict() for k, o in a.origins.items()},
+                    "flips": dict(a.flips),
+                    "flip_reason": a.flip_reason,
+                    "found": dict(a.found),
+                }
+                for a in self.amplifiers
+            ],
+        }
+
+
 # -- step 1: collect the amplifiers' raw facts ---------------------------------------------------
 
 
@@ -219,6 +356,7 @@ class _Raw:
     saturate: float | None = None
     explicit: Section | None = None  # a profile's ccdsec: the final place, as given
     src: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, Origin] = field(default_factory=dict)  # the same, structured (explanations)
 
 
 def _expand(template: str, suffix: str) -> str | None:
@@ -246,26 +384,31 @@ def _lookup(header: fits.Header, key: str) -> Any:
 
 def _section_entry(
     header: fits.Header, e: Entry, suffix: str, shape: tuple[int, int], data: Section | None
-) -> tuple[Section, str] | None:
-    """The section an entry gives for amplifier ``suffix`` (resolved, in bounds), or None."""
+) -> tuple[Section, str, Origin] | None:
+    """The section an entry gives for amplifier ``suffix`` (resolved, in bounds), or None; with
+    its label for messages and its origin."""
     if isinstance(e, str):
         if e.lstrip().startswith("["):
             label = f"profile section {e}"
             text = e
+            origin = Origin("profile", detail=f"[layout.keywords] literal {e}")
         else:
             key = _expand(e, suffix)
             text = None if key is None else _lookup(header, key)
             if key is None or text is None:
                 return None
             label = f"{key}={str(text).strip()!r}"
+            origin = _from_header(key, header=header)
             e = key
         try:
             sec = Section.parse(str(text), keyword=None if e.startswith("[") else e)
-            return sec.validate(shape, keyword=None if e.startswith("[") else e), label
+            return sec.validate(shape, keyword=None if e.startswith("[") else e), label, origin
         except SectionError as exc:
             raise ProfileError(str(exc)) from exc
     if isinstance(e, Ranges):
         bounds, labels = [], []
+        used: list[str] = []
+        notes: list[str] = []
         for ax, name in ((e.x, "x"), (e.y, "y")):
             if isinstance(ax, str):
                 if data is None:
@@ -273,6 +416,7 @@ def _section_entry(
                 r = data.normalized().x if name == "x" else data.normalized().y
                 bounds.append((r.start, r.stop))
                 labels.append(f"{name} as the data")
+                notes.append(f"{name} as the data section")
                 continue
             kmin, kmax = (_expand(k, suffix) or "" for k in ax)
             if not kmin or not kmax:
@@ -286,13 +430,15 @@ def _section_entry(
                 raise ProfileError(f"{kmin}={vmin!r}, {kmax}={vmax!r}: not pixel numbers") from exc
             bounds.append((lo, hi))
             labels.append(f"{kmin}={vmin}..{kmax}={vmax}")
+            used.extend((kmin, kmax))
         (x0, x1), (y0, y1) = bounds
         label = ", ".join(labels)
         if min(x0, x1, y0, y1) < 1:
             raise ProfileError(f"{label}: FITS pixel numbers start at 1")
         sec = Section(Range(x0, x1, x0 > x1), Range(y0, y1, y0 > y1))
+        origin = _from_header(*used, header=header, detail="; ".join(["pixel-number keywords", *notes]))
         try:
-            return sec.validate(shape, keyword=label), label
+            return sec.validate(shape, keyword=label), label, origin
         except SectionError as exc:
             raise ProfileError(str(exc)) from exc
     return None
@@ -300,7 +446,7 @@ def _section_entry(
 
 def _first_section(
     header: fits.Header, entries: Sequence[Entry], suffix: str, shape: tuple[int, int], data: Section | None = None
-) -> tuple[Section, str] | None:
+) -> tuple[Section, str, Origin] | None:
     for e in entries:
         found = _section_entry(header, e, suffix, shape, data)
         if found is not None:
@@ -315,20 +461,20 @@ def _number_value(value: Any, label: str) -> float:
         raise ProfileError(f"{label}={value!r} is not a number") from exc
 
 
-def _first_number(header: fits.Header, entries: Sequence[Entry], suffix: str) -> tuple[float, str] | None:
+def _first_number(header: fits.Header, entries: Sequence[Entry], suffix: str) -> tuple[float, str, Origin] | None:
     for e in entries:
         if isinstance(e, float):
-            return e, "profile"
+            return e, "profile", Origin("profile", detail=f"[layout.keywords] literal {e:g}")
         if isinstance(e, str):
             key = _expand(e, suffix)
             value = None if key is None else _lookup(header, key)
             if key is not None and value is not None:
-                return _number_value(value, key), key
+                return _number_value(value, key), key, _from_header(key, header=header)
     return None
 
 
-def _binning(header: fits.Header, entries: Sequence[Entry]) -> tuple[tuple[int, int], str]:
-    """(bin y, bin x) from the first binning entry present, else (1, 1)."""
+def _binning(header: fits.Header, entries: Sequence[Entry]) -> tuple[tuple[int, int], str, Origin]:
+    """(bin y, bin x) from the first binning entry present, else (1, 1); with label and origin."""
     for e in entries:
         if isinstance(e, str):
             value = _lookup(header, e)
@@ -340,18 +486,20 @@ def _binning(header: fits.Header, entries: Sequence[Entry]) -> tuple[tuple[int, 
             except (ValueError, IndexError) as exc:
                 raise ProfileError(f"{e}={value!r}: expected two binning factors like '2 2'") from exc
             label = f"{e}={str(value).strip()!r}"
+            origin = _from_header(e, header=header)
         elif isinstance(e, AxisPair):
             vx, vy = _lookup(header, e.x), _lookup(header, e.y)
             if vx is None or vy is None:
                 continue
             bx, by = int(_number_value(vx, e.x)), int(_number_value(vy, e.y))
             label = f"{e.x}={vx}, {e.y}={vy}"
+            origin = _from_header(e.x, e.y, header=header)
         else:
             continue
         if bx < 1 or by < 1:
             raise ProfileError(f"{label}: binning factors must be positive")
-        return (by, bx), label
-    return (1, 1), "no binning keyword"
+        return (by, bx), label, origin
+    return (1, 1), "no binning keyword", Origin("default", detail="no binning keyword: 1 x 1")
 
 
 def _templated(e: Entry) -> bool:
@@ -400,14 +548,19 @@ def _collect_header(header: fits.Header, spec: LayoutSpec, shape: tuple[int, int
         if data is None and trim is None:
             if suffix:
                 raise ProfileError(f"amplifier {name}: no data section")
-            data = (Section.parse("[*,*]").resolve(shape), "the whole image (no DATASEC)")
+            data = (
+                Section.parse("[*,*]").resolve(shape),
+                "the whole image (no DATASEC)",
+                Origin("default", detail="the whole image: no data or trim section keyword"),
+            )
         if data is None:
             data, trim = trim, None
         assert data is not None
         raw = _Raw(name, data[0], src=src, overscan_order=spec.overscan_order)
         src["datasec"] = data[1]
+        raw.origin["datasec"] = data[2]
         if trim is not None and trim[0].normalized() != data[0].normalized():
-            raw.trimsec, src["trimsec"] = trim
+            raw.trimsec, src["trimsec"], raw.origin["trimsec"] = trim
         for fld, attr in (
             ("biassec", "biassec"),
             ("parallel_biassec", "parallel"),
@@ -420,14 +573,20 @@ def _collect_header(header: fits.Header, spec: LayoutSpec, shape: tuple[int, int
             if found is not None:
                 setattr(raw, attr, found[0])
                 src[fld] = found[1]
+                raw.origin[fld] = found[2]
         for fld in NUMBER_FIELDS:
             found_n = _first_number(header, kw.get(fld, ()), suffix)
             if found_n is not None:
                 setattr(raw, fld, found_n[0])
                 src[fld] = found_n[1]
+                raw.origin[fld] = found_n[2]
         if raw.parallel is not None and raw.biassec is None:
             raw.biassec, raw.parallel, raw.overscan_axis = raw.parallel, None, "parallel"
             src["biassec"] = src.pop("parallel_biassec")
+            raw.origin["biassec"] = raw.origin.pop("parallel_biassec")
+            raw.origin["overscan_axis"] = Origin(
+                "derived", detail="a parallel overscan without a serial one is the amplifier's one overscan"
+            )
         amps.append(raw)
     return amps
 
@@ -446,8 +605,10 @@ def _collect_ports(header: fits.Header, spec: LayoutSpec, shape: tuple[int, int]
     count_key = p["count"]
     count = int(_number_value(_lookup(header, count_key), count_key))
     ports = []
+    used: dict[str, list[str]] = {}  # the keywords each port's description was read from
     for i in range(1, count + 1):
         s = str(i)
+        used[s] = [count_key]
 
         def get(fld: str, default: int | None = None, suffix: str = s) -> int:
             key = p.get(fld, "").replace("{a}", suffix)
@@ -456,6 +617,7 @@ def _collect_ports(header: fits.Header, spec: LayoutSpec, shape: tuple[int, int]
                 if default is None:
                     raise ProfileError(f"port {suffix}: keyword {key or fld} is missing")
                 return default
+            used[suffix].append(key)
             return int(_number_value(value, key))
 
         ports.append(
@@ -514,15 +676,22 @@ def _collect_ports(header: fits.Header, spec: LayoutSpec, shape: tuple[int, int]
         data = Section(Range(dx[0], dx[1]), Range(dy[0], dy[1]))
         where_ = f"ESO port {q['name']}"
         raw = _Raw(q["name"], data, overscan_order=spec.overscan_order, src={"datasec": where_})
+        port_origin = _from_header(
+            *used[q["name"]], header=header, detail=f"{where_}: prescan, data and overscan sizes from its corner"
+        )
+        raw.origin["datasec"] = port_origin
         serial = Section(Range(ox[0], ox[1]), Range(dy[0], dy[1])) if ox else None
         parallel = Section(Range(dx[0], dx[1]), Range(oy[0], oy[1])) if oy else None
         if serial is not None:
             raw.biassec, raw.src["biassec"] = serial, f"{where_} OVSCX={q['ovscx']}"
+            raw.origin["biassec"] = raw.origin["overscan_axis"] = port_origin
             if parallel is not None:
                 raw.parallel, raw.src["parallel_biassec"] = parallel, f"{where_} OVSCY={q['ovscy']}"
+                raw.origin["parallel_biassec"] = port_origin
         elif parallel is not None:
             raw.biassec, raw.overscan_axis = parallel, "parallel"
             raw.src["biassec"] = f"{where_} OVSCY={q['ovscy']}"
+            raw.origin["biassec"] = raw.origin["overscan_axis"] = port_origin
         for fld in NUMBER_FIELDS:
             if fld in p:
                 key = p[fld].replace("{a}", q["name"])
@@ -530,6 +699,7 @@ def _collect_ports(header: fits.Header, spec: LayoutSpec, shape: tuple[int, int]
                 if value is not None:
                     setattr(raw, fld, _number_value(value, key))
                     raw.src[fld] = key
+                    raw.origin[fld] = _from_header(key, header=header)
         amps.append(raw)
     return amps
 
@@ -546,6 +716,14 @@ def _collect_profile(header: fits.Header, spec: LayoutSpec, shape: tuple[int, in
             overscan_order=a.get("overscan_order", spec.overscan_order),
             src={"datasec": "profile"},
         )
+
+        def given(key: str, a: Mapping[str, Any] = a) -> Origin:
+            return Origin("profile", detail=f"[[layout.amplifiers]] {key} = {_card(a[key])}")
+
+        raw.origin["datasec"] = given("datasec")
+        for key in ("overscan_axis", "overscan_order"):
+            if key in a:
+                raw.origin[key] = given(key)
         for key, attr in (("biassec", "biassec"), ("parallel_biassec", "parallel")):
             if key in a:
                 setattr(
@@ -554,10 +732,12 @@ def _collect_profile(header: fits.Header, spec: LayoutSpec, shape: tuple[int, in
                     Section.parse(a[key], keyword=f"{key} of {name}").validate(shape, keyword=f"{key} of {name}"),
                 )
                 raw.src[key] = "profile"
+                raw.origin[key] = given(key)
         if "ccdsec" in a:
             raw.explicit = Section.parse(a["ccdsec"], keyword=f"ccdsec of {name}").resolve(data.shape)
             if raw.explicit.shape != data.shape:
                 raise ProfileError(f"amplifier {name}: datasec {data} and ccdsec {raw.explicit} differ in shape")
+            raw.origin["ccdsec"] = given("ccdsec")
         for fld in NUMBER_FIELDS:
             value = a.get(fld)
             if isinstance(value, str):
@@ -565,9 +745,11 @@ def _collect_profile(header: fits.Header, spec: LayoutSpec, shape: tuple[int, in
                     raise ProfileError(f"profile takes {fld} from keyword {value}, which the header lacks")
                 setattr(raw, fld, _number_value(header[value], value))
                 raw.src[fld] = value
+                raw.origin[fld] = _from_header(value, header=header, detail="the keyword the profile names")
             elif value is not None:
                 setattr(raw, fld, _number_value(value, fld))
                 raw.src[fld] = "profile"
+                raw.origin[fld] = given(fld)
         amps.append(raw)
     return amps
 
@@ -699,11 +881,29 @@ def resolve(
     detsec_keys: Sequence[str] = ("DETSEC",),
 ) -> ChipLayout:
     """The amplifier layout of one raw chip of ``shape`` (ny, nx) described by ``header``."""
+    return resolve_explained(spec, header, shape, chip=chip, bitpix=bitpix, detsec_keys=detsec_keys)[0]
+
+
+def resolve_explained(
+    spec: LayoutSpec,
+    header: fits.Header,
+    shape: tuple[int, int],
+    *,
+    chip: str,
+    bitpix: int | None = None,
+    detsec_keys: Sequence[str] = ("DETSEC",),
+) -> tuple[ChipLayout, LayoutExplanation]:
+    """:func:`resolve`'s layout (the same object) and where each of its facts came from.
+
+    The explanation names the placement rule and why it applies, and for each amplifier the
+    keyword (with its value), profile entry or default behind each section and number, and its
+    flips with their reason (``ccdask inspect`` prints it).
+    """
     shape = (int(shape[0]), int(shape[1]))
     collect = _collect_profile if spec.source == "profile" else _collect_header
     amps = collect(header, spec, shape)
-    binning, bin_label = _binning(header, spec.keywords.get("binning", ()))
-    chip_detsec, chip_detsec_label = None, ""
+    binning, bin_label, bin_origin = _binning(header, spec.keywords.get("binning", ()))
+    chip_detsec, chip_detsec_label, chip_detsec_origin = None, "", None
     for key in detsec_keys:
         text = _lookup(header, key)
         if text is not None:
@@ -712,6 +912,7 @@ def resolve(
             except SectionError as exc:
                 raise ProfileError(str(exc)) from exc
             chip_detsec_label = f"{key}={str(text).strip()!r}"
+            chip_detsec_origin = _from_header(key, header=header)
             break
     multi = len(amps) > 1
     header_source = spec.source == "header"
@@ -831,7 +1032,7 @@ def resolve(
                     f"the chip's {chip_ccd[1]}", chip_ccd[0], untrimmed, binning, bin_label, "the assembled chip"
                 )
 
-    amplifiers = []
+    amplifiers, explained = [], []
     for a, datasec, (y0, y1, x0, x1) in pieces:
         ccdsec = Section(Range(x0 - ox + 1, x1 - ox), Range(y0 - oy + 1, y1 - oy))
         amplifiers.append(
@@ -848,13 +1049,133 @@ def resolve(
                 overscan_order=a.overscan_order,  # type: ignore[arg-type]
             )
         )
+        explained.append(_explain_amp(a, amplifiers[-1], rule, positions[a.name], bitpix))
     detsec = chip_detsec
     if detector_oriented:
         # the pixels were turned into detector orientation: the chip lies forward in DETSEC
         if detsec is None:
             detsec = Section(Range(bbox["x"][0], bbox["x"][1]), Range(bbox["y"][0], bbox["y"][1]))
+            chip_detsec_origin = Origin(
+                "derived", detail="the box the amplifiers' DETSECs cover (the header gives no chip DETSEC)"
+            )
+        elif detsec.normalized() != detsec:
+            assert chip_detsec_origin is not None
+            chip_detsec_origin = Origin(
+                "header",
+                chip_detsec_origin.keywords,
+                "turned forward: rule DETSEC put the pixels in detector orientation",
+            )
         detsec = detsec.normalized()
-    return ChipLayout(chip, shape, tuple(amplifiers), detsec=detsec)
+    layout = ChipLayout(chip, shape, tuple(amplifiers), detsec=detsec)
+    number = {"explicit": 0, "CCDSEC": 1, "DETSEC": 2, "packing": 3}
+    name = "explicit" if rule == "profile ccdsec" else rule
+    explanation = LayoutExplanation(
+        rule=name,
+        rule_number=number[name],
+        rule_reason=_rule_reason(name, amps, spec),
+        amplifiers_from=_amplifiers_from(header, spec, amps),
+        binning=(binning[1], binning[0]),
+        binning_origin=bin_origin,
+        detsec_origin=chip_detsec_origin,
+        amplifiers=tuple(explained),
+    )
+    return layout, explanation
+
+
+def _keys(origin: Origin | None) -> str:
+    """The keywords of an origin (``CCDSECA``), or what it is (``the profile's ccdsec``)."""
+    if origin is None:
+        return "?"
+    if origin.keywords and (len(origin.keywords) <= 4 or not origin.detail):
+        return "/".join(k for k, _ in origin.keywords)
+    return origin.detail.split(":")[0] or origin.kind
+
+
+def _rule_reason(rule: str, amps: Sequence[_Raw], spec: LayoutSpec) -> str:
+    if rule == "explicit":
+        return "every amplifier of the profile's [[layout.amplifiers]] gives a ccdsec"
+    if rule in ("CCDSEC", "DETSEC"):
+        fld = rule.lower()
+        return f"every amplifier has a {rule} ({', '.join(_keys(a.origin.get(fld)) for a in amps)})"
+    if spec.source == "profile":
+        return "the profile's amplifiers give no ccdsec: their data sections are packed in raw order"
+    return "no amplifier has a CCDSEC or DETSEC: the data sections are packed in raw order, gaps removed"
+
+
+def _amplifiers_from(header: fits.Header, spec: LayoutSpec, amps: Sequence[_Raw]) -> str:
+    if spec.source == "profile":
+        return f"the profile's [[layout.amplifiers]] ({len(amps)})"
+    suffixes = amplifier_suffixes(header, spec)
+    if suffixes:
+        return f"suffixes {', '.join(suffixes)} (the series naming the most data sections)"
+    if spec.ports and _lookup(header, spec.ports["count"]) is not None:
+        return f"ESO ports ({spec.ports['count']} = {_lookup(header, spec.ports['count'])})"
+    return "one amplifier (no suffixed data section)"
+
+
+def _explain_amp(
+    a: _Raw, amp: Amplifier, rule: str, position: Mapping[str, tuple[int, bool]], bitpix: int | None
+) -> AmpExplanation:
+    """Where each fact of the placed amplifier ``amp`` (collected as ``a``) came from."""
+    origins = dict(a.origin)
+    data = a.origin["datasec"]
+    crop = " (cropped to the trim section)" if a.trimsec is not None else ""
+    if rule == "profile ccdsec":
+        placed = a.origin["ccdsec"]
+    elif rule in ("CCDSEC", "DETSEC"):
+        src = a.origin[rule.lower()]
+        how = "relative to the lowest corner of the amplifiers' " + rule + "s"
+        placed = Origin(src.kind, src.keywords, how + crop)
+    else:
+        placed = Origin(
+            "derived",
+            data.keywords,
+            "the data sections packed in raw order along each axis, gaps between them removed" + crop,
+        )
+    origins["ccdsec"] = placed
+    if rule == "CCDSEC" and "detsec" in origins:
+        d = origins["detsec"]
+        origins["detsec"] = Origin(d.kind, d.keywords, "found, not used: CCDSEC places the amplifiers")
+    if amp.biassec is not None and "overscan_axis" not in origins:
+        origins["overscan_axis"] = Origin("derived", detail="from where the overscan lies against the data section")
+    if amp.parallel_biassec is not None and "overscan_order" not in origins:
+        origins["overscan_order"] = Origin("profile", detail=f"layout.overscan_order = '{amp.overscan_order}'")
+    if a.gain is None:
+        origins["gain"] = Origin("default", detail="no gain keyword or value: 1 e-/ADU")
+    if a.rdnoise is None:
+        origins["rdnoise"] = Origin("default", detail="unknown: no read noise keyword or value")
+    if a.saturate is None:
+        origins["saturate"] = (
+            Origin("default", detail=f"no saturation keyword or value: the {bitpix}-bit maximum")
+            if amp.saturate is not None
+            else Origin("default", detail="unknown: no saturation keyword or value, and not 8- or 16-bit data")
+        )
+    flips = {axis: position[axis][1] for axis in ("x", "y")}
+    reasons = []
+    for axis in ("x", "y"):
+        if not flips[axis]:
+            continue
+        place = a.ccdsec if rule == "CCDSEC" else a.detsec if rule == "DETSEC" else None
+        if place is None:
+            reasons.append(f"{axis}: {_keys(data)} is written backwards")
+        elif _flipped(_axis(place, axis)):
+            reasons.append(f"{axis}: {_keys(placed)} runs backwards, {_keys(data)} forwards")
+        else:
+            reasons.append(f"{axis}: {_keys(data)} runs backwards, {_keys(placed)} forwards")
+    if not reasons:
+        same = f"{_keys(placed)} and {_keys(data)} run the same way" if rule in ("CCDSEC", "DETSEC") else ""
+        reasons.append(same or f"{_keys(data)} runs forwards")
+    found = {
+        k: str(sec)
+        for k, sec in (
+            ("datasec", a.datasec),
+            ("trimsec", a.trimsec),
+            ("ccdsec", a.explicit or a.ccdsec),
+            ("detsec", a.detsec),
+        )
+        if sec is not None
+    }
+    return AmpExplanation(a.name, origins, flips, "; ".join(reasons), found)
 
 
 def _describe(a: _Raw) -> str:

@@ -526,3 +526,11 @@ def test_json_matches_the_text(made, capsys):
                 want = a[key]["value"]
                 assert (value == "unknown") if want is None else float(value.split()[0]) == want
                 assert ta[label][1] == text(a[key])
+
+
+def test_profile_sections_are_named_whole_in_the_reasons(capsys):
+    """A section from the profile is named by its entry, not cut at the colon inside it."""
+    path = real_dir("wht_isis_red") / "r2700982.fit.gz"
+    assert main(["inspect", str(path)]) == EXIT_OK
+    (flips,) = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("flips")]
+    assert flips.split("<-")[1].strip() == "[[layout.amplifiers]] datasec runs forwards"

@@ -1088,7 +1088,7 @@ def _keys(origin: Origin | None) -> str:
         return "?"
     if origin.keywords and (len(origin.keywords) <= 4 or not origin.detail):
         return "/".join(k for k, _ in origin.keywords)
-    return origin.detail.split(":")[0] or origin.kind
+    return origin.detail.split(" = ")[0].split(": ")[0] or origin.kind
 
 
 def _rule_reason(rule: str, amps: Sequence[_Raw], spec: LayoutSpec) -> str:

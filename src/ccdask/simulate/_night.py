@@ -5,7 +5,8 @@ science frames per filter) of the simulated camera ``SIMCAM`` and, beside them, 
 were made from: every static property of the detector (bias structure, dark current, hot
 pixels, flat-field response per filter, dead columns, gains, read noises, saturation levels) and
 every per-frame random ingredient that a reduction should find (row-wise bias drift, cosmic
-rays, saturated pixels, sky level, stars).
+rays, saturated pixels, sky level, stars). With ``camera=`` the frames carry a real camera's
+published header cards and raw layout instead (:mod:`ccdask.simulate._camera`).
 
 Layout on disk::
 
@@ -53,8 +54,10 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..utils import TMP_PREFIX
+from . import _camera
 from . import _model as model
 from . import _write as sio
+from ._camera import CameraHeaders
 
 __all__ = ["SIZES", "SimulatedNight", "Truth", "simulate_night"]
 
@@ -67,7 +70,6 @@ _FILTER_NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
 _RAW_NAME = re.compile(r"^(bias|dark|flat_[A-Za-z0-9]+|science_[A-Za-z0-9]+)_\d{3,}\.fits$")
 _TMP_NAME = re.compile(rf"^{re.escape(TMP_PREFIX)}.+\.[0-9a-f]{{8}}$")  # an interrupted atomic write
 _FORMAT_VERSION = 1
-_STAR_LIST_MAX = 2000  # stars are listed in truth.json only up to this many (small nights)
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +102,13 @@ class Truth:
     pixels or dead columns, bool), and per frame ``"<frame>/row_bias"`` (ADU, (amps, ny)),
     ``"<frame>/cosmic_rays"`` and ``"<frame>/saturated"`` (bool masks), ``"<frame>/sky"``
     (e-, science frames). Frame names are file stems such as ``"science_r_000"``.
+    :meth:`signal` renders what a perfect reduction of a science frame gives.
+
+    A night written with a camera's headers (``meta["camera"]``) keeps the same arrays in the
+    assembled chip frame; its amplifiers record ``rows`` and ``columns`` (their block of the
+    chip), their raw sections and flips, and ``rdnoise_source`` (``"header"`` or
+    ``"simulated"``: drawn because the header publishes none); ``row_bias`` runs over the raw
+    rows of the chip's HDU.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -175,6 +184,28 @@ class Truth:
         npz = self._archive()
         return {k[len("stars/") :]: npz[k] for k in npz.files if k.startswith("stars/")}
 
+    def signal(self, chip: str, frame: str) -> np.ndarray:
+        """What a perfect reduction of a science frame gives on one chip (e-, float64): the sky
+        plus the stars, as they fell on the chip before the flat-field response.
+
+        The stars are rendered again from the star field, the frame's exposure time,
+        transparency and seeing, exactly as the frame was made.
+        """
+        rec = self.frame(frame)
+        if rec["kind"] != "science":
+            raise ConfigError(f"{self.path}: {rec['name']} is a {rec['kind']} frame; only science frames have a signal")
+        if chip not in self.meta["chips"]:
+            raise ConfigError(f"{self.path}: no chip {chip!r} (chips: {', '.join(self.chips)})")
+        k = int(self.meta["chips"][chip]["index"])
+        ny, nx = self.shape
+        grid = model.Geometry(ny=ny, nx=nx, nover=0, amps=1, chips=len(self.chips))  # chip k's origin
+        stars = self.stars()
+        field = model.StarField(stars["y"], stars["x"], stars["chip"], stars["y"] * 0.0, stars["y"] * 0.0)
+        flux = stars[f"rate_{rec['filter']}"] * rec["exptime"] * rec["transparency"]
+        image = model.render_stars(grid, k, field, flux, rec["fwhm"]).astype(np.float64)
+        image += rec["sky"]
+        return image
+
     def close(self) -> None:
         """Close the array archive (reopened on the next access)."""
         if self._npz is not None:
@@ -218,6 +249,9 @@ class SimulatedNight:
         The seed the night was made from.
     shape : tuple of int
         Data pixels per chip ``(ny, nx)``.
+    camera : str or None
+        The name of the real camera whose headers the frames carry (``size`` is then
+        ``"camera"``), or None for the simulated camera ``SIMCAM``.
     """
 
     root: Path
@@ -231,6 +265,7 @@ class SimulatedNight:
     amps: int
     seed: int
     shape: tuple[int, int]
+    camera: str | None = None
 
     def truth(self) -> Truth:
         """Open the truth (arrays are read on demand)."""
@@ -270,6 +305,7 @@ def _night_from_meta(root: Path, meta: dict[str, Any]) -> SimulatedNight:
         amps=meta["amps"],
         seed=meta["seed"],
         shape=tuple(meta["shape"]),
+        camera=meta["camera"]["name"] if "camera" in meta else None,
     )
 
 
@@ -409,9 +445,9 @@ def _plan(
 def simulate_night(
     out_dir: str | Path,
     *,
-    chips: int = 4,
-    amps: int = 2,
-    size: str = "small",
+    chips: int | None = None,
+    amps: int | None = None,
+    size: str | None = None,
     nbias: int = 5,
     ndark: int = 3,
     nflat: int = 3,
@@ -421,6 +457,7 @@ def simulate_night(
     dark_exptime: float = 300.0,
     science_exptime: float | Sequence[float] = (60.0, 120.0),
     overwrite: bool = False,
+    camera: CameraHeaders | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -429,13 +466,14 @@ def simulate_night(
     out_dir : path-like
         Output directory; frames go to ``out_dir/raw``, the truth to ``out_dir/truth.json``
         and ``out_dir/truth.npz``. Created if missing.
-    chips : int
-        Number of chips (1–64), laid out in a grid two chips wide with no gaps.
-    amps : int
-        Amplifiers per chip, 1 or 2.
-    size : {"small", "medium", "large"}
+    chips : int, optional
+        Number of chips (1–64, default 4), laid out in a grid two chips wide with no gaps.
+        With ``camera``: the first ``chips`` image HDUs of the camera (default all).
+    amps : int, optional
+        Amplifiers per chip, 1 or 2 (default 2); not with ``camera`` (its layout says).
+    size : {"small", "medium", "large"}, optional
         Data pixels per chip: 192 × 160, 1024 × 1024 or 4096 × 2048 (ny × nx), with 16, 32 or
-        32 overscan columns per amplifier.
+        32 overscan columns per amplifier (default ``"small"``); not with ``camera``.
     nbias, ndark : int
         Number of bias and dark frames.
     nflat, nscience : int
@@ -454,6 +492,13 @@ def simulate_night(
         Allow replacing an earlier night in ``out_dir``: its frames (names the simulator
         writes) are deleted first. Without it, a non-empty ``raw`` directory or existing truth
         files are an error.
+    camera : CameraHeaders, optional
+        Write every frame with a real camera's published header cards, its pixels laid out
+        as the camera's documented amplifier layout says (see :class:`CameraHeaders`): raw
+        shape, data type and compression, overscans, prescans, flips, gains (and read noise
+        and saturation where published) are the camera's; the truth stays in the assembled
+        chip frame. The frame cards (type, exposure time, filter, date, object) are set
+        through the keywords of the camera's ccdask profile.
 
     Returns
     -------
@@ -472,10 +517,21 @@ def simulate_night(
     static truth is staged on disk and memory-mapped, so memory stays bounded for ``large``.
     Files are written under temporary names and renamed when complete.
     """
-    chips = _count("chips", chips, 1, 64)
-    amps = _count("amps", amps, 1, 2)
-    if not isinstance(size, str) or size not in SIZES:
-        raise ConfigError(f"simulate_night: size must be one of {sorted(SIZES)}, got {size!r}")
+    if camera is not None:
+        if not isinstance(camera, CameraHeaders):
+            raise ConfigError(
+                f"simulate_night: camera must be a CameraHeaders (header cards and amplifier layout), got {camera!r}"
+            )
+        if amps is not None or size is not None:
+            raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
+        if chips is not None:
+            chips = _count("chips", chips, 1, 64)
+    else:
+        chips = _count("chips", 4 if chips is None else chips, 1, 64)
+        amps = _count("amps", 2 if amps is None else amps, 1, 2)
+        size = "small" if size is None else size
+        if not isinstance(size, str) or size not in SIZES:
+            raise ConfigError(f"simulate_night: size must be one of {sorted(SIZES)}, got {size!r}")
     nbias = _count("nbias", nbias, 0, 999)
     ndark = _count("ndark", ndark, 0, 999)
     nflat = _count("nflat", nflat, 0, 999)
@@ -489,13 +545,17 @@ def simulate_night(
 
     root = Path(out_dir)
     raw_dir = _prepare_dirs(root, overwrite)
-    ny, nx, nover = SIZES[size]
-    geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
     frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes)
 
     stage = Path(tempfile.mkdtemp(prefix=".simulate-", dir=root))
     try:
-        meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage)
+        if camera is not None:
+            meta = _camera.generate(seed, camera, chips, filters, frames, root, raw_dir, stage)
+        else:
+            assert amps is not None and size is not None
+            ny, nx, nover = SIZES[size]
+            geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
+            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
@@ -681,18 +741,7 @@ def _meta(
         "frames": frames,
         "n_stars": int(stars.y.size),
     }
-    if stars.y.size <= _STAR_LIST_MAX:
-        names = [c.name for c in chip_models]
-        rates = {f: stars.rate(f) for f in filters}
-        meta["stars"] = [
-            {
-                "chip": names[int(stars.chip[i])],
-                "y_fp": float(stars.y[i]),
-                "x_fp": float(stars.x[i]),
-                "y": float(stars.y[i] - geom.origin(int(stars.chip[i]))[0]),
-                "x": float(stars.x[i] - geom.origin(int(stars.chip[i]))[1]),
-                "rate": {f: float(rates[f][i]) for f in filters},
-            }
-            for i in range(stars.y.size)
-        ]
+    stars_list = sio.star_list(stars, geom, [c.name for c in chip_models], filters)
+    if stars_list is not None:
+        meta["stars"] = stars_list
     return meta

@@ -19,10 +19,13 @@ from astropy.io import fits
 
 from ..sections import section_from_slices
 from ..utils import atomic_path
-from ._model import ChipModel, Geometry
+from ._model import ChipModel, Geometry, StarField
 
 # the earliest timestamp a zip entry can hold; used for every entry to keep archives identical
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+#: Stars are listed in truth.json only up to this many (small nights).
+STAR_LIST_MAX = 2000
 
 
 def section(rows: slice, cols: slice, shape: tuple[int, int]) -> str:
@@ -107,6 +110,25 @@ def primary_header(frame: dict, geom: Geometry) -> fits.Header:
     h["NAMPS"] = (geom.amps, "amplifiers per chip")
     h["DETSIZE"] = (detsize(geom), "focal-plane size in data pixels")
     return h
+
+
+def star_list(stars: StarField, geom: Geometry, names: list[str], filters: tuple[str, ...]) -> list[dict] | None:
+    """The stars as truth.json lists them (chip, focal-plane and chip position, rate per filter),
+    or None when there are more than :data:`STAR_LIST_MAX`."""
+    if stars.y.size > STAR_LIST_MAX:
+        return None
+    rates = {f: stars.rate(f) for f in filters}
+    return [
+        {
+            "chip": names[int(stars.chip[i])],
+            "y_fp": float(stars.y[i]),
+            "x_fp": float(stars.x[i]),
+            "y": float(stars.y[i] - geom.origin(int(stars.chip[i]))[0]),
+            "x": float(stars.x[i] - geom.origin(int(stars.chip[i]))[1]),
+            "rate": {f: float(rates[f][i]) for f in filters},
+        }
+        for i in range(stars.y.size)
+    ]
 
 
 def write_mef(path: Path, primary: fits.Header, chips: Iterable[tuple[fits.Header, np.ndarray]]) -> None:

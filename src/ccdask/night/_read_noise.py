@@ -14,6 +14,7 @@ with neither fails before any computation, naming the chip, the amplifier and a 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,7 +133,9 @@ def overscan_noise(overscan: np.ndarray, axis: str, *, sigma: float = 3.0, maxit
 
     ``axis`` is the amplifier's overscan axis: ``serial`` lines are rows, ``parallel`` lines
     columns. Each line's mean is taken over its kept pixels; the variance about it is scaled by
-    n / (n - 1), so the result is unbiased for Gaussian noise on lines of n pixels.
+    n / (n - 1), and the result is divided by the fraction of a Gaussian's standard deviation
+    that clipping at ``sigma`` of the clipped spread keeps (:func:`clipped_fraction`), so it is
+    unbiased for Gaussian noise.
     """
     lines = np.asarray(overscan, dtype=np.float64)
     if axis == "parallel":
@@ -155,7 +158,26 @@ def overscan_noise(overscan: np.ndarray, axis: str, *, sigma: float = 3.0, maxit
     mean = np.where(n > 0, np.where(keep, lines, 0.0).sum(axis=1) / np.maximum(n, 1), 0.0)
     resid = np.where(keep, lines - mean[:, None], 0.0)
     dof = int(keep.sum()) - int((n > 0).sum())
-    return float(np.sqrt((resid**2).sum() / dof)) if dof > 0 else float("nan")
+    return float(np.sqrt((resid**2).sum() / dof)) / clipped_fraction(sigma) if dof > 0 else float("nan")
+
+
+def clipped_fraction(k: float) -> float:
+    """The ratio r of the converged k-sigma-clipped standard deviation of a Gaussian to its true
+    sigma: the fixed point of r = c(k r), with c(t) = sqrt(1 - 2 t phi(t) / (2 Phi(t) - 1)) the
+    standard deviation of a unit Gaussian truncated at +-t (0.985 for k = 3)."""
+
+    def truncated_std(t: float) -> float:
+        phi = math.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+        inside = math.erf(t / math.sqrt(2.0))
+        return math.sqrt(1.0 - 2.0 * t * phi / inside)
+
+    r = 1.0
+    for _ in range(100):
+        r_new = truncated_std(k * r)
+        if abs(r_new - r) < 1e-12:
+            break
+        r = r_new
+    return r
 
 
 def _overscan_noise(source: Any, layout: Any) -> dict[str, float]:

@@ -534,3 +534,21 @@ def test_profile_sections_are_named_whole_in_the_reasons(capsys):
     assert main(["inspect", str(path)]) == EXIT_OK
     (flips,) = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("flips")]
     assert flips.split("<-")[1].strip() == "[[layout.amplifiers]] datasec runs forwards"
+
+
+def test_a_reader_that_stops_early_is_not_a_failure():
+    """``ccdask inspect ... | head``: the closed pipe ends the command quietly with exit 0."""
+    import subprocess
+    import sys
+
+    files = sorted(str(p) for p in real_dir("shane_kast_blue").glob("*.fits.gz"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccdask.cli._main", "inspect", *files],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"== ")
+    proc.stdout.close()
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert b"Broken pipe" not in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -314,6 +315,11 @@ def _run(args: argparse.Namespace) -> int:
     except (PlanError, FitsReadError, SectionError, ProfileError, ConfigError) as exc:
         print(f"ccdask {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    except BrokenPipeError:
+        # the reader of our output went away (``ccdask inspect ... | head``): not a failure;
+        # point stdout at /dev/null so the interpreter's final flush does not complain
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (CcdaskError, OSError) as exc:  # OSError: an output folder that cannot be written...
         print(f"ccdask {args.command}: failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -188,7 +188,9 @@ class ReduceConfig(ConfigBase):
         """The parameters of the per-chip chain (:func:`ccdask.process`) in this configuration."""
         return ProcessConfig(
             chunk_mb=self.chunk_mb,
-            read_noise="overscan" if self.read_noise == "overscan" else "header",
+            # auto: the night measured what it could in the biases' overscans (night._read_noise);
+            # an amplifier still without one is measured in each frame's own overscan
+            read_noise=self.read_noise,
             overscan=self.overscan,
             masks=self.masks,
             cosmics=self.cosmics,

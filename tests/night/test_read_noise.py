@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,48 @@ def test_no_read_noise_and_no_overscan_fails_before_computing(saao_dir, tmp_path
     fits.writeto(path, raw[0], header)
     with pytest.raises(PlanError, match="no read noise known"):
         reduce([path], tmp_path / "out", client="sync", config={"bias": {"enabled": False}, "flat": {"enabled": False}})
+
+
+def test_without_biases_each_frame_measures_its_own_overscan(sim_night, tmp_path):
+    """No bias frames and no read noise in the headers, but an overscan in every frame: each
+    frame's variance takes the read noise measured in its own overscan (as read_noise =
+    "overscan" does), instead of failing inside a worker."""
+    import shutil
+
+    night = sim_night(chips=1, amps=2, nbias=0, ndark=0, nflat=2, nscience=1, filters=("r",), seed=4)
+    raw = tmp_path / "raw"
+    shutil.copytree(night.raw_dir, raw)
+    for path in raw.glob("*.fits"):
+        with fits.open(path, mode="update") as hdul:
+            for hdu in hdul:
+                for key in ("RDNOISEA", "RDNOISEB", "RDNOISE"):
+                    hdu.header.remove(key, ignore_missing=True)
+    cfg = {"bias": {"enabled": False}, "cosmics": {"method": "none"}}
+    auto = reduce(raw, tmp_path / "auto", config=cfg, client="threads")
+    assert auto.read_noise == {}  # nothing to measure in biases
+    explicit = reduce(raw, tmp_path / "explicit", config={**cfg, "read_noise": "overscan"}, client="threads")
+    (a,), (b,) = auto.outputs, explicit.outputs
+    with fits.open(a) as fa, fits.open(b) as fb:
+        for name in ("SCI", "VAR"):
+            np.testing.assert_array_equal(fa[name].data, fb[name].data)
+        history = "".join(str(h) for h in fa["SCI"].header.get("HISTORY", [])) + "".join(
+            str(h) for h in fa[0].header.get("HISTORY", [])
+        )
+    assert "read noise measured in the overscan for A, B" in history
+    # and the variance holds the noise measured in the frame's own overscan: with no master,
+    # VAR = rn^2 + max(signal, 0), rn = the overscan's robust noise x gain
+    from ccdask.calibrate import OverscanConfig, ProcessConfig, process_entry
+    from ccdask.calibrate._arith import read_noise_from_overscan_np
+    from ccdask.catalog import Catalog
+
+    (entry,) = Catalog.scan([raw / Path(night.files["science"][0]).name]).entries
+    frame = process_entry(entry, None, ProcessConfig(read_noise="auto"), role="flat")
+    sci, var = frame.sci.compute(), frame.var.compute()
+    rn = read_noise_from_overscan_np(entry.source.read(slice(None), slice(None)), entry.layout, OverscanConfig())
+    with night.truth() as truth:
+        for amp in entry.layout.amplifiers:
+            region = amp.ccdsec.slices
+            got = np.nanmedian(var[region] - np.maximum(sci[region], 0))
+            assert got == pytest.approx(float(rn[amp.name]) ** 2, rel=1e-5), amp.name
+            true_rn = truth.amp("CCD1", amp.name)["rdnoise"]
+            assert 0.7 * true_rn < float(rn[amp.name]) < 1.1 * true_rn  # a robust (MAD) estimate

@@ -68,8 +68,10 @@ class ProcessConfig(ConfigBase):
         check=lambda v: 0.25 <= v <= 4096,
         why="must lie between 0.25 and 4096",
     )
-    read_noise: Literal["header", "overscan"] = option(
-        "header", "where the read noise comes from: the header/profile, or measured in the overscan"
+    read_noise: Literal["header", "overscan", "auto"] = option(
+        "header",
+        "where the read noise comes from: the header/profile, measured in each frame's overscan, or "
+        "auto: the header/profile where it gives one, else the frame's overscan",
     )
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
     masks: MaskConfig = option(MaskConfig(), "bad pixels, saturation, interpolation")
@@ -241,9 +243,15 @@ def _chain(
     history.append("trim+gain: " + ", ".join(f"{a.name}:{a.ccdsec}x{a.gain:g}" for a in layout.amplifiers))
 
     read_noise = None
-    if cfg.read_noise == "overscan" and has_overscan:
-        read_noise = ops.read_noise(raw, layout, cfg.overscan)
-        history.append("variance: read noise measured in the overscan")
+    unknown = [a.name for a in layout.amplifiers if a.rdnoise is None]
+    if has_overscan and (cfg.read_noise == "overscan" or (cfg.read_noise == "auto" and unknown)):
+        measured = ops.read_noise(raw, layout, cfg.overscan)
+        if cfg.read_noise == "overscan":
+            read_noise = measured
+            history.append("variance: read noise measured in the overscan")
+        else:
+            read_noise = {name: measured[name] for name in unknown}
+            history.append(f"variance: read noise measured in the overscan for {', '.join(unknown)}")
     else:
         history.append("variance: read noise " + ", ".join(f"{a.name}={a.rdnoise}" for a in layout.amplifiers))
     var = ops.initial_variance(sci, layout, read_noise=read_noise)

@@ -31,32 +31,11 @@ import dask
 import dask.array as da
 import numpy as np
 
+from bench_steps import DEFAULT_DIR, make_night  # the same large chip, made once for both
 from ccdask.calibrate import ChipMasters, ProcessConfig, process, process_in_memory
 from ccdask.calibrate._cosmics import CosmicConfig
 from ccdask.catalog import Catalog
 from ccdask.frame import Master
-from ccdask.simulate._night import SimulatedNight, simulate_night
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_DIR = HERE / "_data" / "steps"
-
-
-def make_night(root: Path) -> SimulatedNight:
-    if (root / "truth.json").is_file():
-        return SimulatedNight.load(root)
-    return simulate_night(
-        root,
-        chips=1,
-        amps=2,
-        size="large",
-        nbias=0,
-        ndark=0,
-        nflat=0,
-        nscience=1,
-        filters=("r",),
-        science_exptime=120.0,
-        seed=1,
-    )
 
 
 def _masters(layout) -> dict:

@@ -91,23 +91,23 @@ def _ccd_rects(layout: ChipLayout) -> dict[str, Rect]:
 
 
 def _check_trimmed(arr: da.Array, layout: ChipLayout, what: str) -> da.Array:
-    arr = arr if isinstance(arr, da.Array) else da.asarray(arr)
-    if tuple(arr.shape) != tuple(layout.trimmed_shape):
-        raise ShapeMismatchError(
-            f"chip {layout.name}: {what} has shape {tuple(arr.shape)}, expected the trimmed "
-            f"shape {tuple(layout.trimmed_shape)}"
-        )
-    return arr
+    out = arr if isinstance(arr, da.Array) else da.asarray(arr)
+    _check_trimmed_shape(out.shape, layout, what)
+    return out
 
 
 def _check_trimmed_np(arr: np.ndarray, layout: ChipLayout, what: str) -> np.ndarray:
-    arr = np.asarray(arr)
-    if tuple(arr.shape) != tuple(layout.trimmed_shape):
+    out = np.asarray(arr)
+    _check_trimmed_shape(out.shape, layout, what)
+    return out
+
+
+def _check_trimmed_shape(shape: tuple[int, ...], layout: ChipLayout, what: str) -> None:
+    if tuple(shape) != tuple(layout.trimmed_shape):
         raise ShapeMismatchError(
-            f"chip {layout.name}: {what} has shape {tuple(arr.shape)}, expected the trimmed "
+            f"chip {layout.name}: {what} has shape {tuple(shape)}, expected the trimmed "
             f"shape {tuple(layout.trimmed_shape)}"
         )
-    return arr
 
 
 def _valid_number(value: object) -> bool:

@@ -23,6 +23,9 @@ from ccdask.simulate._night import simulate_night
 from tests.helpers import no_compute
 
 READ_NOISE = 5.0
+#: LACosmic without the star protection: astroscrappy's own algorithm, which ccdask's windowed
+#: iterations must reproduce bit for bit
+PLAIN = CosmicConfig(protect=False)
 
 
 def _scrappy(data, **kw):
@@ -163,11 +166,16 @@ def medium_night(tmp_path_factory):
 
 
 def test_halo_bound():
-    assert lacosmic_halo() == 41  # 9, 19, 29, 39 (+2 for the cleaning)
-    assert lacosmic_halo(CosmicConfig(niter=1)) == 11
-    assert lacosmic_halo(CosmicConfig(sepmed=False)) == 34
-    assert lacosmic_halo(CosmicConfig(fsmode="convolve")) == 56
-    assert lacosmic_halo(CosmicConfig(fsmode="convolve", psfsize=11)) == 64
+    four = dict(niter=4, protect=False)
+    assert lacosmic_halo(CosmicConfig(**four)) == 41  # 9, 19, 29, 39 (+2 for the cleaning)
+    assert lacosmic_halo(CosmicConfig(niter=1, protect=False)) == 11
+    assert lacosmic_halo(CosmicConfig(sepmed=False, **four)) == 34
+    assert lacosmic_halo(CosmicConfig(fsmode="convolve", **four)) == 56
+    assert lacosmic_halo(CosmicConfig(fsmode="convolve", psfsize=11, **four)) == 64
+    # the star protection reads veto_radius(8) + 1 = 13 more per iteration: 21, 44, 67, 90
+    assert lacosmic_halo(CosmicConfig(niter=4)) == 92
+    assert lacosmic_halo() == 46  # the defaults: two iterations, protected
+    assert lacosmic_halo(PLAIN) == 21
 
 
 def test_lacosmic_chunked_equals_whole_frame_on_simulated_frame(small_night):
@@ -181,6 +189,7 @@ def test_lacosmic_chunked_equals_whole_frame_on_simulated_frame(small_night):
             da.from_array(var, chunks=(50, 64)),
             read_noise=READ_NOISE,
             mask=da.from_array(mask, chunks=30),
+            config=PLAIN,
         )
     got_mask, got_clean = dask.compute(cr, cleaned)
     assert ref_mask.sum() > 10
@@ -193,18 +202,18 @@ def test_lacosmic_halo_needed_on_dense_tracks():
     img = _tracks()
     ref_mask, ref_clean = _scrappy(img)
     x = da.from_array(img, chunks=(41, 37))
-    cr, cleaned = dask.compute(*detect_cosmics(x, read_noise=READ_NOISE))
+    cr, cleaned = dask.compute(*detect_cosmics(x, read_noise=READ_NOISE, config=PLAIN))
     np.testing.assert_array_equal(cr, ref_mask)
     np.testing.assert_array_equal(cleaned, ref_clean)
     # a halo of one iteration's reach is not enough: detections propagate between iterations
-    short = CosmicConfig(halo=8)
+    short = CosmicConfig(halo=8, protect=False)
     cr8, clean8 = dask.compute(*detect_cosmics(x, read_noise=READ_NOISE, config=short))
     assert (cr8 != ref_mask).sum() > 0 and (clean8 != ref_clean).sum() > 0
 
 
 def test_lacosmic_other_parameters_chunked_equal():
     img, var, *_ = _injected(seed=4, shape=(200, 180), nstars=40, ncr=600)
-    cfg = CosmicConfig(sepmed=False, fsmode="convolve", cleantype="idw", niter=3, objlim=3.0)
+    cfg = CosmicConfig(sepmed=False, fsmode="convolve", cleantype="idw", niter=3, objlim=3.0, protect=False)
     ref_mask, ref_clean = _scrappy(
         img, invar=var, sepmed=False, fsmode="convolve", cleantype="idw", niter=3, objlim=3.0
     )
@@ -221,7 +230,7 @@ def test_lacosmic_other_parameters_chunked_equal():
         da.from_array(img, chunks=(70, 61)),
         da.from_array(var, chunks=(70, 61)),
         read_noise=READ_NOISE,
-        config=CosmicConfig(use_variance=False),
+        config=CosmicConfig(use_variance=False, protect=False),
     )[0].compute()
     np.testing.assert_array_equal(cr2, ref_mask2)
 
@@ -396,7 +405,7 @@ def test_clean_frame_sets_dq_and_history():
         header=fits.Header(),
     )
     with no_compute():
-        out = clean_frame(frame, CosmicConfig(), read_noise=READ_NOISE)
+        out = clean_frame(frame, PLAIN, read_noise=READ_NOISE)
         kept = clean_frame(frame, CosmicConfig(clean=False), read_noise=READ_NOISE)
         same = clean_frame(frame, CosmicConfig(method="none"))
     got_dq, got_sci = dask.compute(out.dq, out.sci)
@@ -404,7 +413,7 @@ def test_clean_frame_sets_dq_and_history():
     np.testing.assert_array_equal((got_dq & dqbits.COSMIC) != 0, ref_mask)
     np.testing.assert_array_equal(got_sci, ref_clean)
     assert got_dq[tuple(hit)] == dqbits.BAD
-    assert out.history[-1].startswith("cosmics: lacosmic") and "halo=41" in out.history[-1]
+    assert out.history[-1].startswith("cosmics: lacosmic") and "halo=21" in out.history[-1]
     np.testing.assert_array_equal(kept.sci.compute(), img)
     assert same is frame
 

@@ -65,6 +65,17 @@ def test_output_layout_and_headers(night, reduced):
     assert {m["kind"] for m in man["masters"]} == {"bias", "dark", "flat"}
     assert man["parameters"]["bias"]["combine"]["method"] == "mean"
     assert (out / "qa" / "stats.ecsv").exists() and len(list((out / "qa").glob("*.png"))) == len(names) + 4
+    # the cosmic-ray figures per chip-frame: hits as the connected groups of the written DQ bit 4
+    from astropy.table import Table
+    from scipy import ndimage
+
+    stats = Table.read(out / "qa" / "stats.ecsv")
+    assert {"cosmic_hits", "seeing_fwhm", "source_flagged"} <= set(stats.colnames)
+    row = stats[(stats["file"] == names[0]) & (stats["chip"] == "CCD1")][0]
+    with fits.open(out / "reduced" / names[0]) as h:
+        cr = (h["DQ", 1].data & DQ.COSMIC) != 0
+    assert row["cosmic_hits"] == ndimage.label(cr, np.ones((3, 3), bool))[1] > 0
+    assert np.isnan(row["source_flagged"]) or 0 <= row["source_flagged"] < 0.05
 
 
 def _amp_gains(truth, chip):

@@ -53,6 +53,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -65,7 +66,9 @@ from .. import dq as dqbits
 from ..errors import ConfigError, ShapeMismatchError
 from ..frame import Frame
 from ..utils._options import ConfigBase, option
+from ._lacosmic import lacosmic_np
 from ._masks import grow_mask, grow_mask_np
+from ._sources import SEEING_DEPTH, block_sigmas, fwhm_of, measure_fwhm, psf_veto, veto_radius
 
 __all__ = [
     "CosmicConfig",
@@ -80,6 +83,10 @@ __all__ = [
 ]
 
 CosmicMethod = Literal["lacosmic", "median", "none"]
+
+#: The widest seeing (FWHM, pixels) the star protection models; wider measurements are clipped
+#: to it (it bounds the halo of the dask form).
+MAX_SEEING = 8.0
 
 _CR_DTYPE = np.dtype([("mask", np.bool_), ("clean", np.float32)])
 
@@ -112,8 +119,9 @@ class CosmicConfig(ConfigBase):
         why="must be positive",
     )
     niter: int = option(
-        4,
-        "LACosmic: iterations (each widens the halo needed)",
+        2,
+        "LACosmic: iterations (each widens the halo needed); 2: with the star protection, "
+        "iterations 3 and 4 flag no more of the hits (measured, benchmarks/RESULTS.md)",
         check=lambda v: 1 <= v <= 20,
         why="must be between 1 and 20",
     )
@@ -149,6 +157,31 @@ class CosmicConfig(ConfigBase):
     )
     use_variance: bool = option(
         True, "LACosmic: give astroscrappy the VAR plane as its noise model (invar) when available"
+    )
+    protect: bool = option(
+        True,
+        "LACosmic: keep stars' own pixels out of the mask: each iteration's candidates that a "
+        "Gaussian star of the chip's seeing explains are neither flagged nor cleaned",
+    )
+    protect_sigma: float = option(
+        5.0,
+        "LACosmic protection: a candidate on a star stays a cosmic ray when it stands this many "
+        "sigma (plus the tolerance) above the star's prediction",
+        check=lambda v: v > 0,
+        why="must be positive",
+    )
+    protect_tolerance: float = option(
+        0.5,
+        "LACosmic protection: fraction of the star's predicted value allowed above it (PSFs are not exactly Gaussian)",
+        check=lambda v: 0 <= v <= 10,
+        why="must lie between 0 and 10",
+    )
+    seeing: float | None = option(
+        None,
+        "PSF FWHM (pixels) for the protection; None: measured per chip from its bright isolated "
+        "stars (psffwhm when fewer than 3 are found)",
+        check=lambda v: 0.5 <= v <= MAX_SEEING,
+        why=f"must lie between 0.5 and {MAX_SEEING} pixels",
     )
     halo: int | None = option(
         None,
@@ -197,8 +230,10 @@ def lacosmic_halo(config: CosmicConfig | None = None) -> int:
 
     So the detections of iteration 1 reach ``r1 = max(a, b)``, those of iteration k reach
     ``r_k = max(r_{k-1} + 2 + a, b)``, the final mask reaches ``r_niter`` and the final
-    cleaned image ``r_niter + 2``. Defaults (``sepmed``, ``fsmode="median"``, 4 iterations):
-    9, 19, 29, 39, so 41.
+    cleaned image ``r_niter + 2``. Without protection (``sepmed``, ``fsmode="median"``, 4
+    iterations): 9, 19, 29, 39, so 41. The star protection adds, per iteration, the window its
+    test reads around a candidate (``veto_radius(MAX_SEEING) + 1`` = 13): 21, 44, 67, 90, so 92
+    for four iterations, and 46 for the defaults (two iterations).
 
     Parameters
     ----------
@@ -222,6 +257,10 @@ def lacosmic_halo(config: CosmicConfig | None = None) -> int:
     a = max(splus, fine) + 2
     mask_radius = max(med + 4, 1)
     b = mask_radius + 2
+    if cfg.protect:
+        # each iteration's candidates are tested against the star in a window around them
+        # (its ring and fit read veto_radius + 1 more), and the seeing is measured per chip
+        a += veto_radius(MAX_SEEING) + 1
     r = max(a, b)
     for _ in range(cfg.niter - 1):
         r = max(r + 2 + a, b)
@@ -241,9 +280,32 @@ def _lacosmic_block(
     gain: float,
     readnoise: float,
     satlevel: float,
+    protect: tuple[float, float] | None = None,
+    fwhm: float | None = None,
 ) -> np.ndarray:
     import astroscrappy
 
+    data, invar, inmask, finite = _prepare(sci, var, mask)
+    if np.isfinite(satlevel):  # astroscrappy finds the saturated stars itself: its own iterations
+        crmask, cleaned = astroscrappy.detect_cosmics(
+            data, inmask=inmask, invar=invar, gain=gain, readnoise=readnoise, satlevel=satlevel, verbose=False, **params
+        )
+    else:
+        veto = None
+        if protect is not None:
+            veto = _star_veto(data, invar, inmask, gain, readnoise, protect, params, fwhm)
+        crmask, cleaned = lacosmic_np(data, inmask, invar, gain=gain, readnoise=readnoise, params=params, veto=veto)
+    out = np.empty(data.shape, dtype=_CR_DTYPE)
+    out["mask"] = crmask
+    out["clean"] = np.where(finite, cleaned, sci)
+    return out
+
+
+def _prepare(
+    sci: np.ndarray, var: np.ndarray | None, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """What the LACosmic kernel works on: float32 data with non-finite pixels at 0 and masked,
+    the variance likewise (or None), the mask, and where the data were finite."""
     data = np.ascontiguousarray(sci, dtype=np.float32)
     finite = np.isfinite(data)
     inmask = np.zeros(data.shape, dtype=bool) if mask is None else np.array(mask, dtype=bool)
@@ -257,13 +319,79 @@ def _lacosmic_block(
         if not vfinite.all():
             inmask |= ~vfinite
             invar = np.where(vfinite, invar, np.float32(0.0))
-    crmask, cleaned = astroscrappy.detect_cosmics(
-        data, inmask=inmask, invar=invar, gain=gain, readnoise=readnoise, satlevel=satlevel, verbose=False, **params
-    )
-    out = np.empty(data.shape, dtype=_CR_DTYPE)
-    out["mask"] = crmask
-    out["clean"] = np.where(finite, cleaned, sci)
-    return out
+    return data, invar, inmask, finite
+
+
+def _seeing_block(
+    sci: np.ndarray,
+    var: np.ndarray | None,
+    mask: np.ndarray | None,
+    core: tuple[int, int, int, int],
+    gain: float,
+    readnoise: float,
+) -> np.ndarray:
+    """The star sigmas of one tile (with its overlap) whose peaks lie in its ``core``."""
+    data, invar, inmask, _ = _prepare(sci, var, mask)
+    return block_sigmas(data, _noise(data, invar, gain, readnoise), inmask, core)
+
+
+def _lazy_seeing(s: da.Array, v: da.Array | None, m: da.Array | None, gain: float, readnoise: float) -> Any:
+    """The chip's seeing as one delayed value, from the stars of every tile (each tile read with
+    an overlap of ``SEEING_DEPTH``): the same stars, hence the same median, as the whole chip."""
+    import dask
+
+    depth = SEEING_DEPTH
+    tile = (min(s.shape[0], 1024), min(s.shape[1], 1024))  # any tiling gives the same stars
+    s, v, m = (None if a is None else a.rechunk(tile) for a in (s, v, m))
+    assert s is not None
+    arrays = [a for a in (s, v, m) if a is not None]
+    order = [a is not None for a in (s, v, m)]
+    over = [da.overlap.overlap(a, depth=depth, boundary="none").to_delayed() for a in arrays]
+    ny_chunks, nx_chunks = s.chunks
+    parts = []
+    for i in range(len(ny_chunks)):
+        for j in range(len(nx_chunks)):
+            blocks = iter(o[i, j] for o in over)
+            sb, vb, mb = (next(blocks) if have else None for have in order)
+            y0 = 0 if i == 0 else depth
+            x0 = 0 if j == 0 else depth
+            core = (y0, y0 + ny_chunks[i], x0, x0 + nx_chunks[j])
+            parts.append(dask.delayed(_seeing_block, pure=True)(sb, vb, mb, core, gain, readnoise))
+    return dask.delayed(lambda *p: fwhm_of(np.concatenate(p)), pure=True)(*parts)
+
+
+def _noise(data: np.ndarray, invar: np.ndarray | None, gain: float, readnoise: float) -> np.ndarray:
+    """The noise (data units) of every pixel: the variance plane's, or astroscrappy's model."""
+    if invar is not None:
+        return np.sqrt(np.maximum(invar, 0.0)).astype(np.float32)
+    e = np.maximum(data.astype(np.float64) * gain, 0.0)
+    return (np.sqrt(e + readnoise * readnoise) / gain).astype(np.float32)
+
+
+def _star_veto(
+    data: np.ndarray,
+    invar: np.ndarray | None,
+    inmask: np.ndarray,
+    gain: float,
+    readnoise: float,
+    protect: tuple[float, float],
+    params: dict[str, Any],
+    fwhm: float | None,
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The veto of :func:`ccdask.calibrate._lacosmic.lacosmic_np`: each iteration's new candidates
+    that a star of the chip's seeing explains are dropped (:func:`~ccdask.calibrate._sources.psf_veto`)."""
+    noise = _noise(data, invar, gain, readnoise)
+    seeing = fwhm if fwhm is not None else measure_fwhm(data, noise, inmask)
+    seeing = min(float(seeing if seeing is not None else params["psffwhm"]), MAX_SEEING)
+    significance, tolerance = protect
+
+    def veto(raw: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+        test = raw & ~flagged
+        excluded = raw | flagged | inmask
+        stars = psf_veto(data, noise, excluded, test, fwhm=seeing, significance=significance, tolerance=tolerance)
+        return ~stars
+
+    return veto
 
 
 def _median_block(
@@ -401,6 +529,8 @@ def detect_cosmics(
     if cfg.method == "lacosmic" and v is not None and not cfg.use_variance:
         v = None
     kernel, depth, kwargs = _kernel(cfg, gain, read_noise, satlevel)
+    if cfg.method == "lacosmic" and cfg.protect and cfg.seeing is None and not np.isfinite(satlevel):
+        kwargs["fwhm"] = _lazy_seeing(s, v, m, float(gain), float(read_noise))
     arrays = [s, v, m]
     present = [a for a in arrays if a is not None]
     order = [a is not None for a in arrays]
@@ -488,6 +618,8 @@ def _kernel(
                 "gain": float(gain),
                 "readnoise": float(read_noise),
                 "satlevel": satlevel,
+                "protect": (float(cfg.protect_sigma), float(cfg.protect_tolerance)) if cfg.protect else None,
+                "fwhm": cfg.seeing,
             },
         )
     depth = cfg.size // 2 if cfg.halo is None else max(cfg.halo, cfg.size // 2)
@@ -505,6 +637,7 @@ def cosmic_step(cfg: CosmicConfig) -> str:
             f"cosmics: lacosmic sigclip={cfg.sigclip} sigfrac={cfg.sigfrac} "
             f"objlim={cfg.objlim} niter={cfg.niter} sepmed={cfg.sepmed} "
             f"halo={lacosmic_halo(cfg) if cfg.halo is None else cfg.halo}"
+            f"{f' stars protected ({cfg.protect_sigma:g} sigma)' if cfg.protect else ''}"
             f"{' cleaned' if cfg.clean else ''}"
         )
     return f"cosmics: median size={cfg.size} threshold={cfg.threshold}{' cleaned' if cfg.clean else ''}"
@@ -525,17 +658,42 @@ def clean_arrays_np(
     *,
     read_noise: float,
     saturation: np.ndarray | None = None,
+    info: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`clean_frame` on arrays in memory: the new ``(sci, dq)`` of one calibrated chip."""
+    """:func:`clean_frame` on arrays in memory: the new ``(sci, dq)`` of one calibrated chip.
+
+    ``info``, when given, receives the chip's QA figures: ``cosmic_hits`` (connected groups of
+    flagged pixels), ``seeing_fwhm`` (pixels, measured from the stars; NaN when too few) and
+    ``source_flagged`` (the fraction of the pixels of detected sources flagged as cosmic rays).
+    """
     cfg = config
     flagged = (dq & np.uint16(dqbits.BAD | dqbits.NODATA)) != 0
     saturated = (dq & np.uint16(dqbits.SATURATED)) != 0
     if saturation is not None:
         saturated = saturated | np.asarray(saturation).astype(bool)
     flagged = flagged | grow_mask_np(saturated, cfg.saturation_grow)
+    seeing = cfg.seeing
+    measured = None
+    if cfg.method == "lacosmic" and seeing is None:
+        data, invar, inmask, _ = _prepare(sci, var if cfg.use_variance else None, flagged)
+        measured = measure_fwhm(data, _noise(data, invar, 1.0, read_noise), inmask)
+        # measured once: the star protection uses it, the QA reports it
+        seeing = min(measured if measured is not None else cfg.psffwhm, MAX_SEEING)
+        cfg = dataclasses.replace(cfg, seeing=max(seeing, 0.5))
     cr, cleaned = detect_cosmics_np(sci, var, gain=1.0, read_noise=read_noise, mask=flagged, config=cfg)
     new_dq = dq | (cr.astype(dqbits.DQ_DTYPE) * dqbits.DQ_DTYPE(dqbits.COSMIC))
-    return (cleaned if cfg.clean else sci), new_dq
+    if info is not None:
+        from scipy import ndimage as _nd
+
+        from ._sources import star_pixels
+
+        info["cosmic_hits"] = int(_nd.label(cr, structure=np.ones((3, 3), dtype=bool))[1])
+        info["seeing_fwhm"] = float(measured) if measured is not None else float(cfg.seeing or np.nan)
+        noise = np.sqrt(np.maximum(np.nan_to_num(np.asarray(var, dtype=np.float32)), 0.0))
+        src = star_pixels(np.nan_to_num(np.asarray(sci, dtype=np.float32)), noise, flagged, seeing or cfg.psffwhm)
+        n = int(src.sum())
+        info["source_flagged"] = float((src & cr).sum() / n) if n else float("nan")
+    return (cleaned if config.clean else sci), new_dq
 
 
 def clean_frame(

@@ -149,7 +149,9 @@ class _Lazy:
         return tuple(divide_flat(sci, var, m, min_value=min_value))
 
     @staticmethod
-    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any, layout: ChipLayout) -> tuple[Any, Any]:
+    def cosmics(
+        sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any, layout: ChipLayout, info: dict[str, Any]
+    ) -> tuple[Any, Any]:
         f = clean_frame(
             Frame(sci=sci, var=var, dq=dqa, chip=layout.name, header=fits.Header(), layout=layout),
             cfg,
@@ -186,8 +188,10 @@ class _Eager:
         return divide_flat_np(sci, var, m.data, m.variance, min_value, chip=m.chip)
 
     @staticmethod
-    def cosmics(sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any, layout: ChipLayout) -> tuple[Any, Any]:
-        return clean_arrays_np(sci, var, dqa, cfg, read_noise=frame_read_noise(layout), saturation=saturated)
+    def cosmics(
+        sci: Any, var: Any, dqa: Any, cfg: CosmicConfig, saturated: Any, layout: ChipLayout, info: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        return clean_arrays_np(sci, var, dqa, cfg, read_noise=frame_read_noise(layout), saturation=saturated, info=info)
 
 
 @dataclass(frozen=True)
@@ -275,7 +279,8 @@ def _chain(
     nodata = ~ops.isfinite(sci)
     dqa = ops.build_dq(bad=bad, saturated=saturated, nodata=nodata).astype(DQ.DQ_DTYPE)
     if role == "science" and cfg.cosmics.method != "none":
-        sci, dqa = ops.cosmics(sci, var, dqa, cfg.cosmics, saturated, layout)
+        stats["cosmics"] = {}
+        sci, dqa = ops.cosmics(sci, var, dqa, cfg.cosmics, saturated, layout, stats["cosmics"])
         history.append(cosmic_step(cfg.cosmics))
     if role == "science" and cfg.masks.interpolate:
         to_fix = (dqa & np.uint16(DQ.BAD | DQ.COSMIC | DQ.SATURATED)) != 0
@@ -386,6 +391,7 @@ def process_in_memory(
     exptime: float | None,
     name: str = "",
     role: Role = "science",
+    qa: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """:func:`process` on one whole chip held in memory, as numpy, inside a single task.
 
@@ -395,6 +401,9 @@ def process_in_memory(
     :func:`process` map over their blocks), in the same order with the same history: no graph
     is built. ``masters`` maps ``bias``/``dark``/``flat`` to ``(data, variance)`` numpy pairs
     (or None), ``<kind>_label`` to their labels, and ``bad`` to a boolean array (or None).
+
+    ``qa``, when given, receives the cosmic-ray step's figures (hits, measured seeing, fraction
+    of source pixels flagged; see :func:`~ccdask.calibrate._cosmics.clean_arrays_np`).
 
     Returns
     -------
@@ -423,6 +432,8 @@ def process_in_memory(
         exptime=exptime,
         role=role,
     )
+    if qa is not None:
+        qa.update(out.stats.get("cosmics", {}))
     history = list(out.history)
     for amp, st in out.stats.get("overscan", {}).items():  # the measured overscan, recorded with the frame
         history.append(f"overscan {amp}: level {float(st.level):.2f} ADU, noise {float(st.noise):.2f} ADU")

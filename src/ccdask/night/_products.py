@@ -17,6 +17,7 @@ import dask
 import numpy as np
 from astropy.io import fits
 
+from .. import dq as DQ
 from .._version import __version__
 from ..config import ReduceConfig
 from ..frame import Master
@@ -83,8 +84,11 @@ def reduced_part_task(
     extver: int,
     history: Sequence[str],
     thumb_factor: int,
+    extra_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write one chip's SCI/VAR/DQ to ``part`` and return its QA statistics and thumbnail."""
+    """Write one chip's SCI/VAR/DQ to ``part`` and return its QA statistics (with
+    ``extra_stats``, e.g. the cosmic-ray step's), its thumbnail and where its cosmic rays are
+    (the binned pixels holding one)."""
     hdus = []
     for extname, data, bunit in (("SCI", sci, "electron"), ("VAR", var, "electron2"), ("DQ", dqa, "")):
         h = header.copy() if extname == "SCI" else fits.Header()
@@ -104,7 +108,9 @@ def reduced_part_task(
         hdus.append((h, data))
     write_part(part, hdus)
     stats = chip_stats(sci, var, dqa)
-    return {"chip": chip, "stats": stats, "thumb": bin_image(sci, thumb_factor)}
+    stats.update(extra_stats or {})
+    hits = bin_image(((dqa & DQ.COSMIC) != 0).astype(np.float32), thumb_factor) > 0
+    return {"chip": chip, "stats": stats, "thumb": bin_image(sci, thumb_factor), "hits": hits}
 
 
 def master_part_task(

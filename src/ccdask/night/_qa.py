@@ -115,8 +115,9 @@ def focal_plane(thumbs: Mapping[str, np.ndarray], detsecs: Mapping[str, Section 
     return canvas
 
 
-def save_png(path: str | os.PathLike[str], image: np.ndarray, title: str = "") -> str:
-    """A zscale-stretched greyscale PNG of ``image`` (NaN shown in red), written atomically.
+def save_png(path: str | os.PathLike[str], image: np.ndarray, title: str = "", marks: np.ndarray | None = None) -> str:
+    """A zscale-stretched greyscale PNG of ``image`` (NaN shown in red; pixels of ``marks``,
+    e.g. cosmic-ray hits, in cyan), written atomically.
 
     Drawn on a bare ``matplotlib.figure.Figure`` (no pyplot), so the caller's backend, e.g.
     Jupyter's inline plots, is left alone and tasks on any worker can draw.
@@ -136,6 +137,10 @@ def save_png(path: str | os.PathLike[str], image: np.ndarray, title: str = "") -
     ax = fig.add_axes((0, 0, 1, 1 - 0.4 / height))
     cmap = colormaps["gray"].with_extremes(bad="red")
     ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    if marks is not None and np.any(marks):
+        overlay = np.zeros((*image.shape, 4), dtype=np.float32)
+        overlay[np.asarray(marks, dtype=bool)] = (0.0, 0.9, 1.0, 1.0)
+        ax.imshow(overlay, origin="lower", interpolation="nearest")
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
@@ -150,7 +155,8 @@ def stats_table(rows: Sequence[dict[str, Any]]) -> Any:
 
     if not rows:
         return Table()
-    return Table(rows=[tuple(r.values()) for r in rows], names=list(rows[0]))
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return Table(rows=[tuple(r.get(k, float("nan")) for k in names) for r in rows], names=names)
 
 
 def write_qa(
@@ -181,10 +187,13 @@ def write_qa(
             )
         thumbs = {c["chip"]: c["thumb"] for c in chips}
         det = {e.chip: e.layout.detsec for e in exp.chips}
+        hits = {c["chip"]: c["hits"].astype(np.float32) for c in chips if "hits" in c}
+        marks = focal_plane(hits, det, factor) > 0 if len(hits) == len(thumbs) and hits else None
         save_png(
             qa_dir / f"{exp.name}.png",
             focal_plane(thumbs, det, factor),
-            f"{exp.name} ({exp.filter or '-'}, {exp.exptime or 0:g} s)",
+            f"{exp.name} ({exp.filter or '-'}, {exp.exptime or 0:g} s; cosmic rays in cyan)",
+            marks=marks,
         )
     for label, path, chips in master_results:
         thumbs = {c["chip"]: c["thumb"] for c in chips}

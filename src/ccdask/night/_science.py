@@ -175,11 +175,21 @@ def _science_chip_task(
     header = chip_header(header, primary_header(source.path), layout)
     if layout.detsec is not None:
         header["DETSEC"] = str(layout.detsec)
+    qa: dict[str, Any] = {}
     sci, var, dqa, history = process_in_memory(
-        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science"
+        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science", qa=qa
     )
     return reduced_part_task(
-        part, sci, var, dqa, header=header, chip=layout.name, extver=extver, history=history, thumb_factor=thumb_factor
+        part,
+        sci,
+        var,
+        dqa,
+        header=header,
+        chip=layout.name,
+        extver=extver,
+        history=history,
+        thumb_factor=thumb_factor,
+        extra_stats=qa,
     )
 
 

@@ -584,7 +584,7 @@ def _render(
     shape = (fp.ny, fp.nx)
     rb = _row_bias(rng, hdu.shape[0], chip, amps)
     exposed = exposure.exptime > 0 or exposure.flat_level > 0
-    cr_idx, cr_q = model.cosmic_rays(rng, fp, exposure.exptime) if exposed else (None, None)
+    cr_idx, cr_q = model.cosmic_rays(rng, fp, exposure.exptime, exposure.cr_rate) if exposed else (None, None)
     lam = None
     if exposure.flat is not None:
         illum = exposure.flat_level + exposure.sky
@@ -626,6 +626,7 @@ def _render(
     if exposed:
         assert cr_idx is not None
         truth["cosmic_rays"] = cr_idx.astype(np.int64)
+        truth["cosmic_ray_charge"] = np.asarray(cr_q, dtype=np.float32)
         truth["saturated"] = np.flatnonzero(saturated).astype(np.int64)
     return raw.astype(hdu.dtype), truth
 
@@ -726,9 +727,11 @@ def generate(
     root: Path,
     raw_dir: Path,
     stage: Path,
+    scene: model.Scene | None = None,
 ) -> dict[str, Any]:
     """Write the frames of ``frames`` (records of ``_night._plan``) with the camera's headers,
     and the truth; returns the truth's metadata."""
+    scene = scene or model.Scene()
     cam = _resolve(camera, nchips)
     ny, nx = cam.shape
     fp = model.Geometry(ny=ny, nx=nx, nover=0, amps=1, chips=len(cam.chips))
@@ -781,7 +784,7 @@ def generate(
             np.divide(arr, np.float32(med), out=arr)
             arr.flush()
         del flats
-    stars = model.make_stars(seed, fp)
+    stars = model.make_stars(seed, fp, scene.star_density)
 
     frame_arrays: list[tuple[str, np.ndarray]] = []
     for rec in frames:
@@ -792,7 +795,7 @@ def generate(
         data: dict[int, np.ndarray] = {}
         rec["chips"] = {}
         for chip, cm in zip(cam.chips, chip_models, strict=True):
-            exposure = model.ChipExposure(exptime=t)
+            exposure = model.ChipExposure(exptime=t, cr_rate=scene.cr_rate)
             if kind != "bias":
                 exposure.dark = mapped(f"{chip.name}/dark_rate")
             if kind == "flat":
@@ -810,6 +813,7 @@ def generate(
             frame_arrays.append((f"{prefix}/row_bias", truth["row_bias"]))
             if "cosmic_rays" in truth:
                 frame_arrays.append((f"{prefix}/cosmic_rays.idx", truth["cosmic_rays"]))
+                frame_arrays.append((f"{prefix}/cosmic_ray_charge", truth["cosmic_ray_charge"]))
                 frame_arrays.append((f"{prefix}/saturated.idx", truth["saturated"]))
                 rec["chips"][chip.name] = {
                     "cosmic_ray_pixels": int(truth["cosmic_rays"].size),

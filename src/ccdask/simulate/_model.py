@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from ..errors import ConfigError
+
 #: Data pixels per chip ``(ny, nx)`` and serial overscan width per amplifier, per size name.
 SIZES: dict[str, tuple[int, int, int]] = {
     "small": (192, 160, 16),
@@ -40,7 +42,7 @@ AMP_NAMES = ("A", "B")
 STRIP_ROWS = 512
 
 #: Half-width of a star's rendering stamp (pixels); Gaussian PSFs with FWHM <= 3.5 px are
-#: below 1e-9 of their peak there.
+#: below 1e-9 of their peak there. Wider PSFs get ``ceil(2.3 x FWHM)`` (5.4 sigma, 5e-7).
 STAR_HALO = 8
 
 #: Cosmic-ray events per pixel per second of exposure (3e-6 → ~2–4 per 10^4 px in 60–120 s).
@@ -391,12 +393,44 @@ class StarField:
         return self.rate_ref * thru * 10.0 ** (-0.4 * coef * self.colour)
 
 
-def make_stars(seed: int, geom: Geometry) -> StarField:
+@dataclass(frozen=True)
+class Scene:
+    """What the sky and the silicon give a science exposure, as the simulator's parameters.
+
+    ``fwhm`` is the range the seeing (Gaussian PSF FWHM, pixels) of each exposure is drawn from
+    uniformly (a single value for every exposure when both ends are equal); ``sky`` the sky rate
+    (e-/s/px) replacing the filter's own; ``star_density`` stars per pixel; ``cr_rate`` cosmic-ray
+    events per pixel per second. The defaults are the simulator's historical night, drawn the
+    same way (same random numbers), so a night made with ``Scene()`` equals one made without it.
+    """
+
+    fwhm: tuple[float, float] = (2.6, 3.4)
+    sky: float | None = None
+    star_density: float = STAR_DENSITY
+    cr_rate: float = CR_RATE
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.fwhm)
+        if not (0.5 <= lo <= hi <= 20.0):
+            raise ConfigError(f"Scene: fwhm must be a range 0.5 <= lo <= hi <= 20 pixels, got {self.fwhm!r}")
+        object.__setattr__(self, "fwhm", (lo, hi))
+        if self.sky is not None and not (self.sky >= 0 and math.isfinite(self.sky)):
+            raise ConfigError(f"Scene: sky must be a rate >= 0 e-/s/px, got {self.sky!r}")
+        if not (0 <= self.star_density <= 0.05):
+            raise ConfigError(f"Scene: star_density must lie in [0, 0.05] per pixel, got {self.star_density!r}")
+        if not (0 <= self.cr_rate <= 1e-3):
+            raise ConfigError(f"Scene: cr_rate must lie in [0, 1e-3] events/px/s, got {self.cr_rate!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"fwhm": list(self.fwhm), "sky": self.sky, "star_density": self.star_density, "cr_rate": self.cr_rate}
+
+
+def make_stars(seed: int, geom: Geometry, density: float = STAR_DENSITY) -> StarField:
     """Draw each chip's stars from its own stream (so the field of chip k is stable)."""
     parts = []
     for k in range(geom.chips):
         rng = rng_for(seed, "stars", k)
-        n = int(rng.poisson(STAR_DENSITY * geom.ny * geom.nx))
+        n = int(rng.poisson(density * geom.ny * geom.nx))
         oy, ox = geom.origin(k)
         y = oy - 0.5 + rng.uniform(0.0, geom.ny, n)
         x = ox - 0.5 + rng.uniform(0.0, geom.nx, n)
@@ -417,7 +451,7 @@ def render_stars(geom: Geometry, k: int, stars: StarField, flux: np.ndarray, fwh
     img = np.zeros((ny, nx), dtype=np.float32)
     oy, ox = geom.origin(k)
     yl, xl = stars.y - oy, stars.x - ox
-    h = STAR_HALO
+    h = max(STAR_HALO, math.ceil(2.3 * fwhm))
     near = (yl > -h) & (yl < ny - 1 + h) & (xl > -h) & (xl < nx - 1 + h) & (flux > 0)
     if not near.any():
         return img
@@ -435,15 +469,17 @@ def render_stars(geom: Geometry, k: int, stars: StarField, flux: np.ndarray, fwh
     return img
 
 
-def cosmic_rays(rng: np.random.Generator, geom: Geometry, exptime: float) -> tuple[np.ndarray, np.ndarray]:
+def cosmic_rays(
+    rng: np.random.Generator, geom: Geometry, exptime: float, rate: float = CR_RATE
+) -> tuple[np.ndarray, np.ndarray]:
     """Cosmic-ray charge of one exposure: sorted unique flat pixel indices and electrons.
 
     ~85 % of events are compact hits of 1–3 adjacent pixels (core 800–8000 e-, neighbours
     20–60 % of it); the rest are short straight tracks of 4–15 px depositing 400–1500 e- per
-    pixel (±40 %). The event count is Poisson with mean ``CR_RATE × pixels × exptime``.
+    pixel (±40 %). The event count is Poisson with mean ``rate × pixels × exptime``.
     """
     ny, nx = geom.ny, geom.nx
-    n = int(rng.poisson(CR_RATE * ny * nx * exptime))
+    n = int(rng.poisson(rate * ny * nx * exptime))
     ys: list[np.ndarray] = []
     xs: list[np.ndarray] = []
     qs: list[np.ndarray] = []
@@ -517,6 +553,7 @@ class ChipExposure:
     flat_level: float = 0.0  # uniform illumination, e- (flats)
     sky: float = 0.0  # e- (science)
     stars: np.ndarray | None = None  # e- (science)
+    cr_rate: float = CR_RATE  # cosmic-ray events per pixel per second
 
 
 def render_chip(
@@ -525,7 +562,8 @@ def render_chip(
     """Raw uint16 image of one chip and its per-frame truth.
 
     Returns ``(raw, truth)`` with truth keys ``row_bias`` (ADU, (amps, ny)), and for exposed
-    frames ``cosmic_rays`` and ``saturated`` as sorted flat indices into the data frame.
+    frames ``cosmic_rays`` and ``saturated`` as sorted flat indices into the data frame and
+    ``cosmic_ray_charge`` (e-, float32, one per ``cosmic_rays`` index).
     The model, per pixel: electrons = Poisson(flat × (illumination) + dark × t) + cosmic rays;
     ADU = electrons / gain + row bias + bias pattern + N(0, rdnoise / gain), rounded; data
     pixels at or above SATURATE are held at SATURATE; everything is clipped to 0..65535.
@@ -533,7 +571,7 @@ def render_chip(
     ny, nx = geom.ny, geom.nx
     rb = row_bias(rng, geom, chip)
     exposed = exposure.exptime > 0 or exposure.flat_level > 0
-    cr_idx, cr_q = cosmic_rays(rng, geom, exposure.exptime) if exposed else (None, None)
+    cr_idx, cr_q = cosmic_rays(rng, geom, exposure.exptime, exposure.cr_rate) if exposed else (None, None)
 
     col_amp = geom.col_amp()
     inv_gain = np.array([1.0 / a.gain for a in chip.amps])[col_amp]
@@ -592,5 +630,6 @@ def render_chip(
     truth: dict[str, np.ndarray] = {"row_bias": rb.astype(np.float32)}
     if exposed:
         truth["cosmic_rays"] = cr_idx.astype(np.int64)
+        truth["cosmic_ray_charge"] = cr_q.astype(np.float32)
         truth["saturated"] = (np.concatenate(saturated) if saturated else np.zeros(0, dtype=np.int64)).astype(np.int64)
     return raw, truth

@@ -206,6 +206,19 @@ class Truth:
         image += rec["sky"]
         return image
 
+    def cosmic_ray_charge(self, chip: str, frame: str) -> np.ndarray:
+        """The charge every cosmic-ray hit of a frame deposited on one chip (e-, float64, zero
+        where none), in the assembled chip frame."""
+        npz = self._archive()
+        key = f"{chip}/{Path(frame).name.removesuffix('.fits')}"
+        if f"{key}/cosmic_rays.idx" not in npz.files:
+            raise ConfigError(f"{self.arrays_path}: no cosmic rays recorded for {key!r}")
+        image = np.zeros(self.shape, dtype=np.float64)
+        if f"{key}/cosmic_ray_charge" not in npz.files:
+            raise ConfigError(f"{self.arrays_path}: {key!r} has no recorded hit charge (made by an older simulator)")
+        image.ravel()[npz[f"{key}/cosmic_rays.idx"]] = npz[f"{key}/cosmic_ray_charge"]
+        return image
+
     def close(self) -> None:
         """Close the array archive (reopened on the next access)."""
         if self._npz is not None:
@@ -388,6 +401,7 @@ def _plan(
     filters: tuple[str, ...],
     dark_exptime: float,
     science_exptime: tuple[float, ...],
+    scene: model.Scene,
 ) -> list[dict[str, Any]]:
     """Frame records in observation order, with dates and per-frame conditions."""
     night = model.rng_for(seed, "night")
@@ -424,10 +438,10 @@ def _plan(
             rec["flat_level"] = float(rng.uniform(15000.0, 25000.0))
         else:
             t = science_exptime[i % len(science_exptime)]
-            sky_rate = model.filter_properties(filt)[0]
+            sky_rate = model.filter_properties(filt)[0] if scene.sky is None else scene.sky
             rec["exptime"] = t
             rec["sky"] = float(sky_rate * t * rng.uniform(0.8, 1.25))
-            rec["fwhm"] = float(rng.uniform(2.6, 3.4))
+            rec["fwhm"] = float(rng.uniform(*scene.fwhm))
             rec["transparency"] = float(rng.uniform(0.85, 1.0))
         rec["date_obs"] = clock.isoformat(timespec="milliseconds")
         mjd = (clock - _dt.datetime(1858, 11, 17)).total_seconds() / 86400.0
@@ -458,6 +472,7 @@ def simulate_night(
     science_exptime: float | Sequence[float] = (60.0, 120.0),
     overwrite: bool = False,
     camera: CameraHeaders | None = None,
+    scene: model.Scene | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -499,6 +514,11 @@ def simulate_night(
         and saturation where published) are the camera's; the truth stays in the assembled
         chip frame. The frame cards (type, exposure time, filter, date, object) are set
         through the keywords of the camera's ccdask profile.
+    scene : Scene, optional
+        The seeing range (PSF FWHM, pixels), sky rate, star density and cosmic-ray rate of the
+        science frames (:class:`Scene`; the defaults when None). Every cosmic-ray hit is
+        recorded: ``"<frame>/cosmic_rays"`` (pixels) and ``"<frame>/cosmic_ray_charge"`` (e-
+        per pixel, see :meth:`Truth.cosmic_ray_charge`).
 
     Returns
     -------
@@ -542,20 +562,24 @@ def simulate_night(
     exptimes = _check_exptimes(science_exptime)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"simulate_night: overwrite must be True or False, got {overwrite!r}")
+    if scene is None:
+        scene = model.Scene()
+    elif not isinstance(scene, model.Scene):
+        raise ConfigError(f"simulate_night: scene must be a Scene, got {scene!r}")
 
     root = Path(out_dir)
     raw_dir = _prepare_dirs(root, overwrite)
-    frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes)
+    frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes, scene)
 
     stage = Path(tempfile.mkdtemp(prefix=".simulate-", dir=root))
     try:
         if camera is not None:
-            meta = _camera.generate(seed, camera, chips, filters, frames, root, raw_dir, stage)
+            meta = _camera.generate(seed, camera, chips, filters, frames, root, raw_dir, stage, scene)
         else:
             assert amps is not None and size is not None
             ny, nx, nover = SIZES[size]
             geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
-            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage)
+            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, scene)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
@@ -570,6 +594,7 @@ def _generate(
     root: Path,
     raw_dir: Path,
     stage: Path,
+    scene: model.Scene,
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -613,7 +638,7 @@ def _generate(
             arr.flush()
         del flats
 
-    stars = model.make_stars(seed, geom)
+    stars = model.make_stars(seed, geom, scene.star_density)
 
     # ---- frames, one at a time ----------------------------------------------------------------
     frame_arrays: list[tuple[str, np.ndarray]] = []
@@ -626,7 +651,7 @@ def _generate(
         hdus = []
         rec["chips"] = {}
         for chip in chip_models:
-            exposure = model.ChipExposure(exptime=t)
+            exposure = model.ChipExposure(exptime=t, cr_rate=scene.cr_rate)
             if kind != "bias":
                 exposure.dark = mapped(f"{chip.name}/dark_rate")
             if kind == "flat":
@@ -644,6 +669,7 @@ def _generate(
             frame_arrays.append((f"{prefix}/row_bias", truth["row_bias"]))
             if "cosmic_rays" in truth:
                 frame_arrays.append((f"{prefix}/cosmic_rays.idx", truth["cosmic_rays"]))
+                frame_arrays.append((f"{prefix}/cosmic_ray_charge", truth["cosmic_ray_charge"]))
                 frame_arrays.append((f"{prefix}/saturated.idx", truth["saturated"]))
                 rec["chips"][chip.name] = {
                     "cosmic_ray_pixels": int(truth["cosmic_rays"].size),
@@ -667,6 +693,7 @@ def _generate(
 
     sio.write_npz(root / "truth.npz", entries())
     meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames, stars)
+    meta["scene"] = scene.to_dict()
     sio.write_json(root / "truth.json", meta)
     return meta
 

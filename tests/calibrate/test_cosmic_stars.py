@@ -107,7 +107,7 @@ def test_windowed_iterations_equal_astroscrappy(calibrated):
     np.testing.assert_array_equal(got_mask, ref_mask.astype(bool))
     np.testing.assert_array_equal(got_clean, ref_clean)
     # and through the public numpy entry point
-    m2, c2 = detect_cosmics_np(sci, var, read_noise=5.0, mask=mask, config=PLAIN)
+    m2, c2 = detect_cosmics_np(sci, var, read_noise=5.0, mask=mask, config=CosmicConfig(protect=False, niter=4))
     np.testing.assert_array_equal(m2, ref_mask.astype(bool))
     np.testing.assert_array_equal(c2, ref_clean)
 
@@ -149,6 +149,6 @@ def test_chain_reports_the_cosmic_ray_figures(calibrated):
     cr = (new_dq & dqbits.COSMIC) != 0
     assert info["cosmic_hits"] == ndimage.label(cr, np.ones((3, 3), bool))[1] > 100
     assert abs(info["seeing_fwhm"] - fwhm) < 0.03 * fwhm
-    assert 0 <= info["source_flagged"] < 0.01
+    assert 0 <= info["source_flagged"] < 0.02  # measured 0.009 (FWHM 2.5), 0.004 (5): hits on stars
     clean_arrays_np(sci, var, dq, PLAIN, read_noise=5.0, info=(plain := {}))
     assert plain["source_flagged"] > info["source_flagged"]

@@ -690,7 +690,8 @@ def clean_arrays_np(
         info["cosmic_hits"] = int(_nd.label(cr, structure=np.ones((3, 3), dtype=bool))[1])
         info["seeing_fwhm"] = float(measured) if measured is not None else float(cfg.seeing or np.nan)
         noise = np.sqrt(np.maximum(np.nan_to_num(np.asarray(var, dtype=np.float32)), 0.0))
-        src = star_pixels(np.nan_to_num(np.asarray(sci, dtype=np.float32)), noise, flagged, seeing or cfg.psffwhm)
+        # sources found on the cleaned image: the hits themselves are no sources
+        src = star_pixels(np.nan_to_num(np.asarray(cleaned, dtype=np.float32)), noise, flagged, seeing or cfg.psffwhm)
         n = int(src.sum())
         info["source_flagged"] = float((src & cr).sum() / n) if n else float("nan")
     return (cleaned if config.clean else sci), new_dq

@@ -32,6 +32,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     return run_demo(out=args.out, chips=args.chips, size=args.size, workers=args.workers)
 
+
 _SIZES = {"small": dict(nbias=5, ndark=3, nflat=3, nscience=2), "medium": dict(nbias=7, ndark=3, nflat=4, nscience=3)}
 
 

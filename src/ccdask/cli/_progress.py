@@ -19,8 +19,8 @@ MODES = ("bar", "lines", "json", "quiet")
 
 
 def _clock(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
+    whole = max(0, round(seconds))
+    h, rest = divmod(whole, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 

@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not result.cluster_started:
         shown.log("nothing to compute: every master is cached and every output is up to date; no cluster started")
+        if args.report:
+            shown.log(f"no performance report written to {args.report}: nothing was computed")
     summary = (
         f"reduced {len(result.outputs)} exposure(s), {len(result.skipped)} already done; "
         f"manifest: {result.manifest_path}"

@@ -24,6 +24,7 @@ import dask.array as da
 import numpy as np
 from astropy.io import fits
 
+from ccdask.calibrate import ChipMasters
 from ccdask.catalog import Catalog, Entry
 from ccdask.combine._stack import tile_shape
 from ccdask.config import ReduceConfig
@@ -31,7 +32,8 @@ from ccdask.frame import Master
 from ccdask.io import HduInfo
 from ccdask.night._masters import calibrate_frames, normalise_flats, stack_master
 from ccdask.night._plan import make_plan
-from ccdask.night._reduce import ChipMasters, pack_masters, science_graph
+from ccdask.night._science import science_graph
+from ccdask.night._stages import NightMasters, pack_masters
 from ccdask.profiles import load_profile
 
 
@@ -107,8 +109,22 @@ def synthetic_catalog(root: Path, *, exposures: int, chips: int, ny: int, nx: in
     return Catalog(entries)
 
 
-def _ntasks(collections) -> int:
-    return len(dask.base.collections_to_expr(list(collections)).__dask_graph__())
+MATERIALISE: dict[str, float] = {}
+
+
+def _ntasks(collections, stage: str = "") -> int:
+    """Tasks of the collections' graph, materialised as the runner does before computing (timed)."""
+    t = time.perf_counter()
+    n = len(dask.base.collections_to_expr(list(collections)).__dask_graph__())
+    MATERIALISE[stage] = MATERIALISE.get(stage, 0.0) + time.perf_counter() - t
+    return n
+
+
+def _rss_mib() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -123,6 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cat = synthetic_catalog(root, exposures=args.exposures, chips=args.chips, ny=args.ny, nx=args.nx)
+        rss_catalog = _rss_mib()
         t0 = time.perf_counter()
         plan = make_plan(cat, cfg)
         t_plan = time.perf_counter() - t0
@@ -179,14 +196,15 @@ def main() -> None:
             if stage.startswith("flat"):
                 stacks = list(normalise_flats({m.chip: m for m in stacks}, cfg).values())
             times[stage] = time.perf_counter() - t
-            counts[stage] = _ntasks(cal.tasks) + _ntasks([x for m in stacks for x in (m.data, m.variance, m.count)])
+            counts[stage] = _ntasks(cal.tasks, stage) + _ntasks(
+                [x for m in stacks for x in (m.data, m.variance, m.count)], stage
+            )
         flats = {f: {c: cached("flat", c, f) for c in plan.chips} for f in ("g", "r")}
         t = time.perf_counter()
-        sci = science_graph(
-            plan, cfg, root / "reduced", biases=biases, darks=darks, dark_groups={}, flats=flats, thumb_factor=8
-        )
+        masters = NightMasters(bias=biases, dark=darks, flats=flats)
+        sci = science_graph(plan, cfg, root / "reduced", masters, thumb_factor=8)
         times["science"] = time.perf_counter() - t
-        counts["science"] = _ntasks(sci.tasks)
+        counts["science"] = _ntasks(sci.tasks, "science")
     chip_frames = args.exposures * args.chips
     total = sum(counts.values())
     build = sum(times.values())
@@ -194,10 +212,17 @@ def main() -> None:
         f"night: {args.exposures} exposures x {args.chips} chips of {args.ny}x{args.nx} "
         f"({chip_frames} chip-frames, {len(plan.exposures) * args.chips} science)"
     )
-    print(f"plan: {t_plan:.1f} s")
+    print(f"plan: {t_plan:.1f} s; client peak RSS {_rss_mib():.0f} MiB (catalogue {rss_catalog:.0f} MiB)")
     for stage in counts:
-        print(f"  {stage:<8} {counts[stage]:>8} tasks, built in {times[stage]:6.1f} s")
-    print(f"graph construction {build:.1f} s; {total} tasks, {total / chip_frames:.2f} per chip-frame")
+        print(
+            f"  {stage:<8} {counts[stage]:>8} tasks, built in {times[stage]:6.1f} s, "
+            f"materialised in {MATERIALISE.get(stage, 0.0):6.1f} s"
+        )
+    mat = sum(MATERIALISE.values())
+    print(
+        f"graph construction {build:.1f} s (+ {mat:.1f} s materialising = {build + mat:.1f} s); "
+        f"{total} tasks, {total / chip_frames:.2f} per chip-frame"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("night",),
     ("simulate",),
     ("cli",),
-    ("__init__",),
+    ("__init__", "__main__"),  # python -m ccdask: the command line
 ]
 PLACE = {name: i for i, names in enumerate(LAYERS) for name in names}
 

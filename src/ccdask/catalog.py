@@ -24,16 +24,20 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astropy.io import fits
-from astropy.table import Table
 
 from .errors import CcdaskError, CcdaskWarning, FitsReadError, TruncatedFileError
-from .io import HduInfo, ImageSource, image_source, scan_file
+from .io import HduInfo, scan_file
 from .profiles import Profile, load_profile
 from .profiles._layout import ChipLayout
 from .profiles._profile import detect_profile
+
+if TYPE_CHECKING:  # the readers (dask.array) and astropy.table are imported where they are used
+    from astropy.table import Table
+
+    from .io import ImageSource
 
 __all__ = ["FITS_SUFFIXES", "Catalog", "Entry", "Problem"]
 
@@ -80,6 +84,8 @@ class Entry:
     @property
     def source(self) -> ImageSource:
         """The pixel reader of this chip (no I/O: built from the scanned header)."""
+        from .io import ImageSource, image_source
+
         if self.info is None:
             return image_source(self.path, self.hdu)
         return ImageSource.from_info(self.info)
@@ -193,6 +199,8 @@ class Catalog:
     @property
     def table(self) -> Table:
         """The frame table as an astropy Table (one row per file and chip)."""
+        from astropy.table import Table
+
         cols = [
             "path",
             "hdu",

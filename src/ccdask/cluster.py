@@ -33,14 +33,14 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CcdaskError, ConfigError
 from .utils._options import ConfigBase, option
 
-__all__ = ["ClusterConfig", "SlurmConfig", "describe_client", "open_client"]
+__all__ = ["ClusterConfig", "LazyClient", "SlurmConfig", "describe_client", "open_client"]
 
 # SLURM time limits: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS.
 _WALLTIME = re.compile(r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$")
@@ -350,6 +350,50 @@ def open_client(config: ClusterConfig | None = None, *, client: Any = None) -> I
     }
     with contextlib.ExitStack() as stack:
         yield starters[config.backend](config, stack)
+
+
+class LazyClient:
+    """A client opened on first use: :meth:`get` starts the cluster ``config`` describes (once,
+    through :func:`open_client`), and leaving the ``with`` block stops whatever was started.
+
+    A reduction with nothing left to compute never calls :meth:`get`, so it starts no cluster
+    (and imports no ``distributed``); :attr:`started` says whether one was started.
+    ``on_start(client, stack)`` runs once the client is up (to print where it computes, or to
+    enter contexts such as a performance report on ``stack``, closed before the client).
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig | None = None,
+        *,
+        on_start: Callable[[Any, contextlib.ExitStack], None] | None = None,
+    ) -> None:
+        self.config = config if config is not None else ClusterConfig()
+        self.on_start = on_start
+        self._client: Any = None
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    def get(self) -> Any:
+        """The client, starting the cluster on the first call."""
+        if self._client is None:
+            client = self._stack.enter_context(open_client(self.config))
+            self._client = client
+            if self.on_start is not None:
+                self.on_start(client, self._stack)
+        return self._client
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> LazyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _log_level(config: ClusterConfig) -> int | bool:

@@ -510,3 +510,23 @@ def test_cache_ls_and_clear_command(tmp_path, capsys):
 
     with pytest.raises(CacheError, match="no ccdask master cache"):
         _cli("ls", "--cache", str(tmp_path))
+
+
+def test_xarray_opens_a_cached_master(tmp_path):
+    """Masters carry zarr ``dimension_names`` (y, x): ``xarray.open_zarr`` opens an entry as a
+    Dataset of its arrays, equal to what was stored."""
+    xr = pytest.importorskip("xarray")
+    cache = MasterCache(tmp_path / "cache.zarr", chunks=(128, 96))
+    m = _master(filt="r")
+    with dask.config.set(scheduler="sync"):
+        cache.put(KEY, m)
+    want = dask.compute(m.data, m.variance, m.count, scheduler="sync")
+    ds = xr.open_zarr(cache.root, group=KEY, consolidated=False, mask_and_scale=False)
+    assert set(ds.data_vars) == {"data", "variance", "count"}
+    for name, expected in zip(("data", "variance", "count"), want, strict=True):
+        assert ds[name].dims == ("y", "x")
+        got = ds[name].values
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    assert ds.attrs["kind"] == "bias" and ds.attrs["filter"] == "r"
+    assert cache.get(KEY) is not None  # the entry still verifies

@@ -10,7 +10,8 @@ Layout
 named by its key, ``<root>/<key>/``, holding the arrays ``data`` (float32), and when present
 ``variance`` (float32) and ``count`` (int16, or int32 above 32767 frames), compressed with
 Blosc-zstd (level 3, byte shuffle) and chunked like the master when its dask chunks form a
-regular grid of 256² to 4096² pixels (else 1024²). The group attributes hold ``kind``,
+regular grid of 256² to 4096² pixels (else 1024²), with zarr ``dimension_names`` ``("y", "x")``
+(so ``xarray.open_zarr(root, group=key)`` opens an entry as a Dataset). The group attributes hold ``kind``,
 ``chip``, ``filter``, ``exptime``, ``ncombine``, ``shape``, ``created`` (UTC ISO),
 ``ccdask_version``, the provenance ``meta`` (inputs, parameters), per array the checksum of its
 ``zarr.json`` and of every chunk file, and ``attrs_sha256``, a checksum of all of that. Names
@@ -439,6 +440,7 @@ class MasterCache:
                     fill_value=fills[name],
                     chunk_key_encoding={"name": "default", "separator": "/"},
                     config={"write_empty_chunks": True},
+                    dimension_names=("y", "x"),  # so xarray.open_zarr(root, group=key) opens it
                 )
             owner = {"host": socket.gethostname(), "pid": os.getpid()}
             (tmp / _OWNER).write_text(json.dumps(owner), encoding="utf-8")

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["run_demo"]
+__all__ = ["register", "run_demo"]
+
+HELP = "simulate a small mosaic night and reduce it"
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser("demo", help=HELP)
+    p.add_argument("--out", default="ccdask-demo", help="output folder (default ./ccdask-demo)")
+    p.add_argument("--chips", type=int, default=4, help="number of chips (default 4)")
+    p.add_argument(
+        "--size",
+        choices=("small", "medium"),
+        default="medium",
+        help="chip size: small 192x160, medium 1024x1024 data pixels (default medium)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(out=args.out, chips=args.chips, size=args.size, workers=args.workers)
+
 
 _SIZES = {"small": dict(nbias=5, ndark=3, nflat=3, nscience=2), "medium": dict(nbias=7, ndark=3, nflat=4, nscience=3)}
 

@@ -58,6 +58,7 @@ def write_manifest(
         "outputs": {"reduced": result.outputs, "skipped": result.skipped, "masters": result.masters},
         "masters": rows,
         "read_noise": result.read_noise,
+        "cluster_started": result.cluster_started,
         "parameters": cfg.to_dict(),
         "timings": {
             "total_seconds": total,

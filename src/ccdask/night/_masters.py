@@ -229,7 +229,9 @@ def focal_plane_median(images: Sequence[da.Array], region: str = "[*,*]", *, nam
         sub = img[sec.normalized().slices]
         s = sample_step(tuple(sub.shape))
         parts.append(sub[::s, ::s].ravel())
-    pooled = da.concatenate(parts).rechunk(-1)
+    # method="tasks": dask would otherwise import distributed to choose one, and a rerun with
+    # nothing to compute (flats from the cache) must not pay for that import
+    pooled = da.concatenate(parts).rechunk(-1, method="tasks")
     return da.map_blocks(
         _nanmedian,
         pooled,

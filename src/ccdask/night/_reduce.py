@@ -47,6 +47,9 @@ class ReduceResult:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     manifest_path: Path | None = None
     read_noise: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: whether this run started (or connected to) a cluster; ``None`` when the caller passed
+    #: its own client or scheduler
+    cluster_started: bool | None = None
 
     @property
     def raw_pixels(self) -> int:
@@ -61,23 +64,28 @@ def reduce(
     config: Any = None,
     client: Any = None,
     cache: str | os.PathLike[str] | None = None,
-    progress: bool = False,
+    progress: bool | Callable[..., None] = False,
     log: Callable[[str], None] | None = None,
+    on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
 ) -> ReduceResult:
     """Reduce a night of raw frames into ``out`` (see DESIGN's output layout).
 
     ``raw``: files and/or folders. ``config``: a ReduceConfig, dict or TOML path (defaults when
-    None). ``client``: a ``distributed.Client``, ``"threads"``, ``"sync"``, a dask scheduler
-    function, or None for an embedded LocalCluster for the run. ``cache``: the zarr master cache
-    (default ``OUT/cache.zarr``). ``progress`` shows a bar per stage; ``log`` receives one line
-    per event. Raises :class:`~ccdask.errors.PlanError` before any computation when the frames
+    None). ``client``: a ``distributed.Client``, a :class:`~ccdask.cluster.LazyClient`,
+    ``"threads"``, ``"sync"``, a dask scheduler function, or None for an embedded LocalCluster
+    started when the first stage has something to compute (a night with nothing left to do
+    starts none). ``cache``: the zarr master cache (default ``OUT/cache.zarr``). ``progress``
+    shows a bar per stage (``True``: dask's; or a callable, see :class:`Runner`); ``log``
+    receives one line per event, ``on_stage`` the record of every stage computed. Raises :class:`~ccdask.errors.PlanError` before any computation when the frames
     cannot satisfy the plan.
     """
-    if client is None:
-        from ..cluster import ClusterConfig, open_client
+    from ..cluster import LazyClient
 
-        with open_client(ClusterConfig()) as c:
-            return reduce(raw, out, config=config, client=c, cache=cache, progress=progress, log=log)
+    if client is None:
+        with LazyClient() as lazy:
+            return reduce(
+                raw, out, config=config, client=lazy, cache=cache, progress=progress, log=log, on_stage=on_stage
+            )
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
     cfg, out = load_config(config), Path(out)
@@ -85,7 +93,7 @@ def reduce(
     plan = make_plan(catalog, cfg)
     out.mkdir(parents=True, exist_ok=True)
     _sweep_tmp(out)
-    runner = Runner(client, progress, log)
+    runner = Runner(client, progress, log, on_stage)
     result = ReduceResult(out=out, plan=plan)
     log(f"planned {len(plan.chips)} chip(s), {len(plan.exposures)} science exposure(s)")
     for note in plan.notes:
@@ -105,8 +113,8 @@ def reduce(
     science = science_graph(plan, cfg, out / "reduced", masters, thumb_factor=factor, history=history)
     files = master_outputs(out, masters, cfg, factor)
     todo = [f for f in files if f.task is not None]
+    runner.record("science")["raw_pixels"] = science.raw_pixels
     results = runner.compute("science", [*science.tasks, *[f.task for f in todo]])
-    runner.stages["science"]["raw_pixels"] = science.raw_pixels
     sci_results, master_results = results[: len(science.tasks)], results[len(science.tasks) :]
     result.outputs = [str(f) for _, f in science.finals]
     result.skipped = science.skipped
@@ -125,6 +133,8 @@ def reduce(
             factor,
         )
     result.stages = runner.stages
+    if isinstance(client, LazyClient):
+        result.cluster_started = client.started
     result.stages["qa"] = {"seconds": time.perf_counter() - t_qa}
     result.manifest_path = write_manifest(out, catalog, plan, cfg, result, masters, total=time.perf_counter() - t_start)
     return result

@@ -4,12 +4,11 @@ per exposure (assemble the parts after the raw primary header, then rename into 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
 from astropy.io import fits
 
 from .._version import __version__
@@ -79,7 +78,7 @@ def science_graph(
         if cfg.output.skip_existing and has_key(final, key):
             graph.skipped.append(str(final))
             continue
-        parts, part_paths = [], []
+        chip_specs, part_paths = [], []
         for entry, packed_masters in chip_tasks:
             # named by chip number: chip names come from headers and may hold '/' or '..'
             part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{chip_numbers[entry.chip]}.part"
@@ -96,45 +95,58 @@ def science_graph(
                 extver=chip_numbers[entry.chip],
                 thumb_factor=thumb_factor,
             )
-            parts.append(
-                dask.delayed(task, pure=False)(
-                    packed_masters, dask_key_name=f"reduce-{exp.name}-{entry.chip}-{key[:8]}"
-                )
-            )
+            chip_specs.append((f"reduce-{exp.name}-{entry.chip}-{key[:8]}", task, packed_masters))
             part_paths.append(str(part))
             graph.raw_pixels += entry.shape[0] * entry.shape[1]
-        graph.tasks.append(
-            dask.delayed(_finish_exposure, pure=True)(
-                str(final),
-                exp.path,
-                provenance(exp, used, cfg, key, history or {}),
-                part_paths,
-                parts,
-                dask_key_name=f"assemble-{exp.name}-{key[:8]}",
-            )
+        finish = functools.partial(
+            _finish_exposure, str(final), exp.path, provenance_cards(exp, used, cfg, key, history or {}), part_paths
         )
+        graph.tasks.append(exposure_tasks(f"assemble-{exp.name}-{key[:8]}", finish, chip_specs))
         graph.finals.append((exp, final))
     return graph
 
 
-def provenance(
+def exposure_tasks(key: str, finish: Callable[[list[Any]], Any], chips: Sequence[tuple[str, Any, Any]]) -> Any:
+    """One exposure as one graph layer: a task per chip ``(key, function, packed masters)``
+    calling ``function(masters)``, and ``key`` calling ``finish`` with their results in order.
+
+    Written as task specs rather than ``dask.delayed`` calls: a delayed call walks and culls
+    the whole graph of its arguments (here the masters' arrays) once per exposure, which made
+    a survey night's science graph cost seconds per hundred exposures.
+    """
+    from dask._task_spec import List, Task, TaskRef
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    layer: dict[str, Any] = {}
+    needs: dict[Any, Any] = {}
+    for chip_key, function, packed in chips:
+        layer[chip_key] = Task(chip_key, function, TaskRef(packed.key))
+        needs[packed.key] = packed
+    layer[key] = Task(key, finish, List(*(TaskRef(k) for k, _, _ in chips)))
+    return Delayed(key, HighLevelGraph.from_collections(key, layer, dependencies=list(needs.values())))
+
+
+def provenance_cards(
     exp: Exposure,
     used: Mapping[str, Mapping[str, str | None]],
     cfg: ReduceConfig,
     key: str,
     history: Mapping[str, tuple[str, ...]],
-) -> fits.Header:
-    """The cards ccdask adds to a reduced file's primary header."""
-    h = fits.Header()
-    h["CCDASKV"] = (__version__, "ccdask version")
-    h["CCDKEY"] = (key, "inputs+masters+parameters id")
-    h["RAWFILE"] = (Path(exp.path).name, "raw file reduced")
+) -> list[tuple[str, Any, str]]:
+    """The cards ccdask adds to a reduced file's primary header, as ``(keyword, value,
+    comment)``: plain data, made into a header by the task that writes the file."""
+    cards: list[tuple[str, Any, str]] = [
+        ("CCDASKV", __version__, "ccdask version"),
+        ("CCDKEY", key, "inputs+masters+parameters id"),
+        ("RAWFILE", Path(exp.path).name, "raw file reduced"),
+    ]
     for chip, keys in used.items():
         for kind, k in keys.items():
             if k:
-                h.add_history(f"ccdask: {kind} master for {chip}: cache key {k}")
+                cards.append(("HISTORY", f"ccdask: {kind} master for {chip}: cache key {k}", ""))
         for line in history.get(chip, ()):
-            h.add_history(f"ccdask: {line}")
+            cards.append(("HISTORY", f"ccdask: {line}", ""))
     steps = [
         "overscan" if cfg.overscan.enabled else None,
         "trim",
@@ -144,7 +156,28 @@ def provenance(
         "flat" if cfg.flat.enabled else None,
         f"cosmics({cfg.cosmics.method})",
     ]
-    h.add_history("ccdask steps: " + " > ".join(s for s in steps if s))
+    cards.append(("HISTORY", "ccdask steps: " + " > ".join(s for s in steps if s), ""))
+    return cards
+
+
+def provenance(
+    exp: Exposure,
+    used: Mapping[str, Mapping[str, str | None]],
+    cfg: ReduceConfig,
+    key: str,
+    history: Mapping[str, tuple[str, ...]],
+) -> fits.Header:
+    """The cards ccdask adds to a reduced file's primary header, as a header."""
+    return _header(provenance_cards(exp, used, cfg, key, history))
+
+
+def _header(cards: Sequence[tuple[str, Any, str]]) -> fits.Header:
+    h = fits.Header()
+    for keyword, value, comment in cards:
+        if keyword == "HISTORY":
+            h.add_history(value)
+        else:
+            h[keyword] = (value, comment)
     return h
 
 
@@ -194,7 +227,11 @@ def _science_chip_task(
 
 
 def _finish_exposure(
-    final: str, raw_path: str, provenance: fits.Header, part_paths: list[str], chip_results: list[dict[str, Any]]
+    final: str,
+    raw_path: str,
+    provenance: Sequence[tuple[str, Any, str]],
+    part_paths: list[str],
+    chip_results: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Assemble an exposure: the raw primary header plus ccdask's cards, then the chips' parts."""
     primary = primary_header(raw_path)
@@ -212,6 +249,6 @@ def _finish_exposure(
         "DATASUM",
     ):
         primary.remove(k, ignore_missing=True, remove_all=True)
-    primary.extend(provenance.cards, unique=False)
+    primary.extend(_header(provenance).cards, unique=False)
     concat_parts(final, primary, part_paths)
     return chip_results

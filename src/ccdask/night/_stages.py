@@ -88,16 +88,35 @@ class NightMasters:
 
 class Runner:
     """Computes one stage's collections with a single call on the chosen scheduler and keeps
-    per-stage records (seconds, tasks, task groups, masters cached and built, raw pixels)."""
+    per-stage records (seconds, tasks, task groups, masters cached and built, raw pixels).
 
-    def __init__(self, client: Any, progress: bool, log: Callable[[str], None]):
+    ``client`` may be a :class:`~ccdask.cluster.LazyClient`: its cluster is started by the
+    first stage that has something to compute, never by a night with nothing left to do.
+    ``progress`` is ``False``, ``True`` (dask's own bar) or a callable
+    ``progress(stage, futures, client, record)`` that returns once the futures are done (the
+    command line's bar); ``on_stage(stage, record, seconds)`` hears of every stage computed.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        progress: bool | Callable[..., None],
+        log: Callable[[str], None],
+        on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
+    ):
         self.client = client
         self.progress = progress
         self.log = log
+        self.on_stage = on_stage
         self.stages: dict[str, dict[str, Any]] = {}
 
     def record(self, stage: str) -> dict[str, Any]:
         return self.stages.setdefault(stage, {"seconds": 0.0, "tasks": 0, "task_groups": {}})
+
+    def _client(self) -> Any:
+        from ..cluster import LazyClient
+
+        return self.client.get() if isinstance(self.client, LazyClient) else self.client
 
     def compute(self, stage: str, collections: Sequence[Any]) -> list[Any]:
         record = self.record(stage)
@@ -109,19 +128,24 @@ class Runner:
         record["tasks"] += len(graph)
         for k, n in Counter(key_split(k) for k in graph).items():
             record["task_groups"][k] = record["task_groups"].get(k, 0) + n
+        client = self._client()
         t0 = time.perf_counter()
-        if self.client is None or isinstance(self.client, str) or not hasattr(self.client, "gather"):
-            results = list(dask.compute(*collections, scheduler=self.client or "threads"))
+        if client is None or isinstance(client, str) or not hasattr(client, "gather"):
+            results = list(dask.compute(*collections, scheduler=client or "threads"))
         else:
-            futures = self.client.compute(list(collections))
-            if self.progress:
+            futures = client.compute(list(collections))
+            if callable(self.progress):
+                self.progress(stage, futures, client, record)
+            elif self.progress:
                 from distributed import progress
 
                 progress(futures)
-            results = self.client.gather(futures)
+            results = client.gather(futures)
         seconds = time.perf_counter() - t0
         record["seconds"] += seconds
         self.log(f"  {stage}: {len(graph)} tasks in {seconds:.1f} s")
+        if self.on_stage is not None:
+            self.on_stage(stage, record, seconds)
         return results
 
 

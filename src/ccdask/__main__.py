@@ -1,0 +1,7 @@
+"""``python -m ccdask ...``: the ``ccdask`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

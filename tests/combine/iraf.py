@@ -71,7 +71,13 @@ def imcombine(paths: Sequence[Path], workdir: Path, **params: Any) -> tuple[np.n
     script.write_text(f'images\nimmatch\nimcombine ("@{listfile}", "{out}", {call})\nlogout\n')
     env = {**os.environ, "USER": os.environ.get("USER", "ccdask"), "HOME": str(workdir)}
     proc = subprocess.run(
-        [exe, "-f", str(script)], cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+        [exe, "-f", str(script)],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     log = proc.stdout + proc.stderr
     if proc.returncode != 0 or not out.exists():

@@ -29,6 +29,7 @@ DEFAULT_DICT = {
     "min_clip": None,
     "max_clip": None,
     "nkeep": 1,
+    "mclip": True,
     "scale": None,
     "zero": None,
     "weights": None,

@@ -60,7 +60,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--method", choices=get_args(Method), default="mean", help="statistic of the survivors (default mean)"
     )
-    p.add_argument("--clip", choices=get_args(Clip), default="sigma", help="rejection (default sigma)")
+    p.add_argument(
+        "--clip",
+        "--reject",
+        dest="clip",
+        choices=get_args(Clip),
+        default="sigma",
+        help="rejection (default sigma); sigclip is IRAF imcombine's reject=sigclip",
+    )
+    p.add_argument(
+        "--nkeep",
+        type=int,
+        default=1,
+        metavar="N",
+        help="minimum survivors of sigma clipping; with sigclip a negative N is the most rejected (default 1)",
+    )
+    p.add_argument(
+        "--mclip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sigclip: center on the median (--mclip, default) or the mean (--no-mclip), as IRAF",
+    )
     p.add_argument(
         "--sigma-lower", type=float, default=3.0, metavar="S", help="lower sigma-clipping threshold (default 3)"
     )
@@ -224,6 +244,8 @@ def _run(args: argparse.Namespace) -> int:
         nhigh=args.nhigh,
         min_clip=args.min_clip,
         max_clip=args.max_clip,
+        nkeep=args.nkeep,
+        mclip=args.mclip,
         scale=None if args.scale == "none" else args.scale,
         memory_per_task=int(args.memory_per_task * 2**20),
     )

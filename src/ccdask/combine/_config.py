@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 Method = Literal["mean", "median", "sum"]
-Clip = Literal["sigma", "minmax", "extrema", "none"]
+Clip = Literal["sigma", "sigclip", "minmax", "extrema", "none"]
 Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
 ScaleMode = Literal["median", "mean", "exposure"]
@@ -130,7 +130,9 @@ class CombineConfig(ConfigBase):
     )
     clip: Clip = option(
         "sigma",
-        "Rejection: ``sigma`` (iterative, as ``astropy.stats.sigma_clip``), ``minmax`` (absolute "
+        "Rejection: ``sigma`` (iterative, as ``astropy.stats.sigma_clip``), ``sigclip`` (IRAF "
+        "imcombine's ``reject=sigclip``: center ``mclip``, sample sigma, ``nkeep`` with IRAF's "
+        "sign meaning; ``maxiters``, ``center`` and ``spread`` do not apply), ``minmax`` (absolute "
         "thresholds ``min_clip``/``max_clip``), ``extrema`` (drop the ``nlow`` lowest and "
         "``nhigh`` highest values per pixel) or ``none``.",
     )
@@ -180,9 +182,14 @@ class CombineConfig(ConfigBase):
         1,
         "Sigma clipping keeps at least this many survivors where there are that many finite "
         "values (the last iteration whose bounds keep enough is used; 0 reproduces astropy "
-        "exactly).",
-        check=lambda v: v >= 0,
-        why="must be an integer >= 0",
+        "exactly). With ``clip='sigclip'`` as IRAF: a negative value is the most that may be "
+        "rejected (at least ``N + nkeep`` kept), and rejected values nearest the center are put "
+        "back until enough survive.",
+    )
+    mclip: bool = option(
+        True,
+        "``clip='sigclip'``: center on the median (IRAF ``mclip=yes``) or, when False, on the mean "
+        "(the first iteration's mean excludes the lowest and highest value, as IRAF).",
     )
     scale: ScaleMode | tuple[float, ...] | None = option(
         None,
@@ -214,6 +221,8 @@ class CombineConfig(ConfigBase):
             raise ConfigError("CombineConfig: clip='minmax' needs min_clip and/or max_clip")
         if self.min_clip is not None and self.max_clip is not None and self.min_clip > self.max_clip:
             raise ConfigError(f"CombineConfig: min_clip {self.min_clip} is above max_clip {self.max_clip}")
+        if self.nkeep < 0 and self.clip != "sigclip":
+            raise ConfigError(f"CombineConfig: nkeep = {self.nkeep} must be >= 0 (negative only with clip='sigclip')")
         if self.weights is not None and self.method == "median":
             raise ConfigError("CombineConfig: weights apply to method 'mean' or 'sum', not 'median'")
         lengths = {name: len(v) for name in ("scale", "zero", "weights") if isinstance(v := getattr(self, name), tuple)}

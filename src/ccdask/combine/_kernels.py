@@ -98,9 +98,9 @@ SEGMENT = 2048
 MAD_TO_SIGMA = 1.482602218505602  # the constant of astropy's C fast path
 
 _METHOD = {"mean": 0, "median": 1, "sum": 2}
-_CLIP = {"none": 0, "sigma": 1, "minmax": 0, "extrema": 3}
+_CLIP = {"none": 0, "sigma": 1, "minmax": 0, "extrema": 3, "sigclip": 4}
 _M_MEAN, _M_MEDIAN, _M_SUM = 0, 1, 2
-_C_NONE, _C_SIGMA, _C_EXTREMA = 0, 1, 3
+_C_NONE, _C_SIGMA, _C_EXTREMA, _C_SIGCLIP = 0, 1, 3, 4
 
 
 class BlockResult(NamedTuple):
@@ -536,6 +536,73 @@ def _sigma_bounds_meanstd(
 
 
 @_jit
+def _iraf_sigclip_bounds(
+    s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float, mclip: bool, nkeep: int
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """IRAF ``reject=sigclip`` for pixel j of a sorted strip: the survivors' window ``[a, b)``.
+
+    Rules (measured against IRAF imcombine, see tests/combine/test_iraf.py): ``nkeep < 0`` means
+    keep at least ``nf + nkeep``; no rejection when ``nf <= max(2, nkeep)``. Each iteration takes
+    the center of the current survivors (median with ``mclip``; otherwise the mean, excluding the
+    lowest and highest value in the first iteration), the sample sigma about it
+    ``sqrt(sum((v - c)²) / (m - 1))``, and keeps ``-lsigma·s <= v - c <= hsigma·s``. If that
+    leaves fewer than ``nkeep``, the nearest rejected value is put back (the nearest below and
+    the nearest above together when equally near) until ``nkeep`` survive, and it stops (IRAF
+    differs from this in some stacks where several rejected values are equal: not reproduced); it also stops when nothing
+    changed or at most ``max(2, nkeep)`` survive. Survivors stay a contiguous window of the
+    sorted values; equal values at its ends are told apart by frame index, as for extrema.
+    """
+    nk = nkeep if nkeep >= 0 else max(nf + nkeep, 0)
+    if nf <= max(2, nk):
+        return 0, nf
+    a = 0
+    b = nf
+    first = True
+    while True:
+        m = b - a
+        if mclip:
+            c = _median_sorted(s, j, a, b)
+        else:
+            tot = 0.0
+            for i in range(a, b):
+                tot += np.float64(s[i, j])
+            c = (tot - np.float64(s[a, j]) - np.float64(s[b - 1, j])) / (m - 2) if first else tot / m
+        first = False
+        ss = 0.0
+        for i in range(a, b):
+            d = np.float64(s[i, j]) - c
+            ss += d * d
+        sd = math.sqrt(ss / (m - 1))
+        tlo = -sig_lo * sd
+        thi = sig_hi * sd
+        na = a
+        while na < b and not (np.float64(s[na, j]) - c >= tlo):
+            na += 1
+        nb = b
+        while nb > na and not (np.float64(s[nb - 1, j]) - c <= thi):
+            nb -= 1
+        if nb - na < nk:
+            # put back the nearest rejected value (both sides' nearest when equally near)
+            while nb - na < nk:
+                rl = c - np.float64(s[na - 1, j]) if na > a else np.inf
+                rh = np.float64(s[nb, j]) - c if nb < b else np.inf
+                if rl <= rh:
+                    na -= 1
+                if rh <= rl:
+                    nb += 1
+            a = na
+            b = nb
+            break
+        if nb - na == m:
+            break
+        a = na
+        b = nb
+        if b - a <= max(2, nk):
+            break
+    return a, b
+
+
+@_jit
 def _kernel(
     block: _F32,
     var: _F32,
@@ -570,7 +637,9 @@ def _kernel(
     has_var = var.shape[0] == n
     has_thr = min_clip > -np.inf or max_clip < np.inf
     transform = has_scale or has_zero
-    need_sort = method == _M_MEDIAN or clip == _C_EXTREMA or (clip == _C_SIGMA and (use_median or use_mad))
+    need_sort = (
+        method == _M_MEDIAN or clip in (_C_EXTREMA, _C_SIGCLIP) or (clip == _C_SIGMA and (use_median or use_mad))
+    )
     scatter = want_var and not has_var
     vals = np.empty((n, S), np.float32)
     srt = np.empty((n, S), np.float32)
@@ -721,9 +790,18 @@ def _kernel(
                         t_newcnt,
                         t_fullcnt,
                     )
+            elif clip == _C_SIGCLIP:
+                for j in range(w):
+                    wa, wb = _iraf_sigclip_bounds(srt, j, nfin[j], sig_lo, sig_hi, use_median, nkeep)
+                    t_wa[j] = wa
+                    t_wb[j] = wb
+                    lo[j] = srt[wa, j] if wb > wa else np.nan
+                    hi[j] = srt[wb - 1, j] if wb > wa else np.nan
             elif clip == _C_EXTREMA:
                 for j in range(w):
                     nf = nfin[j]
+                    t_wa[j] = nlow
+                    t_wb[j] = nf - nlow - nhigh + nlow
                     if nf - nlow - nhigh <= 0:
                         lo[j] = np.nan  # nothing survives
                         hi[j] = np.nan
@@ -739,22 +817,24 @@ def _kernel(
                 for j in range(w):
                     v = np.float64(vals[k, j])
                     keep[k, j] = (v >= lo[j]) & (v <= hi[j])
-            if clip == _C_EXTREMA:
+            if clip in (_C_EXTREMA, _C_SIGCLIP):
                 # ties at the lowest/highest kept value: rank by (value, frame index)
                 for j in range(w):
                     nf = nfin[j]
-                    if nf - nlow - nhigh <= 0:
+                    wa = t_wa[j]
+                    wb = t_wb[j]
+                    if wb - wa <= 0:
                         continue
-                    lv = srt[nlow, j]
-                    hv = srt[nf - nhigh - 1, j]
-                    tie_lo = nlow > 0 and srt[nlow - 1, j] == lv
-                    tie_hi = nhigh > 0 and srt[nf - nhigh, j] == hv
+                    lv = srt[wa, j]
+                    hv = srt[wb - 1, j]
+                    tie_lo = wa > 0 and srt[wa - 1, j] == lv
+                    tie_hi = wb < nf and srt[wb, j] == hv
                     if not (tie_lo or tie_hi):
                         continue
-                    r_lo = nlow
+                    r_lo = wa
                     while r_lo > 0 and srt[r_lo - 1, j] == lv:
                         r_lo -= 1
-                    r_hi = nf - nhigh - 1
+                    r_hi = wb - 1
                     while r_hi > 0 and srt[r_hi - 1, j] == hv:
                         r_hi -= 1
                     seen_lo = 0
@@ -766,11 +846,11 @@ def _kernel(
                             seen_lo += 1
                             if v == hv:
                                 seen_hi += 1
-                            keep[k, j] = (r >= nlow) & (r < nf - nhigh)
+                            keep[k, j] = (r >= wa) & (r < wb)
                         elif v == hv:
                             r = r_hi + seen_hi
                             seen_hi += 1
-                            keep[k, j] = (r >= nlow) & (r < nf - nhigh)
+                            keep[k, j] = (r >= wa) & (r < wb)
             # ---- accumulate the survivors in frame order
             for j in range(w):
                 cnt[j] = 0
@@ -829,7 +909,7 @@ def _kernel(
                 elif method == _M_SUM:
                     res = acc[j]
                 else:
-                    a = nlow if clip == _C_EXTREMA else _first_ge(srt, j, nfin[j], lo[j])
+                    a = t_wa[j] if clip in (_C_EXTREMA, _C_SIGCLIP) else _first_ge(srt, j, nfin[j], lo[j])
                     res = _median_sorted(srt, j, a, a + c)
                 out_data[y, x] = res
                 if want_var:
@@ -959,7 +1039,7 @@ def combine_block(
             cfg.sigma_lower,
             cfg.sigma_upper,
             -1 if cfg.maxiters is None else cfg.maxiters,
-            cfg.center == "median",
+            cfg.mclip if cfg.clip == "sigclip" else cfg.center == "median",
             cfg.spread == "mad_std",
             cfg.nlow,
             cfg.nhigh,

@@ -30,6 +30,7 @@ _PARAM_CARDS = (
     ("min_clip", "CMBMINCL", "lower absolute threshold"),
     ("max_clip", "CMBMAXCL", "upper absolute threshold"),
     ("nkeep", "CMBNKEEP", "minimum survivors of sigma clipping"),
+    ("mclip", "CMBMCLIP", "sigclip median center"),
 )
 
 

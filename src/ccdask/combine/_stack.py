@@ -309,6 +309,7 @@ def combine(
     min_clip: float | None = None,
     max_clip: float | None = None,
     nkeep: int = 1,
+    mclip: bool = True,
     scale: ScaleMode | ArrayLike | None = None,
     weights: ArrayLike | None = None,
     hdu: HduKey = None,
@@ -327,8 +328,10 @@ def combine(
         :mod:`ccdask.io` (``hdu`` selects the image HDU of each file). NaN and ±inf are ignored.
     method : {"mean", "median", "sum"}
         Statistic of the survivors (``sum`` as ccdproc: the sum of survivors, not rescaled).
-    clip : {"sigma", "minmax", "extrema", "none"}
-        Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics).
+    clip : {"sigma", "sigclip", "minmax", "extrema", "none"}
+        Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics). ``sigclip`` is
+        IRAF imcombine's ``reject=sigclip`` (``sigma_lower``/``sigma_upper`` are its
+        ``lsigma``/``hsigma``; ``mclip``, ``nkeep``).
     sigma_lower, sigma_upper, maxiters, center, spread
         Sigma clipping as ``astropy.stats.sigma_clip(axis=0, ...)``; ``maxiters=None`` iterates
         until nothing changes.
@@ -338,7 +341,10 @@ def combine(
         Absolute thresholds on the input values (before scaling), with any clip mode;
         ``clip="minmax"`` needs at least one.
     nkeep : int
-        Minimum survivors kept by sigma clipping (``0``: astropy exactly).
+        Minimum survivors kept by sigma clipping (``0``: astropy exactly); with ``sigclip`` as
+        IRAF, negative: the most values that may be rejected.
+    mclip : bool
+        ``sigclip``: median (True) or mean (False) center, as IRAF's ``mclip``.
     scale : None, array (N,), or {"median", "mean", "exposure"}
         Multiplicative factor per frame. ``median``/``mean``: ``f_i = mean_j(m_j) / m_i`` with
         ``m_i`` the statistic of frame ``i`` on the fixed grid ``frame[::s, ::s]`` (``s`` from
@@ -388,6 +394,7 @@ def combine(
         min_clip=min_clip,
         max_clip=max_clip,
         nkeep=nkeep,
+        mclip=mclip,
         # a string is checked against the ScaleMode choices by CombineConfig itself
         scale=cast("ScaleMode | tuple[float, ...] | None", scale_cfg),
         zero=None if zero is None else _flat_floats(zero),

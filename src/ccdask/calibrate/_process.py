@@ -39,6 +39,7 @@ from ._arith import (
 )
 from ._assemble import assemble, assemble_np
 from ._config import OverscanConfig
+from ._crosstalk import CrosstalkConfig, correct_crosstalk, correct_crosstalk_np, crosstalk_history, load_crosstalk
 from ._cosmics import CosmicConfig, clean_arrays_np, clean_frame, cosmic_step, frame_read_noise
 from ._masks import (
     MaskConfig,
@@ -73,6 +74,7 @@ class ProcessConfig(ConfigBase):
         "where the read noise comes from: the header/profile, measured in each frame's overscan, or "
         "auto: the header/profile where it gives one, else the frame's overscan",
     )
+    crosstalk: CrosstalkConfig = option(CrosstalkConfig(), "crosstalk between the amplifiers of a chip (raw ADU)")
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
     masks: MaskConfig = option(MaskConfig(), "bad pixels, saturation, interpolation")
     cosmics: CosmicConfig = option(CosmicConfig(), "cosmic rays in science frames")
@@ -125,6 +127,7 @@ class _Lazy:
     """The steps as dask graph builders (the dask form of each step)."""
 
     saturation = staticmethod(saturation_mask)
+    crosstalk = staticmethod(correct_crosstalk)
     subtract_overscan = staticmethod(subtract_overscan)
     overscan_stats = staticmethod(overscan_stats)
     assemble = staticmethod(assemble)
@@ -162,6 +165,7 @@ class _Eager:
     """The same steps on numpy arrays: one whole chip in memory, nothing lazy."""
 
     saturation = staticmethod(saturation_mask_np)
+    crosstalk = staticmethod(correct_crosstalk_np)
     subtract_overscan = staticmethod(subtract_overscan_np)
     overscan_stats = staticmethod(overscan_stats_np)
     assemble = staticmethod(assemble_np)
@@ -231,6 +235,10 @@ def _chain(
         return m.label if isinstance(m, _Arrays) else m.meta.get("label", "master")
 
     saturated = ops.saturation(raw, layout, grow=cfg.masks.saturation_grow)
+    if cfg.crosstalk.file is not None:  # raw ADU, before the overscan; saturation stays that of the raw frame
+        table = load_crosstalk(cfg.crosstalk.file)
+        raw = ops.crosstalk(raw, layout, table)
+        history.append(crosstalk_history(table, layout))
     has_overscan = all(a.biassec is not None for a in layout.amplifiers)
     if cfg.overscan.enabled and has_overscan:
         data = ops.subtract_overscan(raw, layout, cfg.overscan)

@@ -248,6 +248,7 @@ def _command_modules() -> list:
     for name in (
         "ccdask.cli._combine",
         "ccdask.cli._cache",
+        "ccdask.cli._crosstalk",
         "ccdask.cli._gain",
         "ccdask.cli._inspect",
         "ccdask.cli._profile",

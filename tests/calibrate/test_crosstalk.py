@@ -121,7 +121,7 @@ def test_chain_applies_it_only_when_configured(nights, tmp_path):
     no_cr = CosmicConfig(method="none")  # cosmic-ray cleaning looks across the amplifier boundary
     plain = process_in_memory(raw, {}, ProcessConfig(cosmics=no_cr), layout=layout, exptime=60.0)
     cfg = ProcessConfig(crosstalk=CrosstalkConfig(file=str(path)), cosmics=no_cr)
-    sci, var, dq, history = process_in_memory(raw, {}, cfg, layout=layout, exptime=60.0)
+    sci, _var, _dq, history = process_in_memory(raw, {}, cfg, layout=layout, exptime=60.0)
     assert not any(h.startswith("crosstalk") for h in plain[3])
     assert any(h.startswith("crosstalk: c.toml: B->A -0.0003") for h in history)
     # only amplifier A (the victim, trimmed columns 0..511) changes, by the ghost times its gain
@@ -145,7 +145,7 @@ def test_bad_tables_fail_clearly(tmp_path, nights):
     wrong.write_text("[[crosstalk]]\nchip = 'CCD1'\nsource = 'A'\nvictim = 'C'\nlinear = 1e-4\n")
     with pytest.raises(ConfigError, match=r"wrong\.toml.*amplifier 'C'"):
         correct_crosstalk_np(np.zeros(layout.raw_shape), layout, load_crosstalk(wrong))
-    with pytest.raises(ConfigError, match="missing.toml"):
+    with pytest.raises(ConfigError, match=r"missing\.toml"):
         load_crosstalk(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="crosstalk"):
         simulate_night(tmp_path / "n", chips=1, crosstalk={("A", "A"): 1e-4})

@@ -169,10 +169,10 @@ def parse_crosstalk(doc: dict[str, Any], *, source: str = "<dict>") -> Crosstalk
         flip = row.get("flip")
         if flip is not None and not isinstance(flip, bool):
             raise ConfigError(f"{source}: crosstalk term {i + 1}: flip must be true or false, got {flip!r}")
-        key = (chip, src, vic)
-        if key in seen:
+        ident = (chip, src, vic)
+        if ident in seen:
             raise ConfigError(f"{source}: crosstalk term {src} -> {vic}{' of ' + chip if chip else ''} is given twice")
-        seen.add(key)
+        seen.add(ident)
         terms.append(
             CrosstalkTerm(
                 source=src,
@@ -260,7 +260,9 @@ def _pairs(layout: ChipLayout, terms: Iterable[CrosstalkTerm]) -> tuple[_Pair, .
             )
         flip = default_flip(s, v) if t.flip is None else t.flip
         out.append(
-            _Pair(rs.y0, rs.y1, rs.x0, rs.x1, rv.x0, rv.x1, flip, _serial_cols(s), _serial_cols(v), t.linear, t.quadratic)
+            _Pair(
+                rs.y0, rs.y1, rs.x0, rs.x1, rv.x0, rv.x1, flip, _serial_cols(s), _serial_cols(v), t.linear, t.quadratic
+            )
         )
     return tuple(out)
 
@@ -277,7 +279,9 @@ def _signal_rows(block: np.ndarray, x0: int, x1: int, over: tuple[int, int] | No
 # the correction
 
 
-def _correct_kernel(block: np.ndarray, pairs: tuple[_Pair, ...], block_info: dict[Any, Any] | None = None) -> np.ndarray:
+def _correct_kernel(
+    block: np.ndarray, pairs: tuple[_Pair, ...], block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
     """Subtract every pair's crosstalk from a block of whole raw rows."""
     where = block_location(block_info)
     if where.x0 != 0 or where.x1 != block.shape[1] + where.x0:

@@ -39,8 +39,8 @@ from ._arith import (
 )
 from ._assemble import assemble, assemble_np
 from ._config import OverscanConfig
-from ._crosstalk import CrosstalkConfig, correct_crosstalk, correct_crosstalk_np, crosstalk_history, load_crosstalk
 from ._cosmics import CosmicConfig, clean_arrays_np, clean_frame, cosmic_step, frame_read_noise
+from ._crosstalk import CrosstalkConfig, correct_crosstalk, correct_crosstalk_np, crosstalk_history, load_crosstalk
 from ._masks import (
     MaskConfig,
     build_dq,

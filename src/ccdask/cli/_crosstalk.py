@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     fits_list = measure_crosstalk_files(
         args.raw, profile=args.profile, threshold=args.threshold, quadratic=args.quadratic, sigma=args.sigma
     )
-    print(f"{'chip':<10} {'source':<7} {'victim':<7} {'linear':>12} {'+/-':>10} {'quadratic':>12} {'+/-':>10} "
-          f"{'pixels':>8} {'scatter':>8}")
+    print(
+        f"{'chip':<10} {'source':<7} {'victim':<7} {'linear':>12} {'+/-':>10} {'quadratic':>12} {'+/-':>10} "
+        f"{'pixels':>8} {'scatter':>8}"
+    )
     for f in fits_list:
         print(
             f"{f.chip:<10} {f.source:<7} {f.victim:<7} {f.linear:>12.4e} {f.linear_err:>10.2e} "

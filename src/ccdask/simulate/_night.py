@@ -558,7 +558,9 @@ def simulate_night(
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
         if crosstalk:
-            raise ConfigError("simulate_night: crosstalk is injected in SIMCAM nights only; do not pass it with camera=")
+            raise ConfigError(
+                "simulate_night: crosstalk is injected in SIMCAM nights only; do not pass it with camera="
+            )
     else:
         chips = _count("chips", 4 if chips is None else chips, 1, 64)
         amps = _count("amps", 2 if amps is None else amps, 1, 2)

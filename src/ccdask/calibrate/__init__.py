@@ -26,6 +26,7 @@ from ._arith import (
 from ._assemble import assemble, trim
 from ._config import OverscanConfig, OverscanMethod, OverscanModel
 from ._cosmics import CosmicConfig
+from ._crosstalk import CrosstalkConfig
 from ._masks import MaskConfig
 from ._overscan import OverscanStats, overscan_model, overscan_stats, subtract_overscan
 from ._process import ChipMasters, ProcessConfig, process, process_entry, process_in_memory
@@ -34,6 +35,7 @@ __all__ = [
     "ChipMasters",
     "Corrected",
     "CosmicConfig",
+    "CrosstalkConfig",
     "FlatCorrected",
     "MaskConfig",
     "OverscanConfig",

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from .calibrate import CosmicConfig, MaskConfig, OverscanConfig, ProcessConfig
 from .calibrate._crosstalk import CrosstalkConfig
+from .calibrate._linearity import LinearityConfig
 from .combine import CombineConfig
 from .errors import ConfigError
 from .utils import ConfigBase, option
@@ -179,6 +180,7 @@ class ReduceConfig(ConfigBase):
     )
     crosstalk: CrosstalkConfig = option(CrosstalkConfig(), "crosstalk between the amplifiers of a chip (raw ADU)")
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
+    linearity: LinearityConfig = option(LinearityConfig(), "nonlinearity per amplifier (ADU, after the overscan)")
     bias: BiasConfig = option(BiasConfig(), "bias master")
     dark: DarkConfig = option(DarkConfig(), "dark master")
     flat: FlatConfig = option(FlatConfig(), "flat masters per filter")
@@ -195,6 +197,7 @@ class ReduceConfig(ConfigBase):
             read_noise=self.read_noise,
             crosstalk=self.crosstalk,
             overscan=self.overscan,
+            linearity=self.linearity,
             masks=self.masks,
             cosmics=self.cosmics,
             flat_min_value=self.flat.min_value,

@@ -27,6 +27,7 @@ from ._assemble import assemble, trim
 from ._config import OverscanConfig, OverscanMethod, OverscanModel
 from ._cosmics import CosmicConfig
 from ._crosstalk import CrosstalkConfig
+from ._linearity import LinearityConfig
 from ._masks import MaskConfig
 from ._overscan import OverscanStats, overscan_model, overscan_stats, subtract_overscan
 from ._process import ChipMasters, ProcessConfig, process, process_entry, process_in_memory
@@ -37,6 +38,7 @@ __all__ = [
     "CosmicConfig",
     "CrosstalkConfig",
     "FlatCorrected",
+    "LinearityConfig",
     "MaskConfig",
     "OverscanConfig",
     "OverscanMethod",

@@ -41,6 +41,7 @@ from ._assemble import assemble, assemble_np
 from ._config import OverscanConfig
 from ._cosmics import CosmicConfig, clean_arrays_np, clean_frame, cosmic_step, frame_read_noise
 from ._crosstalk import CrosstalkConfig, correct_crosstalk, correct_crosstalk_np, crosstalk_history, load_crosstalk
+from ._linearity import LinearityConfig, correct_linearity, correct_linearity_np, linearity_history, load_linearity
 from ._masks import (
     MaskConfig,
     build_dq,
@@ -76,6 +77,7 @@ class ProcessConfig(ConfigBase):
     )
     crosstalk: CrosstalkConfig = option(CrosstalkConfig(), "crosstalk between the amplifiers of a chip (raw ADU)")
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
+    linearity: LinearityConfig = option(LinearityConfig(), "nonlinearity per amplifier (ADU, after the overscan)")
     masks: MaskConfig = option(MaskConfig(), "bad pixels, saturation, interpolation")
     cosmics: CosmicConfig = option(CosmicConfig(), "cosmic rays in science frames")
     flat_min_value: float = option(
@@ -128,6 +130,7 @@ class _Lazy:
 
     saturation = staticmethod(saturation_mask)
     crosstalk = staticmethod(correct_crosstalk)
+    linearity = staticmethod(correct_linearity)
     subtract_overscan = staticmethod(subtract_overscan)
     overscan_stats = staticmethod(overscan_stats)
     assemble = staticmethod(assemble)
@@ -166,6 +169,7 @@ class _Eager:
 
     saturation = staticmethod(saturation_mask_np)
     crosstalk = staticmethod(correct_crosstalk_np)
+    linearity = staticmethod(correct_linearity_np)
     subtract_overscan = staticmethod(subtract_overscan_np)
     overscan_stats = staticmethod(overscan_stats_np)
     assemble = staticmethod(assemble_np)
@@ -247,6 +251,10 @@ def _chain(
     else:
         data = raw.astype(np.float32)
         history.append("overscan: not subtracted" + ("" if has_overscan else " (no BIASSEC)"))
+    if cfg.linearity.file is not None:  # ADU above the overscan, before trimming and gain
+        curves = load_linearity(cfg.linearity.file)
+        data = ops.linearity(data, layout, curves)
+        history.append(linearity_history(curves, layout))
     sci = ops.apply_gain(ops.assemble(data, layout), layout)
     history.append("trim+gain: " + ", ".join(f"{a.name}:{a.ccdsec}x{a.gain:g}" for a in layout.amplifiers))
 

@@ -146,6 +146,10 @@ class StageContext:
             from ..calibrate._crosstalk import load_crosstalk
 
             out["crosstalk"] = load_crosstalk(self.cfg.crosstalk.file).to_dict()
+        if self.cfg.linearity.file is not None:
+            from ..calibrate._linearity import load_linearity
+
+            out["linearity"] = load_linearity(self.cfg.linearity.file).to_dict()
         return out
 
 

@@ -526,6 +526,7 @@ def render_chip(
     pattern: np.ndarray,
     exposure: ChipExposure,
     crosstalk: tuple[tuple[int, int, float, float], ...] = (),
+    nonlinearity: float = 0.0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Raw uint16 image of one chip and its per-frame truth.
 
@@ -539,6 +540,9 @@ def render_chip(
     each victim data pixel gains ``linear s + quadratic s²`` ADU (rounded), with ``s`` the source
     pixel read at the same time (the amplifiers read from opposite ends of the serial register,
     so the source columns are mirrored) minus the source's row bias (:func:`add_crosstalk`).
+    ``nonlinearity`` (beta, 1/ADU) makes the amplifiers' response to the charge quadratic: a
+    signal of ``s`` ADU (electrons / gain) is read as ``s + beta s²`` before the bias and the
+    read noise are added.
     """
     ny, nx = geom.ny, geom.nx
     rb = row_bias(rng, geom, chip)
@@ -583,6 +587,8 @@ def render_chip(
         strip *= rn_raw
         data = strip[:, geom.raw_trim_cols]
         elec *= inv_gain
+        if nonlinearity:
+            elec += nonlinearity * elec * elec
         data += elec
         del elec
         data += pattern[rows]

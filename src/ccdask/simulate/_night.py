@@ -355,6 +355,16 @@ def _check_crosstalk(value: object, amps: int) -> tuple[tuple[int, int, float, f
     return tuple(out)
 
 
+def _check_nonlinearity(value: object) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) < 1e-5:
+        raise ConfigError(
+            f"simulate_night: nonlinearity must be a number of magnitude below 1e-5 (1/ADU), got {value!r}"
+        )
+    return float(value)
+
+
 def _check_filters(filters: object) -> tuple[str, ...]:
     if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
         raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, got {filters!r}")
@@ -484,6 +494,7 @@ def simulate_night(
     overwrite: bool = False,
     camera: CameraHeaders | None = None,
     crosstalk: dict[tuple[str, str], float | tuple[float, float]] | None = None,
+    nonlinearity: float | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -530,6 +541,10 @@ def simulate_night(
         or ``{(source, victim): (linear, quadratic)}`` with amplifier names (``"A"``, ``"B"``),
         in raw ADU of the source's signal (see :func:`ccdask.simulate._model.add_crosstalk`);
         recorded in ``truth.json`` under ``crosstalk``. Not with ``camera``. Default: none.
+    nonlinearity : float, optional
+        beta (1/ADU): every amplifier reads a signal of ``s`` ADU as ``s + beta s²`` (e.g.
+        -5e-7: 1 % low at 20000 ADU); recorded in ``truth.json`` under ``nonlinearity``. Not with
+        ``camera``. Default: linear.
 
     Returns
     -------
@@ -557,9 +572,10 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
-        if crosstalk:
+        if crosstalk or nonlinearity:
             raise ConfigError(
-                "simulate_night: crosstalk is injected in SIMCAM nights only; do not pass it with camera="
+                "simulate_night: crosstalk and nonlinearity are injected in SIMCAM nights only; "
+                "do not pass them with camera="
             )
     else:
         chips = _count("chips", 4 if chips is None else chips, 1, 64)
@@ -591,7 +607,8 @@ def simulate_night(
             ny, nx, nover = SIZES[size]
             geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
             terms = _check_crosstalk(crosstalk, amps)
-            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, terms)
+            beta = _check_nonlinearity(nonlinearity)
+            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, terms, beta)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
@@ -607,6 +624,7 @@ def _generate(
     raw_dir: Path,
     stage: Path,
     crosstalk: tuple[tuple[int, int, float, float], ...] = (),
+    nonlinearity: float = 0.0,
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -676,7 +694,7 @@ def _generate(
             rng = model.rng_for(seed, "chipframe", rec["name"], chip.index)
             pattern = mapped(f"{chip.name}/bias_pattern")
             raw, truth = model.render_chip(
-                rng, geom, chip, pattern, exposure, crosstalk if kind in ("flat", "science") else ()
+                rng, geom, chip, pattern, exposure, crosstalk if kind in ("flat", "science") else (), nonlinearity
             )
             hdus.append((sio.chip_header(geom, chip), raw))
             prefix = f"{chip.name}/{rec['name']}"
@@ -706,6 +724,8 @@ def _generate(
 
     sio.write_npz(root / "truth.npz", entries())
     meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames, stars)
+    if nonlinearity:  # only when injected, like the crosstalk
+        meta["nonlinearity"] = {"beta": nonlinearity, "model": "measured = s + beta s^2 (ADU)"}
     if crosstalk:  # only when injected, so the truth of other nights stays byte-identical
         names = model.AMP_NAMES
         meta["crosstalk"] = [

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .calibrate import CosmicConfig, MaskConfig, OverscanConfig, ProcessConfig
+from .calibrate._crosstalk import CrosstalkConfig
+from .calibrate._linearity import LinearityConfig
 from .combine import CombineConfig
 from .errors import ConfigError
 from .utils import ConfigBase, option
@@ -176,7 +178,9 @@ class ReduceConfig(ConfigBase):
         "(measured in each frame's overscan), or 'auto': the header where it has one, else "
         "measured in the overscans of the night's biases (else in each frame's overscan)",
     )
+    crosstalk: CrosstalkConfig = option(CrosstalkConfig(), "crosstalk between the amplifiers of a chip (raw ADU)")
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
+    linearity: LinearityConfig = option(LinearityConfig(), "nonlinearity per amplifier (ADU, after the overscan)")
     bias: BiasConfig = option(BiasConfig(), "bias master")
     dark: DarkConfig = option(DarkConfig(), "dark master")
     flat: FlatConfig = option(FlatConfig(), "flat masters per filter")
@@ -191,7 +195,9 @@ class ReduceConfig(ConfigBase):
             # auto: the night measured what it could in the biases' overscans (night._read_noise);
             # an amplifier still without one is measured in each frame's own overscan
             read_noise=self.read_noise,
+            crosstalk=self.crosstalk,
             overscan=self.overscan,
+            linearity=self.linearity,
             masks=self.masks,
             cosmics=self.cosmics,
             flat_min_value=self.flat.min_value,

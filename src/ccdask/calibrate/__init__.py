@@ -26,6 +26,8 @@ from ._arith import (
 from ._assemble import assemble, trim
 from ._config import OverscanConfig, OverscanMethod, OverscanModel
 from ._cosmics import CosmicConfig
+from ._crosstalk import CrosstalkConfig
+from ._linearity import LinearityConfig
 from ._masks import MaskConfig
 from ._overscan import OverscanStats, overscan_model, overscan_stats, subtract_overscan
 from ._process import ChipMasters, ProcessConfig, process, process_entry, process_in_memory
@@ -34,7 +36,9 @@ __all__ = [
     "ChipMasters",
     "Corrected",
     "CosmicConfig",
+    "CrosstalkConfig",
     "FlatCorrected",
+    "LinearityConfig",
     "MaskConfig",
     "OverscanConfig",
     "OverscanMethod",

@@ -40,6 +40,8 @@ from ._arith import (
 from ._assemble import assemble, assemble_np
 from ._config import OverscanConfig
 from ._cosmics import CosmicConfig, clean_arrays_np, clean_frame, cosmic_step, frame_read_noise
+from ._crosstalk import CrosstalkConfig, correct_crosstalk, correct_crosstalk_np, crosstalk_history, load_crosstalk
+from ._linearity import LinearityConfig, correct_linearity, correct_linearity_np, linearity_history, load_linearity
 from ._masks import (
     MaskConfig,
     build_dq,
@@ -73,7 +75,9 @@ class ProcessConfig(ConfigBase):
         "where the read noise comes from: the header/profile, measured in each frame's overscan, or "
         "auto: the header/profile where it gives one, else the frame's overscan",
     )
+    crosstalk: CrosstalkConfig = option(CrosstalkConfig(), "crosstalk between the amplifiers of a chip (raw ADU)")
     overscan: OverscanConfig = option(OverscanConfig(), "overscan per amplifier")
+    linearity: LinearityConfig = option(LinearityConfig(), "nonlinearity per amplifier (ADU, after the overscan)")
     masks: MaskConfig = option(MaskConfig(), "bad pixels, saturation, interpolation")
     cosmics: CosmicConfig = option(CosmicConfig(), "cosmic rays in science frames")
     flat_min_value: float = option(
@@ -125,6 +129,8 @@ class _Lazy:
     """The steps as dask graph builders (the dask form of each step)."""
 
     saturation = staticmethod(saturation_mask)
+    crosstalk = staticmethod(correct_crosstalk)
+    linearity = staticmethod(correct_linearity)
     subtract_overscan = staticmethod(subtract_overscan)
     overscan_stats = staticmethod(overscan_stats)
     assemble = staticmethod(assemble)
@@ -164,6 +170,8 @@ class _Eager:
     """The same steps on numpy arrays: one whole chip in memory, nothing lazy."""
 
     saturation = staticmethod(saturation_mask_np)
+    crosstalk = staticmethod(correct_crosstalk_np)
+    linearity = staticmethod(correct_linearity_np)
     subtract_overscan = staticmethod(subtract_overscan_np)
     overscan_stats = staticmethod(overscan_stats_np)
     assemble = staticmethod(assemble_np)
@@ -235,6 +243,10 @@ def _chain(
         return m.label if isinstance(m, _Arrays) else m.meta.get("label", "master")
 
     saturated = ops.saturation(raw, layout, grow=cfg.masks.saturation_grow)
+    if cfg.crosstalk.file is not None:  # raw ADU, before the overscan; saturation stays that of the raw frame
+        table = load_crosstalk(cfg.crosstalk.file)
+        raw = ops.crosstalk(raw, layout, table)
+        history.append(crosstalk_history(table, layout))
     has_overscan = all(a.biassec is not None for a in layout.amplifiers)
     if cfg.overscan.enabled and has_overscan:
         data = ops.subtract_overscan(raw, layout, cfg.overscan)
@@ -243,6 +255,10 @@ def _chain(
     else:
         data = raw.astype(np.float32)
         history.append("overscan: not subtracted" + ("" if has_overscan else " (no BIASSEC)"))
+    if cfg.linearity.file is not None:  # ADU above the overscan, before trimming and gain
+        curves = load_linearity(cfg.linearity.file)
+        data = ops.linearity(data, layout, curves)
+        history.append(linearity_history(curves, layout))
     sci = ops.apply_gain(ops.assemble(data, layout), layout)
     history.append("trim+gain: " + ", ".join(f"{a.name}:{a.ccdsec}x{a.gain:g}" for a in layout.amplifiers))
 

@@ -161,11 +161,20 @@ class StageContext:
     @property
     def common(self) -> dict[str, Any]:
         """The parameters every master's key carries."""
-        return {
+        out: dict[str, Any] = {
             "overscan": self.cfg.overscan.to_dict(),
             "read_noise": self.cfg.read_noise,
             "masks": {"saturation_grow": self.cfg.masks.saturation_grow},
         }
+        if self.cfg.crosstalk.file is not None:  # only when used, so the keys of other nights stay as they were
+            from ..calibrate._crosstalk import load_crosstalk
+
+            out["crosstalk"] = load_crosstalk(self.cfg.crosstalk.file).to_dict()
+        if self.cfg.linearity.file is not None:
+            from ..calibrate._linearity import load_linearity
+
+            out["linearity"] = load_linearity(self.cfg.linearity.file).to_dict()
+        return out
 
 
 def pack_masters(cm: ChipMasters, name: str) -> Any:

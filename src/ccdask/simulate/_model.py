@@ -557,7 +557,13 @@ class ChipExposure:
 
 
 def render_chip(
-    rng: np.random.Generator, geom: Geometry, chip: ChipModel, pattern: np.ndarray, exposure: ChipExposure
+    rng: np.random.Generator,
+    geom: Geometry,
+    chip: ChipModel,
+    pattern: np.ndarray,
+    exposure: ChipExposure,
+    crosstalk: tuple[tuple[int, int, float, float], ...] = (),
+    nonlinearity: float = 0.0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Raw uint16 image of one chip and its per-frame truth.
 
@@ -567,6 +573,14 @@ def render_chip(
     The model, per pixel: electrons = Poisson(flat × (illumination) + dark × t) + cosmic rays;
     ADU = electrons / gain + row bias + bias pattern + N(0, rdnoise / gain), rounded; data
     pixels at or above SATURATE are held at SATURATE; everything is clipped to 0..65535.
+
+    ``crosstalk`` holds ``(source amp, victim amp, linear, quadratic)`` terms: after saturation,
+    each victim data pixel gains ``linear s + quadratic s²`` ADU (rounded), with ``s`` the source
+    pixel read at the same time (the amplifiers read from opposite ends of the serial register,
+    so the source columns are mirrored) minus the source's row bias (:func:`add_crosstalk`).
+    ``nonlinearity`` (beta, 1/ADU) makes the amplifiers' response to the charge quadratic: a
+    signal of ``s`` ADU (electrons / gain) is read as ``s + beta s²`` before the bias and the
+    read noise are added.
     """
     ny, nx = geom.ny, geom.nx
     rb = row_bias(rng, geom, chip)
@@ -611,6 +625,8 @@ def render_chip(
         strip *= rn_raw
         data = strip[:, geom.raw_trim_cols]
         elec *= inv_gain
+        if nonlinearity:
+            elec += nonlinearity * elec * elec
         data += elec
         del elec
         data += pattern[rows]
@@ -625,6 +641,8 @@ def render_chip(
                 rr, cc = np.nonzero(hit)
                 saturated.append((rr + r0) * nx + cc)
                 np.minimum(data, sat, out=data)
+        if crosstalk:
+            add_crosstalk(geom, data, rb[:, rows], crosstalk)
         np.clip(strip, 0, 65535, out=strip)
         raw[rows] = strip
     truth: dict[str, np.ndarray] = {"row_bias": rb.astype(np.float32)}
@@ -633,3 +651,21 @@ def render_chip(
         truth["cosmic_ray_charge"] = cr_q.astype(np.float32)
         truth["saturated"] = (np.concatenate(saturated) if saturated else np.zeros(0, dtype=np.int64)).astype(np.int64)
     return raw, truth
+
+
+def add_crosstalk(
+    geom: Geometry, data: np.ndarray, row_levels: np.ndarray, terms: tuple[tuple[int, int, float, float], ...]
+) -> None:
+    """Add crosstalk to the data columns ``data`` (raw ADU, rows of a strip) in place.
+
+    ``row_levels`` is the row bias of every amplifier for these rows ``(amps, rows)``. Every
+    term uses the values before any crosstalk was added; the victims are rounded again.
+    """
+    signal = [data[:, geom.amp_cols(a)] - row_levels[a][:, None] for a in range(geom.amps)]
+    for src, vic, linear, quadratic in terms:
+        s = signal[src]
+        if geom.readout_col(src) != geom.readout_col(vic):
+            s = s[:, ::-1]
+        cols = geom.amp_cols(vic)
+        data[:, cols] += linear * s + quadratic * s * s
+        data[:, cols] = np.rint(data[:, cols])

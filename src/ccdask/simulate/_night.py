@@ -343,6 +343,41 @@ def _seconds(name: str, value: object) -> float:
     return v
 
 
+def _check_crosstalk(value: object, amps: int) -> tuple[tuple[int, int, float, float], ...]:
+    """``{(source, victim): linear | (linear, quadratic)}`` as amplifier-index terms."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(f"simulate_night: crosstalk must be a dict {{(source, victim): coefficient}}, got {value!r}")
+    names = model.AMP_NAMES[:amps]
+    out = []
+    for pair, coef in value.items():
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(p in names for p in pair) and pair[0] != pair[1]):
+            raise ConfigError(
+                f"simulate_night: crosstalk pair {pair!r} must be two different amplifiers among {', '.join(names)}"
+            )
+        c = coef if isinstance(coef, tuple) else (coef, 0.0)
+        if len(c) != 2 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and abs(x) < 0.1 for x in c
+        ):
+            raise ConfigError(
+                f"simulate_night: crosstalk coefficient of {pair!r} must be a number (or a pair: linear, quadratic) "
+                f"of magnitude below 0.1, got {coef!r}"
+            )
+        out.append((names.index(pair[0]), names.index(pair[1]), float(c[0]), float(c[1])))
+    return tuple(out)
+
+
+def _check_nonlinearity(value: object) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) < 1e-5:
+        raise ConfigError(
+            f"simulate_night: nonlinearity must be a number of magnitude below 1e-5 (1/ADU), got {value!r}"
+        )
+    return float(value)
+
+
 def _check_filters(filters: object) -> tuple[str, ...]:
     if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
         raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, got {filters!r}")
@@ -473,6 +508,8 @@ def simulate_night(
     overwrite: bool = False,
     camera: CameraHeaders | None = None,
     scene: model.Scene | None = None,
+    crosstalk: dict[tuple[str, str], float | tuple[float, float]] | None = None,
+    nonlinearity: float | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -519,6 +556,15 @@ def simulate_night(
         science frames (:class:`Scene`; the defaults when None). Every cosmic-ray hit is
         recorded: ``"<frame>/cosmic_rays"`` (pixels) and ``"<frame>/cosmic_ray_charge"`` (e-
         per pixel, see :meth:`Truth.cosmic_ray_charge`).
+    crosstalk : dict, optional
+        Crosstalk to inject in every exposed frame of every chip: ``{(source, victim): linear}``
+        or ``{(source, victim): (linear, quadratic)}`` with amplifier names (``"A"``, ``"B"``),
+        in raw ADU of the source's signal (see :func:`ccdask.simulate._model.add_crosstalk`);
+        recorded in ``truth.json`` under ``crosstalk``. Not with ``camera``. Default: none.
+    nonlinearity : float, optional
+        beta (1/ADU): every amplifier reads a signal of ``s`` ADU as ``s + beta s²`` (e.g.
+        -5e-7: 1 % low at 20000 ADU); recorded in ``truth.json`` under ``nonlinearity``. Not with
+        ``camera``. Default: linear.
 
     Returns
     -------
@@ -546,6 +592,11 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
+        if crosstalk or nonlinearity:
+            raise ConfigError(
+                "simulate_night: crosstalk and nonlinearity are injected in SIMCAM nights only; "
+                "do not pass them with camera="
+            )
     else:
         chips = _count("chips", 4 if chips is None else chips, 1, 64)
         amps = _count("amps", 2 if amps is None else amps, 1, 2)
@@ -579,7 +630,9 @@ def simulate_night(
             assert amps is not None and size is not None
             ny, nx, nover = SIZES[size]
             geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
-            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, scene)
+            terms = _check_crosstalk(crosstalk, amps)
+            beta = _check_nonlinearity(nonlinearity)
+            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
@@ -595,6 +648,8 @@ def _generate(
     raw_dir: Path,
     stage: Path,
     scene: model.Scene,
+    crosstalk: tuple[tuple[int, int, float, float], ...] = (),
+    nonlinearity: float = 0.0,
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -663,7 +718,9 @@ def _generate(
                 exposure.stars = model.render_stars(geom, chip.index, stars, flux, rec["fwhm"])
             rng = model.rng_for(seed, "chipframe", rec["name"], chip.index)
             pattern = mapped(f"{chip.name}/bias_pattern")
-            raw, truth = model.render_chip(rng, geom, chip, pattern, exposure)
+            raw, truth = model.render_chip(
+                rng, geom, chip, pattern, exposure, crosstalk if kind in ("flat", "science") else (), nonlinearity
+            )
             hdus.append((sio.chip_header(geom, chip), raw))
             prefix = f"{chip.name}/{rec['name']}"
             frame_arrays.append((f"{prefix}/row_bias", truth["row_bias"]))
@@ -694,6 +751,13 @@ def _generate(
     sio.write_npz(root / "truth.npz", entries())
     meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames, stars)
     meta["scene"] = scene.to_dict()
+    if nonlinearity:  # only when injected, like the crosstalk
+        meta["nonlinearity"] = {"beta": nonlinearity, "model": "measured = s + beta s^2 (ADU)"}
+    if crosstalk:  # only when injected, so the truth of other nights stays byte-identical
+        names = model.AMP_NAMES
+        meta["crosstalk"] = [
+            {"source": names[s], "victim": names[v], "linear": c1, "quadratic": c2} for s, v, c1, c2 in crosstalk
+        ]
     sio.write_json(root / "truth.json", meta)
     return meta
 

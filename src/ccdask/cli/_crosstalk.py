@@ -1,0 +1,91 @@
+"""``ccdask crosstalk``: crosstalk coefficients between the amplifiers of each chip, from raw frames."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``ccdask crosstalk`` to the CLI's subparsers.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``parser.add_subparsers()``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``crosstalk`` parser.
+    """
+    p = subparsers.add_parser(
+        "crosstalk",
+        help="measure crosstalk coefficients between the amplifiers of each chip",
+        description="Crosstalk coefficients per chip and ordered amplifier pair (source -> victim) from raw "
+        "frames with bright or saturated stars: a robust least-squares fit of the victim's pixels "
+        "(background subtracted, its own sources masked) against the source's signal where the source is "
+        "bright, with a jackknife error. --write saves them in the format of the crosstalk.file option.",
+    )
+    p.add_argument("raw", nargs="+", metavar="RAW", help="raw FITS frames (science frames with bright stars)")
+    p.add_argument("--profile", metavar="P", help="instrument profile name or TOML path")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=5000.0,
+        help="source signal (ADU above its overscan) from which a pixel is used (default 5000)",
+    )
+    p.add_argument("--quadratic", action="store_true", help="fit a quadratic term too")
+    p.add_argument("--sigma", type=float, default=3.0, help="clipping threshold of the robust fit (default 3)")
+    p.add_argument("--write", metavar="FILE.toml", help="write the coefficients to this file")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ccdask crosstalk``: one line per chip and pair, optionally a coefficient file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of :func:`register`'s parser.
+
+    Returns
+    -------
+    int
+        0 on success.
+    """
+    from ..calibrate._crosstalk import measure_crosstalk_files, write_crosstalk
+
+    fits_list = measure_crosstalk_files(
+        args.raw, profile=args.profile, threshold=args.threshold, quadratic=args.quadratic, sigma=args.sigma
+    )
+    print(
+        f"{'chip':<10} {'source':<7} {'victim':<7} {'linear':>12} {'+/-':>10} {'quadratic':>12} {'+/-':>10} "
+        f"{'pixels':>8} {'scatter':>8}"
+    )
+    for f in fits_list:
+        print(
+            f"{f.chip:<10} {f.source:<7} {f.victim:<7} {f.linear:>12.4e} {f.linear_err:>10.2e} "
+            f"{f.quadratic:>12.4e} {f.quadratic_err:>10.2e} {f.npix:>8d} {f.scatter:>8.2f}"
+        )
+    if args.write:
+        path = write_crosstalk(args.write, fits_list, note=f"{len(args.raw)} frames, threshold {args.threshold:g} ADU")
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ccdask crosstalk`` on its own (``python -m ccdask.cli._crosstalk ...``)."""
+    parser = argparse.ArgumentParser(prog="ccdask")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["crosstalk", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Cost of the signature corrections against the overscan subtraction of the same frame.
+
+    .venv/bin/python benchmarks/bench_signatures.py --repeat 7
+
+One raw 4096 x 2048 chip with two amplifiers (SIMCAM layout: 32 overscan columns each side),
+uint16 values; the numpy forms run round-robin and the best time of each is kept. Ratios are to
+``subtract_overscan_np`` (median collapse, no model) on the same frame in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from ccdask.calibrate._crosstalk import correct_crosstalk_np, parse_crosstalk
+from ccdask.calibrate._linearity import correct_linearity_np, parse_linearity
+from ccdask.calibrate._overscan import subtract_overscan_np
+from ccdask.profiles._layout import Amplifier, ChipLayout
+from ccdask.sections import Section
+
+
+def _layout(ny: int, nx: int, nover: int) -> ChipLayout:
+    w = nx // 2
+    shape = (ny, nx + 2 * nover)
+
+    def sec(text: str) -> Section:
+        return Section.parse(text).resolve(shape)
+
+    a = Amplifier(
+        "A",
+        sec(f"[{nover + 1}:{nover + w},1:{ny}]"),
+        sec(f"[1:{w},1:{ny}]"),
+        biassec=sec(f"[1:{nover},1:{ny}]"),
+        gain=1.5,
+    )
+    b = Amplifier(
+        "B",
+        sec(f"[{nover + w + 1}:{nover + nx},1:{ny}]"),
+        sec(f"[{w + 1}:{nx},1:{ny}]"),
+        biassec=sec(f"[{nover + nx + 1}:{nx + 2 * nover},1:{ny}]"),
+        gain=1.6,
+    )
+    return ChipLayout("CCD1", shape, (a, b))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    ny, nx, nover = 4096, 2048, 32
+    layout = _layout(ny, nx, nover)
+    rng = np.random.default_rng(1)
+    raw = rng.normal(1500.0, 5.0, layout.raw_shape)
+    raw[:, nover : nover + nx] += rng.poisson(800.0, (ny, nx))
+    raw = np.clip(np.rint(raw), 0, 65535).astype(np.uint16)
+    xt = parse_crosstalk(
+        {"crosstalk": [{"source": "A", "victim": "B", "linear": 4e-4}, {"source": "B", "victim": "A", "linear": -3e-4}]}
+    )
+    xtq = parse_crosstalk(
+        {
+            "crosstalk": [
+                {"source": "A", "victim": "B", "linear": 4e-4, "quadratic": 1e-10},
+                {"source": "B", "victim": "A", "linear": -3e-4, "quadratic": 1e-10},
+            ]
+        }
+    )
+    poly = parse_linearity(
+        {"linearity": [{"amp": "A", "coefficients": [5e-7, 1e-12]}, {"amp": "B", "coefficients": [5e-7]}]}
+    )
+    grid = np.linspace(0, 66000, 200)
+    table = parse_linearity(
+        {"linearity": [{"amp": n, "measured": grid.tolist(), "true": (grid + 5e-7 * grid**2).tolist()} for n in "AB"]}
+    )
+    sub = subtract_overscan_np(raw, layout)
+    methods = {
+        "subtract_overscan_np (reference)": lambda: subtract_overscan_np(raw, layout),
+        "correct_crosstalk_np, 2 linear terms": lambda: correct_crosstalk_np(raw, layout, xt),
+        "correct_crosstalk_np, 2 quadratic terms": lambda: correct_crosstalk_np(raw, layout, xtq),
+        "correct_linearity_np, polynomial": lambda: correct_linearity_np(sub, layout, poly),
+        "correct_linearity_np, 200-point table": lambda: correct_linearity_np(sub, layout, table),
+    }
+    best = {k: float("inf") for k in methods}
+    for fn in methods.values():  # warm up
+        fn()
+    for _ in range(args.repeat):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    ref = best["subtract_overscan_np (reference)"]
+    print("| step | best time (ms) | vs overscan |\n| --- | ---: | ---: |")
+    for name, t in best.items():
+        print(f"| {name} | {1e3 * t:.1f} | {t / ref:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

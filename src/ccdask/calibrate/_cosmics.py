@@ -66,7 +66,7 @@ from .. import dq as dqbits
 from ..errors import ConfigError, ShapeMismatchError
 from ..frame import Frame
 from ..utils._options import ConfigBase, option
-from ._lacosmic import lacosmic_np
+from ._lacosmic import lacosmic_np, lacosmic_reach
 from ._masks import grow_mask, grow_mask_np
 from ._sources import SEEING_DEPTH, block_sigmas, fwhm_of, measure_fwhm, psf_veto, veto_radius
 
@@ -247,14 +247,7 @@ def lacosmic_halo(config: CosmicConfig | None = None) -> int:
     """
     cfg = config or CosmicConfig()
     med = 3 if cfg.sepmed else 2
-    noise = med
-    splus = max(1, noise) + med
-    second = 4 if cfg.sepmed else 3
-    if cfg.fsmode == "median":
-        fine = max((2 if cfg.sepmed else 1) + second, noise)
-    else:
-        fine = noise + cfg.psfsize // 2 + second
-    a = max(splus, fine) + 2
+    a = lacosmic_reach(cfg.sepmed, cfg.fsmode, cfg.psfsize) - 1  # without the input mask's dilation
     mask_radius = max(med + 4, 1)
     b = mask_radius + 2
     if cfg.protect:

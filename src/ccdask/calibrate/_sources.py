@@ -31,6 +31,7 @@ so both give the same answer on a whole chip and on overlapping tiles of it.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -61,12 +62,9 @@ def _ring(r: int) -> np.ndarray:
 def _ring_median(win: np.ndarray, ok: np.ndarray, r: int) -> np.ndarray:
     ring = _ring(r)
     vals = np.where(ok & ring, win, np.nan).reshape(win.shape[0], -1)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(vals, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a ring with no usable pixel: sky 0
+        med = np.nanmedian(vals, axis=1)
     return np.where(np.isfinite(med), med, 0.0)
 
 
@@ -210,7 +208,6 @@ def psf_veto(
     fwhm: float,
     significance: float,
     tolerance: float,
-    debug: list[dict[str, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """The pixels of ``test`` that a Gaussian star of ``fwhm`` explains (the module's test):
     boolean image. ``excluded`` (candidates and masked pixels) are left out of the star's fit."""
@@ -272,8 +269,6 @@ def psf_veto(
         centred = np.hypot(cy, cx) <= CENTRE_LIMIT * fwhm
         star = has & centred & (model > 3.0 * sig) & (excess < significance * sig + tolerance * model)
         out[rr[star], cc[star]] = True
-        if debug is not None:
-            debug.append({"rows": rr, "cols": cc, "model": model, "excess": excess, "sig": sig, "cy": cy, "cx": cx})
     return out
 
 

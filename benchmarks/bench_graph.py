@@ -5,9 +5,14 @@ catalogue (headers only: no file is read, nothing computes), the way ``ccdask.ni
 builds them stage by stage, and reports construction time and tasks per chip-frame:
 
 - masters: per chip-frame one calibrate task, then per chip a tile-by-tile stack of the
-  calibrated frames (stand-ins with the scratch store's chunks replace the zarr reads);
+  calibrated frames read back from the scratch stores (which do not exist: nothing reads them)
+  and its writes into the master cache (prepared, metadata only, as the runner does);
 - science: per chip-frame one task, per exposure one assembling task, with the masters read
-  back from the cache (stand-ins with the cache's chunks).
+  back from the cache (stand-ins with the cache's chunks), and the masters' FITS files that the
+  runner writes in the same stage.
+
+"Materialised" is the time to turn the built collections into the optimised task graph, as the
+runner does before computing each stage (:func:`ccdask.night._stages.stage_graph`).
 
     .venv/bin/python benchmarks/bench_graph.py --exposures 500 --chips 62
 """
@@ -24,16 +29,17 @@ import dask.array as da
 import numpy as np
 from astropy.io import fits
 
+from ccdask.cache import MasterCache, master_key
 from ccdask.calibrate import ChipMasters
 from ccdask.catalog import Catalog, Entry
-from ccdask.combine._stack import tile_shape
 from ccdask.config import ReduceConfig
 from ccdask.frame import Master
 from ccdask.io import HduInfo
-from ccdask.night._masters import calibrate_frames, normalise_flats, stack_master
+from ccdask.night._masters import calibrate_frames, stack_master
 from ccdask.night._plan import make_plan
+from ccdask.night._products import master_outputs
 from ccdask.night._science import science_graph
-from ccdask.night._stages import NightMasters, pack_masters
+from ccdask.night._stages import NightMasters, pack_masters, stage_graph
 from ccdask.profiles import load_profile
 
 
@@ -115,7 +121,7 @@ MATERIALISE: dict[str, float] = {}
 def _ntasks(collections, stage: str = "") -> int:
     """Tasks of the collections' graph, materialised as the runner does before computing (timed)."""
     t = time.perf_counter()
-    n = len(dask.base.collections_to_expr(list(collections)).__dask_graph__())
+    n = len(stage_graph(list(collections)))
     MATERIALISE[stage] = MATERIALISE.get(stage, 0.0) + time.perf_counter() - t
     return n
 
@@ -157,11 +163,8 @@ def main() -> None:
                 meta={"cache_key": dask.base.tokenize(kind, chip, filt)},
             )
 
-        def stand_in(ncomb: int):
-            tile = tile_shape(ncomb, shape, cfg.bias.combine.memory_per_task, variance=True, stacked=True)
-            return lambda path: da.zeros(shape, dtype=np.float32, chunks=tile) + np.float32(len(path) % 7)
-
         counts, times = {}, {}
+        store = MasterCache(root / "cache.zarr")  # entries are prepared (metadata only), never written
         biases = {c: cached("bias", c) for c in plan.chips}
         darks = {c: cached("dark", c) for c in plan.chips}
         stages = {
@@ -189,22 +192,23 @@ def main() -> None:
                 combine_cfg=ccfg,
                 rate=stage == "dark",
             )
-            stacks = [
-                stack_master(stage.split("-")[0], c, rows, ccfg, open_plane=stand_in(len(rows)))
-                for c, rows in cal.arrays.items()
-            ]
-            if stage.startswith("flat"):
-                stacks = list(normalise_flats({m.chip: m for m in stacks}, cfg).values())
+            kind = stage.split("-")[0]
+            flat = stage.startswith("flat")
+            writes = []
+            for c, rows in cal.arrays.items():
+                # flats are divided by each exposure's focal-plane median (known after step 1)
+                m = stack_master(kind, c, rows, ccfg, divisors=[1.0] * len(rows) if flat else None)
+                key = master_key(kind, [e.identity for e, _, _ in rows], {"stage": stage}, chip=c)
+                writes.append(store.store_graph(key, m).writes)  # as the runner: stack and write
             times[stage] = time.perf_counter() - t
-            counts[stage] = _ntasks(cal.tasks, stage) + _ntasks(
-                [x for m in stacks for x in (m.data, m.variance, m.count)], stage
-            )
+            counts[stage] = _ntasks(cal.tasks, stage) + _ntasks(writes, stage)
         flats = {f: {c: cached("flat", c, f) for c in plan.chips} for f in ("g", "r")}
         t = time.perf_counter()
         masters = NightMasters(bias=biases, dark=darks, flats=flats)
         sci = science_graph(plan, cfg, root / "reduced", masters, thumb_factor=8)
+        files = master_outputs(root, masters, cfg, 8)  # the masters' FITS files go with the science stage
         times["science"] = time.perf_counter() - t
-        counts["science"] = _ntasks(sci.tasks, "science")
+        counts["science"] = _ntasks([*sci.tasks, *[f.task for f in files if f.task is not None]], "science")
     chip_frames = args.exposures * args.chips
     total = sum(counts.values())
     build = sum(times.values())

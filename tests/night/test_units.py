@@ -14,7 +14,7 @@ from astropy.stats import mad_std
 
 from ccdask import dq as DQ
 from ccdask.night._manifest import _json_default
-from ccdask.night._masters import focal_plane_median, pooled_median
+from ccdask.night._masters import focal_plane_median, pooled_median, scratch_stack
 from ccdask.night._plan import safe_filter_name
 from ccdask.night._products import chip_header, has_key, output_name
 from ccdask.night._qa import bin_image, chip_stats, focal_plane, save_png, stats_table
@@ -47,6 +47,29 @@ def test_focal_plane_median_is_lazy_and_pools_the_chips_on_a_fixed_grid():
     # the same grid whatever the chunks
     again = focal_plane_median([da.from_array(c, chunks=(600, 50)) for c in chips]).compute()
     assert float(again) == got
+
+
+def test_scratch_stack_is_lazy_and_reads_every_frame_tile_by_tile(tmp_path):
+    import zarr
+
+    frames = [RNG.normal(50 * (i + 1), 3, (37, 29)).astype(np.float32) for i in range(4)]
+    paths = [str(tmp_path / f"{i}.zarr") for i in range(4)]
+    divisors = [1.0, 2.5, 0.7, 3.0]
+    # built before any store exists: building opens nothing
+    with no_compute():
+        plain = scratch_stack(paths, (37, 29), (10, 29))
+        divided = scratch_stack(paths, (37, 29), (8, 13), divisors=divisors)
+        squared = scratch_stack(paths, (37, 29), (37, 29), divisors=divisors, squared=True)
+    assert plain.chunks == ((4,), (10, 10, 10, 7), (29,))
+    assert len(dict(plain.__dask_graph__())) == 4  # one task per tile, not one per frame and tile
+    for path, f in zip(paths, frames, strict=True):
+        z = zarr.create_array(store=path, shape=f.shape, chunks=(16, 16), dtype="float32", compressors=None)
+        z[...] = f
+    stack = np.stack(frames)
+    d = np.array(divisors, np.float32)[:, None, None]
+    np.testing.assert_array_equal(plain.compute(), stack)
+    np.testing.assert_array_equal(divided.compute(), stack / d)  # float32 division, as before stacking
+    np.testing.assert_array_equal(squared.compute(), stack / (d * d))
 
 
 # -- products --------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ __all__ = [
     "focal_plane_median",
     "normalise_flats",
     "pooled_median",
+    "scratch_stack",
     "stack_master",
 ]
 
@@ -165,10 +166,54 @@ def calibrate_frames(
     return out
 
 
-def _open_plane(path: str) -> da.Array:
+def _read_tile(
+    paths: tuple[str, ...], divisors: tuple[float, ...] | None, squared: bool, rows: slice, cols: slice
+) -> np.ndarray:
+    """One ``(N, ty, tx)`` tile of a chip's calibrated frames, read from their scratch stores
+    (each divided by its divisor, or by its square for a variance plane)."""
     import zarr
 
-    return da.from_zarr(zarr.open_array(path, mode="r"))
+    out = np.empty((len(paths), rows.stop - rows.start, cols.stop - cols.start), dtype=np.float32)
+    for i, path in enumerate(paths):
+        plane = zarr.open_array(path, mode="r")[rows, cols]
+        if divisors is None:
+            out[i] = plane
+        else:
+            d = np.float32(divisors[i])
+            np.divide(plane, d * d if squared else d, out=out[i])
+    return out
+
+
+def scratch_stack(
+    paths: Sequence[str],
+    shape: tuple[int, int],
+    tile: tuple[int, int],
+    *,
+    divisors: Sequence[float] | None = None,
+    squared: bool = False,
+    name: str = "scratch",
+) -> da.Array:
+    """The lazy ``(N, ny, nx)`` stack of scratch planes, chunked ``(N, ty, tx)``: one task per
+    tile reads that tile of every frame (no per-frame array, so building it opens no store and
+    its graph has one task per tile)."""
+    from dask._task_spec import Task
+    from dask.highlevelgraph import HighLevelGraph
+
+    ps = tuple(str(p) for p in paths)
+    divs = None if divisors is None else tuple(float(d) for d in divisors)
+    token = dask.base.tokenize(ps, divs, squared, shape, tile)
+    key = f"{name}-{token}"
+    ny, nx = shape
+    ys = [(y, min(y + tile[0], ny)) for y in range(0, ny, tile[0])]
+    xs = [(x, min(x + tile[1], nx)) for x in range(0, nx, tile[1])]
+    layer = {}
+    for i, (y0, y1) in enumerate(ys):
+        for j, (x0, x1) in enumerate(xs):
+            k = (key, 0, i, j)
+            layer[k] = Task(k, _read_tile, ps, divs, squared, slice(y0, y1), slice(x0, x1))
+    chunks = ((len(ps),), tuple(b - a for a, b in ys), tuple(b - a for a, b in xs))
+    graph = HighLevelGraph.from_collections(key, layer, dependencies=())
+    return da.Array(graph, key, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
 
 
 def stack_master(
@@ -179,30 +224,21 @@ def stack_master(
     *,
     divisors: Sequence[float] | None = None,
     filter: str | None = None,
-    open_plane: Any = _open_plane,
 ) -> Master:
     """Step 2: the lazy clipped stack of one chip's calibrated frames (read back from scratch).
 
     ``divisors`` (flats) divide each frame, and its variance by the square, before stacking.
-    ``open_plane`` turns a scratch path into a lazy array (the graph benchmark substitutes
-    in-memory stand-ins).
+    The frames are read tile by tile in the stacking's own tiles (:func:`scratch_stack`).
     """
-    sci, var = [], []
-    for i, (_e, sp, vp) in enumerate(rows):
-        s = open_plane(sp)
-        v = open_plane(vp)
-        if divisors is not None:
-            d = np.float32(divisors[i])
-            s, v = s / d, v / (d * d)
-        sci.append(s)
-        var.append(v)
-    res = combine(
-        da.stack(sci),
-        variance=da.stack(var),
-        name=f"{kind}-{'' if filter is None else f'{filter}-'}{chip}",
-        **combine_cfg.to_dict(),
-    )
     entries = [e for e, _, _ in rows]
+    shape = entries[0].layout.trimmed_shape
+    tile = tile_shape(len(rows), shape, combine_cfg.memory_per_task, variance=True, stacked=True)
+    label = f"{kind}-{'' if filter is None else f'{filter}-'}{chip}"
+    sci = scratch_stack([sp for _, sp, _ in rows], shape, tile, divisors=divisors, name=f"scratch-sci-{label}")
+    var = scratch_stack(
+        [vp for _, _, vp in rows], shape, tile, divisors=divisors, squared=True, name=f"scratch-var-{label}"
+    )
+    res = combine(sci, variance=var, name=label, **combine_cfg.to_dict())
     meta: dict[str, Any] = {
         "inputs": [e.name for e in entries],
         "label": f"{kind}{'' if filter is None else ' ' + filter} {chip} ({len(entries)} frames)",

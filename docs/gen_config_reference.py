@@ -205,6 +205,12 @@ def render_configuration() -> str:
         "outputs, and in the cache keys of the masters: changing an option that affects a master",
         "rebuilds that master, nothing else.",
         "",
+        "Defaults can also come from dask's own configuration: a `ccdask:` namespace in dask's YAML",
+        "files (`~/.config/dask/*.yaml`, or the folder `DASK_CONFIG` names), with `ccdask.reduce`",
+        "holding any option of this file (same nesting, `-` or `_`) and `ccdask.cluster` the",
+        "`ClusterConfig` options. Precedence, highest first: a command-line flag, this TOML file,",
+        "dask's configuration, the built-in default. See [the HPC page](hpc.md#defaults-from-dasks-configuration).",
+        "",
         "## Sections",
         "",
     ]

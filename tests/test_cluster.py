@@ -302,8 +302,9 @@ def test_cluster_config_errors(options: dict, message: str) -> None:
     ],
 )
 def test_slurm_config_errors(options: dict, message: str) -> None:
+    # checks needing processes wait until it is resolved from dask-jobqueue's configuration
     with pytest.raises(ConfigError, match=message):
-        SlurmConfig(**options)
+        SlurmConfig(**options).resolved()
 
 
 def test_config_round_trip_and_backend() -> None:

@@ -74,8 +74,12 @@ class SlurmConfig(ConfigBase):
     Each job runs ``processes`` dask worker processes sharing ``cores`` cores and ``memory``
     (so each worker gets ``cores // processes`` threads and ``memory / processes`` of memory,
     which is also its dask memory limit). Options left at ``None`` come from dask-jobqueue's
-    own configuration (``~/.config/dask/jobqueue.yaml``, section ``jobqueue.slurm``) or from
-    the site's SLURM defaults.
+    own configuration (``jobqueue.slurm`` in dask's configuration, e.g.
+    ``~/.config/dask/jobqueue.yaml``: ``cores``, ``memory``, ``processes``, ``walltime``,
+    ``queue``, ``account``, ``interface``, ``python``, ``log-directory``, ``local-directory``,
+    ``job-extra-directives``, ``job-script-prologue``), then from ccdask's fallbacks (1 core,
+    4GB, 1 process, dask-jobqueue's walltime) or the site's SLURM defaults. So ``ccdask reduce
+    --slurm`` alone submits the jobs that configuration describes.
     """
 
     queue: str | None = option(
@@ -85,19 +89,27 @@ class SlurmConfig(ConfigBase):
         why="a partition name without spaces",
     )
     jobs: int = option(1, "number of SLURM jobs to submit", check=_positive, why="at least one job")
-    cores: int = option(1, "cores per job (sbatch --cpus-per-task)", check=_positive, why="at least one core")
-    processes: int = option(
-        1, "dask worker processes per job; they share the job's cores", check=_positive, why="at least one process"
+    cores: int | None = option(
+        None,
+        "cores per job (sbatch --cpus-per-task); None: jobqueue.slurm.cores, else 1",
+        check=_positive,
+        why="at least one core",
     )
-    memory: str = option(
-        "4GB",
-        "memory per job (sbatch --mem), shared by its worker processes",
+    processes: int | None = option(
+        None,
+        "dask worker processes per job; they share the job's cores; None: jobqueue.slurm.processes, else 1",
+        check=_positive,
+        why="at least one process",
+    )
+    memory: str | None = option(
+        None,
+        "memory per job (sbatch --mem), shared by its worker processes; None: jobqueue.slurm.memory, else 4GB",
         check=lambda v: _is_size(v, minimum=1),
         why="a size such as '4GB' or '8GiB'",
     )
-    walltime: str = option(
-        "01:00:00",
-        "time limit of each job (sbatch -t)",
+    walltime: str | None = option(
+        None,
+        "time limit of each job (sbatch -t); None: jobqueue.slurm.walltime (dask-jobqueue's default 00:30:00)",
         check=lambda v: bool(_WALLTIME.match(v)),
         why="a SLURM time such as '30', '01:00:00' or '1-00:00:00'",
     )
@@ -152,6 +164,8 @@ class SlurmConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.processes is None or self.cores is None:
+            return  # checked once resolved (see resolved())
         if self.processes > self.cores:
             raise ConfigError(
                 f"SlurmConfig: processes={self.processes} is more than cores={self.cores}; "
@@ -165,8 +179,32 @@ class SlurmConfig(ConfigBase):
 
     @property
     def workers(self) -> int:
-        """Dask workers in total once every job runs (``jobs * processes``)."""
-        return self.jobs * self.processes
+        """Dask workers in total once every job runs (``jobs * processes``; unresolved
+        ``processes`` counts as one)."""
+        return self.jobs * (self.processes or 1)
+
+    def resolved(self) -> SlurmConfig:
+        """This config with ``cores``, ``processes``, ``memory`` and ``walltime`` filled from
+        dask-jobqueue's configuration (``jobqueue.slurm.*``) where they are ``None``, then from
+        ccdask's fallbacks; checked again. Imports dask-jobqueue (its defaults are part of
+        dask's configuration once it is imported)."""
+        import dask.config
+
+        try:
+            import dask_jobqueue  # noqa: F401  (registers jobqueue.slurm.* defaults)
+        except ImportError as exc:
+            raise CcdaskError("SLURM execution needs dask-jobqueue: pip install 'ccdask[hpc]'") from exc
+        fallback: dict[str, Any] = {"cores": 1, "processes": 1, "memory": "4GB", "walltime": "01:00:00"}
+        filled = {}
+        for name, default in fallback.items():
+            if getattr(self, name) is None:
+                value = dask.config.get(f"jobqueue.slurm.{name}", default=None)
+                filled[name] = default if value is None else value
+        if isinstance(filled.get("memory"), int | float):
+            filled["memory"] = f"{int(filled['memory'])}B"
+        if "walltime" in filled:
+            filled["walltime"] = str(filled["walltime"])
+        return self.replace(**filled) if filled else self
 
 
 # Options that only describe the embedded LocalCluster, with their defaults.
@@ -297,6 +335,31 @@ class ClusterConfig(ConfigBase):
         return super().from_dict(data, where=where)
 
 
+def cluster_defaults(**given: Any) -> ClusterConfig:
+    """The cluster ``given`` (options set by flags or code, ``None`` values ignored) over the
+    ``ccdask.cluster`` table of dask's configuration, over the built-in defaults.
+
+    A backend given here (or local sizing such as ``workers``) wins over the backend of dask's
+    configuration, whose options for another backend are then left out rather than reported as
+    a conflict; ``ccdask.cluster.slurm`` completes a ``slurm`` table given here.
+    """
+    from .utils._daskconfig import dask_defaults
+
+    given = {k: v for k, v in given.items() if v is not None}
+    base = dask_defaults("cluster")
+    backends = ("scheduler", "scheduler_file", "slurm")
+    if any(b in given for b in backends):
+        slurm_base = base.get("slurm") if "slurm" in given else None
+        base = {k: v for k, v in base.items() if k not in backends and k not in _LOCAL_ONLY}
+        if isinstance(slurm_base, dict) and isinstance(given["slurm"], dict):
+            # --slurm with a few flags: the other SLURM options from ccdask.cluster.slurm
+            given["slurm"] = {**slurm_base, **given["slurm"]}
+    elif any(k in given for k in _LOCAL_ONLY):
+        base = {k: v for k, v in base.items() if k not in backends}  # the flags chose the local cluster
+    where = "dask configuration ccdask.cluster: " if base else ""
+    return ClusterConfig.from_dict({**base, **given}, where=where)
+
+
 def _short(value: object) -> str:
     """A backend option for messages: strings quoted, a SlurmConfig by its queue and jobs."""
     if isinstance(value, SlurmConfig):
@@ -368,7 +431,7 @@ class LazyClient:
         *,
         on_start: Callable[[Any, contextlib.ExitStack], None] | None = None,
     ) -> None:
-        self.config = config if config is not None else ClusterConfig()
+        self.config = config if config is not None else cluster_defaults()
         self.on_start = on_start
         self._client: Any = None
         self._stack = contextlib.ExitStack()
@@ -497,15 +560,12 @@ def _start_scheduler_file(config: ClusterConfig, stack: contextlib.ExitStack) ->
     )
 
 
-def _start_slurm(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
-    from distributed import Client
-
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError as exc:
-        raise CcdaskError("SLURM execution needs dask-jobqueue: pip install 'ccdask[hpc]'") from exc
-    slurm = config.slurm
-    assert slurm is not None
+def slurm_cluster_kwargs(config: ClusterConfig) -> tuple[SlurmConfig, dict[str, Any]]:
+    """The resolved SLURM options of ``config`` and the ``SLURMCluster`` keyword arguments they
+    make: options left at ``None`` are not passed, so dask-jobqueue takes them from its own
+    configuration (``jobqueue.slurm.*``)."""
+    assert config.slurm is not None
+    slurm = config.slurm.resolved()
     kwargs: dict[str, Any] = {
         "cores": slurm.cores,
         "processes": slurm.processes,
@@ -525,6 +585,15 @@ def _start_slurm(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
         "job_script_prologue": list(slurm.job_script_prologue) or None,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    return slurm, kwargs
+
+
+def _start_slurm(config: ClusterConfig, stack: contextlib.ExitStack) -> Any:
+    from distributed import Client
+
+    slurm, kwargs = slurm_cluster_kwargs(config)
+    from dask_jobqueue import SLURMCluster
+
     if slurm.log_directory is not None:
         os.makedirs(slurm.log_directory, exist_ok=True)
     try:

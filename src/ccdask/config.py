@@ -209,13 +209,21 @@ class ReduceConfig(ConfigBase):
 
 
 def load_config(source: str | os.PathLike | dict[str, Any] | ReduceConfig | None = None) -> ReduceConfig:
-    """A :class:`ReduceConfig` from a TOML file, a dict, an existing config, or the defaults."""
-    if source is None:
-        return ReduceConfig()
+    """A :class:`ReduceConfig` from a TOML file, a dict, an existing config, or the defaults.
+
+    A file, a dict and the defaults sit on top of the ``ccdask.reduce`` table of dask's
+    configuration when there is one (:mod:`ccdask.utils._daskconfig`): the file wins, then dask's
+    configuration, then the built-in defaults. An existing config is returned unchanged.
+    """
     if isinstance(source, ReduceConfig):
         return source
+    from .utils._daskconfig import dask_defaults, merge
+
+    base = dask_defaults("reduce")
+    if source is None:
+        return ReduceConfig.from_dict(base, where="dask configuration ccdask.reduce: ") if base else ReduceConfig()
     if isinstance(source, dict):
-        return ReduceConfig.from_dict(source)
+        return ReduceConfig.from_dict(merge(base, source))
     path = Path(source)
     try:
         doc = tomllib.loads(path.read_text())
@@ -223,7 +231,8 @@ def load_config(source: str | os.PathLike | dict[str, Any] | ReduceConfig | None
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return ReduceConfig.from_dict(doc, where=f"{path}: ")
+    where = f"{path} (over dask configuration ccdask.reduce): " if base else f"{path}: "
+    return ReduceConfig.from_dict(merge(base, doc), where=where)
 
 
 def defaults_toml() -> str:

@@ -51,7 +51,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration (see `ccdask config --defaults`)")
     p.add_argument("--cache", help="master cache folder (default OUT/cache.zarr)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=2, help="embedded LocalCluster worker processes")
+    where.add_argument(
+        "--workers", type=int, help="embedded LocalCluster worker processes (default: ccdask.cluster.workers, else 2)"
+    )
     where.add_argument("--scheduler", metavar="ADDR", help="address of a running dask scheduler")
     where.add_argument("--scheduler-file", metavar="F", help="scheduler file of a running cluster")
     where.add_argument("--slurm", action="store_true", help="submit dask workers as SLURM jobs")
@@ -134,7 +136,7 @@ def _precheck(args: argparse.Namespace) -> Any:
 
 def cluster_config(args: argparse.Namespace) -> Any:
     """The :class:`~ccdask.cluster.ClusterConfig` the flags choose."""
-    from ..cluster import ClusterConfig, SlurmConfig
+    from ..cluster import cluster_defaults
 
     if args.slurm:
         given = {
@@ -145,12 +147,9 @@ def cluster_config(args: argparse.Namespace) -> Any:
             "walltime": args.slurm_walltime,
             "account": args.slurm_account,
         }
-        return ClusterConfig(slurm=SlurmConfig.from_dict({k: v for k, v in given.items() if v is not None}))
-    if args.scheduler:
-        return ClusterConfig(scheduler=args.scheduler)
-    if args.scheduler_file:
-        return ClusterConfig(scheduler_file=args.scheduler_file)
-    return ClusterConfig(workers=args.workers)
+        return cluster_defaults(slurm={k: v for k, v in given.items() if v is not None})
+    # flags first, then dask's configuration (ccdask.cluster, jobqueue.slurm), then the defaults
+    return cluster_defaults(scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers)
 
 
 def run(args: argparse.Namespace) -> int:

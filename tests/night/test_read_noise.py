@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,38 @@ def test_without_biases_each_frame_measures_its_own_overscan(sim_night, tmp_path
             assert got == pytest.approx(float(rn[amp.name]) ** 2, rel=1e-5), amp.name
             true_rn = truth.amp("CCD1", amp.name)["rdnoise"]
             assert 0.7 * true_rn < float(rn[amp.name]) < 1.1 * true_rn  # a robust (MAD) estimate
+
+
+def test_a_rerun_takes_the_recorded_read_noise_and_starts_no_cluster(sim_night, tmp_path):
+    """Headers without read noise: the first run measures it in the biases (a ``read-noise``
+    stage) and records it in the cache; the rerun over the finished night takes it from there,
+    so it has nothing to compute and starts no cluster; new biases are measured again."""
+    import shutil
+
+    from ccdask.cluster import LazyClient
+
+    night = sim_night(chips=1, amps=2, nbias=3, ndark=0, nflat=2, nscience=1, filters=("r",), seed=6)
+    raw = tmp_path / "raw"
+    shutil.copytree(night.raw_dir, raw)
+    for path in raw.glob("*.fits"):
+        with fits.open(path, mode="update") as hdul:
+            for hdu in hdul:
+                for key in ("RDNOISEA", "RDNOISEB", "RDNOISE"):
+                    hdu.header.remove(key, ignore_missing=True)
+    cfg = {"cosmics": {"method": "none"}}
+    out = tmp_path / "out"
+    first = reduce(raw, out, config=cfg, client="threads")
+    assert first.stages["read-noise"]["tasks"] > 0 and set(first.read_noise["CCD1"]["amplifiers"]) == {"A", "B"}
+    with LazyClient() as lazy:
+        again = reduce(raw, out, config=cfg, client=lazy)
+        assert not lazy.started
+    assert again.cluster_started is False
+    assert again.read_noise == first.read_noise  # the measured values, as recorded
+    assert "read-noise" not in again.stages or again.stages["read-noise"]["tasks"] == 0
+    assert again.outputs == [] and again.skipped == first.outputs  # nothing reduced again
+    # the record is keyed by the biases: one bias touched (a new identity), it is measured again
+    bias = sorted(raw.glob("bias_*.fits"))[0]
+    st = bias.stat()
+    os.utime(bias, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = reduce(raw, tmp_path / "out2", config=cfg, client="threads", cache=out / "cache.zarr")
+    assert changed.stages["read-noise"]["tasks"] > 0

@@ -17,7 +17,8 @@ regular grid of 256² to 4096² pixels (else 1024²), with zarr ``dimension_name
 ``zarr.json`` and of every chunk file, and ``attrs_sha256``, a checksum of all of that. Names
 starting with a dot are never entries: ``.tmp-<key>-<id>`` (a write in progress, or left by a
 killed run), ``.damaged-<key>-<id>`` (an entry that failed verification, kept a day for
-inspection) and ``.trash-*`` (being deleted).
+inspection), ``.trash-*`` (being deleted) and ``.records/`` (small JSON measurements keyed like
+masters, such as the read noise measured in a night's biases: :meth:`MasterCache.get_record`).
 
 Writing
 -------
@@ -627,6 +628,34 @@ class MasterCache:
             CcdaskWarning,
             stacklevel=3,
         )
+
+    # ------------------------------------------------------------------------------- records
+
+    def _record_path(self, kind: str, key: str) -> Path:
+        if not kind.isidentifier():
+            raise CacheError(f"record kind {kind!r} must be a plain name")
+        return self.root / ".records" / f"{kind}-{check_key(key)}.json"
+
+    def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """A small JSON record stored with :meth:`put_record` (None when absent or unreadable).
+
+        Records hold measurements that are not masters but are as costly to redo on a rerun
+        (the read noise measured in the biases' overscans), keyed by their inputs like a master;
+        they live in ``<root>/.records/`` and are never listed as entries.
+        """
+        try:
+            value = json.loads(self._record_path(kind, key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def put_record(self, kind: str, key: str, value: Mapping[str, Any]) -> None:
+        """Store a JSON-able mapping under ``(kind, key)`` atomically (replacing any)."""
+        from ..utils import atomic_write_text
+
+        text = json.dumps(normalise(dict(value), f"{kind} record"), sort_keys=True)
+        self._ensure_root()
+        atomic_write_text(self._record_path(kind, key), text)
 
     # ------------------------------------------------------------------------------- listing
 

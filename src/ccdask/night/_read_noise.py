@@ -21,10 +21,11 @@ from typing import Any
 import dask
 import numpy as np
 
+from ..cache import MasterCache
 from ..catalog import Entry
 from ..config import ReduceConfig
 from ..errors import PlanError
-from ..utils import MAD_TO_SIGMA
+from ..utils import MAD_TO_SIGMA, canonical_hash
 from ._plan import ChipPlan, Plan
 from ._stages import Runner
 
@@ -40,12 +41,26 @@ def _has_overscan(entry: Entry) -> bool:
     return all(a.biassec is not None for a in entry.layout.amplifiers)
 
 
-def measure_read_noise(plan: Plan, cfg: ReduceConfig, runner: Runner) -> tuple[Plan, dict[str, dict[str, Any]]]:
+#: Bump when the measurement changes: recorded measurements then stop matching.
+READ_NOISE_VERSION = 1
+
+
+def record_key(cp: ChipPlan) -> str:
+    """The key of one chip's measurement: its bias frames, their layout and the method."""
+    ids = sorted((e.identity for e in cp.biases), key=lambda d: (d["path"], d["hdu"]))
+    return canonical_hash({"biases": ids, "layout": cp.biases[0].layout.to_dict(), "version": READ_NOISE_VERSION})
+
+
+def measure_read_noise(
+    plan: Plan, cfg: ReduceConfig, runner: Runner, store: MasterCache | None = None
+) -> tuple[Plan, dict[str, dict[str, Any]]]:
     """The plan with measured read noise filled into its layouts, and what was measured.
 
     Returns ``(plan, measured)`` where ``measured`` maps chip → ``{"source": ...,
     "amplifiers": {amp: e-}, "frames": n, "history": [lines]}`` (empty when nothing was
-    missing). The terminal hears of every measured value through the runner's log.
+    missing). The terminal hears of every measured value through the runner's log. With a
+    ``store``, each chip's measurement is recorded there (keyed by its bias frames and layout)
+    and taken from it on a rerun, so a night with nothing left to do computes nothing here.
     """
     if cfg.read_noise != "auto":
         return plan, {}
@@ -68,7 +83,17 @@ def measure_read_noise(plan: Plan, cfg: ReduceConfig, runner: Runner) -> tuple[P
             )
     if not wanted:
         return plan, {}
+    measured: dict[str, dict[str, Any]] = {}
+    if store is not None:
+        for chip, cp in list(wanted.items()):
+            rec = store.get_record("read_noise", record_key(cp))
+            if rec is not None:
+                measured[chip] = rec
+                del wanted[chip]
+                runner.log(f"  {rec['history'][0]} (recorded)")
     where = [(chip, e) for chip, cp in wanted.items() for e in cp.biases]
+    if not where:
+        return _with_read_noise(plan, {c: m["amplifiers"] for c, m in measured.items()}), measured
     values = runner.compute(
         "read-noise",
         [
@@ -82,7 +107,6 @@ def measure_read_noise(plan: Plan, cfg: ReduceConfig, runner: Runner) -> tuple[P
     for (chip, _e), noise in zip(where, values, strict=True):
         for amp, v in noise.items():
             per_chip.setdefault(chip, {}).setdefault(amp, []).append(v)
-    measured: dict[str, dict[str, Any]] = {}
     for chip, noise in per_chip.items():
         layout = wanted[chip].biases[0].layout
         amps = {a.name: float(np.median(noise[a.name])) * float(a.gain) for a in layout.amplifiers if a.rdnoise is None}
@@ -91,6 +115,9 @@ def measure_read_noise(plan: Plan, cfg: ReduceConfig, runner: Runner) -> tuple[P
         line = f"read noise of {chip} measured in the overscans of {n} bias frame(s): {text}"
         runner.log(f"  {line}")
         measured[chip] = {"source": "bias overscans", "frames": n, "amplifiers": amps, "history": [line]}
+        if store is not None:
+            store.put_record("read_noise", record_key(wanted[chip]), measured[chip])
+    measured = {c: measured[c] for c in plan.chips if c in measured}  # in the plan's order
     return _with_read_noise(plan, {c: m["amplifiers"] for c, m in measured.items()}), measured
 
 

@@ -98,10 +98,11 @@ def reduce(
     log(f"planned {len(plan.chips)} chip(s), {len(plan.exposures)} science exposure(s)")
     for note in plan.notes:
         log(f"  note: {note}")
-    plan, result.read_noise = measure_read_noise(plan, cfg, runner)
+    store = MasterCache(cache if cache is not None else out / "cache.zarr")
+    plan, result.read_noise = measure_read_noise(plan, cfg, runner, store)
     runner.stages["catalog"] = {"seconds": time.perf_counter() - t_start}
 
-    ctx = StageContext(cfg, MasterCache(cache if cache is not None else out / "cache.zarr"), runner, out / ".scratch")
+    ctx = StageContext(cfg, store, runner, out / ".scratch")
     masters = NightMasters(dark_mode=cfg.dark.mode, bias=bias_masters(plan, ctx) if plan.steps["bias"] else {})
     if plan.steps["dark"]:
         masters = dark_masters(plan, ctx, masters.bias)

@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument(
         "--survey-tasks-per-chip-frame",
         type=float,
-        default=2.50,
+        default=2.91,
         help="tasks per chip-frame of the survey night's graph (bench_graph.py --exposures 500 --chips 62)",
     )
     args = ap.parse_args()

@@ -30,6 +30,10 @@ DEFAULT_DICT = {
     "max_clip": None,
     "nkeep": 1,
     "mclip": True,
+    "rdnoise": 0.0,
+    "gain": 1.0,
+    "snoise": 0.0,
+    "pclip": -0.5,
     "scale": None,
     "zero": None,
     "weights": None,
@@ -218,3 +222,26 @@ def test_configuration_file_errors_name_the_section():
         load_config({"bias": {"combine": {"sigma_lower": -1}}})
     with pytest.raises(ConfigError, match=r"^bias\.combine\.CombineConfig: unknown option.*'methd'"):
         load_config({"bias": {"combine": {"methd": "mean"}}})
+
+
+def test_iraf_rejection_options():
+    import numpy as np
+
+    from ccdask.combine import combine_block, pclip_offset
+
+    cfg = CombineConfig(clip="ccdclip", rdnoise=" rdnoise ", gain="2.5", snoise=0)
+    assert (cfg.rdnoise, cfg.gain, cfg.snoise) == ("RDNOISE", 2.5, 0.0)
+    assert CombineConfig(clip="pclip", nkeep=-2).nkeep == -2
+    assert CombineConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in (dict(gain=0), dict(rdnoise=-1.0), dict(snoise=""), dict(pclip=0), dict(rdnoise=float("inf"))):
+        with pytest.raises(ConfigError):
+            CombineConfig(clip="ccdclip", **bad)
+    with pytest.raises(ConfigError, match="not supported"):
+        CombineConfig(clip="crreject", scale=(1.0, 2.0))
+    block = np.ones((4, 2, 2), np.float32)
+    with pytest.raises(ConfigError, match="header keywords"):
+        combine_block(block, cfg)
+    assert combine_block(block, cfg, noise=(3.0, 2.5, 0.0)).count.min() == 4
+    # IRAF's log for these: pclip = -2. (10 frames, -0.5), 3. (9 frames, 0.8), -1. (12 frames, -0.3)
+    assert (pclip_offset(10, -0.5), pclip_offset(9, 0.8), pclip_offset(12, -0.3)) == (-2, 3, -1)
+    assert pclip_offset(5, -7.0) == -2  # clamped to the pixels below the median

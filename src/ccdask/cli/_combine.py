@@ -66,7 +66,32 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         dest="clip",
         choices=get_args(Clip),
         default="sigma",
-        help="rejection (default sigma); sigclip is IRAF imcombine's reject=sigclip",
+        help="rejection (default sigma); sigclip, ccdclip, crreject and pclip are IRAF imcombine's reject= kinds",
+    )
+    p.add_argument(
+        "--rdnoise",
+        default="0",
+        metavar="E|KEY",
+        help="ccdclip/crreject: read noise in electrons, or the header keyword holding it (default 0)",
+    )
+    p.add_argument(
+        "--gain",
+        default="1",
+        metavar="G|KEY",
+        help="ccdclip/crreject: gain in electrons per ADU, or the header keyword holding it (default 1)",
+    )
+    p.add_argument(
+        "--snoise",
+        default="0",
+        metavar="F|KEY",
+        help="ccdclip/crreject: sensitivity noise as a fraction, or the header keyword holding it (default 0)",
+    )
+    p.add_argument(
+        "--pclip",
+        type=float,
+        default=-0.5,
+        metavar="P",
+        help="pclip: percentile pixel from the median, pixels (|P| >= 1) or fraction; negative below (default -0.5)",
     )
     p.add_argument(
         "--nkeep",
@@ -246,6 +271,10 @@ def _run(args: argparse.Namespace) -> int:
         max_clip=args.max_clip,
         nkeep=args.nkeep,
         mclip=args.mclip,
+        rdnoise=args.rdnoise,
+        gain=args.gain,
+        snoise=args.snoise,
+        pclip=args.pclip,
         scale=None if args.scale == "none" else args.scale,
         memory_per_task=int(args.memory_per_task * 2**20),
     )

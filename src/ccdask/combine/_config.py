@@ -18,6 +18,7 @@ from ..utils._options import ConfigBase, option
 
 __all__ = [
     "DEFAULT_MEMORY_PER_TASK",
+    "IRAF_CLIPS",
     "MAX_FRAMES",
     "Center",
     "Clip",
@@ -29,10 +30,13 @@ __all__ = [
 ]
 
 Method = Literal["mean", "median", "sum"]
-Clip = Literal["sigma", "sigclip", "minmax", "extrema", "none"]
+Clip = Literal["sigma", "sigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"]
 Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
 ScaleMode = Literal["median", "mean", "exposure"]
+
+#: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
+IRAF_CLIPS = ("sigclip", "ccdclip", "crreject", "pclip")
 
 #: Default per-task memory budget in bytes (64 MiB).
 DEFAULT_MEMORY_PER_TASK = 64 * 2**20
@@ -109,6 +113,22 @@ def _scale(value: Any) -> Any:
     return value if value is None or isinstance(value, str) else _per_frame(value)
 
 
+def _noise(value: Any) -> float | str:
+    """A noise parameter: a finite number >= 0, or a header keyword (a non-empty string)."""
+    if isinstance(value, str):
+        key = value.strip()
+        if not key:
+            raise ValueError("must be a number or a header keyword")
+        try:
+            value = float(key)
+        except ValueError:
+            return key.upper()
+    number = _number(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError("must be a finite number >= 0")
+    return number
+
+
 def _nonzero_factors(value: str | tuple[float, ...]) -> bool:
     return isinstance(value, str) or all(v != 0 for v in value)
 
@@ -133,7 +153,10 @@ class CombineConfig(ConfigBase):
         "Rejection: ``sigma`` (iterative, as ``astropy.stats.sigma_clip``), ``sigclip`` (IRAF "
         "imcombine's ``reject=sigclip``: center ``mclip``, sample sigma, ``nkeep`` with IRAF's "
         "sign meaning; ``maxiters``, ``center`` and ``spread`` do not apply), ``minmax`` (absolute "
-        "thresholds ``min_clip``/``max_clip``), ``extrema`` (drop the ``nlow`` lowest and "
+        "thresholds ``min_clip``/``max_clip``), ``ccdclip`` (IRAF: sigma from the CCD noise model "
+        "``rdnoise``/``gain``/``snoise`` about the median or, ``mclip`` False, the mean without the "
+        "lowest and highest value), ``crreject`` (``ccdclip`` rejecting only high values, "
+        "``sigma_upper``), ``pclip`` (IRAF: width from the percentile pixel ``pclip``, one pass), ``extrema`` (drop the ``nlow`` lowest and "
         "``nhigh`` highest values per pixel) or ``none``.",
     )
     sigma_lower: float = option(
@@ -182,14 +205,42 @@ class CombineConfig(ConfigBase):
         1,
         "Sigma clipping keeps at least this many survivors where there are that many finite "
         "values (the last iteration whose bounds keep enough is used; 0 reproduces astropy "
-        "exactly). With ``clip='sigclip'`` as IRAF: a negative value is the most that may be "
+        "exactly). With ``clip`` ``sigclip``/``ccdclip``/``crreject``/``pclip`` as IRAF: a negative value is the most that may be "
         "rejected (at least ``N + nkeep`` kept), and rejected values nearest the center are put "
         "back until enough survive.",
     )
     mclip: bool = option(
         True,
-        "``clip='sigclip'``: center on the median (IRAF ``mclip=yes``) or, when False, on the mean "
-        "(the first iteration's mean excludes the lowest and highest value, as IRAF).",
+        "``clip='sigclip'``/``ccdclip``/``crreject``: center on the median (IRAF ``mclip=yes``) or, when False, on the mean "
+        "(sigclip: the first iteration's mean excludes the lowest and highest value; ccdclip/crreject: "
+        "every iteration's, while more than two remain; as IRAF does).",
+    )
+    rdnoise: float | str = option(
+        0.0,
+        "``ccdclip``/``crreject``: read noise in electrons, a number or the header keyword holding it "
+        "(as IRAF's ``rdnoise``).",
+        parse=_noise,
+    )
+    gain: float | str = option(
+        1.0,
+        "``ccdclip``/``crreject``: gain in electrons per data unit, a number or a header keyword.",
+        parse=_noise,
+        check=lambda v: isinstance(v, str) or v > 0,
+        why="must be > 0",
+    )
+    snoise: float | str = option(
+        0.0,
+        "``ccdclip``/``crreject``: sensitivity noise as a fraction of the signal, a number or a header keyword.",
+        parse=_noise,
+    )
+    pclip: float = option(
+        -0.5,
+        "``pclip``: the percentile pixel, counted from the median pixel, as a number of pixels "
+        "(``|pclip| >= 1``) or a fraction of the pixels on that side (for the number of frames); "
+        "negative: below the median (as IRAF's ``pclip``).",
+        parse=_number,
+        check=lambda v: v != 0 and math.isfinite(v),
+        why="must be finite and non-zero",
     )
     scale: ScaleMode | tuple[float, ...] | None = option(
         None,
@@ -221,8 +272,17 @@ class CombineConfig(ConfigBase):
             raise ConfigError("CombineConfig: clip='minmax' needs min_clip and/or max_clip")
         if self.min_clip is not None and self.max_clip is not None and self.min_clip > self.max_clip:
             raise ConfigError(f"CombineConfig: min_clip {self.min_clip} is above max_clip {self.max_clip}")
-        if self.nkeep < 0 and self.clip != "sigclip":
-            raise ConfigError(f"CombineConfig: nkeep = {self.nkeep} must be >= 0 (negative only with clip='sigclip')")
+        if self.nkeep < 0 and self.clip not in IRAF_CLIPS:
+            raise ConfigError(
+                f"CombineConfig: nkeep = {self.nkeep} must be >= 0 (negative only with clip="
+                + " or ".join(repr(c) for c in IRAF_CLIPS)
+                + ")"
+            )
+        if self.clip in ("ccdclip", "crreject") and (self.scale is not None or self.zero is not None):
+            raise ConfigError(
+                f"CombineConfig: clip={self.clip!r} with scale or zero is not supported (the noise model "
+                "applies to the frames' own units)"
+            )
         if self.weights is not None and self.method == "median":
             raise ConfigError("CombineConfig: weights apply to method 'mean' or 'sum', not 'median'")
         lengths = {name: len(v) for name in ("scale", "zero", "weights") if isinstance(v := getattr(self, name), tuple)}

@@ -81,12 +81,13 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import ConfigError, ShapeMismatchError
-from ._config import MAX_FRAMES, CombineConfig
+from ._config import IRAF_CLIPS, MAX_FRAMES, CombineConfig
 
 __all__ = [
     "STRIP",
     "BlockResult",
     "combine_block",
+    "pclip_offset",
     "sorting_network",
 ]
 
@@ -98,9 +99,11 @@ SEGMENT = 2048
 MAD_TO_SIGMA = 1.482602218505602  # the constant of astropy's C fast path
 
 _METHOD = {"mean": 0, "median": 1, "sum": 2}
-_CLIP = {"none": 0, "sigma": 1, "minmax": 0, "extrema": 3, "sigclip": 4}
+_CLIP = {"none": 0, "sigma": 1, "minmax": 0, "extrema": 3, "sigclip": 4, "ccdclip": 5, "crreject": 6, "pclip": 7}
 _M_MEAN, _M_MEDIAN, _M_SUM = 0, 1, 2
-_C_NONE, _C_SIGMA, _C_EXTREMA, _C_SIGCLIP = 0, 1, 3, 4
+_C_NONE, _C_SIGMA, _C_EXTREMA, _C_SIGCLIP, _C_CCDCLIP, _C_CRREJECT, _C_PCLIP = 0, 1, 3, 4, 5, 6, 7
+#: Rejections whose survivors are a window [a, b) of the sorted values (ties told apart by frame).
+_WINDOW_CLIPS = (_C_EXTREMA, _C_SIGCLIP, _C_CCDCLIP, _C_CRREJECT, _C_PCLIP)
 
 
 class BlockResult(NamedTuple):
@@ -603,6 +606,129 @@ def _iraf_sigclip_bounds(
 
 
 @_jit
+def _restore_window(
+    s: _F32, j: int, a: int, b: int, na: int, nb: int, c: float, nk: int
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """IRAF's ``nkeep``: widen the survivors' window ``[na, nb)`` inside ``[a, b)`` until ``nk`` survive.
+
+    The rejected value nearest the center ``c`` is put back, the nearest below and the nearest
+    above together when equally near (IRAF puts back a different subset in some stacks where
+    several rejected values are equal; not reproduced).
+    """
+    while nb - na < nk:
+        rl = c - np.float64(s[na - 1, j]) if na > a else np.inf
+        rh = np.float64(s[nb, j]) - c if nb < b else np.inf
+        if rl <= rh:
+            na -= 1
+        if rh <= rl:
+            nb += 1
+    return na, nb
+
+
+@_jit
+def _iraf_ccdclip_bounds(
+    s: _F32,
+    j: int,
+    nf: int,
+    sig_lo: float,
+    sig_hi: float,
+    mclip: bool,
+    nkeep: int,
+    rn2: float,
+    gain: float,
+    snoise: float,
+    high_only: bool,
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """IRAF ``reject=ccdclip`` (``crreject`` with ``high_only``) for pixel j: the survivors' window.
+
+    Rules (measured against IRAF imcombine, tests/combine/test_iraf.py): no rejection when
+    ``nf <= max(1, nkeep)`` (``nkeep < 0``: keep at least ``nf + nkeep``). Each iteration takes
+    the center ``c`` of the current survivors: the median with ``mclip``, otherwise the mean
+    without the lowest and highest value while more than two remain (every iteration, unlike
+    sigclip's), the mean of both when two remain; the expected sigma
+    ``sqrt(rn2 + max(c, 0) / gain + (snoise c)²)`` (``rn2 = (rdnoise / gain)²``, data units); it
+    keeps ``-lsigma·σ <= v - c <= hsigma·σ`` (no lower bound for crreject). It stops when
+    nothing changed or at most ``max(1, nkeep)`` survive; ``nkeep`` restores as
+    :func:`_restore_window`.
+    """
+    nk = nkeep if nkeep >= 0 else max(nf + nkeep, 0)
+    if nf <= max(1, nk):
+        return 0, nf
+    a = 0
+    b = nf
+    while True:
+        m = b - a
+        if mclip:
+            c = _median_sorted(s, j, a, b)
+        else:
+            tot = 0.0
+            for i in range(a, b):
+                tot += np.float64(s[i, j])
+            c = (tot - np.float64(s[a, j]) - np.float64(s[b - 1, j])) / (m - 2) if m > 2 else tot / m
+        sd = math.sqrt(rn2 + max(c, 0.0) / gain + (snoise * c) ** 2)
+        tlo = -np.inf if high_only else -sig_lo * sd
+        thi = sig_hi * sd
+        na = a
+        while na < b and not (np.float64(s[na, j]) - c >= tlo):
+            na += 1
+        nb = b
+        while nb > na and not (np.float64(s[nb - 1, j]) - c <= thi):
+            nb -= 1
+        if nb - na < nk:
+            return _restore_window(s, j, a, b, na, nb, c, nk)
+        if nb - na == m:
+            break
+        a = na
+        b = nb
+        if b - a <= max(1, nk):
+            break
+    return a, b
+
+
+@_jit
+def _iraf_pclip_bounds(
+    s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float, nkeep: int, kpct: int
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """IRAF ``reject=pclip`` for pixel j of a sorted strip: the survivors' window ``[a, b)``.
+
+    ``kpct`` is the signed offset of the percentile pixel from the median pixel (fixed for the
+    stack by :func:`pclip_offset`); the median pixel is the lower middle one for ``kpct < 0``,
+    the upper one otherwise, and the percentile pixel is clamped to the extremes. The width is
+    ``w = |median - percentile pixel|``; values with ``median - v < lsigma·w`` and
+    ``v - median < hsigma·w`` survive (strictly inside: at one sigma the percentile pixel goes,
+    as in IRAF), nothing is rejected when ``w = 0`` or ``nf <= max(2, nkeep)``. One pass;
+    ``nkeep`` restores as :func:`_restore_window` (from the middle when nothing survived).
+    """
+    nk = nkeep if nkeep >= 0 else max(nf + nkeep, 0)
+    if nf <= max(2, nk):
+        return 0, nf
+    med = _median_sorted(s, j, 0, nf)
+    if kpct < 0:
+        p = (nf - 1) // 2 + kpct
+        p = p if p > 0 else 0
+    else:
+        p = nf // 2 + kpct
+        p = p if p < nf - 1 else nf - 1
+    width = abs(med - np.float64(s[p, j]))
+    if width == 0.0:
+        return 0, nf
+    tlo = sig_lo * width
+    thi = sig_hi * width
+    na = 0
+    while na < nf and not (med - np.float64(s[na, j]) < tlo):
+        na += 1
+    nb = nf
+    while nb > na and not (np.float64(s[nb - 1, j]) - med < thi):
+        nb -= 1
+    if nb <= na:
+        na = nf // 2
+        nb = na
+    if nb - na < nk:
+        return _restore_window(s, j, 0, nf, na, nb, med, nk)
+    return na, nb
+
+
+@_jit
 def _kernel(
     block: _F32,
     var: _F32,
@@ -622,6 +748,10 @@ def _kernel(
     nlow: int,
     nhigh: int,
     nkeep: int,
+    rn2: float,
+    gain: float,
+    snoise: float,
+    kpct: int,
     want_var: bool,
     want_mask: bool,
     out_data: _F32,
@@ -637,9 +767,7 @@ def _kernel(
     has_var = var.shape[0] == n
     has_thr = min_clip > -np.inf or max_clip < np.inf
     transform = has_scale or has_zero
-    need_sort = (
-        method == _M_MEDIAN or clip in (_C_EXTREMA, _C_SIGCLIP) or (clip == _C_SIGMA and (use_median or use_mad))
-    )
+    need_sort = method == _M_MEDIAN or clip in _WINDOW_CLIPS or (clip == _C_SIGMA and (use_median or use_mad))
     scatter = want_var and not has_var
     vals = np.empty((n, S), np.float32)
     srt = np.empty((n, S), np.float32)
@@ -797,6 +925,18 @@ def _kernel(
                     t_wb[j] = wb
                     lo[j] = srt[wa, j] if wb > wa else np.nan
                     hi[j] = srt[wb - 1, j] if wb > wa else np.nan
+            elif clip in (_C_CCDCLIP, _C_CRREJECT, _C_PCLIP):
+                for j in range(w):
+                    if clip == _C_PCLIP:
+                        wa, wb = _iraf_pclip_bounds(srt, j, nfin[j], sig_lo, sig_hi, nkeep, kpct)
+                    else:
+                        wa, wb = _iraf_ccdclip_bounds(
+                            srt, j, nfin[j], sig_lo, sig_hi, use_median, nkeep, rn2, gain, snoise, clip == _C_CRREJECT
+                        )
+                    t_wa[j] = wa
+                    t_wb[j] = wb
+                    lo[j] = srt[wa, j] if wb > wa else np.nan
+                    hi[j] = srt[wb - 1, j] if wb > wa else np.nan
             elif clip == _C_EXTREMA:
                 for j in range(w):
                     nf = nfin[j]
@@ -817,7 +957,7 @@ def _kernel(
                 for j in range(w):
                     v = np.float64(vals[k, j])
                     keep[k, j] = (v >= lo[j]) & (v <= hi[j])
-            if clip in (_C_EXTREMA, _C_SIGCLIP):
+            if clip in _WINDOW_CLIPS:
                 # ties at the lowest/highest kept value: rank by (value, frame index)
                 for j in range(w):
                     nf = nfin[j]
@@ -909,7 +1049,7 @@ def _kernel(
                 elif method == _M_SUM:
                     res = acc[j]
                 else:
-                    a = t_wa[j] if clip in (_C_EXTREMA, _C_SIGCLIP) else _first_ge(srt, j, nfin[j], lo[j])
+                    a = t_wa[j] if clip in _WINDOW_CLIPS else _first_ge(srt, j, nfin[j], lo[j])
                     res = _median_sorted(srt, j, a, a + c)
                 out_data[y, x] = res
                 if want_var:
@@ -951,6 +1091,40 @@ def _per_frame(name: str, value: ArrayLike | None, n: int) -> _F64:
     return arr
 
 
+def pclip_offset(nframes: int, pclip: float) -> int:
+    """The signed offset of IRAF's percentile pixel from the median pixel for ``nframes`` frames.
+
+    ``|pclip| >= 1`` is a number of pixels (truncated), otherwise the fraction of the pixels on
+    that side of the median pixel (truncated); at least 1, at most that side's count (as IRAF
+    reports it in its log, e.g. ``pclip = -0.5`` on 10 frames is ``-2``).
+
+    >>> pclip_offset(10, -0.5), pclip_offset(10, 0.5), pclip_offset(6, -0.5), pclip_offset(7, 2.0)
+    (-2, 2, -1, 2)
+    """
+    side = (nframes - 1) // 2 if pclip < 0 else nframes - 1 - nframes // 2
+    mag = abs(pclip)
+    k = int(mag) if mag >= 1 else int(mag * side)
+    k = max(1, min(k, side))
+    return -k if pclip < 0 else k
+
+
+def _noise_values(cfg: CombineConfig, noise: tuple[float, float, float] | None) -> tuple[float, float, float]:
+    """``(rdnoise, gain, snoise)`` as numbers: from ``noise`` or the config's numeric fields."""
+    if noise is None:
+        values = (cfg.rdnoise, cfg.gain, cfg.snoise)
+        if any(isinstance(v, str) for v in values):
+            raise ConfigError(
+                f"noise parameters {values} name header keywords: they must be resolved to numbers before the kernel"
+            )
+        noise = (float(values[0]), float(values[1]), float(values[2]))
+    rdnoise, gain, snoise = (float(v) for v in noise)
+    if not (math.isfinite(rdnoise) and rdnoise >= 0 and math.isfinite(snoise) and snoise >= 0):
+        raise ConfigError(f"rdnoise {rdnoise} and snoise {snoise} must be finite numbers >= 0")
+    if not (math.isfinite(gain) and gain > 0):
+        raise ConfigError(f"gain {gain} must be a finite number > 0")
+    return rdnoise, gain, snoise
+
+
 def combine_block(
     block: ArrayLike,
     config: CombineConfig | None = None,
@@ -961,6 +1135,7 @@ def combine_block(
     variance: ArrayLike | None = None,
     return_variance: bool = False,
     return_mask: bool = False,
+    noise: tuple[float, float, float] | None = None,
 ) -> BlockResult:
     """Clip and combine one ``(N, ty, tx)`` block along axis 0 (see the module notes).
 
@@ -979,6 +1154,9 @@ def combine_block(
         Also compute the variance of the result (always when ``variance`` is given).
     return_mask : bool
         Also return the ``(N, ty, tx)`` rejection mask.
+    noise : (rdnoise, gain, snoise), optional
+        ``ccdclip``/``crreject`` noise model in numbers; overrides the config's (which must then
+        be numbers, not header keywords).
 
     Returns
     -------
@@ -1020,6 +1198,7 @@ def combine_block(
         return_variance = True
     else:
         var = _EMPTY3
+    rdnoise, gain, snoise = _noise_values(cfg, noise) if cfg.clip in ("ccdclip", "crreject") else (0.0, 1.0, 0.0)
     out_data = np.empty((ty, tx), np.float32)
     out_count = np.empty((ty, tx), np.int16)
     out_var = np.empty((ty, tx), np.float32) if return_variance else _EMPTY2
@@ -1039,11 +1218,15 @@ def combine_block(
             cfg.sigma_lower,
             cfg.sigma_upper,
             -1 if cfg.maxiters is None else cfg.maxiters,
-            cfg.mclip if cfg.clip == "sigclip" else cfg.center == "median",
+            cfg.mclip if cfg.clip in IRAF_CLIPS else cfg.center == "median",
             cfg.spread == "mad_std",
             cfg.nlow,
             cfg.nhigh,
             cfg.nkeep,
+            (rdnoise / gain) ** 2,
+            gain,
+            snoise,
+            pclip_offset(n, cfg.pclip),
             bool(return_variance),
             bool(return_mask),
             out_data,

@@ -30,7 +30,13 @@ _PARAM_CARDS = (
     ("min_clip", "CMBMINCL", "lower absolute threshold"),
     ("max_clip", "CMBMAXCL", "upper absolute threshold"),
     ("nkeep", "CMBNKEEP", "minimum survivors of sigma clipping"),
-    ("mclip", "CMBMCLIP", "sigclip median center"),
+    ("mclip", "CMBMCLIP", "IRAF clipping median center"),
+)
+# Written only with the rejections that use them.
+_NOISE_CARDS = (
+    ("rdnoise", "CMBRDNS", "ccdclip read noise (e-) or its keyword"),
+    ("gain", "CMBGAIN", "ccdclip gain (e-/ADU) or its keyword"),
+    ("snoise", "CMBSNOIS", "ccdclip sensitivity noise or its keyword"),
 )
 
 
@@ -130,6 +136,11 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
         if value is None:
             continue
         hdr[card] = (value, comment)
+    if cfg.clip in ("ccdclip", "crreject"):
+        for key, card, comment in _NOISE_CARDS:
+            hdr[card] = (getattr(cfg, key), comment)
+    if cfg.clip == "pclip":
+        hdr["CMBPCLIP"] = (cfg.pclip, "pclip percentile pixel parameter")
     scale = "array" if isinstance(cfg.scale, tuple) else cfg.scale
     hdr["CMBSCALE"] = (scale if scale is not None else "none", "per-frame scaling")
     if cfg.zero is not None:
@@ -174,5 +185,9 @@ def _history_params(cfg: CombineConfig) -> Iterator[tuple[str, Any]]:
         "nkeep",
     ):
         yield key, d[key]
+    if cfg.clip in ("ccdclip", "crreject"):
+        yield from ((k, d[k]) for k in ("rdnoise", "gain", "snoise"))
+    if cfg.clip == "pclip":
+        yield "pclip", d["pclip"]
     if isinstance(cfg.scale, str):
         yield "scale", cfg.scale

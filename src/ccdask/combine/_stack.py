@@ -318,6 +318,10 @@ def combine(
     zero: ArrayLike | None = None,
     exptime: ArrayLike | None = None,
     name: str | None = None,
+    rdnoise: float | str = 0.0,
+    gain: float | str = 1.0,
+    snoise: float | str = 0.0,
+    pclip: float = -0.5,
 ) -> CombineResult:
     """Clip and combine frames along the frame axis, lazily.
 
@@ -328,10 +332,10 @@ def combine(
         :mod:`ccdask.io` (``hdu`` selects the image HDU of each file). NaN and ±inf are ignored.
     method : {"mean", "median", "sum"}
         Statistic of the survivors (``sum`` as ccdproc: the sum of survivors, not rescaled).
-    clip : {"sigma", "sigclip", "minmax", "extrema", "none"}
-        Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics). ``sigclip`` is
-        IRAF imcombine's ``reject=sigclip`` (``sigma_lower``/``sigma_upper`` are its
-        ``lsigma``/``hsigma``; ``mclip``, ``nkeep``).
+    clip : {"sigma", "sigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"}
+        Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics). ``sigclip``,
+        ``ccdclip``, ``crreject`` and ``pclip`` are IRAF imcombine's ``reject=`` kinds
+        (``sigma_lower``/``sigma_upper`` are its ``lsigma``/``hsigma``; ``mclip``, ``nkeep``).
     sigma_lower, sigma_upper, maxiters, center, spread
         Sigma clipping as ``astropy.stats.sigma_clip(axis=0, ...)``; ``maxiters=None`` iterates
         until nothing changes.
@@ -366,6 +370,12 @@ def combine(
         Exposure times for ``scale="exposure"`` with array frames.
     name : str, optional
         Readable part of the task keys: ``combine-<name>-<token>`` (e.g. ``"bias-CCD1"``).
+    rdnoise, gain, snoise : float or str
+        ``ccdclip``/``crreject`` noise model: read noise (electrons), gain (electrons per data
+        unit), sensitivity noise (fraction); a number, or the header keyword holding it in every
+        file (the frames must agree on it).
+    pclip : float
+        ``pclip``: the percentile pixel (IRAF's ``pclip``, see :func:`pclip_offset`).
 
     Returns
     -------
@@ -395,6 +405,10 @@ def combine(
         max_clip=max_clip,
         nkeep=nkeep,
         mclip=mclip,
+        rdnoise=rdnoise,
+        gain=gain,
+        snoise=snoise,
+        pclip=pclip,
         # a string is checked against the ScaleMode choices by CombineConfig itself
         scale=cast("ScaleMode | tuple[float, ...] | None", scale_cfg),
         zero=None if zero is None else _flat_floats(zero),
@@ -433,6 +447,8 @@ def combine(
         exptime,
     )
 
+    kconfig = _resolve_noise(config, inputs)
+
     # ---- scale factors: constant, from headers, or a lazy statistics pass
     layers: dict[str, dict[Any, Any]] = {}
     layer_deps: dict[str, set[str]] = {}
@@ -464,7 +480,7 @@ def combine(
                     slice(y0, y1),
                     slice(x0, x1),
                     scale_arg,
-                    config,
+                    kconfig,
                     want_var,
                 )
     else:
@@ -478,7 +494,14 @@ def combine(
         for i in range(len(ys)):
             for j in range(len(xs)):
                 vkey = (var_stack.name, 0, i, j) if var_stack is not None else None
-                tasks[(tiles_name, i, j)] = (_tile_from_block, (stack.name, 0, i, j), vkey, scale_arg, config, want_var)
+                tasks[(tiles_name, i, j)] = (
+                    _tile_from_block,
+                    (stack.name, 0, i, j),
+                    vkey,
+                    scale_arg,
+                    kconfig,
+                    want_var,
+                )
     layers[tiles_name] = tasks
     layer_deps[tiles_name] = tdeps
     chunks = (tuple(b - a for a, b in ys), tuple(b - a for a, b in xs))
@@ -515,6 +538,39 @@ def combine(
         scale_factors=factors,
         variance_source=("planes" if var_stack is not None else "scatter" if want_var else None),
     )
+
+
+def _resolve_noise(config: CombineConfig, inputs: _Inputs) -> CombineConfig:
+    """The config with ``rdnoise``/``gain``/``snoise`` header keywords replaced by their values."""
+    names = [n for n in ("rdnoise", "gain", "snoise") if isinstance(getattr(config, n), str)]
+    if not names or config.clip not in ("ccdclip", "crreject"):
+        return config
+    if inputs.sources is None:
+        raise ConfigError(f"{', '.join(names)} name header keywords; with array frames give numbers")
+    from ..io import scan_file
+
+    values: dict[str, Any] = {}
+    for name in names:
+        key = getattr(config, name)
+        found: list[tuple[str, float]] = []
+        for src in inputs.sources:
+            info = next(h for h in scan_file(src.path) if h.index == src.hdu)
+            raw = info.header.get(key)
+            if raw is None:
+                raise ConfigError(f"{src.label}: no {key} in the header; {name}={key!r} needs it")
+            try:
+                found.append((src.label, float(raw)))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{src.label}: {key} = {raw!r} is not a number") from exc
+        first_label, first = found[0]
+        for label, v in found[1:]:
+            if v != first:
+                raise ConfigError(
+                    f"{label}: {key} = {v} differs from {first} in {first_label}; per-frame noise "
+                    "parameters are not supported, combine frames that share them"
+                )
+        values[name] = first
+    return config.replace(**values)
 
 
 def _graph(

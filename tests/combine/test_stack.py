@@ -312,3 +312,28 @@ def test_docstring_examples_run():
     for module in (package, _config, _kernels, _result, _stack):
         failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failed == 0, module.__name__
+
+
+def test_avsigclip_tiles_hold_whole_rows_and_equal_the_whole_block():
+    # avsigclip's sigma factor is estimated per image row: a tile cut inside a row would change it
+    rng = np.random.default_rng(3)
+    stack = rng.normal(1000.0, 20.0, (40, 3, 7000)).astype(np.float32)
+    stack[rng.random(stack.shape) < 0.05] += 400.0
+    assert tile_shape(40, (3, 7000), "1 MiB", stacked=True)[1] < 7000  # the budget alone would cut rows
+    res = combine(stack, clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0, memory_per_task="1 MiB")
+    assert res.data.chunks[1] == (7000,)
+    done = res.compute()
+    whole = combine_block(stack, CombineConfig(clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0))
+    assert_same(done.data, whole.data)
+    assert_same(done.count, whole.count)
+    assert (done.count < 40).any()
+    # the factor is per row: a row computed alone gives the same values
+    row = combine_block(stack[:, 1:2], CombineConfig(clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0))
+    assert_same(row.data[0], whole.data[1])
+    # the rest of the row changes a pixel's rejection: noisier columns elsewhere raise the factor
+    part = stack[:, :, :120].copy()
+    noisy = part.copy()
+    noisy[:, :, 60:] += rng.normal(0.0, 600.0, noisy[:, :, 60:].shape).astype(np.float32)
+    cfg = CombineConfig(clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0)
+    calm, loud = combine_block(part, cfg), combine_block(noisy, cfg)
+    assert (loud.count[:, :60] > calm.count[:, :60]).any()

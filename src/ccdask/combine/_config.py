@@ -30,13 +30,13 @@ __all__ = [
 ]
 
 Method = Literal["mean", "median", "sum"]
-Clip = Literal["sigma", "sigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"]
+Clip = Literal["sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"]
 Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
 ScaleMode = Literal["median", "mean", "exposure"]
 
 #: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
-IRAF_CLIPS = ("sigclip", "ccdclip", "crreject", "pclip")
+IRAF_CLIPS = ("sigclip", "avsigclip", "ccdclip", "crreject", "pclip")
 
 #: Default per-task memory budget in bytes (64 MiB).
 DEFAULT_MEMORY_PER_TASK = 64 * 2**20
@@ -153,7 +153,8 @@ class CombineConfig(ConfigBase):
         "Rejection: ``sigma`` (iterative, as ``astropy.stats.sigma_clip``), ``sigclip`` (IRAF "
         "imcombine's ``reject=sigclip``: center ``mclip``, sample sigma, ``nkeep`` with IRAF's "
         "sign meaning; ``maxiters``, ``center`` and ``spread`` do not apply), ``minmax`` (absolute "
-        "thresholds ``min_clip``/``max_clip``), ``ccdclip`` (IRAF: sigma from the CCD noise model "
+        "thresholds ``min_clip``/``max_clip``), ``avsigclip`` (IRAF: sigma ``sqrt(g c)`` about the center "
+        "``c``, ``g`` estimated per image row), ``ccdclip`` (IRAF: sigma from the CCD noise model "
         "``rdnoise``/``gain``/``snoise`` about the median or, ``mclip`` False, the mean without the "
         "lowest and highest value), ``crreject`` (``ccdclip`` rejecting only high values, "
         "``sigma_upper``), ``pclip`` (IRAF: width from the percentile pixel ``pclip``, one pass), ``extrema`` (drop the ``nlow`` lowest and "
@@ -205,14 +206,14 @@ class CombineConfig(ConfigBase):
         1,
         "Sigma clipping keeps at least this many survivors where there are that many finite "
         "values (the last iteration whose bounds keep enough is used; 0 reproduces astropy "
-        "exactly). With ``clip`` ``sigclip``/``ccdclip``/``crreject``/``pclip`` as IRAF: a negative value is the most that may be "
+        "exactly). With ``clip`` ``sigclip``/``avsigclip``/``ccdclip``/``crreject``/``pclip`` as IRAF: a negative value is the most that may be "
         "rejected (at least ``N + nkeep`` kept), and rejected values nearest the center are put "
         "back until enough survive.",
     )
     mclip: bool = option(
         True,
-        "``clip='sigclip'``/``ccdclip``/``crreject``: center on the median (IRAF ``mclip=yes``) or, when False, on the mean "
-        "(sigclip: the first iteration's mean excludes the lowest and highest value; ccdclip/crreject: "
+        "``clip='sigclip'``/``avsigclip``/``ccdclip``/``crreject``: center on the median (IRAF ``mclip=yes``) or, when False, on the mean "
+        "(sigclip, avsigclip: the first iteration's mean excludes the lowest and highest value; ccdclip/crreject: "
         "every iteration's, while more than two remain; as IRAF does).",
     )
     rdnoise: float | str = option(

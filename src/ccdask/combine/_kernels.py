@@ -99,11 +99,21 @@ SEGMENT = 2048
 MAD_TO_SIGMA = 1.482602218505602  # the constant of astropy's C fast path
 
 _METHOD = {"mean": 0, "median": 1, "sum": 2}
-_CLIP = {"none": 0, "sigma": 1, "minmax": 0, "extrema": 3, "sigclip": 4, "ccdclip": 5, "crreject": 6, "pclip": 7}
+_CLIP = {
+    "none": 0,
+    "sigma": 1,
+    "minmax": 0,
+    "extrema": 3,
+    "sigclip": 4,
+    "ccdclip": 5,
+    "crreject": 6,
+    "pclip": 7,
+    "avsigclip": 8,
+}
 _M_MEAN, _M_MEDIAN, _M_SUM = 0, 1, 2
-_C_NONE, _C_SIGMA, _C_EXTREMA, _C_SIGCLIP, _C_CCDCLIP, _C_CRREJECT, _C_PCLIP = 0, 1, 3, 4, 5, 6, 7
+_C_NONE, _C_SIGMA, _C_EXTREMA, _C_SIGCLIP, _C_CCDCLIP, _C_CRREJECT, _C_PCLIP, _C_AVSIGCLIP = 0, 1, 3, 4, 5, 6, 7, 8
 #: Rejections whose survivors are a window [a, b) of the sorted values (ties told apart by frame).
-_WINDOW_CLIPS = (_C_EXTREMA, _C_SIGCLIP, _C_CCDCLIP, _C_CRREJECT, _C_PCLIP)
+_WINDOW_CLIPS = (_C_EXTREMA, _C_SIGCLIP, _C_CCDCLIP, _C_CRREJECT, _C_PCLIP, _C_AVSIGCLIP)
 
 
 class BlockResult(NamedTuple):
@@ -729,6 +739,111 @@ def _iraf_pclip_bounds(
 
 
 @_jit
+def _avsig_center(s: _F32, j: int, a: int, b: int, mclip: bool, first: bool) -> float:  # pragma: no cover - compiled
+    """avsigclip's center of the sorted window s[a:b, j]: median, or mean (first: without the extremes)."""
+    m = b - a
+    if mclip:
+        return _median_sorted(s, j, a, b)
+    tot = 0.0
+    for i in range(a, b):
+        tot += np.float64(s[i, j])
+    if first and m > 2:
+        return (tot - np.float64(s[a, j]) - np.float64(s[b - 1, j])) / (m - 2)
+    return tot / m
+
+
+@_jit
+def _avsig_row_factor(
+    row: _F32, nx: int, comps: _I64, mclip: bool, vals: _F32, srt: _F32
+) -> float:  # pragma: no cover - compiled
+    """IRAF avsigclip's proportionality factor of one image row (``row``: ``(N, nx)``, NaN = absent).
+
+    ``g = sum(sum_i (v_i - c)²) / sum(n c)`` over the row's pixels with at least three values and
+    a center ``c > 0`` (median, or the mean without the lowest and highest value); the expected
+    sigma at a pixel is then ``sqrt(g c)``. The sums were measured against IRAF: a per-pixel mean
+    of ``sum (v - c)² / (n c)`` differs from IRAF's by ~0.4 %.
+    """
+    n = row.shape[0]
+    S = vals.shape[1]
+    inf32 = np.float32(np.inf)
+    ncomp = comps.shape[0]
+    num = 0.0
+    den = 0.0
+    for x0 in range(0, nx, S):
+        w = min(S, nx - x0)
+        for k in range(n):
+            for j in range(w):
+                v = row[k, x0 + j]
+                srt[k, j] = v if v == v else inf32
+        for c in range(ncomp):
+            ca = comps[c, 0]
+            cb = comps[c, 1]
+            for j in range(w):
+                p = srt[ca, j]
+                q = srt[cb, j]
+                srt[ca, j] = q if q < p else p
+                srt[cb, j] = p if q < p else q
+        for j in range(w):
+            nf = 0
+            while nf < n and srt[nf, j] < inf32:
+                nf += 1
+            if nf < 3:
+                continue
+            cen = _avsig_center(srt, j, 0, nf, mclip, True)
+            if not cen > 0:
+                continue
+            ss = 0.0
+            for i in range(nf):
+                d = np.float64(srt[i, j]) - cen
+                ss += d * d
+            num += ss
+            den += nf * cen
+    return num / den if den > 0 else 0.0
+
+
+@_jit
+def _iraf_avsigclip_bounds(
+    s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float, mclip: bool, nkeep: int, factor: float
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """IRAF ``reject=avsigclip`` for pixel j of a sorted strip: the survivors' window ``[a, b)``.
+
+    As :func:`_iraf_sigclip_bounds` (no rejection when ``nf <= max(2, nkeep)``; the first
+    mean without the extremes; stops when nothing changed or at most ``max(2, nkeep)`` survive;
+    ``nkeep`` restores as :func:`_restore_window`), but the sigma is ``sqrt(factor · max(c, 0))``
+    with the row's ``factor`` (:func:`_avsig_row_factor`), not recomputed after rejections.
+    Measured against IRAF imcombine (tests/combine/test_iraf.py).
+    """
+    nk = nkeep if nkeep >= 0 else max(nf + nkeep, 0)
+    if nf <= max(2, nk):
+        return 0, nf
+    a = 0
+    b = nf
+    first = True
+    while True:
+        m = b - a
+        c = _avsig_center(s, j, a, b, mclip, first)
+        first = False
+        sd = math.sqrt(factor * max(c, 0.0))
+        tlo = -sig_lo * sd
+        thi = sig_hi * sd
+        na = a
+        while na < b and not (np.float64(s[na, j]) - c >= tlo):
+            na += 1
+        nb = b
+        while nb > na and not (np.float64(s[nb - 1, j]) - c <= thi):
+            nb -= 1
+        if nb - na < nk:
+            return _restore_window(s, j, a, b, na, nb, c, nk)
+        if nb - na == m:
+            break
+        a = na
+        b = nb
+        if b - a <= max(2, nk):
+            break
+    return a, b
+
+
+@_jit
 def _kernel(
     block: _F32,
     var: _F32,
@@ -815,7 +930,9 @@ def _kernel(
     nan32 = np.float32(np.nan)
     inf32 = np.float32(np.inf)
 
-    seg = min(nx, SEGMENT)
+    # avsigclip needs whole image rows (IRAF's lines) in the row buffer
+    seg = nx if clip == _C_AVSIGCLIP else min(nx, SEGMENT)
+    row_factor = 0.0
     row = np.empty((n, seg), np.float32)
     rfin = np.zeros(seg, np.int64)
     nseg = (nx + seg - 1) // seg
@@ -841,6 +958,8 @@ def _kernel(
                 fin = np.isfinite(v)
                 dst[x] = v if fin else nan32
                 rfin[x] += 1 if fin else 0
+        if clip == _C_AVSIGCLIP:
+            row_factor = _avsig_row_factor(row, nx, comps, use_median, vals, srt)
         for xo in range(0, sw_, S):
             x0 = xs + xo
             w = min(S, sw_ - xo)
@@ -925,9 +1044,11 @@ def _kernel(
                     t_wb[j] = wb
                     lo[j] = srt[wa, j] if wb > wa else np.nan
                     hi[j] = srt[wb - 1, j] if wb > wa else np.nan
-            elif clip in (_C_CCDCLIP, _C_CRREJECT, _C_PCLIP):
+            elif clip in (_C_CCDCLIP, _C_CRREJECT, _C_PCLIP, _C_AVSIGCLIP):
                 for j in range(w):
-                    if clip == _C_PCLIP:
+                    if clip == _C_AVSIGCLIP:
+                        wa, wb = _iraf_avsigclip_bounds(srt, j, nfin[j], sig_lo, sig_hi, use_median, nkeep, row_factor)
+                    elif clip == _C_PCLIP:
                         wa, wb = _iraf_pclip_bounds(srt, j, nfin[j], sig_lo, sig_hi, nkeep, kpct)
                     else:
                         wa, wb = _iraf_ccdclip_bounds(
@@ -1142,7 +1263,9 @@ def combine_block(
     Parameters
     ----------
     block : array_like, shape (N, ty, tx)
-        The values (converted to float32; NaN and ±inf are ignored).
+        The values (converted to float32; NaN and ±inf are ignored). With ``clip="avsigclip"``
+        each row of the block is one of IRAF's lines (its sigma factor is estimated per row):
+        pass whole image rows.
     config : CombineConfig, optional
         Method and rejection options (default ``CombineConfig()``). Its ``scale`` field must be
         numeric (or None) here: statistics such as ``"median"`` are resolved by the dask layer.

@@ -332,9 +332,11 @@ def combine(
         :mod:`ccdask.io` (``hdu`` selects the image HDU of each file). NaN and ±inf are ignored.
     method : {"mean", "median", "sum"}
         Statistic of the survivors (``sum`` as ccdproc: the sum of survivors, not rescaled).
-    clip : {"sigma", "sigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"}
+    clip : {"sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"}
         Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics). ``sigclip``,
-        ``ccdclip``, ``crreject`` and ``pclip`` are IRAF imcombine's ``reject=`` kinds
+        ``avsigclip``, ``ccdclip``, ``crreject`` and ``pclip`` are IRAF imcombine's ``reject=`` kinds
+        (``avsigclip`` estimates its sigma factor per image row, so tiles hold whole rows even
+        above ``memory_per_task``)
         (``sigma_lower``/``sigma_upper`` are its ``lsigma``/``hsigma``; ``mclip``, ``nkeep``).
     sigma_lower, sigma_upper, maxiters, center, spread
         Sigma clipping as ``astropy.stats.sigma_clip(axis=0, ...)``; ``maxiters=None`` iterates
@@ -465,6 +467,8 @@ def combine(
 
     use_files = inputs.readable_by_region and var_stack is None
     tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=not use_files)
+    if config.clip == "avsigclip" and tile[1] < inputs.shape[1]:
+        tile = (1, inputs.shape[1])  # IRAF estimates avsigclip's sigma factor per image row: whole rows
     ny, nx = inputs.shape
     ys, xs = _starts(ny, tile[0]), _starts(nx, tile[1])
     tiles_name = f"{prefix}-{token}"

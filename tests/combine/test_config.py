@@ -34,6 +34,7 @@ DEFAULT_DICT = {
     "gain": 1.0,
     "snoise": 0.0,
     "pclip": -0.5,
+    "grow": 0.0,
     "scale": None,
     "zero": None,
     "weights": None,

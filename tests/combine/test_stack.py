@@ -337,3 +337,27 @@ def test_avsigclip_tiles_hold_whole_rows_and_equal_the_whole_block():
     cfg = CombineConfig(clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0)
     calm, loud = combine_block(part, cfg), combine_block(noisy, cfg)
     assert (loud.count[:, :60] > calm.count[:, :60]).any()
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (4, 12000)])
+def test_grow_does_not_depend_on_the_tiling(tmp_path, shape):
+    # rows tiles (200 x 300) and, with one row over the budget, column tiles (4 x 12000): each tile
+    # is computed with a halo of ceil(grow) pixels, so it sees every rejection within grow
+    rng = np.random.default_rng(5)
+    stack = np.round(rng.normal(1000.0, 15.0, (9, *shape))).astype(np.float32)
+    stack[rng.random(stack.shape) < 0.03] += 400.0
+    cfg = CombineConfig(clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5)
+    whole = combine_block(stack, cfg)
+    ungrown = combine_block(stack, cfg.replace(grow=0.0))
+    assert (whole.count < ungrown.count).sum() > 100  # the growth matters here
+    lazy = combine(stack, clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5, memory_per_task="1 MiB")
+    assert len(lazy.data.chunks[0]) * len(lazy.data.chunks[1]) > 1
+    done = lazy.compute()
+    assert_same(done.data, whole.data)
+    assert_same(done.count, whole.count)
+    paths = write_frames(tmp_path, stack)
+    files = combine(paths, clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5, memory_per_task="1 MiB")
+    assert len(files.data.chunks[0]) * len(files.data.chunks[1]) > 1
+    fdone = files.compute()
+    assert_same(fdone.data, whole.data)
+    assert_same(fdone.count, whole.count)

@@ -107,6 +107,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="sigclip: center on the median (--mclip, default) or the mean (--no-mclip), as IRAF",
     )
     p.add_argument(
+        "--grow",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="also reject the neighbours within R pixels of a rejected value, in its frame (IRAF grow; default 0)",
+    )
+    p.add_argument(
         "--sigma-lower", type=float, default=3.0, metavar="S", help="lower sigma-clipping threshold (default 3)"
     )
     p.add_argument(
@@ -275,6 +282,7 @@ def _run(args: argparse.Namespace) -> int:
         gain=args.gain,
         snoise=args.snoise,
         pclip=args.pclip,
+        grow=args.grow,
         scale=None if args.scale == "none" else args.scale,
         memory_per_task=int(args.memory_per_task * 2**20),
     )

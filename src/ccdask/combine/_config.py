@@ -243,6 +243,15 @@ class CombineConfig(ConfigBase):
         check=lambda v: v != 0 and math.isfinite(v),
         why="must be finite and non-zero",
     )
+    grow: float = option(
+        0.0,
+        "Also reject, in the same frame, the values within this radius (pixels, ``dx² + dy² <= "
+        "grow²``) of a value the rejection rejected (not of non-finite or thresholded values); a pixel "
+        "left with no value keeps its ungrown result (as IRAF's ``grow`` does, whatever ``nkeep``). 0: off.",
+        parse=_number,
+        check=lambda v: 0 <= v <= 64,
+        why="must be between 0 and 64 pixels",
+    )
     scale: ScaleMode | tuple[float, ...] | None = option(
         None,
         "Per-frame multiplicative scale: factors, or ``median``/``mean``/``exposure`` to "

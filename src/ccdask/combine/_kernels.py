@@ -87,6 +87,7 @@ __all__ = [
     "STRIP",
     "BlockResult",
     "combine_block",
+    "grow_offsets",
     "pclip_offset",
     "sorting_network",
 ]
@@ -1246,6 +1247,84 @@ def _noise_values(cfg: CombineConfig, noise: tuple[float, float, float] | None) 
     return rdnoise, gain, snoise
 
 
+def grow_offsets(radius: float) -> list[tuple[int, int]]:
+    """The offsets ``(dy, dx) != (0, 0)`` with ``dy² + dx² <= radius²`` (IRAF's grow disk).
+
+    >>> len(grow_offsets(1.0)), len(grow_offsets(1.5)), len(grow_offsets(2.0))
+    (4, 8, 12)
+    """
+    r = math.floor(radius)
+    r2 = radius * radius
+    return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy or dx) and dy * dy + dx * dx <= r2]
+
+
+def _combine_grown(
+    block: ArrayLike,
+    cfg: CombineConfig,
+    *,
+    scale: ArrayLike | None,
+    zero: ArrayLike | None,
+    weights: ArrayLike | None,
+    variance: ArrayLike | None,
+    return_variance: bool,
+    return_mask: bool,
+    noise: tuple[float, float, float] | None,
+) -> BlockResult:
+    """``combine_block`` with ``grow``: reject, grow the rejections in each frame, combine again.
+
+    1. The rejection runs as without grow (its mask of rejected values).
+    2. The values the rejection itself rejected (not the non-finite ones, nor those outside the
+       thresholds) are grown in their frame over :func:`grow_offsets`.
+    3. The block is combined again without rejection, the grown values set aside; pixels left
+       with no value keep the result of step 1.
+
+    As measured against IRAF imcombine (tests/combine/test_iraf.py): IRAF's help says a grown
+    pixel left with fewer than ``nkeep`` values keeps its ungrown value; IRAF itself grows
+    regardless of ``nkeep`` and uses the ungrown value only where nothing is left (its
+    number-rejected mask then counts every value; ccdask's count is the ungrown one).
+
+    The block is the whole neighbourhood: pixels within ``grow`` of its edges see only the
+    rejections inside it (the dask layer adds a halo of ``ceil(grow)`` pixels and crops it).
+    """
+    data = np.ascontiguousarray(block, dtype=np.float32)
+    if data.ndim != 3:
+        raise ShapeMismatchError(f"a block must be (N, ty, tx), got shape {data.shape}")
+    _, ty, tx = data.shape
+    plain = cfg.replace(grow=0.0)
+    kw: dict[str, Any] = dict(scale=scale, zero=zero, weights=weights, variance=variance, noise=noise)
+    first = combine_block(data, plain, return_variance=return_variance, return_mask=True, **kw)
+    assert first.mask is not None
+    eligible = np.isfinite(data)
+    if cfg.min_clip is not None:
+        eligible &= data >= cfg.min_clip
+    if cfg.max_clip is not None:
+        eligible &= data <= cfg.max_clip
+    rejected = first.mask & eligible
+    grown = rejected.copy()
+    for dy, dx in grow_offsets(cfg.grow):
+        ys, yd = (slice(0, ty - dy), slice(dy, ty)) if dy >= 0 else (slice(-dy, ty), slice(0, ty + dy))
+        xs, xd = (slice(0, tx - dx), slice(dx, tx)) if dx >= 0 else (slice(-dx, tx), slice(0, tx + dx))
+        grown[:, yd, xd] |= rejected[:, ys, xs]
+    drop = grown & eligible
+    kept = eligible.sum(axis=0) - drop.sum(axis=0)
+    fallback = (kept == 0) & (first.count > 0)
+    thinned = np.where(drop, np.float32(np.nan), data)
+    second = combine_block(
+        thinned, plain.replace(clip="none", nkeep=0), return_variance=return_variance, return_mask=True, **kw
+    )
+    assert second.mask is not None
+    out_data = np.where(fallback, first.data, second.data)
+    out_count = np.where(fallback, first.count, second.count).astype(np.int16)
+    out_var = None
+    if return_variance or variance is not None:
+        assert first.variance is not None and second.variance is not None
+        out_var = np.where(fallback, first.variance, second.variance)
+    mask = None
+    if return_mask:
+        mask = np.where(fallback[None], first.mask, second.mask | ~np.isfinite(data))
+    return BlockResult(out_data, out_count, out_var, mask)
+
+
 def combine_block(
     block: ArrayLike,
     config: CombineConfig | None = None,
@@ -1295,6 +1374,18 @@ def combine_block(
     (1.0, 4, 5)
     """
     cfg = CombineConfig() if config is None else config
+    if cfg.grow > 0:
+        return _combine_grown(
+            block,
+            cfg,
+            scale=scale,
+            zero=zero,
+            weights=weights,
+            variance=variance,
+            return_variance=return_variance,
+            return_mask=return_mask,
+            noise=noise,
+        )
     data = np.ascontiguousarray(block, dtype=np.float32)
     if data.ndim != 3:
         raise ShapeMismatchError(f"a block must be (N, ty, tx), got shape {data.shape}")

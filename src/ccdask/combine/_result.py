@@ -141,6 +141,8 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
             hdr[card] = (getattr(cfg, key), comment)
     if cfg.clip == "pclip":
         hdr["CMBPCLIP"] = (cfg.pclip, "pclip percentile pixel parameter")
+    if cfg.grow > 0:
+        hdr["CMBGROW"] = (cfg.grow, "radius of grown rejections (pixels)")
     scale = "array" if isinstance(cfg.scale, tuple) else cfg.scale
     hdr["CMBSCALE"] = (scale if scale is not None else "none", "per-frame scaling")
     if cfg.zero is not None:
@@ -189,5 +191,7 @@ def _history_params(cfg: CombineConfig) -> Iterator[tuple[str, Any]]:
         yield from ((k, d[k]) for k in ("rdnoise", "gain", "snoise"))
     if cfg.clip == "pclip":
         yield "pclip", d["pclip"]
+    if cfg.grow > 0:
+        yield "grow", d["grow"]
     if isinstance(cfg.scale, str):
         yield "scale", cfg.scale

@@ -105,6 +105,13 @@ def _starts(n: int, step: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # tasks
 # ---------------------------------------------------------------------------------------------
+def _crop(out: _TileOut, top: int, left: int, ty: int, tx: int) -> _TileOut:
+    """The core ``(ty, tx)`` of a tile's outputs computed with a halo."""
+    core = (slice(top, top + ty), slice(left, left + tx))
+    data, count, var = out
+    return data[core], count[core], None if var is None else var[core]
+
+
 def _tile_from_sources(
     sources: Sequence[ImageSource],
     rows: slice,
@@ -112,23 +119,34 @@ def _tile_from_sources(
     scale: np.ndarray | None,
     config: CombineConfig,
     want_var: bool,
+    halo: int = 0,
 ) -> _TileOut:
-    """Read one tile from every frame and combine it (the files graph)."""
-    ny = rows.stop - rows.start
-    nx = cols.stop - cols.start
-    block = np.empty((len(sources), ny, nx), np.float32)
+    """Read one tile (plus ``halo`` pixels around it, inside the frame) from every frame and combine it."""
+    fy, fx = sources[0].shape
+    r0, r1 = max(rows.start - halo, 0), min(rows.stop + halo, fy)
+    c0, c1 = max(cols.start - halo, 0), min(cols.stop + halo, fx)
+    block = np.empty((len(sources), r1 - r0, c1 - c0), np.float32)
     for i, src in enumerate(sources):
-        block[i] = src.read(rows, cols)
+        block[i] = src.read(slice(r0, r1), slice(c0, c1))
     res = combine_block(block, config, scale=scale, return_variance=want_var)
-    return res.data, res.count, res.variance
+    out = (res.data, res.count, res.variance)
+    if halo:
+        out = _crop(out, rows.start - r0, cols.start - c0, rows.stop - rows.start, cols.stop - cols.start)
+    return out
 
 
 def _tile_from_block(
-    block: np.ndarray, var: np.ndarray | None, scale: np.ndarray | None, config: CombineConfig, want_var: bool
+    block: np.ndarray,
+    var: np.ndarray | None,
+    scale: np.ndarray | None,
+    config: CombineConfig,
+    want_var: bool,
+    crop: tuple[int, int, int, int] | None = None,
 ) -> _TileOut:
-    """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph)."""
+    """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph); ``crop`` removes its halo."""
     res = combine_block(block, config, scale=scale, variance=var, return_variance=want_var)
-    return res.data, res.count, res.variance
+    out = (res.data, res.count, res.variance)
+    return out if crop is None else _crop(out, *crop)
 
 
 def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: str) -> float:
@@ -322,6 +340,7 @@ def combine(
     gain: float | str = 1.0,
     snoise: float | str = 0.0,
     pclip: float = -0.5,
+    grow: float = 0.0,
 ) -> CombineResult:
     """Clip and combine frames along the frame axis, lazily.
 
@@ -378,6 +397,10 @@ def combine(
         file (the frames must agree on it).
     pclip : float
         ``pclip``: the percentile pixel (IRAF's ``pclip``, see :func:`pclip_offset`).
+    grow : float
+        Radius in pixels: the neighbours (same frame, ``dy² + dx² <= grow²``) of each rejected
+        value are rejected too (IRAF's ``grow``); tiles are computed with a halo of
+        ``ceil(grow)`` pixels, so results do not depend on the tiling.
 
     Returns
     -------
@@ -411,6 +434,7 @@ def combine(
         gain=gain,
         snoise=snoise,
         pclip=pclip,
+        grow=grow,
         # a string is checked against the ScaleMode choices by CombineConfig itself
         scale=cast("ScaleMode | tuple[float, ...] | None", scale_cfg),
         zero=None if zero is None else _flat_floats(zero),
@@ -470,6 +494,10 @@ def combine(
     if config.clip == "avsigclip" and tile[1] < inputs.shape[1]:
         tile = (1, inputs.shape[1])  # IRAF estimates avsigclip's sigma factor per image row: whole rows
     ny, nx = inputs.shape
+    # grow: each tile is computed with a halo of ceil(grow) pixels (rejections of the neighbours)
+    halo = math.ceil(config.grow)
+    if halo:
+        tile = (max(tile[0], min(halo, ny)), tile[1] if tile[1] == nx else max(tile[1], min(halo, nx)))
     ys, xs = _starts(ny, tile[0]), _starts(nx, tile[1])
     tiles_name = f"{prefix}-{token}"
     tasks: dict[Any, Any] = {}
@@ -486,18 +514,26 @@ def combine(
                     scale_arg,
                     kconfig,
                     want_var,
+                    halo,
                 )
     else:
         stack = inputs.as_stack(tile)
+        if var_stack is not None:
+            var_stack = var_stack.rechunk(stack.chunks)
+        if halo:
+            depth = {0: 0, 1: halo, 2: halo}
+            stack = da.overlap.overlap(stack, depth=depth, boundary="none")
+            if var_stack is not None:
+                var_stack = da.overlap.overlap(var_stack, depth=depth, boundary="none")
         collections.append(stack)
         tdeps.add(stack.name)
         if var_stack is not None:
-            var_stack = var_stack.rechunk(stack.chunks)
             collections.append(var_stack)
             tdeps.add(var_stack.name)
-        for i in range(len(ys)):
-            for j in range(len(xs)):
+        for i, (y0, y1) in enumerate(ys):
+            for j, (x0, x1) in enumerate(xs):
                 vkey = (var_stack.name, 0, i, j) if var_stack is not None else None
+                crop = (halo if i else 0, halo if j else 0, y1 - y0, x1 - x0) if halo else None
                 tasks[(tiles_name, i, j)] = (
                     _tile_from_block,
                     (stack.name, 0, i, j),
@@ -505,6 +541,7 @@ def combine(
                     scale_arg,
                     kconfig,
                     want_var,
+                    crop,
                 )
     layers[tiles_name] = tasks
     layer_deps[tiles_name] = tdeps

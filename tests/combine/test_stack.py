@@ -174,6 +174,8 @@ def test_building_computes_nothing(tmp_path):
         combine(paths, scale="median")
         combine(paths, scale="exposure")
         combine(gz, scale="mean")
+        combine(da.from_array(stack, chunks=(1, 7, 13)), clip="sigclip", grow=1.5, variance=stack * 0 + 1)
+        combine(paths, clip="avsigclip", grow=2.0)
         res = combine(paths)
         with pytest.raises(AssertionError, match="computed"):
             res.compute()
@@ -355,6 +357,14 @@ def test_grow_does_not_depend_on_the_tiling(tmp_path, shape):
     done = lazy.compute()
     assert_same(done.data, whole.data)
     assert_same(done.count, whole.count)
+    if shape == (200, 300):  # variance planes take the same halo
+        var = np.abs(stack) * np.float32(0.5)
+        wv = combine_block(stack, cfg, variance=var)
+        lv = combine(
+            stack, clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5, memory_per_task="1 MiB", variance=var
+        )
+        assert len(lv.data.chunks[0]) > 1
+        assert_same(lv.compute().variance, wv.variance)
     paths = write_frames(tmp_path, stack)
     files = combine(paths, clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5, memory_per_task="1 MiB")
     assert len(files.data.chunks[0]) * len(files.data.chunks[1]) > 1

@@ -38,6 +38,8 @@ DEFAULT_DICT = {
     "scale": None,
     "zero": None,
     "weights": None,
+    "statsec": None,
+    "normalize": "mean",
     "memory_per_task": 64 * 2**20,
 }
 
@@ -78,14 +80,17 @@ def test_every_literal_choice_is_accepted(name, choices):
 @pytest.mark.parametrize(("name", "choices"), CHOICE_FIELDS, ids=CHOICE_IDS)
 def test_a_wrong_choice_names_the_field_and_every_choice(name, choices):
     listed = ", ".join(repr(v) for v in typing.get_args(choices))
+    why = f": choose one of {listed}"
+    if name == "scale":  # a choice, a header keyword or numbers
+        why = f" is invalid: must be one of {listed}, '!KEYWORD' or one number per frame"
     with pytest.raises(ConfigError) as info:
         CombineConfig(**{name: "nonsense"})
-    assert str(info.value) == f"CombineConfig.{name} = 'nonsense': choose one of {listed}"
+    assert str(info.value) == f"CombineConfig.{name} = 'nonsense'{why}"
     assert isinstance(info.value, ValueError)
     # the same message from a configuration file, with where the option sits
     with pytest.raises(ConfigError) as info:
         load_config({"flat": {"combine": {name: "nonsense"}}})
-    assert str(info.value) == f"flat.combine.{name} = 'nonsense': choose one of {listed}"
+    assert str(info.value) == f"flat.combine.{name} = 'nonsense'{why}"
 
 
 def test_the_literal_types_are_the_field_types():
@@ -144,7 +149,10 @@ def test_values_are_stored_in_their_parsed_form():
         ({"min_clip": "low"}, "CombineConfig.min_clip = 'low' is invalid: must be a number"),
         ({"scale": (1.0, 0.0)}, "CombineConfig.scale = (1.0, 0.0) is invalid: factors must be non-zero"),
         ({"scale": 2.0}, "CombineConfig.scale = 2.0 is invalid: must be a sequence of numbers, one per frame"),
-        ({"zero": "12"}, "CombineConfig.zero = '12' is invalid: must be a sequence of numbers, one per frame"),
+        (
+            {"zero": "12"},
+            "CombineConfig.zero = '12' is invalid: must be one of 'median', 'mean', 'mode', '!KEYWORD' or one number per frame",
+        ),
         (
             {"weights": (1.0, float("inf"))},
             "CombineConfig.weights = (1.0, inf) is invalid: must be finite numbers, got (1.0, inf)",

@@ -48,9 +48,14 @@ Where the two define the same operation the results are compared bit for bit (bo
   rejected a value (2 of 480 in a 5-frame ``lthreshold`` stack: IRAF's value there is neither
   the ungrown nor the blank one).
 
+* IRAF ``scale=mode/mean``, ``zero=mode/mean``, ``statsec``, ``scale/zero/weight=!KEYWORD`` and
+  ``weight=exposure`` are ccdask's options with ``normalize="first"`` (IRAF leaves the first frame
+  as it is): equal to float32 rounding, and the factors equal the ones IRAF logs. ``scale`` and
+  ``zero=median``: IRAF's median statistic is the ``n // 2``-th smallest value of the sample
+  (tested), ccdask's the exact median. Rejection on scaled frames is IRAF's with ``sigscale`` off.
+
 Not compared: ``combine=median`` after sigclip (where an even number survives IRAF does not
-always average the middle two, ccdask does) and ``scale=median`` (IRAF's frame statistic differs from the exact
-median ccdask uses, by ~0.1 % on these stacks). NaN has no counterpart in IRAF's arithmetic (it
+always average the middle two, ccdask does). NaN has no counterpart in IRAF's arithmetic (it
 has no ignore-NaN rule; bad pixels go through masks), so the stacks here are finite.
 """
 
@@ -455,3 +460,138 @@ def test_grow_equals_iraf(tmp_path, kind, n, grow, nkeep, extra):
     np.testing.assert_allclose(res.data, ref, rtol=0, atol=4 * np.spacing(np.float32(1400.0)))
     emptied = (res.count == ungrown.count) & (nrej == n)  # IRAF's fall-back pixels
     np.testing.assert_array_equal((n - res.count)[~emptied], nrej[~emptied])
+
+
+def levelled_stack(seed=2):
+    """4 frames at different levels and offsets, with EXPTIME and a SKYLEV keyword."""
+    rng = np.random.default_rng(seed)
+    levels = np.array([1000.0, 1500.0, 800.0, 1200.0])
+    stack = rng.normal(1.0, 0.05, (4, 30, 40)) * levels[:, None, None] + 100.0 * np.array([0, 1, 3, 2])[:, None, None]
+    stack[:, 10:14, 12:18] += 900.0  # a "star": moves the mean, not the mode
+    cards = [
+        {"EXPTIME": t, "SKYLEV": k} for t, k in zip((10.0, 20.0, 30.0, 40.0), (5.0, 50.0, 20.0, 80.0), strict=True)
+    ]
+    return stack.astype(np.float32), cards
+
+
+@pytest.mark.parametrize(
+    ("iraf_params", "ours"),
+    [
+        (dict(scale="mode"), dict(scale="mode")),
+        (dict(scale="mode", statsec="[5:30,3:20]"), dict(scale="mode", statsec="[5:30,3:20]")),
+        (dict(scale="mean", statsec="[2:39,16:29]"), dict(scale="mean", statsec="[2:39,16:29]")),
+        (dict(zero="mode"), dict(zero="mode")),
+        (
+            dict(scale="mode", zero="mode", statsec="[5:29,3:21]"),
+            dict(scale="mode", zero="mode", statsec="[5:29,3:21]"),
+        ),
+        (dict(zero="mean", scale="exposure", expname="EXPTIME"), dict(zero="mean", scale="exposure")),
+        (dict(scale="!EXPTIME"), dict(scale="!EXPTIME")),
+        (dict(zero="!SKYLEV"), dict(zero="!skylev")),
+        (dict(scale="!EXPTIME", zero="!SKYLEV"), dict(scale="!EXPTIME", zero="!SKYLEV")),
+        (dict(weight="exposure", expname="EXPTIME"), dict(weights="exposure")),
+        (dict(weight="!SKYLEV", scale="mode"), dict(weights="!SKYLEV", scale="mode")),
+    ],
+)
+def test_scale_zero_weights_equal_iraf(tmp_path, iraf_params, ours):
+    stack, cards = levelled_stack()
+    paths = write_frames(tmp_path, stack, cards)
+    ref, log = imcombine(paths, tmp_path, combine="average", reject="none", **iraf_params)
+    res = combine(paths, clip="none", normalize="first", **ours).compute()
+    np.testing.assert_allclose(res.data, ref, rtol=0, atol=8 * np.spacing(np.float32(2000.0)))
+    # IRAF prints its factors (3-4 digits): ccdask's agree with them
+    table = [line.split() for line in log.splitlines() if "frame0" in line]
+    assert len(table) == 4
+    if "scale" in ours:
+        printed = np.array([float(row[-1 if "zero" not in ours and "weights" not in ours else -2]) for row in table])
+        np.testing.assert_allclose(res.scale_factors, printed, atol=6e-4)
+    if "zero" in ours:
+        printed = np.array([float(row[-1]) for row in table])
+        np.testing.assert_allclose(res.zero_offsets, printed, rtol=1e-4, atol=1e-3)
+    if "weights" in ours:
+        printed = np.array([float(row[-1]) for row in table])
+        np.testing.assert_allclose(res.frame_weights / res.frame_weights.sum(), printed, atol=6e-4)
+    # the scaling matters: without it the result is not IRAF's
+    plain = combine(paths, clip="none").compute()
+    assert np.abs(plain.data - ref).max() > 1.0
+
+
+def test_scale_mode_with_sigclip_equals_iraf(tmp_path):
+    stack, cards = levelled_stack(seed=7)
+    rng = np.random.default_rng(8)
+    stack = np.concatenate([stack, stack[:3] * np.float32(1.1)])
+    stack[rng.random(stack.shape) < 0.05] += 3000.0
+    paths = write_frames(tmp_path, stack, cards + cards[:3])
+    # IRAF corrects the sigmas for the scales above ``sigscale`` (default 0.1); ccdask clips the
+    # scaled values as they are, which is IRAF with the correction off (a very large sigscale)
+    ref, _ = imcombine(
+        paths, tmp_path, combine="average", reject="sigclip", lsigma=2.0, hsigma=2.0, scale="mode", sigscale=1e6
+    )
+    res = combine(paths, clip="sigclip", sigma_lower=2.0, sigma_upper=2.0, scale="mode", normalize="first").compute()
+    assert (res.count < 7).any()
+    np.testing.assert_allclose(res.data, ref, rtol=0, atol=8 * np.spacing(np.float32(2000.0)))
+
+
+def test_iraf_median_statistic_is_the_lower_middle_value(tmp_path):
+    # IRAF's median of a frame's statistics sample is its (n // 2)-th smallest value (1-based), not
+    # the median: ccdask's median is exact, so zero=median differs from IRAF's by that. With those
+    # values as zero levels ccdask equals IRAF.
+    stack, cards = levelled_stack()
+    paths = write_frames(tmp_path, stack, cards)
+    for statsec, (rows, cols) in (
+        ("[5:29,3:21]", (slice(2, 21), slice(4, 29))),
+        ("[5:30,3:20]", (slice(2, 20), slice(4, 30))),
+    ):
+        ref, log = imcombine(
+            paths, tmp_path / statsec[1:3], combine="average", reject="none", zero="median", statsec=statsec
+        )
+        printed = np.array([float(line.split()[1]) for line in log.splitlines() if "frame0" in line])
+        samples = [np.sort(f[rows, cols].ravel().astype(np.float64)) for f in stack]
+        lower = np.array([a[a.size // 2 - 1] for a in samples])
+        np.testing.assert_allclose(printed, lower, rtol=6e-5)
+        exact = np.array([np.median(a) for a in samples])
+        assert np.abs(exact - lower).max() > 0.1  # a real difference
+        res = combine(paths, clip="none", zero=lower[0] - lower).compute()
+        np.testing.assert_allclose(res.data, ref, rtol=0, atol=8 * np.spacing(np.float32(2000.0)))
+        ours = combine(paths, clip="none", zero="median", statsec=statsec, normalize="first").compute()
+        np.testing.assert_allclose(ours.zero_offsets, exact[0] - exact, rtol=1e-12)
+
+
+def test_cli_scale_zero_weights_equal_iraf_and_are_logged(tmp_path):
+    import argparse
+
+    from astropy.io import fits
+
+    from ccdask.cli._combine import register, run
+
+    stack, cards = levelled_stack(seed=4)
+    paths = write_frames(tmp_path, stack, cards)
+    ref, _ = imcombine(
+        paths,
+        tmp_path,
+        combine="average",
+        reject="none",
+        scale="mode",
+        zero="!SKYLEV",
+        weight="!EXPTIME",
+        statsec="[3:35,2:28]",
+    )
+    parser = argparse.ArgumentParser(prog="ccdask")
+    register(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "master.fits"
+    argv = ["--reject", "none", "--scale", "mode", "--zero", "!SKYLEV", "--weights", "!EXPTIME"]
+    argv += ["--statsec", "[3:35,2:28]", "--normalize", "first"]
+    assert run(parser.parse_args(["combine", *map(str, paths), "-o", str(out), *argv])) == 0
+    lazy = combine(stack, clip="none", scale="mode", zero=None, statsec="[3:35,2:28]", normalize="first")
+    with fits.open(out) as hdul:
+        hdr = hdul[0].header
+        np.testing.assert_allclose(hdul[0].data, ref, rtol=0, atol=8 * np.spacing(np.float32(2000.0)))
+        scales = np.array([hdr[f"CMBSC{i:03d}"] for i in range(1, 5)])
+        zeros = np.array([hdr[f"CMBZR{i:03d}"] for i in range(1, 5)])
+        weights = np.array([hdr[f"CMBWT{i:03d}"] for i in range(1, 5)])
+        assert hdr["CMBSCALE"] == "mode" and hdr["CMBZERO"] == "!SKYLEV" and hdr["CMBSTSEC"] == "[3:35,2:28]"
+    # the arrays graph computes the same statistics on the same section
+    np.testing.assert_array_equal(scales, lazy.compute().scale_factors)
+    np.testing.assert_allclose(zeros, scales * np.array([c["SKYLEV"] for c in cards]), rtol=1e-12)
+    np.testing.assert_array_equal(weights, [c["EXPTIME"] for c in cards])
+    assert scales[0] == 1.0 and not np.allclose(scales, 1.0)

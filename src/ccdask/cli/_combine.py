@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
-from ..combine._config import Center, Clip, Method, ScaleMode, Spread
+from ..combine._config import Center, Clip, Method, Normalize, ScaleMode, Spread, ZeroMode
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError
 from ..utils import atomic_path
 
@@ -154,9 +154,34 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scale",
-        choices=("none", *get_args(ScaleMode)),
         default="none",
-        help="scale frames to a common level (default none)",
+        metavar="|".join(("none", *get_args(ScaleMode), "!KEY")),
+        help="scale frames to a common level: a statistic over --statsec (mode is IRAF's), the exposure "
+        "time, or the header keyword holding each frame's factor (default none)",
+    )
+    p.add_argument(
+        "--zero",
+        default="none",
+        metavar="|".join(("none", *get_args(ZeroMode), "!KEY")),
+        help="additive offsets: a statistic over --statsec, or a header keyword added before the scale (default none)",
+    )
+    p.add_argument(
+        "--weights",
+        default="none",
+        metavar="none|exposure|!KEY",
+        help="weights of the mean: exposure times or a header keyword (default none)",
+    )
+    p.add_argument(
+        "--statsec",
+        default=None,
+        metavar="[x1:x2,y1:y2]",
+        help="section (1-based, inclusive) of the scale/zero statistics (default: the whole frame)",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=get_args(Normalize),
+        default="mean",
+        help="statistic scales/zeros relative to the stack's mean level or the first frame (IRAF) (default mean)",
     )
     p.add_argument(
         "--hdu",
@@ -284,14 +309,18 @@ def _run(args: argparse.Namespace) -> int:
         pclip=args.pclip,
         grow=args.grow,
         scale=None if args.scale == "none" else args.scale,
+        zero=None if args.zero == "none" else args.zero,
+        weights=None if args.weights == "none" else args.weights,
+        statsec=args.statsec,
+        normalize=args.normalize,
         memory_per_task=int(args.memory_per_task * 2**20),
     )
     chips = _chips(files[0], _hdu_key(args.hdu))
     results = [combine(files, hdu=key, name=name or "master", **options) for name, key, _ in chips]
-    computed = dask.compute(*[(r.data, r.count, r.scale_factors) for r in results])
+    computed = dask.compute(*[(r.data, r.count, r.scale_factors, r.zero_offsets) for r in results])
     hdus: list[Any] = []
-    for (name, _, base), res, (data, count, factors) in zip(chips, results, computed, strict=True):
-        res = dataclasses.replace(res, data=data, count=count, scale_factors=factors)
+    for (name, _, base), res, (data, count, factors, zeros) in zip(chips, results, computed, strict=True):
+        res = dataclasses.replace(res, data=data, count=count, scale_factors=factors, zero_offsets=zeros)
         header = res.header(_clean(base))
         if name is None:
             hdus.append(fits.PrimaryHDU(data=np.asarray(data, np.float32), header=header))

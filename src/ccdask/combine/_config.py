@@ -10,6 +10,9 @@ to bytes). The checks that involve several fields are in ``__post_init__``.
 from __future__ import annotations
 
 import math
+import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,16 +27,23 @@ __all__ = [
     "Clip",
     "CombineConfig",
     "Method",
+    "Normalize",
     "ScaleMode",
     "Spread",
+    "WeightMode",
+    "ZeroMode",
     "parse_memory",
+    "parse_statsec",
 ]
 
 Method = Literal["mean", "median", "sum"]
 Clip = Literal["sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"]
 Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
-ScaleMode = Literal["median", "mean", "exposure"]
+ScaleMode = Literal["median", "mean", "mode", "exposure"]
+ZeroMode = Literal["median", "mean", "mode"]
+WeightMode = Literal["exposure"]
+Normalize = Literal["mean", "first"]
 
 #: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
 IRAF_CLIPS = ("sigclip", "avsigclip", "ccdclip", "crreject", "pclip")
@@ -108,9 +118,51 @@ def _per_frame(value: Any) -> tuple[float, ...] | None:
     return out
 
 
-def _scale(value: Any) -> Any:
-    """A scale mode stays a string (its Literal type checks it); factors become a tuple."""
-    return value if value is None or isinstance(value, str) else _per_frame(value)
+def _keyword_or(modes: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Parse a per-frame option: a mode name, ``"!KEYWORD"`` (IRAF's header keyword form), or numbers."""
+
+    def parse(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            if text in modes:
+                return text
+            if text.startswith("!") and len(text) > 1 and " " not in text:
+                return "!" + text[1:].upper()
+            raise ValueError(f"must be one of {', '.join(map(repr, modes))}, '!KEYWORD' or one number per frame")
+        return _per_frame(value)
+
+    return parse
+
+
+_scale = _keyword_or(typing.get_args(ScaleMode))
+_zero = _keyword_or(typing.get_args(ZeroMode))
+_weights = _keyword_or(typing.get_args(WeightMode))
+
+
+def parse_statsec(text: str) -> tuple[slice, slice]:
+    """An IRAF/FITS section ``"[x1:x2,y1:y2]"`` (1-based, inclusive) as numpy ``(rows, cols)`` slices.
+
+    >>> parse_statsec("[5:30,3:20]")
+    (slice(2, 20, None), slice(4, 30, None))
+    """
+    m = re.fullmatch(r"\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*", text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a section [x1:x2,y1:y2]")
+    x1, x2, y1, y2 = (int(g) for g in m.groups())
+    if not (1 <= x1 <= x2 and 1 <= y1 <= y2):
+        raise ValueError(f"{text!r}: needs 1 <= x1 <= x2 and 1 <= y1 <= y2")
+    return slice(y1 - 1, y2), slice(x1 - 1, x2)
+
+
+def _statsec(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("must be a section string such as '[100:900,50:2000]'")
+    parse_statsec(value)
+    return value.strip().replace(" ", "")
 
 
 def _noise(value: Any) -> float | str:
@@ -252,23 +304,41 @@ class CombineConfig(ConfigBase):
         check=lambda v: 0 <= v <= 64,
         why="must be between 0 and 64 pixels",
     )
-    scale: ScaleMode | tuple[float, ...] | None = option(
+    scale: ScaleMode | str | tuple[float, ...] | None = option(
         None,
-        "Per-frame multiplicative scale: factors, or ``median``/``mean``/``exposure`` to "
-        "normalise each frame to the average level of the stack.",
+        "Per-frame multiplicative scale: factors; ``median``/``mean``/``mode`` (IRAF's mode "
+        "estimator) of each frame over ``statsec`` or ``exposure``: ``f_i = L / l_i`` with ``l_i`` "
+        "the frame's level and ``L`` set by ``normalize``; ``!KEYWORD``: the header value ``k_i`` is "
+        "the factor, ``f_i = k_i / K`` (as IRAF).",
         parse=_scale,
         check=_nonzero_factors,
         why="factors must be non-zero",
     )
-    zero: tuple[float, ...] | None = option(
-        None, "Per-frame additive offsets, applied after scaling: ``value * scale + zero``.", parse=_per_frame
-    )
-    weights: tuple[float, ...] | None = option(
+    zero: ZeroMode | str | tuple[float, ...] | None = option(
         None,
-        "Per-frame weights of the mean (or the sum).",
-        parse=_per_frame,
-        check=_valid_weights,
+        "Per-frame additive offsets, applied after scaling: ``value * scale + zero``; numbers, "
+        "``median``/``mean``/``mode`` over ``statsec`` (``z_i = Z - f_i l_i``, ``Z`` set by "
+        "``normalize``) or ``!KEYWORD`` (the header value is added before scaling, as IRAF: "
+        "``z_i = f_i k_i``).",
+        parse=_zero,
+    )
+    weights: WeightMode | str | tuple[float, ...] | None = option(
+        None,
+        "Per-frame weights of the mean (or the sum): numbers, ``exposure`` or ``!KEYWORD``.",
+        parse=_weights,
+        check=lambda v: isinstance(v, str) or _valid_weights(v),
         why="must be >= 0 with at least one > 0",
+    )
+    statsec: str | None = option(
+        None,
+        "Section ``[x1:x2,y1:y2]`` (1-based, inclusive, IRAF/FITS) of each frame on which the "
+        "``median``/``mean``/``mode`` scale and zero statistics are computed (default: the whole frame).",
+        parse=_statsec,
+    )
+    normalize: Normalize = option(
+        "mean",
+        "Statistic scales and zeros relative to the mean level of the stack (``mean``) or to the "
+        "first frame (``first``, as IRAF: the first frame is left as it is).",
     )
     memory_per_task: int = option(
         DEFAULT_MEMORY_PER_TASK,

@@ -25,7 +25,7 @@ import math
 import operator
 import os
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import dask.array as da
 import numpy as np
@@ -35,7 +35,17 @@ from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, ShapeMismatchError
 from ..utils import SAMPLE_PIXELS, sample_step
-from ._config import Center, Clip, CombineConfig, Method, ScaleMode, Spread, parse_memory
+from ._config import (
+    Center,
+    Clip,
+    CombineConfig,
+    Method,
+    Normalize,
+    ScaleMode,
+    Spread,
+    parse_memory,
+    parse_statsec,
+)
 from ._kernels import combine_block
 from ._result import CombineResult
 
@@ -120,6 +130,7 @@ def _tile_from_sources(
     config: CombineConfig,
     want_var: bool,
     halo: int = 0,
+    zero: np.ndarray | None = None,
 ) -> _TileOut:
     """Read one tile (plus ``halo`` pixels around it, inside the frame) from every frame and combine it."""
     fy, fx = sources[0].shape
@@ -128,7 +139,7 @@ def _tile_from_sources(
     block = np.empty((len(sources), r1 - r0, c1 - c0), np.float32)
     for i, src in enumerate(sources):
         block[i] = src.read(slice(r0, r1), slice(c0, c1))
-    res = combine_block(block, config, scale=scale, return_variance=want_var)
+    res = combine_block(block, config, scale=scale, zero=zero, return_variance=want_var)
     out = (res.data, res.count, res.variance)
     if halo:
         out = _crop(out, rows.start - r0, cols.start - c0, rows.stop - rows.start, cols.stop - cols.start)
@@ -142,14 +153,62 @@ def _tile_from_block(
     config: CombineConfig,
     want_var: bool,
     crop: tuple[int, int, int, int] | None = None,
+    zero: np.ndarray | None = None,
 ) -> _TileOut:
     """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph); ``crop`` removes its halo."""
-    res = combine_block(block, config, scale=scale, variance=var, return_variance=want_var)
+    res = combine_block(block, config, scale=scale, zero=zero, variance=var, return_variance=want_var)
     out = (res.data, res.count, res.variance)
     return out if crop is None else _crop(out, *crop)
 
 
-def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: str) -> float:
+def iraf_mode(values: ArrayLike) -> float:
+    """IRAF imcombine's mode of a sample (its "true mode", not ``3 median - 2 mean``).
+
+    With ``a`` the sorted values (``n`` of them): fewer than 10 give the median; otherwise, over
+    the central 70 % ``a[i:j]`` (``i = int(1 + 0.15 n) - 1``, ``j = int(1 + 0.85 n) - 1``), a window
+    of width ``0.1 (a[j] - a[i])`` slides in steps of ``0.01 (a[j] - a[i])`` from ``a[i]``; the
+    mode is the middle value of the first window holding the most values. The constants are
+    IRAF's (documented in its ``icmode``); checked against IRAF's log in tests/combine/test_iraf.py.
+
+    >>> iraf_mode([5.0, 1.0, 3.0])
+    3.0
+    >>> float(round(iraf_mode(np.r_[np.linspace(0, 10, 50), np.full(30, 7.0)]), 6))
+    7.0
+    """
+    a = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
+    n = a.size
+    if n == 0:
+        return math.nan
+    if n < 10:
+        return float(np.median(a))
+    i = int(1 + n * 0.15) - 1
+    j = int(1 + n * 0.85) - 1
+    lo_edge, hi_edge = a[i], a[j]
+    if lo_edge == hi_edge:
+        return float(lo_edge)
+    step = 0.01 * (hi_edge - lo_edge)
+    width = 0.1 * (hi_edge - lo_edge)
+    start = lo_edge - step
+    k = i
+    best = 0
+    mode = a[i]
+    while True:
+        start += step
+        stop = start + width
+        while i < j and a[i] < start:
+            i += 1
+        while k < j and a[k] < stop:
+            k += 1
+        if k - i > best:
+            best = k - i
+            mode = a[(i + k) // 2]
+        if k >= j:
+            break
+    return float(mode)
+
+
+def _sample_levels(sample: np.ndarray, stats: tuple[str, ...], config: CombineConfig, label: str) -> tuple[float, ...]:
+    """The statistics ``stats`` (median exact, mean, IRAF's mode) of a frame's sample."""
     s = np.asarray(sample, dtype=np.float64)
     if config.min_clip is not None or config.max_clip is not None:
         lo = -np.inf if config.min_clip is None else config.min_clip
@@ -157,31 +216,85 @@ def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: st
         s = np.where((s >= lo) & (s <= hi), s, np.nan)
     s = s[np.isfinite(s)]
     if s.size == 0:
-        raise ConfigError(f"{label}: no finite value to compute its {stat} scale from")
-    value = float(np.median(s) if stat == "median" else np.mean(s))
-    if not value > 0:
-        raise ConfigError(f"{label}: its {stat} is {value}; scale={stat!r} needs a positive level")
-    return value
+        raise ConfigError(f"{label}: no finite value to compute its {'/'.join(stats)} from")
+    out = []
+    for stat in stats:
+        out.append(float(np.median(s) if stat == "median" else np.mean(s) if stat == "mean" else iraf_mode(s)))
+    return tuple(out)
 
 
-def _source_stat(source: ImageSource, stat: str, step: int, band: int, config: CombineConfig) -> float:
-    """Median/mean of a frame on its fixed sample grid, read in bands of rows."""
-    ny, nx = source.shape
+def _source_levels(
+    source: ImageSource,
+    stats: tuple[str, ...],
+    rows: slice,
+    cols: slice,
+    step: int,
+    band: int,
+    config: CombineConfig,
+) -> tuple[float, ...]:
+    """Statistics of a frame on its fixed sample grid inside the section, read in bands of rows."""
+    r0, r1 = rows.start, rows.stop
     if source.kind == "gzip":
-        sample = source.read(slice(0, ny, step), slice(0, nx, step))
+        sample = source.read(slice(r0, r1, step), slice(cols.start, cols.stop, step))
     else:
-        parts = [source.read(slice(r0, min(r0 + band, ny), step), slice(0, nx, step)) for r0 in range(0, ny, band)]
+        parts = [
+            source.read(slice(y, min(y + band, r1), step), slice(cols.start, cols.stop, step))
+            for y in range(r0, r1, band)
+        ]
         sample = np.concatenate(parts, axis=0)
-    return _sample_stat(sample, stat, config, source.label)
+    return _sample_levels(sample, stats, config, source.label)
 
 
-def _array_stat(sample: np.ndarray, stat: str, config: CombineConfig, index: int) -> float:
-    return _sample_stat(sample, stat, config, f"frame {index}")
+def _array_levels(sample: np.ndarray, stats: tuple[str, ...], config: CombineConfig, index: int) -> tuple[float, ...]:
+    return _sample_levels(sample, stats, config, f"frame {index}")
 
 
 def _factors(*levels: float) -> np.ndarray:
     lv = np.asarray(levels, dtype=np.float64)
     return lv.mean() / lv
+
+
+def _relative(levels: np.ndarray, normalize: str) -> float:
+    """The reference level: the mean of the stack's levels or the first frame's."""
+    return float(levels[0] if normalize == "first" else levels.mean())
+
+
+def _scale_from_levels(levels: np.ndarray, normalize: str, what: str, labels: Sequence[str]) -> np.ndarray:
+    for label, v in zip(labels, levels, strict=True):
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{label}: its {what} is {v}; scale={what!r} needs a positive level")
+    return _relative(levels, normalize) / levels
+
+
+def _resolve_levels(
+    scale_kind: str | None,
+    zero_kind: str | None,
+    stats: tuple[str, ...],
+    normalize: str,
+    const_scale: np.ndarray | None,
+    const_zero: np.ndarray | None,
+    zero_keys: np.ndarray | None,
+    labels: Sequence[str],
+    *levels: tuple[float, ...],
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-frame ``(scale, zero)`` from the frames' statistics, header levels and constants.
+
+    A zero statistic ``l_i`` becomes ``z_i = Z - f_i l_i`` with ``Z`` the mean (or,
+    ``normalize="first"``, the first) of the ``f_i l_i``; a header zero ``k_i`` is added before
+    the scale, as IRAF does: ``z_i = f_i k_i``.
+    """
+    table = np.asarray(levels, dtype=np.float64).reshape(len(labels), len(stats))
+    scale = const_scale
+    if scale_kind in stats:
+        scale = _scale_from_levels(table[:, stats.index(scale_kind)], normalize, str(scale_kind), labels)
+    zero = const_zero
+    unit = 1.0 if scale is None else scale
+    if zero_kind in stats:
+        lv = table[:, stats.index(zero_kind)] * unit
+        zero = _relative(lv, normalize) - lv
+    elif zero_keys is not None:
+        zero = zero_keys * unit  # IRAF adds a header zero before scaling, as it is
+    return scale, zero
 
 
 def scale_sample_step(shape: tuple[int, int]) -> int:
@@ -280,6 +393,33 @@ class _Inputs:
             self.stack = da.stack([s.to_dask(chunks=tile) for s in self.sources])
         return self.stack.rechunk((n, *tile))
 
+    @property
+    def labels(self) -> list[str]:
+        """How errors name each frame: ``path[hdu]`` for files, ``frame i`` for arrays."""
+        if self.sources is not None:
+            return [src.label for src in self.sources]
+        return list(self.names)
+
+    def header_values(self, key: str, option: str) -> np.ndarray:
+        """The number under header keyword ``key`` in each file (``option``: what needs it)."""
+        if self.sources is None:
+            raise ConfigError(f"{option}='!{key}' reads a header keyword; with array frames give numbers")
+        from ..io import scan_file
+
+        out = np.empty(self.n)
+        for i, src in enumerate(self.sources):
+            info = next(h for h in scan_file(src.path) if h.index == src.hdu)
+            raw = info.header.get(key)
+            if raw is None:
+                raise ConfigError(f"{src.label}: no {key} in the header; {option}='!{key}' needs it")
+            try:
+                out[i] = float(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{src.label}: {key} = {raw!r} is not a number") from exc
+            if not math.isfinite(out[i]):
+                raise ConfigError(f"{src.label}: {key} = {raw!r} is not finite")
+        return out
+
     def exptimes(self, exptime: ArrayLike | None) -> np.ndarray:
         if exptime is not None:
             t = np.asarray(exptime, dtype=np.float64).reshape(-1)
@@ -328,12 +468,12 @@ def combine(
     max_clip: float | None = None,
     nkeep: int = 1,
     mclip: bool = True,
-    scale: ScaleMode | ArrayLike | None = None,
-    weights: ArrayLike | None = None,
+    scale: ScaleMode | str | ArrayLike | None = None,
+    weights: str | ArrayLike | None = None,
     hdu: HduKey = None,
     memory_per_task: int | float | str | None = None,
     variance: bool | str | VariancePlanes | None = None,
-    zero: ArrayLike | None = None,
+    zero: str | ArrayLike | None = None,
     exptime: ArrayLike | None = None,
     name: str | None = None,
     rdnoise: float | str = 0.0,
@@ -341,6 +481,8 @@ def combine(
     snoise: float | str = 0.0,
     pclip: float = -0.5,
     grow: float = 0.0,
+    statsec: str | None = None,
+    normalize: Normalize = "mean",
 ) -> CombineResult:
     """Clip and combine frames along the frame axis, lazily.
 
@@ -435,10 +577,12 @@ def combine(
         snoise=snoise,
         pclip=pclip,
         grow=grow,
-        # a string is checked against the ScaleMode choices by CombineConfig itself
-        scale=cast("ScaleMode | tuple[float, ...] | None", scale_cfg),
-        zero=None if zero is None else _flat_floats(zero),
-        weights=None if weights is None else _flat_floats(weights),
+        statsec=statsec,
+        normalize=normalize,
+        # a string is checked (a ScaleMode choice or "!KEYWORD") by CombineConfig itself
+        scale=scale_cfg,
+        zero=zero if zero is None or isinstance(zero, str) else _flat_floats(zero),
+        weights=weights if weights is None or isinstance(weights, str) else _flat_floats(weights),
         memory_per_task=parse_memory(memory_per_task),
     )
     if name is not None and (not isinstance(name, str) or not name):
@@ -475,19 +619,51 @@ def combine(
 
     kconfig = _resolve_noise(config, inputs)
 
-    # ---- scale factors: constant, from headers, or a lazy statistics pass
+    # ---- scale, zero, weights: constants, from headers, or a lazy statistics pass
     layers: dict[str, dict[Any, Any]] = {}
     layer_deps: dict[str, set[str]] = {}
     collections: list[da.Array] = []
-    scale_arg: Any = None
-    factors_name = None
-    if isinstance(config.scale, tuple):
-        scale_arg = np.asarray(config.scale)
-    elif config.scale == "exposure":
-        scale_arg = _factors(*inputs.exptimes(exptime))
-    elif config.scale in ("median", "mean"):
-        factors_name = _scale_graph(inputs, config, prefix, token, layers, layer_deps, collections)
-        scale_arg = (factors_name, 0)
+    labels = inputs.labels
+    sc, zc, wc = config.scale, config.zero, config.weights
+    const_scale: np.ndarray | None = None
+    if isinstance(sc, tuple):
+        const_scale = np.asarray(sc)
+    elif sc == "exposure":
+        const_scale = _scale_from_levels(inputs.exptimes(exptime), config.normalize, "exposure", labels)
+    elif isinstance(sc, str) and sc.startswith("!"):
+        # IRAF: the header value is the factor itself (relative to the first frame's)
+        keys = inputs.header_values(sc[1:], "scale")
+        const_scale = 1.0 / _scale_from_levels(keys, config.normalize, sc, labels)
+    const_zero: np.ndarray | None = np.asarray(zc) if isinstance(zc, tuple) else None
+    zero_keys = inputs.header_values(zc[1:], "zero") if isinstance(zc, str) and zc.startswith("!") else None
+    weights_used: np.ndarray | None = None
+    if isinstance(wc, tuple):
+        weights_used = np.asarray(wc)
+    elif wc == "exposure":
+        weights_used = inputs.exptimes(exptime)
+    elif isinstance(wc, str):
+        weights_used = inputs.header_values(wc[1:], "weights")
+    if weights_used is not None and not (np.all(weights_used >= 0) and np.any(weights_used > 0)):
+        raise ConfigError(f"weights {weights_used.tolist()} must be >= 0 with at least one > 0")
+    stats = tuple(k for k in ("median", "mean", "mode") if k in (sc, zc))
+    kconfig = kconfig.replace(
+        scale=None, zero=None, weights=None if weights_used is None else tuple(weights_used.tolist())
+    )
+    scale_arg: Any = const_scale
+    zero_arg: Any = None
+    levels_name = None
+    if stats:
+        levels_name = _levels_graph(
+            inputs, config, stats, const_scale, const_zero, zero_keys, prefix, token, layers, layer_deps, collections
+        )
+        scale_arg = (operator.getitem, (levels_name, 0), 0)
+        zero_arg = (operator.getitem, (levels_name, 0), 1)
+    else:
+        const_scale, const_zero = _resolve_levels(
+            None, None, (), config.normalize, const_scale, const_zero, zero_keys, labels
+        )
+        scale_arg, zero_arg = const_scale, const_zero
+    factors_name = levels_name
 
     use_files = inputs.readable_by_region and var_stack is None
     tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=not use_files)
@@ -515,6 +691,7 @@ def combine(
                     kconfig,
                     want_var,
                     halo,
+                    zero_arg,
                 )
     else:
         stack = inputs.as_stack(tile)
@@ -542,6 +719,7 @@ def combine(
                     kconfig,
                     want_var,
                     crop,
+                    zero_arg,
                 )
     layers[tiles_name] = tasks
     layer_deps[tiles_name] = tdeps
@@ -563,11 +741,18 @@ def combine(
     data = output("data", _META2)
     count = output("count", _META_COUNT)
     var_out = output("variance", _META2) if want_var else None
-    factors = None
-    if factors_name is not None:
-        factors = da.Array(hlg, factors_name, chunks=((n,),), dtype=np.float64, meta=np.empty((0,), np.float64))
-    elif scale_arg is not None:
-        factors = np.asarray(scale_arg)
+
+    def per_frame(index: int, present: bool, const: Any) -> Any:
+        if levels_name is None:
+            return None if const is None else np.asarray(const)
+        if not present:
+            return None
+        return da.Array(
+            hlg, f"{levels_name}-{index}", chunks=((n,),), dtype=np.float64, meta=np.empty((0,), np.float64)
+        )
+
+    factors = per_frame(0, sc is not None, scale_arg)
+    zeros = per_frame(1, zc is not None, zero_arg)
     return CombineResult(
         data=data,
         count=count,
@@ -578,6 +763,8 @@ def combine(
         name=name,
         scale_factors=factors,
         variance_source=("planes" if var_stack is not None else "scatter" if want_var else None),
+        zero_offsets=zeros,
+        frame_weights=weights_used,
     )
 
 
@@ -630,38 +817,69 @@ def _graph(
     return HighLevelGraph(all_layers, all_deps)
 
 
-def _scale_graph(
+def _levels_graph(
     inputs: _Inputs,
     config: CombineConfig,
+    stats: tuple[str, ...],
+    const_scale: np.ndarray | None,
+    const_zero: np.ndarray | None,
+    zero_keys: np.ndarray | None,
     prefix: str,
     token: str,
     layers: dict[str, dict[Any, Any]],
     layer_deps: dict[str, set[str]],
     collections: list[da.Array],
 ) -> str:
-    """Add the layers computing one level per frame and the factors ``mean(levels) / level``."""
-    stat = config.scale
-    step = scale_sample_step(inputs.shape)
-    stat_name = f"{prefix}-scale-{stat}-{token}"
-    factors_name = f"{prefix}-scale-{token}"
+    """Add the layers computing each frame's statistics and the per-frame ``(scale, zero)``.
+
+    The statistics are taken on the fixed grid ``section[::s, ::s]`` of the ``statsec`` section
+    (``s`` from :func:`scale_sample_step` of the section's shape). The result's key
+    ``(name, 0)`` holds ``(scale, zero)``; ``(name-0, 0)`` and ``(name-1, 0)`` hold each alone.
+    """
+    ny, nx = inputs.shape
+    rows, cols = (slice(0, ny), slice(0, nx))
+    if config.statsec is not None:
+        rows, cols = parse_statsec(config.statsec)
+        if rows.stop > ny or cols.stop > nx:
+            raise ConfigError(f"statsec {config.statsec} lies outside the frames ({nx} x {ny} pixels, x by y)")
+    step = scale_sample_step((rows.stop - rows.start, cols.stop - cols.start))
+    stat_name = f"{prefix}-levels-{token}"
+    name = f"{prefix}-scale-{token}"
     tasks: dict[Any, Any] = {}
     if inputs.readable_by_region:
         assert inputs.sources is not None  # readable by region: files
-        nx = inputs.shape[1]
         band = max(step, (config.memory_per_task // (16 * nx)) // step * step)
         for i, src in enumerate(inputs.sources):
-            tasks[(stat_name, i)] = (_source_stat, src, stat, step, band, config)
+            tasks[(stat_name, i)] = (_source_levels, src, stats, rows, cols, step, band, config)
         layer_deps[stat_name] = set()
     else:
         if inputs.stack is None:
             assert inputs.sources is not None
             inputs.stack = da.stack([s.to_dask() for s in inputs.sources])
-        sample = inputs.stack[:, ::step, ::step].rechunk((1, -1, -1))
+        sample = inputs.stack[:, rows, cols][:, ::step, ::step].rechunk((1, -1, -1))
         collections.append(sample)
         for i in range(inputs.n):
-            tasks[(stat_name, i)] = (_array_stat, (operator.getitem, (sample.name, i, 0, 0), 0), stat, config, i)
+            tasks[(stat_name, i)] = (_array_levels, (operator.getitem, (sample.name, i, 0, 0), 0), stats, config, i)
         layer_deps[stat_name] = {sample.name}
     layers[stat_name] = tasks
-    layers[factors_name] = {(factors_name, 0): (_factors, *[(stat_name, i) for i in range(inputs.n)])}
-    layer_deps[factors_name] = {stat_name}
-    return factors_name
+    scale_kind = config.scale if config.scale in stats else None
+    zero_kind = config.zero if config.zero in stats else None
+    layers[name] = {
+        (name, 0): (
+            _resolve_levels,
+            scale_kind,
+            zero_kind,
+            stats,
+            config.normalize,
+            const_scale,
+            const_zero,
+            zero_keys,
+            inputs.labels,
+            *[(stat_name, i) for i in range(inputs.n)],
+        )
+    }
+    layer_deps[name] = {stat_name}
+    for index in (0, 1):
+        layers[f"{name}-{index}"] = {(f"{name}-{index}", 0): (operator.getitem, (name, 0), index)}
+        layer_deps[f"{name}-{index}"] = {name}
+    return name

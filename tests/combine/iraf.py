@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-__all__ = ["imcombine", "require_iraf", "write_frames"]
+__all__ = ["imcombine", "imcombine_rejected", "require_iraf", "write_frames"]
 
 
 def require_iraf() -> str:
@@ -53,7 +53,17 @@ def _value(v: Any) -> str:
     return repr(v)
 
 
-def imcombine(paths: Sequence[Path], workdir: Path, **params: Any) -> tuple[np.ndarray, str]:
+def imcombine_rejected(paths: Sequence[Path], workdir: Path, **params: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """As :func:`imcombine`, also returning IRAF's number-rejected mask (``nrejmasks``) as int."""
+    nrej = workdir / "iraf_nrej.pl"
+    after = f'imcopy ("{nrej}", "{nrej.with_suffix(".fits")}", verbose=no)'
+    data, log = imcombine(paths, workdir, after, nrejmasks=str(nrej), **params)
+    with fits.open(nrej.with_suffix(".fits")) as hdul:
+        counts = np.asarray(hdul[0].data, dtype=np.int64)
+    return data, counts, log
+
+
+def imcombine(paths: Sequence[Path], workdir: Path, _after: str = "", **params: Any) -> tuple[np.ndarray, str]:
     """Run ``imcombine`` on ``paths`` in ``workdir`` with ``params``; the result (float64) and the log.
 
     ``irafcl`` runs non-interactively from a script with ``USER`` and ``HOME`` set (IRAF needs
@@ -63,12 +73,14 @@ def imcombine(paths: Sequence[Path], workdir: Path, **params: Any) -> tuple[np.n
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "iraf_out.fits"
     out.unlink(missing_ok=True)
+    for stale in workdir.glob("iraf_nrej.*"):
+        stale.unlink()
     listfile = workdir / "iraf_inputs.lst"
     listfile.write_text("".join(f"{p}\n" for p in paths))
     args = {"outtype": "real", "logfile": "STDOUT", **params}
     call = ", ".join(f"{k}={_value(v)}" for k, v in args.items())
     script = workdir / "iraf_combine.cl"
-    script.write_text(f'images\nimmatch\nimcombine ("@{listfile}", "{out}", {call})\nlogout\n')
+    script.write_text(f'images\nimmatch\nimcombine ("@{listfile}", "{out}", {call})\n{_after}\nlogout\n')
     env = {**os.environ, "USER": os.environ.get("USER", "ccdask"), "HOME": str(workdir)}
     proc = subprocess.run(
         [exe, "-f", str(script)],

@@ -30,9 +30,16 @@ DEFAULT_DICT = {
     "max_clip": None,
     "nkeep": 1,
     "mclip": True,
+    "rdnoise": 0.0,
+    "gain": 1.0,
+    "snoise": 0.0,
+    "pclip": -0.5,
+    "grow": 0.0,
     "scale": None,
     "zero": None,
     "weights": None,
+    "statsec": None,
+    "normalize": "mean",
     "memory_per_task": 64 * 2**20,
 }
 
@@ -73,14 +80,17 @@ def test_every_literal_choice_is_accepted(name, choices):
 @pytest.mark.parametrize(("name", "choices"), CHOICE_FIELDS, ids=CHOICE_IDS)
 def test_a_wrong_choice_names_the_field_and_every_choice(name, choices):
     listed = ", ".join(repr(v) for v in typing.get_args(choices))
+    why = f": choose one of {listed}"
+    if name == "scale":  # a choice, a header keyword or numbers
+        why = f" is invalid: must be one of {listed}, '!KEYWORD' or one number per frame"
     with pytest.raises(ConfigError) as info:
         CombineConfig(**{name: "nonsense"})
-    assert str(info.value) == f"CombineConfig.{name} = 'nonsense': choose one of {listed}"
+    assert str(info.value) == f"CombineConfig.{name} = 'nonsense'{why}"
     assert isinstance(info.value, ValueError)
     # the same message from a configuration file, with where the option sits
     with pytest.raises(ConfigError) as info:
         load_config({"flat": {"combine": {name: "nonsense"}}})
-    assert str(info.value) == f"flat.combine.{name} = 'nonsense': choose one of {listed}"
+    assert str(info.value) == f"flat.combine.{name} = 'nonsense'{why}"
 
 
 def test_the_literal_types_are_the_field_types():
@@ -139,7 +149,10 @@ def test_values_are_stored_in_their_parsed_form():
         ({"min_clip": "low"}, "CombineConfig.min_clip = 'low' is invalid: must be a number"),
         ({"scale": (1.0, 0.0)}, "CombineConfig.scale = (1.0, 0.0) is invalid: factors must be non-zero"),
         ({"scale": 2.0}, "CombineConfig.scale = 2.0 is invalid: must be a sequence of numbers, one per frame"),
-        ({"zero": "12"}, "CombineConfig.zero = '12' is invalid: must be a sequence of numbers, one per frame"),
+        (
+            {"zero": "12"},
+            "CombineConfig.zero = '12' is invalid: must be one of 'median', 'mean', 'mode', '!KEYWORD' or one number per frame",
+        ),
         (
             {"weights": (1.0, float("inf"))},
             "CombineConfig.weights = (1.0, inf) is invalid: must be finite numbers, got (1.0, inf)",
@@ -218,3 +231,26 @@ def test_configuration_file_errors_name_the_section():
         load_config({"bias": {"combine": {"sigma_lower": -1}}})
     with pytest.raises(ConfigError, match=r"^bias\.combine\.CombineConfig: unknown option.*'methd'"):
         load_config({"bias": {"combine": {"methd": "mean"}}})
+
+
+def test_iraf_rejection_options():
+    import numpy as np
+
+    from ccdask.combine import combine_block, pclip_offset
+
+    cfg = CombineConfig(clip="ccdclip", rdnoise=" rdnoise ", gain="2.5", snoise=0)
+    assert (cfg.rdnoise, cfg.gain, cfg.snoise) == ("RDNOISE", 2.5, 0.0)
+    assert CombineConfig(clip="pclip", nkeep=-2).nkeep == -2
+    assert CombineConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in (dict(gain=0), dict(rdnoise=-1.0), dict(snoise=""), dict(pclip=0), dict(rdnoise=float("inf"))):
+        with pytest.raises(ConfigError):
+            CombineConfig(clip="ccdclip", **bad)
+    with pytest.raises(ConfigError, match="not supported"):
+        CombineConfig(clip="crreject", scale=(1.0, 2.0))
+    block = np.ones((4, 2, 2), np.float32)
+    with pytest.raises(ConfigError, match="header keywords"):
+        combine_block(block, cfg)
+    assert combine_block(block, cfg, noise=(3.0, 2.5, 0.0)).count.min() == 4
+    # IRAF's log for these: pclip = -2. (10 frames, -0.5), 3. (9 frames, 0.8), -1. (12 frames, -0.3)
+    assert (pclip_offset(10, -0.5), pclip_offset(9, 0.8), pclip_offset(12, -0.3)) == (-2, 3, -1)
+    assert pclip_offset(5, -7.0) == -2  # clamped to the pixels below the median

@@ -388,7 +388,7 @@ def test_config_round_trip_and_validation():
         dict(nlow=-1),
         dict(clip="minmax"),
         dict(min_clip=5, max_clip=1),
-        dict(scale="mode"),
+        dict(scale="modal"),
         dict(scale=(1.0, 0.0)),
         dict(weights=(0.0, 0.0)),
         dict(method="median", weights=(1.0,)),

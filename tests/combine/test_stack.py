@@ -174,6 +174,8 @@ def test_building_computes_nothing(tmp_path):
         combine(paths, scale="median")
         combine(paths, scale="exposure")
         combine(gz, scale="mean")
+        combine(da.from_array(stack, chunks=(1, 7, 13)), clip="sigclip", grow=1.5, variance=stack * 0 + 1)
+        combine(paths, clip="avsigclip", grow=2.0)
         res = combine(paths)
         with pytest.raises(AssertionError, match="computed"):
             res.compute()
@@ -312,3 +314,60 @@ def test_docstring_examples_run():
     for module in (package, _config, _kernels, _result, _stack):
         failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failed == 0, module.__name__
+
+
+def test_avsigclip_tiles_hold_whole_rows_and_equal_the_whole_block():
+    # avsigclip's sigma factor is estimated per image row: a tile cut inside a row would change it
+    rng = np.random.default_rng(3)
+    stack = rng.normal(1000.0, 20.0, (40, 3, 7000)).astype(np.float32)
+    stack[rng.random(stack.shape) < 0.05] += 400.0
+    assert tile_shape(40, (3, 7000), "1 MiB", stacked=True)[1] < 7000  # the budget alone would cut rows
+    res = combine(stack, clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0, memory_per_task="1 MiB")
+    assert res.data.chunks[1] == (7000,)
+    done = res.compute()
+    whole = combine_block(stack, CombineConfig(clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0))
+    assert_same(done.data, whole.data)
+    assert_same(done.count, whole.count)
+    assert (done.count < 40).any()
+    # the factor is per row: a row computed alone gives the same values
+    row = combine_block(stack[:, 1:2], CombineConfig(clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0))
+    assert_same(row.data[0], whole.data[1])
+    # the rest of the row changes a pixel's rejection: noisier columns elsewhere raise the factor
+    part = stack[:, :, :120].copy()
+    noisy = part.copy()
+    noisy[:, :, 60:] += rng.normal(0.0, 600.0, noisy[:, :, 60:].shape).astype(np.float32)
+    cfg = CombineConfig(clip="avsigclip", sigma_lower=2.0, sigma_upper=2.0)
+    calm, loud = combine_block(part, cfg), combine_block(noisy, cfg)
+    assert (loud.count[:, :60] > calm.count[:, :60]).any()
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (4, 12000)])
+def test_grow_does_not_depend_on_the_tiling(tmp_path, shape):
+    # rows tiles (200 x 300) and, with one row over the budget, column tiles (4 x 12000): each tile
+    # is computed with a halo of ceil(grow) pixels, so it sees every rejection within grow
+    rng = np.random.default_rng(5)
+    stack = np.round(rng.normal(1000.0, 15.0, (9, *shape))).astype(np.float32)
+    stack[rng.random(stack.shape) < 0.03] += 400.0
+    cfg = CombineConfig(clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5)
+    whole = combine_block(stack, cfg)
+    ungrown = combine_block(stack, cfg.replace(grow=0.0))
+    assert (whole.count < ungrown.count).sum() > 100  # the growth matters here
+    lazy = combine(stack, clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5, memory_per_task="1 MiB")
+    assert len(lazy.data.chunks[0]) * len(lazy.data.chunks[1]) > 1
+    done = lazy.compute()
+    assert_same(done.data, whole.data)
+    assert_same(done.count, whole.count)
+    if shape == (200, 300):  # variance planes take the same halo
+        var = np.abs(stack) * np.float32(0.5)
+        wv = combine_block(stack, cfg, variance=var)
+        lv = combine(
+            stack, clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5, memory_per_task="1 MiB", variance=var
+        )
+        assert len(lv.data.chunks[0]) > 1
+        assert_same(lv.compute().variance, wv.variance)
+    paths = write_frames(tmp_path, stack)
+    files = combine(paths, clip="sigclip", grow=2.0, sigma_lower=2.5, sigma_upper=2.5, memory_per_task="1 MiB")
+    assert len(files.data.chunks[0]) * len(files.data.chunks[1]) > 1
+    fdone = files.compute()
+    assert_same(fdone.data, whole.data)
+    assert_same(fdone.count, whole.count)

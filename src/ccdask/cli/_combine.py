@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
-from ..combine._config import Center, Clip, Method, ScaleMode, Spread
+from ..combine._config import Center, Clip, Method, Normalize, ScaleMode, Spread, ZeroMode
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError
 from ..utils import atomic_path
 
@@ -66,7 +66,32 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         dest="clip",
         choices=get_args(Clip),
         default="sigma",
-        help="rejection (default sigma); sigclip is IRAF imcombine's reject=sigclip",
+        help="rejection (default sigma); sigclip, ccdclip, crreject and pclip are IRAF imcombine's reject= kinds",
+    )
+    p.add_argument(
+        "--rdnoise",
+        default="0",
+        metavar="E|KEY",
+        help="ccdclip/crreject: read noise in electrons, or the header keyword holding it (default 0)",
+    )
+    p.add_argument(
+        "--gain",
+        default="1",
+        metavar="G|KEY",
+        help="ccdclip/crreject: gain in electrons per ADU, or the header keyword holding it (default 1)",
+    )
+    p.add_argument(
+        "--snoise",
+        default="0",
+        metavar="F|KEY",
+        help="ccdclip/crreject: sensitivity noise as a fraction, or the header keyword holding it (default 0)",
+    )
+    p.add_argument(
+        "--pclip",
+        type=float,
+        default=-0.5,
+        metavar="P",
+        help="pclip: percentile pixel from the median, pixels (|P| >= 1) or fraction; negative below (default -0.5)",
     )
     p.add_argument(
         "--nkeep",
@@ -80,6 +105,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="sigclip: center on the median (--mclip, default) or the mean (--no-mclip), as IRAF",
+    )
+    p.add_argument(
+        "--grow",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="also reject the neighbours within R pixels of a rejected value, in its frame (IRAF grow; default 0)",
     )
     p.add_argument(
         "--sigma-lower", type=float, default=3.0, metavar="S", help="lower sigma-clipping threshold (default 3)"
@@ -122,9 +154,34 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scale",
-        choices=("none", *get_args(ScaleMode)),
         default="none",
-        help="scale frames to a common level (default none)",
+        metavar="|".join(("none", *get_args(ScaleMode), "!KEY")),
+        help="scale frames to a common level: a statistic over --statsec (mode is IRAF's), the exposure "
+        "time, or the header keyword holding each frame's factor (default none)",
+    )
+    p.add_argument(
+        "--zero",
+        default="none",
+        metavar="|".join(("none", *get_args(ZeroMode), "!KEY")),
+        help="additive offsets: a statistic over --statsec, or a header keyword added before the scale (default none)",
+    )
+    p.add_argument(
+        "--weights",
+        default="none",
+        metavar="none|exposure|!KEY",
+        help="weights of the mean: exposure times or a header keyword (default none)",
+    )
+    p.add_argument(
+        "--statsec",
+        default=None,
+        metavar="[x1:x2,y1:y2]",
+        help="section (1-based, inclusive) of the scale/zero statistics (default: the whole frame)",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=get_args(Normalize),
+        default="mean",
+        help="statistic scales/zeros relative to the stack's mean level or the first frame (IRAF) (default mean)",
     )
     p.add_argument(
         "--hdu",
@@ -246,15 +303,24 @@ def _run(args: argparse.Namespace) -> int:
         max_clip=args.max_clip,
         nkeep=args.nkeep,
         mclip=args.mclip,
+        rdnoise=args.rdnoise,
+        gain=args.gain,
+        snoise=args.snoise,
+        pclip=args.pclip,
+        grow=args.grow,
         scale=None if args.scale == "none" else args.scale,
+        zero=None if args.zero == "none" else args.zero,
+        weights=None if args.weights == "none" else args.weights,
+        statsec=args.statsec,
+        normalize=args.normalize,
         memory_per_task=int(args.memory_per_task * 2**20),
     )
     chips = _chips(files[0], _hdu_key(args.hdu))
     results = [combine(files, hdu=key, name=name or "master", **options) for name, key, _ in chips]
-    computed = dask.compute(*[(r.data, r.count, r.scale_factors) for r in results])
+    computed = dask.compute(*[(r.data, r.count, r.scale_factors, r.zero_offsets) for r in results])
     hdus: list[Any] = []
-    for (name, _, base), res, (data, count, factors) in zip(chips, results, computed, strict=True):
-        res = dataclasses.replace(res, data=data, count=count, scale_factors=factors)
+    for (name, _, base), res, (data, count, factors, zeros) in zip(chips, results, computed, strict=True):
+        res = dataclasses.replace(res, data=data, count=count, scale_factors=factors, zero_offsets=zeros)
         header = res.header(_clean(base))
         if name is None:
             hdus.append(fits.PrimaryHDU(data=np.asarray(data, np.float32), header=header))

@@ -21,7 +21,7 @@ True
 from __future__ import annotations
 
 from ._config import DEFAULT_MEMORY_PER_TASK, CombineConfig
-from ._kernels import BlockResult, combine_block, sorting_network
+from ._kernels import BlockResult, combine_block, grow_offsets, pclip_offset, sorting_network
 from ._result import ALGORITHM_VERSION, CombineResult, provenance_header
 from ._stack import combine, scale_sample_step, tile_shape
 
@@ -33,6 +33,8 @@ __all__ = [
     "CombineResult",
     "combine",
     "combine_block",
+    "grow_offsets",
+    "pclip_offset",
     "provenance_header",
     "scale_sample_step",
     "sorting_network",

@@ -10,6 +10,9 @@ to bytes). The checks that involve several fields are in ``__post_init__``.
 from __future__ import annotations
 
 import math
+import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,21 +21,32 @@ from ..utils._options import ConfigBase, option
 
 __all__ = [
     "DEFAULT_MEMORY_PER_TASK",
+    "IRAF_CLIPS",
     "MAX_FRAMES",
     "Center",
     "Clip",
     "CombineConfig",
     "Method",
+    "Normalize",
     "ScaleMode",
     "Spread",
+    "WeightMode",
+    "ZeroMode",
     "parse_memory",
+    "parse_statsec",
 ]
 
 Method = Literal["mean", "median", "sum"]
-Clip = Literal["sigma", "sigclip", "minmax", "extrema", "none"]
+Clip = Literal["sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"]
 Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
-ScaleMode = Literal["median", "mean", "exposure"]
+ScaleMode = Literal["median", "mean", "mode", "exposure"]
+ZeroMode = Literal["median", "mean", "mode"]
+WeightMode = Literal["exposure"]
+Normalize = Literal["mean", "first"]
+
+#: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
+IRAF_CLIPS = ("sigclip", "avsigclip", "ccdclip", "crreject", "pclip")
 
 #: Default per-task memory budget in bytes (64 MiB).
 DEFAULT_MEMORY_PER_TASK = 64 * 2**20
@@ -104,9 +118,67 @@ def _per_frame(value: Any) -> tuple[float, ...] | None:
     return out
 
 
-def _scale(value: Any) -> Any:
-    """A scale mode stays a string (its Literal type checks it); factors become a tuple."""
-    return value if value is None or isinstance(value, str) else _per_frame(value)
+def _keyword_or(modes: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Parse a per-frame option: a mode name, ``"!KEYWORD"`` (IRAF's header keyword form), or numbers."""
+
+    def parse(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            if text in modes:
+                return text
+            if text.startswith("!") and len(text) > 1 and " " not in text:
+                return "!" + text[1:].upper()
+            raise ValueError(f"must be one of {', '.join(map(repr, modes))}, '!KEYWORD' or one number per frame")
+        return _per_frame(value)
+
+    return parse
+
+
+_scale = _keyword_or(typing.get_args(ScaleMode))
+_zero = _keyword_or(typing.get_args(ZeroMode))
+_weights = _keyword_or(typing.get_args(WeightMode))
+
+
+def parse_statsec(text: str) -> tuple[slice, slice]:
+    """An IRAF/FITS section ``"[x1:x2,y1:y2]"`` (1-based, inclusive) as numpy ``(rows, cols)`` slices.
+
+    >>> parse_statsec("[5:30,3:20]")
+    (slice(2, 20, None), slice(4, 30, None))
+    """
+    m = re.fullmatch(r"\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*", text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a section [x1:x2,y1:y2]")
+    x1, x2, y1, y2 = (int(g) for g in m.groups())
+    if not (1 <= x1 <= x2 and 1 <= y1 <= y2):
+        raise ValueError(f"{text!r}: needs 1 <= x1 <= x2 and 1 <= y1 <= y2")
+    return slice(y1 - 1, y2), slice(x1 - 1, x2)
+
+
+def _statsec(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("must be a section string such as '[100:900,50:2000]'")
+    parse_statsec(value)
+    return value.strip().replace(" ", "")
+
+
+def _noise(value: Any) -> float | str:
+    """A noise parameter: a finite number >= 0, or a header keyword (a non-empty string)."""
+    if isinstance(value, str):
+        key = value.strip()
+        if not key:
+            raise ValueError("must be a number or a header keyword")
+        try:
+            value = float(key)
+        except ValueError:
+            return key.upper()
+    number = _number(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError("must be a finite number >= 0")
+    return number
 
 
 def _nonzero_factors(value: str | tuple[float, ...]) -> bool:
@@ -133,7 +205,11 @@ class CombineConfig(ConfigBase):
         "Rejection: ``sigma`` (iterative, as ``astropy.stats.sigma_clip``), ``sigclip`` (IRAF "
         "imcombine's ``reject=sigclip``: center ``mclip``, sample sigma, ``nkeep`` with IRAF's "
         "sign meaning; ``maxiters``, ``center`` and ``spread`` do not apply), ``minmax`` (absolute "
-        "thresholds ``min_clip``/``max_clip``), ``extrema`` (drop the ``nlow`` lowest and "
+        "thresholds ``min_clip``/``max_clip``), ``avsigclip`` (IRAF: sigma ``sqrt(g c)`` about the center "
+        "``c``, ``g`` estimated per image row), ``ccdclip`` (IRAF: sigma from the CCD noise model "
+        "``rdnoise``/``gain``/``snoise`` about the median or, ``mclip`` False, the mean without the "
+        "lowest and highest value), ``crreject`` (``ccdclip`` rejecting only high values, "
+        "``sigma_upper``), ``pclip`` (IRAF: width from the percentile pixel ``pclip``, one pass), ``extrema`` (drop the ``nlow`` lowest and "
         "``nhigh`` highest values per pixel) or ``none``.",
     )
     sigma_lower: float = option(
@@ -182,32 +258,87 @@ class CombineConfig(ConfigBase):
         1,
         "Sigma clipping keeps at least this many survivors where there are that many finite "
         "values (the last iteration whose bounds keep enough is used; 0 reproduces astropy "
-        "exactly). With ``clip='sigclip'`` as IRAF: a negative value is the most that may be "
+        "exactly). With ``clip`` ``sigclip``/``avsigclip``/``ccdclip``/``crreject``/``pclip`` as IRAF: a negative value is the most that may be "
         "rejected (at least ``N + nkeep`` kept), and rejected values nearest the center are put "
         "back until enough survive.",
     )
     mclip: bool = option(
         True,
-        "``clip='sigclip'``: center on the median (IRAF ``mclip=yes``) or, when False, on the mean "
-        "(the first iteration's mean excludes the lowest and highest value, as IRAF).",
+        "``clip='sigclip'``/``avsigclip``/``ccdclip``/``crreject``: center on the median (IRAF ``mclip=yes``) or, when False, on the mean "
+        "(sigclip, avsigclip: the first iteration's mean excludes the lowest and highest value; ccdclip/crreject: "
+        "every iteration's, while more than two remain; as IRAF does).",
     )
-    scale: ScaleMode | tuple[float, ...] | None = option(
+    rdnoise: float | str = option(
+        0.0,
+        "``ccdclip``/``crreject``: read noise in electrons, a number or the header keyword holding it "
+        "(as IRAF's ``rdnoise``).",
+        parse=_noise,
+    )
+    gain: float | str = option(
+        1.0,
+        "``ccdclip``/``crreject``: gain in electrons per data unit, a number or a header keyword.",
+        parse=_noise,
+        check=lambda v: isinstance(v, str) or v > 0,
+        why="must be > 0",
+    )
+    snoise: float | str = option(
+        0.0,
+        "``ccdclip``/``crreject``: sensitivity noise as a fraction of the signal, a number or a header keyword.",
+        parse=_noise,
+    )
+    pclip: float = option(
+        -0.5,
+        "``pclip``: the percentile pixel, counted from the median pixel, as a number of pixels "
+        "(``|pclip| >= 1``) or a fraction of the pixels on that side (for the number of frames); "
+        "negative: below the median (as IRAF's ``pclip``).",
+        parse=_number,
+        check=lambda v: v != 0 and math.isfinite(v),
+        why="must be finite and non-zero",
+    )
+    grow: float = option(
+        0.0,
+        "Also reject, in the same frame, the values within this radius (pixels, ``dx² + dy² <= "
+        "grow²``) of a value the rejection rejected (not of non-finite or thresholded values); a pixel "
+        "left with no value keeps its ungrown result (as IRAF's ``grow`` does, whatever ``nkeep``). 0: off.",
+        parse=_number,
+        check=lambda v: 0 <= v <= 64,
+        why="must be between 0 and 64 pixels",
+    )
+    scale: ScaleMode | str | tuple[float, ...] | None = option(
         None,
-        "Per-frame multiplicative scale: factors, or ``median``/``mean``/``exposure`` to "
-        "normalise each frame to the average level of the stack.",
+        "Per-frame multiplicative scale: factors; ``median``/``mean``/``mode`` (IRAF's mode "
+        "estimator) of each frame over ``statsec`` or ``exposure``: ``f_i = L / l_i`` with ``l_i`` "
+        "the frame's level and ``L`` set by ``normalize``; ``!KEYWORD``: the header value ``k_i`` is "
+        "the factor, ``f_i = k_i / K`` (as IRAF).",
         parse=_scale,
         check=_nonzero_factors,
         why="factors must be non-zero",
     )
-    zero: tuple[float, ...] | None = option(
-        None, "Per-frame additive offsets, applied after scaling: ``value * scale + zero``.", parse=_per_frame
-    )
-    weights: tuple[float, ...] | None = option(
+    zero: ZeroMode | str | tuple[float, ...] | None = option(
         None,
-        "Per-frame weights of the mean (or the sum).",
-        parse=_per_frame,
-        check=_valid_weights,
+        "Per-frame additive offsets, applied after scaling: ``value * scale + zero``; numbers, "
+        "``median``/``mean``/``mode`` over ``statsec`` (``z_i = Z - f_i l_i``, ``Z`` set by "
+        "``normalize``) or ``!KEYWORD`` (the header value is added before scaling, as IRAF: "
+        "``z_i = f_i k_i``).",
+        parse=_zero,
+    )
+    weights: WeightMode | str | tuple[float, ...] | None = option(
+        None,
+        "Per-frame weights of the mean (or the sum): numbers, ``exposure`` or ``!KEYWORD``.",
+        parse=_weights,
+        check=lambda v: isinstance(v, str) or _valid_weights(v),
         why="must be >= 0 with at least one > 0",
+    )
+    statsec: str | None = option(
+        None,
+        "Section ``[x1:x2,y1:y2]`` (1-based, inclusive, IRAF/FITS) of each frame on which the "
+        "``median``/``mean``/``mode`` scale and zero statistics are computed (default: the whole frame).",
+        parse=_statsec,
+    )
+    normalize: Normalize = option(
+        "mean",
+        "Statistic scales and zeros relative to the mean level of the stack (``mean``) or to the "
+        "first frame (``first``, as IRAF: the first frame is left as it is).",
     )
     memory_per_task: int = option(
         DEFAULT_MEMORY_PER_TASK,
@@ -221,8 +352,17 @@ class CombineConfig(ConfigBase):
             raise ConfigError("CombineConfig: clip='minmax' needs min_clip and/or max_clip")
         if self.min_clip is not None and self.max_clip is not None and self.min_clip > self.max_clip:
             raise ConfigError(f"CombineConfig: min_clip {self.min_clip} is above max_clip {self.max_clip}")
-        if self.nkeep < 0 and self.clip != "sigclip":
-            raise ConfigError(f"CombineConfig: nkeep = {self.nkeep} must be >= 0 (negative only with clip='sigclip')")
+        if self.nkeep < 0 and self.clip not in IRAF_CLIPS:
+            raise ConfigError(
+                f"CombineConfig: nkeep = {self.nkeep} must be >= 0 (negative only with clip="
+                + " or ".join(repr(c) for c in IRAF_CLIPS)
+                + ")"
+            )
+        if self.clip in ("ccdclip", "crreject") and (self.scale is not None or self.zero is not None):
+            raise ConfigError(
+                f"CombineConfig: clip={self.clip!r} with scale or zero is not supported (the noise model "
+                "applies to the frames' own units)"
+            )
         if self.weights is not None and self.method == "median":
             raise ConfigError("CombineConfig: weights apply to method 'mean' or 'sum', not 'median'")
         lengths = {name: len(v) for name in ("scale", "zero", "weights") if isinstance(v := getattr(self, name), tuple)}

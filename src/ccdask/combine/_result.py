@@ -30,7 +30,13 @@ _PARAM_CARDS = (
     ("min_clip", "CMBMINCL", "lower absolute threshold"),
     ("max_clip", "CMBMAXCL", "upper absolute threshold"),
     ("nkeep", "CMBNKEEP", "minimum survivors of sigma clipping"),
-    ("mclip", "CMBMCLIP", "sigclip median center"),
+    ("mclip", "CMBMCLIP", "IRAF clipping median center"),
+)
+# Written only with the rejections that use them.
+_NOISE_CARDS = (
+    ("rdnoise", "CMBRDNS", "ccdclip read noise (e-) or its keyword"),
+    ("gain", "CMBGAIN", "ccdclip gain (e-/ADU) or its keyword"),
+    ("snoise", "CMBSNOIS", "ccdclip sensitivity noise or its keyword"),
 )
 
 
@@ -58,6 +64,10 @@ class CombineResult:
     scale_factors : array (N,) or None
         Multiplicative factors applied per frame (lazy for ``median``/``mean``).
     variance_source : {"planes", "scatter"} or None
+    zero_offsets : array (N,) or None
+        Additive offsets applied per frame after the scale (lazy for statistics).
+    frame_weights : array (N,) or None
+        Weights of the mean or sum per frame (numbers, exposure times or header values).
     """
 
     data: Any
@@ -69,6 +79,8 @@ class CombineResult:
     name: str | None = None
     scale_factors: Any = None
     variance_source: str | None = None
+    zero_offsets: Any = None
+    frame_weights: Any = None
 
     @property
     def is_lazy(self) -> bool:
@@ -85,10 +97,12 @@ class CombineResult:
             return self
         import dask
 
-        data, count, variance, factors = dask.compute(
-            self.data, self.count, self.variance, self.scale_factors, **kwargs
+        data, count, variance, factors, zeros = dask.compute(
+            self.data, self.count, self.variance, self.scale_factors, self.zero_offsets, **kwargs
         )
-        return dataclasses.replace(self, data=data, count=count, variance=variance, scale_factors=factors)
+        return dataclasses.replace(
+            self, data=data, count=count, variance=variance, scale_factors=factors, zero_offsets=zeros
+        )
 
     def header(self, base: Any = None) -> Any:
         """A FITS header with the provenance (see :func:`provenance_header`)."""
@@ -130,12 +144,23 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
         if value is None:
             continue
         hdr[card] = (value, comment)
+    if cfg.clip in ("ccdclip", "crreject"):
+        for key, card, comment in _NOISE_CARDS:
+            hdr[card] = (getattr(cfg, key), comment)
+    if cfg.clip == "pclip":
+        hdr["CMBPCLIP"] = (cfg.pclip, "pclip percentile pixel parameter")
+    if cfg.grow > 0:
+        hdr["CMBGROW"] = (cfg.grow, "radius of grown rejections (pixels)")
     scale = "array" if isinstance(cfg.scale, tuple) else cfg.scale
     hdr["CMBSCALE"] = (scale if scale is not None else "none", "per-frame scaling")
     if cfg.zero is not None:
-        hdr["CMBZERO"] = (True, "per-frame additive offsets applied")
+        hdr["CMBZERO"] = ("array" if isinstance(cfg.zero, tuple) else cfg.zero, "per-frame additive offsets")
     if cfg.weights is not None:
-        hdr["CMBWEIGH"] = (True, "per-frame weights applied")
+        hdr["CMBWEIGH"] = ("array" if isinstance(cfg.weights, tuple) else cfg.weights, "per-frame weights")
+    if cfg.statsec is not None:
+        hdr["CMBSTSEC"] = (cfg.statsec, "section of the scale/zero statistics")
+    if cfg.normalize != "mean":
+        hdr["CMBNORM"] = (cfg.normalize, "scales/zeros relative to this frame")
     if result.variance_source is not None:
         hdr["CMBVAR"] = (result.variance_source, "variance from input planes or scatter")
     hdr["CCDASKV"] = (__version__, "ccdask version")
@@ -146,10 +171,14 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
     else:
         for name in result.inputs:
             hdr.add_history(f"input: {name}")
-    factors = result.scale_factors
-    if isinstance(factors, np.ndarray) and factors.size == result.ncombine and factors.size <= 999:
-        for i, f in enumerate(factors, start=1):
-            hdr[f"CMBSC{i:03d}"] = (float(f), "scale factor of input frame")
+    for values, card, comment in (
+        (result.scale_factors, "CMBSC", "scale factor of input frame"),
+        (result.zero_offsets, "CMBZR", "zero offset of input frame (after scale)"),
+        (result.frame_weights, "CMBWT", "weight of input frame"),
+    ):
+        if isinstance(values, np.ndarray) and values.size == result.ncombine and values.size <= 999:
+            for i, f in enumerate(values, start=1):
+                hdr[f"{card}{i:03d}"] = (float(f), comment)
     hdr.add_history(
         f"ccdask {__version__} combine of {result.ncombine} frames: "
         + ", ".join(f"{k}={v}" for k, v in _history_params(cfg))
@@ -174,5 +203,11 @@ def _history_params(cfg: CombineConfig) -> Iterator[tuple[str, Any]]:
         "nkeep",
     ):
         yield key, d[key]
+    if cfg.clip in ("ccdclip", "crreject"):
+        yield from ((k, d[k]) for k in ("rdnoise", "gain", "snoise"))
+    if cfg.clip == "pclip":
+        yield "pclip", d["pclip"]
+    if cfg.grow > 0:
+        yield "grow", d["grow"]
     if isinstance(cfg.scale, str):
         yield "scale", cfg.scale

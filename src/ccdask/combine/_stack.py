@@ -25,7 +25,7 @@ import math
 import operator
 import os
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import dask.array as da
 import numpy as np
@@ -35,7 +35,17 @@ from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, ShapeMismatchError
 from ..utils import SAMPLE_PIXELS, sample_step
-from ._config import Center, Clip, CombineConfig, Method, ScaleMode, Spread, parse_memory
+from ._config import (
+    Center,
+    Clip,
+    CombineConfig,
+    Method,
+    Normalize,
+    ScaleMode,
+    Spread,
+    parse_memory,
+    parse_statsec,
+)
 from ._kernels import combine_block
 from ._result import CombineResult
 
@@ -105,6 +115,13 @@ def _starts(n: int, step: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # tasks
 # ---------------------------------------------------------------------------------------------
+def _crop(out: _TileOut, top: int, left: int, ty: int, tx: int) -> _TileOut:
+    """The core ``(ty, tx)`` of a tile's outputs computed with a halo."""
+    core = (slice(top, top + ty), slice(left, left + tx))
+    data, count, var = out
+    return data[core], count[core], None if var is None else var[core]
+
+
 def _tile_from_sources(
     sources: Sequence[ImageSource],
     rows: slice,
@@ -112,26 +129,86 @@ def _tile_from_sources(
     scale: np.ndarray | None,
     config: CombineConfig,
     want_var: bool,
+    halo: int = 0,
+    zero: np.ndarray | None = None,
 ) -> _TileOut:
-    """Read one tile from every frame and combine it (the files graph)."""
-    ny = rows.stop - rows.start
-    nx = cols.stop - cols.start
-    block = np.empty((len(sources), ny, nx), np.float32)
+    """Read one tile (plus ``halo`` pixels around it, inside the frame) from every frame and combine it."""
+    fy, fx = sources[0].shape
+    r0, r1 = max(rows.start - halo, 0), min(rows.stop + halo, fy)
+    c0, c1 = max(cols.start - halo, 0), min(cols.stop + halo, fx)
+    block = np.empty((len(sources), r1 - r0, c1 - c0), np.float32)
     for i, src in enumerate(sources):
-        block[i] = src.read(rows, cols)
-    res = combine_block(block, config, scale=scale, return_variance=want_var)
-    return res.data, res.count, res.variance
+        block[i] = src.read(slice(r0, r1), slice(c0, c1))
+    res = combine_block(block, config, scale=scale, zero=zero, return_variance=want_var)
+    out = (res.data, res.count, res.variance)
+    if halo:
+        out = _crop(out, rows.start - r0, cols.start - c0, rows.stop - rows.start, cols.stop - cols.start)
+    return out
 
 
 def _tile_from_block(
-    block: np.ndarray, var: np.ndarray | None, scale: np.ndarray | None, config: CombineConfig, want_var: bool
+    block: np.ndarray,
+    var: np.ndarray | None,
+    scale: np.ndarray | None,
+    config: CombineConfig,
+    want_var: bool,
+    crop: tuple[int, int, int, int] | None = None,
+    zero: np.ndarray | None = None,
 ) -> _TileOut:
-    """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph)."""
-    res = combine_block(block, config, scale=scale, variance=var, return_variance=want_var)
-    return res.data, res.count, res.variance
+    """Combine one rechunked ``(N, ty, tx)`` block (the arrays graph); ``crop`` removes its halo."""
+    res = combine_block(block, config, scale=scale, zero=zero, variance=var, return_variance=want_var)
+    out = (res.data, res.count, res.variance)
+    return out if crop is None else _crop(out, *crop)
 
 
-def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: str) -> float:
+def iraf_mode(values: ArrayLike) -> float:
+    """IRAF imcombine's mode of a sample (its "true mode", not ``3 median - 2 mean``).
+
+    With ``a`` the sorted values (``n`` of them): fewer than 10 give the median; otherwise, over
+    the central 70 % ``a[i:j]`` (``i = int(1 + 0.15 n) - 1``, ``j = int(1 + 0.85 n) - 1``), a window
+    of width ``0.1 (a[j] - a[i])`` slides in steps of ``0.01 (a[j] - a[i])`` from ``a[i]``; the
+    mode is the middle value of the first window holding the most values. The constants are
+    IRAF's (documented in its ``icmode``); checked against IRAF's log in tests/combine/test_iraf.py.
+
+    >>> iraf_mode([5.0, 1.0, 3.0])
+    3.0
+    >>> float(round(iraf_mode(np.r_[np.linspace(0, 10, 50), np.full(30, 7.0)]), 6))
+    7.0
+    """
+    a = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
+    n = a.size
+    if n == 0:
+        return math.nan
+    if n < 10:
+        return float(np.median(a))
+    i = int(1 + n * 0.15) - 1
+    j = int(1 + n * 0.85) - 1
+    lo_edge, hi_edge = a[i], a[j]
+    if lo_edge == hi_edge:
+        return float(lo_edge)
+    step = 0.01 * (hi_edge - lo_edge)
+    width = 0.1 * (hi_edge - lo_edge)
+    start = lo_edge - step
+    k = i
+    best = 0
+    mode = a[i]
+    while True:
+        start += step
+        stop = start + width
+        while i < j and a[i] < start:
+            i += 1
+        while k < j and a[k] < stop:
+            k += 1
+        if k - i > best:
+            best = k - i
+            mode = a[(i + k) // 2]
+        if k >= j:
+            break
+    return float(mode)
+
+
+def _sample_levels(sample: np.ndarray, stats: tuple[str, ...], config: CombineConfig, label: str) -> tuple[float, ...]:
+    """The statistics ``stats`` (median exact, mean, IRAF's mode) of a frame's sample."""
     s = np.asarray(sample, dtype=np.float64)
     if config.min_clip is not None or config.max_clip is not None:
         lo = -np.inf if config.min_clip is None else config.min_clip
@@ -139,31 +216,85 @@ def _sample_stat(sample: np.ndarray, stat: str, config: CombineConfig, label: st
         s = np.where((s >= lo) & (s <= hi), s, np.nan)
     s = s[np.isfinite(s)]
     if s.size == 0:
-        raise ConfigError(f"{label}: no finite value to compute its {stat} scale from")
-    value = float(np.median(s) if stat == "median" else np.mean(s))
-    if not value > 0:
-        raise ConfigError(f"{label}: its {stat} is {value}; scale={stat!r} needs a positive level")
-    return value
+        raise ConfigError(f"{label}: no finite value to compute its {'/'.join(stats)} from")
+    out = []
+    for stat in stats:
+        out.append(float(np.median(s) if stat == "median" else np.mean(s) if stat == "mean" else iraf_mode(s)))
+    return tuple(out)
 
 
-def _source_stat(source: ImageSource, stat: str, step: int, band: int, config: CombineConfig) -> float:
-    """Median/mean of a frame on its fixed sample grid, read in bands of rows."""
-    ny, nx = source.shape
+def _source_levels(
+    source: ImageSource,
+    stats: tuple[str, ...],
+    rows: slice,
+    cols: slice,
+    step: int,
+    band: int,
+    config: CombineConfig,
+) -> tuple[float, ...]:
+    """Statistics of a frame on its fixed sample grid inside the section, read in bands of rows."""
+    r0, r1 = rows.start, rows.stop
     if source.kind == "gzip":
-        sample = source.read(slice(0, ny, step), slice(0, nx, step))
+        sample = source.read(slice(r0, r1, step), slice(cols.start, cols.stop, step))
     else:
-        parts = [source.read(slice(r0, min(r0 + band, ny), step), slice(0, nx, step)) for r0 in range(0, ny, band)]
+        parts = [
+            source.read(slice(y, min(y + band, r1), step), slice(cols.start, cols.stop, step))
+            for y in range(r0, r1, band)
+        ]
         sample = np.concatenate(parts, axis=0)
-    return _sample_stat(sample, stat, config, source.label)
+    return _sample_levels(sample, stats, config, source.label)
 
 
-def _array_stat(sample: np.ndarray, stat: str, config: CombineConfig, index: int) -> float:
-    return _sample_stat(sample, stat, config, f"frame {index}")
+def _array_levels(sample: np.ndarray, stats: tuple[str, ...], config: CombineConfig, index: int) -> tuple[float, ...]:
+    return _sample_levels(sample, stats, config, f"frame {index}")
 
 
 def _factors(*levels: float) -> np.ndarray:
     lv = np.asarray(levels, dtype=np.float64)
     return lv.mean() / lv
+
+
+def _relative(levels: np.ndarray, normalize: str) -> float:
+    """The reference level: the mean of the stack's levels or the first frame's."""
+    return float(levels[0] if normalize == "first" else levels.mean())
+
+
+def _scale_from_levels(levels: np.ndarray, normalize: str, what: str, labels: Sequence[str]) -> np.ndarray:
+    for label, v in zip(labels, levels, strict=True):
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{label}: its {what} is {v}; scale={what!r} needs a positive level")
+    return _relative(levels, normalize) / levels
+
+
+def _resolve_levels(
+    scale_kind: str | None,
+    zero_kind: str | None,
+    stats: tuple[str, ...],
+    normalize: str,
+    const_scale: np.ndarray | None,
+    const_zero: np.ndarray | None,
+    zero_keys: np.ndarray | None,
+    labels: Sequence[str],
+    *levels: tuple[float, ...],
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-frame ``(scale, zero)`` from the frames' statistics, header levels and constants.
+
+    A zero statistic ``l_i`` becomes ``z_i = Z - f_i l_i`` with ``Z`` the mean (or,
+    ``normalize="first"``, the first) of the ``f_i l_i``; a header zero ``k_i`` is added before
+    the scale, as IRAF does: ``z_i = f_i k_i``.
+    """
+    table = np.asarray(levels, dtype=np.float64).reshape(len(labels), len(stats))
+    scale = const_scale
+    if scale_kind in stats:
+        scale = _scale_from_levels(table[:, stats.index(scale_kind)], normalize, str(scale_kind), labels)
+    zero = const_zero
+    unit = 1.0 if scale is None else scale
+    if zero_kind in stats:
+        lv = table[:, stats.index(zero_kind)] * unit
+        zero = _relative(lv, normalize) - lv
+    elif zero_keys is not None:
+        zero = zero_keys * unit  # IRAF adds a header zero before scaling, as it is
+    return scale, zero
 
 
 def scale_sample_step(shape: tuple[int, int]) -> int:
@@ -262,6 +393,33 @@ class _Inputs:
             self.stack = da.stack([s.to_dask(chunks=tile) for s in self.sources])
         return self.stack.rechunk((n, *tile))
 
+    @property
+    def labels(self) -> list[str]:
+        """How errors name each frame: ``path[hdu]`` for files, ``frame i`` for arrays."""
+        if self.sources is not None:
+            return [src.label for src in self.sources]
+        return list(self.names)
+
+    def header_values(self, key: str, option: str) -> np.ndarray:
+        """The number under header keyword ``key`` in each file (``option``: what needs it)."""
+        if self.sources is None:
+            raise ConfigError(f"{option}='!{key}' reads a header keyword; with array frames give numbers")
+        from ..io import scan_file
+
+        out = np.empty(self.n)
+        for i, src in enumerate(self.sources):
+            info = next(h for h in scan_file(src.path) if h.index == src.hdu)
+            raw = info.header.get(key)
+            if raw is None:
+                raise ConfigError(f"{src.label}: no {key} in the header; {option}='!{key}' needs it")
+            try:
+                out[i] = float(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{src.label}: {key} = {raw!r} is not a number") from exc
+            if not math.isfinite(out[i]):
+                raise ConfigError(f"{src.label}: {key} = {raw!r} is not finite")
+        return out
+
     def exptimes(self, exptime: ArrayLike | None) -> np.ndarray:
         if exptime is not None:
             t = np.asarray(exptime, dtype=np.float64).reshape(-1)
@@ -310,14 +468,21 @@ def combine(
     max_clip: float | None = None,
     nkeep: int = 1,
     mclip: bool = True,
-    scale: ScaleMode | ArrayLike | None = None,
-    weights: ArrayLike | None = None,
+    scale: ScaleMode | str | ArrayLike | None = None,
+    weights: str | ArrayLike | None = None,
     hdu: HduKey = None,
     memory_per_task: int | float | str | None = None,
     variance: bool | str | VariancePlanes | None = None,
-    zero: ArrayLike | None = None,
+    zero: str | ArrayLike | None = None,
     exptime: ArrayLike | None = None,
     name: str | None = None,
+    rdnoise: float | str = 0.0,
+    gain: float | str = 1.0,
+    snoise: float | str = 0.0,
+    pclip: float = -0.5,
+    grow: float = 0.0,
+    statsec: str | None = None,
+    normalize: Normalize = "mean",
 ) -> CombineResult:
     """Clip and combine frames along the frame axis, lazily.
 
@@ -328,10 +493,12 @@ def combine(
         :mod:`ccdask.io` (``hdu`` selects the image HDU of each file). NaN and ±inf are ignored.
     method : {"mean", "median", "sum"}
         Statistic of the survivors (``sum`` as ccdproc: the sum of survivors, not rescaled).
-    clip : {"sigma", "sigclip", "minmax", "extrema", "none"}
-        Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics). ``sigclip`` is
-        IRAF imcombine's ``reject=sigclip`` (``sigma_lower``/``sigma_upper`` are its
-        ``lsigma``/``hsigma``; ``mclip``, ``nkeep``).
+    clip : {"sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"}
+        Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics). ``sigclip``,
+        ``avsigclip``, ``ccdclip``, ``crreject`` and ``pclip`` are IRAF imcombine's ``reject=`` kinds
+        (``avsigclip`` estimates its sigma factor per image row, so tiles hold whole rows even
+        above ``memory_per_task``)
+        (``sigma_lower``/``sigma_upper`` are its ``lsigma``/``hsigma``; ``mclip``, ``nkeep``).
     sigma_lower, sigma_upper, maxiters, center, spread
         Sigma clipping as ``astropy.stats.sigma_clip(axis=0, ...)``; ``maxiters=None`` iterates
         until nothing changes.
@@ -366,6 +533,16 @@ def combine(
         Exposure times for ``scale="exposure"`` with array frames.
     name : str, optional
         Readable part of the task keys: ``combine-<name>-<token>`` (e.g. ``"bias-CCD1"``).
+    rdnoise, gain, snoise : float or str
+        ``ccdclip``/``crreject`` noise model: read noise (electrons), gain (electrons per data
+        unit), sensitivity noise (fraction); a number, or the header keyword holding it in every
+        file (the frames must agree on it).
+    pclip : float
+        ``pclip``: the percentile pixel (IRAF's ``pclip``, see :func:`pclip_offset`).
+    grow : float
+        Radius in pixels: the neighbours (same frame, ``dy² + dx² <= grow²``) of each rejected
+        value are rejected too (IRAF's ``grow``); tiles are computed with a halo of
+        ``ceil(grow)`` pixels, so results do not depend on the tiling.
 
     Returns
     -------
@@ -395,10 +572,17 @@ def combine(
         max_clip=max_clip,
         nkeep=nkeep,
         mclip=mclip,
-        # a string is checked against the ScaleMode choices by CombineConfig itself
-        scale=cast("ScaleMode | tuple[float, ...] | None", scale_cfg),
-        zero=None if zero is None else _flat_floats(zero),
-        weights=None if weights is None else _flat_floats(weights),
+        rdnoise=rdnoise,
+        gain=gain,
+        snoise=snoise,
+        pclip=pclip,
+        grow=grow,
+        statsec=statsec,
+        normalize=normalize,
+        # a string is checked (a ScaleMode choice or "!KEYWORD") by CombineConfig itself
+        scale=scale_cfg,
+        zero=zero if zero is None or isinstance(zero, str) else _flat_floats(zero),
+        weights=weights if weights is None or isinstance(weights, str) else _flat_floats(weights),
         memory_per_task=parse_memory(memory_per_task),
     )
     if name is not None and (not isinstance(name, str) or not name):
@@ -433,23 +617,63 @@ def combine(
         exptime,
     )
 
-    # ---- scale factors: constant, from headers, or a lazy statistics pass
+    kconfig = _resolve_noise(config, inputs)
+
+    # ---- scale, zero, weights: constants, from headers, or a lazy statistics pass
     layers: dict[str, dict[Any, Any]] = {}
     layer_deps: dict[str, set[str]] = {}
     collections: list[da.Array] = []
-    scale_arg: Any = None
-    factors_name = None
-    if isinstance(config.scale, tuple):
-        scale_arg = np.asarray(config.scale)
-    elif config.scale == "exposure":
-        scale_arg = _factors(*inputs.exptimes(exptime))
-    elif config.scale in ("median", "mean"):
-        factors_name = _scale_graph(inputs, config, prefix, token, layers, layer_deps, collections)
-        scale_arg = (factors_name, 0)
+    labels = inputs.labels
+    sc, zc, wc = config.scale, config.zero, config.weights
+    const_scale: np.ndarray | None = None
+    if isinstance(sc, tuple):
+        const_scale = np.asarray(sc)
+    elif sc == "exposure":
+        const_scale = _scale_from_levels(inputs.exptimes(exptime), config.normalize, "exposure", labels)
+    elif isinstance(sc, str) and sc.startswith("!"):
+        # IRAF: the header value is the factor itself (relative to the first frame's)
+        keys = inputs.header_values(sc[1:], "scale")
+        const_scale = 1.0 / _scale_from_levels(keys, config.normalize, sc, labels)
+    const_zero: np.ndarray | None = np.asarray(zc) if isinstance(zc, tuple) else None
+    zero_keys = inputs.header_values(zc[1:], "zero") if isinstance(zc, str) and zc.startswith("!") else None
+    weights_used: np.ndarray | None = None
+    if isinstance(wc, tuple):
+        weights_used = np.asarray(wc)
+    elif wc == "exposure":
+        weights_used = inputs.exptimes(exptime)
+    elif isinstance(wc, str):
+        weights_used = inputs.header_values(wc[1:], "weights")
+    if weights_used is not None and not (np.all(weights_used >= 0) and np.any(weights_used > 0)):
+        raise ConfigError(f"weights {weights_used.tolist()} must be >= 0 with at least one > 0")
+    stats = tuple(k for k in ("median", "mean", "mode") if k in (sc, zc))
+    kconfig = kconfig.replace(
+        scale=None, zero=None, weights=None if weights_used is None else tuple(weights_used.tolist())
+    )
+    scale_arg: Any = const_scale
+    zero_arg: Any = None
+    levels_name = None
+    if stats:
+        levels_name = _levels_graph(
+            inputs, config, stats, const_scale, const_zero, zero_keys, prefix, token, layers, layer_deps, collections
+        )
+        scale_arg = (operator.getitem, (levels_name, 0), 0)
+        zero_arg = (operator.getitem, (levels_name, 0), 1)
+    else:
+        const_scale, const_zero = _resolve_levels(
+            None, None, (), config.normalize, const_scale, const_zero, zero_keys, labels
+        )
+        scale_arg, zero_arg = const_scale, const_zero
+    factors_name = levels_name
 
     use_files = inputs.readable_by_region and var_stack is None
     tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=not use_files)
+    if config.clip == "avsigclip" and tile[1] < inputs.shape[1]:
+        tile = (1, inputs.shape[1])  # IRAF estimates avsigclip's sigma factor per image row: whole rows
     ny, nx = inputs.shape
+    # grow: each tile is computed with a halo of ceil(grow) pixels (rejections of the neighbours)
+    halo = math.ceil(config.grow)
+    if halo:
+        tile = (max(tile[0], min(halo, ny)), tile[1] if tile[1] == nx else max(tile[1], min(halo, nx)))
     ys, xs = _starts(ny, tile[0]), _starts(nx, tile[1])
     tiles_name = f"{prefix}-{token}"
     tasks: dict[Any, Any] = {}
@@ -464,21 +688,39 @@ def combine(
                     slice(y0, y1),
                     slice(x0, x1),
                     scale_arg,
-                    config,
+                    kconfig,
                     want_var,
+                    halo,
+                    zero_arg,
                 )
     else:
         stack = inputs.as_stack(tile)
+        if var_stack is not None:
+            var_stack = var_stack.rechunk(stack.chunks)
+        if halo:
+            depth = {0: 0, 1: halo, 2: halo}
+            stack = da.overlap.overlap(stack, depth=depth, boundary="none")
+            if var_stack is not None:
+                var_stack = da.overlap.overlap(var_stack, depth=depth, boundary="none")
         collections.append(stack)
         tdeps.add(stack.name)
         if var_stack is not None:
-            var_stack = var_stack.rechunk(stack.chunks)
             collections.append(var_stack)
             tdeps.add(var_stack.name)
-        for i in range(len(ys)):
-            for j in range(len(xs)):
+        for i, (y0, y1) in enumerate(ys):
+            for j, (x0, x1) in enumerate(xs):
                 vkey = (var_stack.name, 0, i, j) if var_stack is not None else None
-                tasks[(tiles_name, i, j)] = (_tile_from_block, (stack.name, 0, i, j), vkey, scale_arg, config, want_var)
+                crop = (halo if i else 0, halo if j else 0, y1 - y0, x1 - x0) if halo else None
+                tasks[(tiles_name, i, j)] = (
+                    _tile_from_block,
+                    (stack.name, 0, i, j),
+                    vkey,
+                    scale_arg,
+                    kconfig,
+                    want_var,
+                    crop,
+                    zero_arg,
+                )
     layers[tiles_name] = tasks
     layer_deps[tiles_name] = tdeps
     chunks = (tuple(b - a for a, b in ys), tuple(b - a for a, b in xs))
@@ -499,11 +741,18 @@ def combine(
     data = output("data", _META2)
     count = output("count", _META_COUNT)
     var_out = output("variance", _META2) if want_var else None
-    factors = None
-    if factors_name is not None:
-        factors = da.Array(hlg, factors_name, chunks=((n,),), dtype=np.float64, meta=np.empty((0,), np.float64))
-    elif scale_arg is not None:
-        factors = np.asarray(scale_arg)
+
+    def per_frame(index: int, present: bool, const: Any) -> Any:
+        if levels_name is None:
+            return None if const is None else np.asarray(const)
+        if not present:
+            return None
+        return da.Array(
+            hlg, f"{levels_name}-{index}", chunks=((n,),), dtype=np.float64, meta=np.empty((0,), np.float64)
+        )
+
+    factors = per_frame(0, sc is not None, scale_arg)
+    zeros = per_frame(1, zc is not None, zero_arg)
     return CombineResult(
         data=data,
         count=count,
@@ -514,7 +763,42 @@ def combine(
         name=name,
         scale_factors=factors,
         variance_source=("planes" if var_stack is not None else "scatter" if want_var else None),
+        zero_offsets=zeros,
+        frame_weights=weights_used,
     )
+
+
+def _resolve_noise(config: CombineConfig, inputs: _Inputs) -> CombineConfig:
+    """The config with ``rdnoise``/``gain``/``snoise`` header keywords replaced by their values."""
+    names = [n for n in ("rdnoise", "gain", "snoise") if isinstance(getattr(config, n), str)]
+    if not names or config.clip not in ("ccdclip", "crreject"):
+        return config
+    if inputs.sources is None:
+        raise ConfigError(f"{', '.join(names)} name header keywords; with array frames give numbers")
+    from ..io import scan_file
+
+    values: dict[str, Any] = {}
+    for name in names:
+        key = getattr(config, name)
+        found: list[tuple[str, float]] = []
+        for src in inputs.sources:
+            info = next(h for h in scan_file(src.path) if h.index == src.hdu)
+            raw = info.header.get(key)
+            if raw is None:
+                raise ConfigError(f"{src.label}: no {key} in the header; {name}={key!r} needs it")
+            try:
+                found.append((src.label, float(raw)))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{src.label}: {key} = {raw!r} is not a number") from exc
+        first_label, first = found[0]
+        for label, v in found[1:]:
+            if v != first:
+                raise ConfigError(
+                    f"{label}: {key} = {v} differs from {first} in {first_label}; per-frame noise "
+                    "parameters are not supported, combine frames that share them"
+                )
+        values[name] = first
+    return config.replace(**values)
 
 
 def _graph(
@@ -533,38 +817,69 @@ def _graph(
     return HighLevelGraph(all_layers, all_deps)
 
 
-def _scale_graph(
+def _levels_graph(
     inputs: _Inputs,
     config: CombineConfig,
+    stats: tuple[str, ...],
+    const_scale: np.ndarray | None,
+    const_zero: np.ndarray | None,
+    zero_keys: np.ndarray | None,
     prefix: str,
     token: str,
     layers: dict[str, dict[Any, Any]],
     layer_deps: dict[str, set[str]],
     collections: list[da.Array],
 ) -> str:
-    """Add the layers computing one level per frame and the factors ``mean(levels) / level``."""
-    stat = config.scale
-    step = scale_sample_step(inputs.shape)
-    stat_name = f"{prefix}-scale-{stat}-{token}"
-    factors_name = f"{prefix}-scale-{token}"
+    """Add the layers computing each frame's statistics and the per-frame ``(scale, zero)``.
+
+    The statistics are taken on the fixed grid ``section[::s, ::s]`` of the ``statsec`` section
+    (``s`` from :func:`scale_sample_step` of the section's shape). The result's key
+    ``(name, 0)`` holds ``(scale, zero)``; ``(name-0, 0)`` and ``(name-1, 0)`` hold each alone.
+    """
+    ny, nx = inputs.shape
+    rows, cols = (slice(0, ny), slice(0, nx))
+    if config.statsec is not None:
+        rows, cols = parse_statsec(config.statsec)
+        if rows.stop > ny or cols.stop > nx:
+            raise ConfigError(f"statsec {config.statsec} lies outside the frames ({nx} x {ny} pixels, x by y)")
+    step = scale_sample_step((rows.stop - rows.start, cols.stop - cols.start))
+    stat_name = f"{prefix}-levels-{token}"
+    name = f"{prefix}-scale-{token}"
     tasks: dict[Any, Any] = {}
     if inputs.readable_by_region:
         assert inputs.sources is not None  # readable by region: files
-        nx = inputs.shape[1]
         band = max(step, (config.memory_per_task // (16 * nx)) // step * step)
         for i, src in enumerate(inputs.sources):
-            tasks[(stat_name, i)] = (_source_stat, src, stat, step, band, config)
+            tasks[(stat_name, i)] = (_source_levels, src, stats, rows, cols, step, band, config)
         layer_deps[stat_name] = set()
     else:
         if inputs.stack is None:
             assert inputs.sources is not None
             inputs.stack = da.stack([s.to_dask() for s in inputs.sources])
-        sample = inputs.stack[:, ::step, ::step].rechunk((1, -1, -1))
+        sample = inputs.stack[:, rows, cols][:, ::step, ::step].rechunk((1, -1, -1))
         collections.append(sample)
         for i in range(inputs.n):
-            tasks[(stat_name, i)] = (_array_stat, (operator.getitem, (sample.name, i, 0, 0), 0), stat, config, i)
+            tasks[(stat_name, i)] = (_array_levels, (operator.getitem, (sample.name, i, 0, 0), 0), stats, config, i)
         layer_deps[stat_name] = {sample.name}
     layers[stat_name] = tasks
-    layers[factors_name] = {(factors_name, 0): (_factors, *[(stat_name, i) for i in range(inputs.n)])}
-    layer_deps[factors_name] = {stat_name}
-    return factors_name
+    scale_kind = config.scale if config.scale in stats else None
+    zero_kind = config.zero if config.zero in stats else None
+    layers[name] = {
+        (name, 0): (
+            _resolve_levels,
+            scale_kind,
+            zero_kind,
+            stats,
+            config.normalize,
+            const_scale,
+            const_zero,
+            zero_keys,
+            inputs.labels,
+            *[(stat_name, i) for i in range(inputs.n)],
+        )
+    }
+    layer_deps[name] = {stat_name}
+    for index in (0, 1):
+        layers[f"{name}-{index}"] = {(f"{name}-{index}", 0): (operator.getitem, (name, 0), index)}
+        layer_deps[f"{name}-{index}"] = {name}
+    return name

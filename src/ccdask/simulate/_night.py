@@ -378,6 +378,16 @@ def _check_nonlinearity(value: object) -> float:
     return float(value)
 
 
+def _check_full_well(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) <= 1:
+        raise ConfigError(
+            f"simulate_night: full_well must be a fraction in (0, 1] of the range below SATURATE, got {value!r}"
+        )
+    return float(value)
+
+
 def _check_filters(filters: object) -> tuple[str, ...]:
     if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
         raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, got {filters!r}")
@@ -510,6 +520,7 @@ def simulate_night(
     scene: model.Scene | None = None,
     crosstalk: dict[tuple[str, str], float | tuple[float, float]] | None = None,
     nonlinearity: float | None = None,
+    full_well: float | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -565,6 +576,15 @@ def simulate_night(
         beta (1/ADU): every amplifier reads a signal of ``s`` ADU as ``s + beta s²`` (e.g.
         -5e-7: 1 % low at 20000 ADU); recorded in ``truth.json`` under ``nonlinearity``. Not with
         ``camera``. Default: linear.
+    full_well : float, optional
+        Bleed trails: every pixel of a science frame holds at most ``full_well`` times its
+        amplifier's range below SATURATE, ``full_well x (saturate - bias level) x gain``
+        electrons; the excess of a saturated star spills along its columns, filling the pixels
+        above and below to the full well (:func:`ccdask.simulate._model.bleed_charge`). The trail
+        pixels are recorded as ``"<chip>/<frame>/bleed"`` in ``truth.npz`` (the pixels left at the
+        full well, cores and trails, as ``"<chip>/<frame>/full_well"``) and the full wells in
+        ``truth.json`` under ``bleed``. A value in (0, 1] (below 1 the trails read below
+        SATURATE). Not with ``camera``. Default: no bleeding (pixels clip at SATURATE).
 
     Returns
     -------
@@ -592,15 +612,16 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
-        if crosstalk or nonlinearity:
+        if crosstalk or nonlinearity or full_well is not None:
             raise ConfigError(
-                "simulate_night: crosstalk and nonlinearity are injected in SIMCAM nights only; "
+                "simulate_night: crosstalk, nonlinearity and full_well are injected in SIMCAM nights only; "
                 "do not pass them with camera="
             )
     else:
         chips = _count("chips", 4 if chips is None else chips, 1, 64)
         amps = _count("amps", 2 if amps is None else amps, 1, 2)
         size = "small" if size is None else size
+        full_well = _check_full_well(full_well)
         if not isinstance(size, str) or size not in SIZES:
             raise ConfigError(f"simulate_night: size must be one of {sorted(SIZES)}, got {size!r}")
     nbias = _count("nbias", nbias, 0, 999)
@@ -632,7 +653,7 @@ def simulate_night(
             geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
             terms = _check_crosstalk(crosstalk, amps)
             beta = _check_nonlinearity(nonlinearity)
-            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta)
+            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta, full_well)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
@@ -650,6 +671,7 @@ def _generate(
     scene: model.Scene,
     crosstalk: tuple[tuple[int, int, float, float], ...] = (),
     nonlinearity: float = 0.0,
+    full_well: float | None = None,
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -716,6 +738,10 @@ def _generate(
                 exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
                 exposure.sky = rec["sky"]
                 exposure.stars = model.render_stars(geom, chip.index, stars, flux, rec["fwhm"])
+                if full_well is not None:
+                    exposure.charge, trail, full = model.bleed_charge(geom, chip, exposure, full_well)
+                    frame_arrays.append((f"{chip.name}/{rec['name']}/bleed.idx", trail))
+                    frame_arrays.append((f"{chip.name}/{rec['name']}/full_well.idx", full))
             rng = model.rng_for(seed, "chipframe", rec["name"], chip.index)
             pattern = mapped(f"{chip.name}/bias_pattern")
             raw, truth = model.render_chip(
@@ -751,6 +777,14 @@ def _generate(
     sio.write_npz(root / "truth.npz", entries())
     meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames, stars)
     meta["scene"] = scene.to_dict()
+    if full_well is not None:  # only when injected, like the crosstalk
+        meta["bleed"] = {
+            "full_well_fraction": full_well,
+            "full_well_e": {
+                c.name: dict(zip(model.AMP_NAMES, model.full_well(c, full_well).tolist(), strict=False))
+                for c in chip_models
+            },
+        }
     if nonlinearity:  # only when injected, like the crosstalk
         meta["nonlinearity"] = {"beta": nonlinearity, "model": "measured = s + beta s^2 (ADU)"}
     if crosstalk:  # only when injected, so the truth of other nights stays byte-identical

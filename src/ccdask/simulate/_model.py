@@ -555,6 +555,7 @@ class ChipExposure:
     stars: np.ndarray | None = None  # e- (science)
     cr_rate: float = CR_RATE  # cosmic-ray events per pixel per second
     charge: np.ndarray | None = None  # e-, the whole expected charge when given (bleed trails), replacing the above
+    well: np.ndarray | None = None  # e- per data column: no pixel holds more (flats of a night with a full well)
 
 
 def full_well(chip: ChipModel, fraction: float) -> np.ndarray:
@@ -667,6 +668,8 @@ def render_chip(
             del lam
         else:
             elec = np.zeros((r1 - r0, nx))
+        if exposure.well is not None:
+            np.minimum(elec, exposure.well[None, :], out=elec)
         if cr_idx is not None and cr_idx.size:
             lo, hi = np.searchsorted(cr_idx, [r0 * nx, r1 * nx])
             elec.ravel()[cr_idx[lo:hi] - r0 * nx] += cr_q[lo:hi]

@@ -388,6 +388,18 @@ def _check_full_well(value: object) -> float | None:
     return float(value)
 
 
+def _check_ptc_levels(value: object) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    try:
+        levels = tuple(float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        levels = ()
+    if not levels or len(levels) > 200 or not all(0 < v <= 1e6 for v in levels):
+        raise ConfigError(f"simulate_night: ptc_levels must be 1-200 levels in (0, 1e6] e-, got {value!r}")
+    return levels
+
+
 def _check_filters(filters: object) -> tuple[str, ...]:
     if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
         raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, got {filters!r}")
@@ -447,6 +459,7 @@ def _plan(
     dark_exptime: float,
     science_exptime: tuple[float, ...],
     scene: model.Scene,
+    ptc_levels: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
     """Frame records in observation order, with dates and per-frame conditions."""
     night = model.rng_for(seed, "night")
@@ -457,12 +470,16 @@ def _plan(
     specs += [("bias", None, i) for i in range(nbias)]
     specs += [("dark", None, i) for i in range(ndark)]
     specs += [("flat", f, i) for f in filters for i in range(nflat)]
+    specs += [("ptc", filters[0], i) for i in range(2 * len(ptc_levels))]
     specs += [("science", f, i) for f in filters for i in range(nscience)]
     frames = []
     clock = start
     last_kind = None
     for kind, filt, i in specs:
         name = f"{kind}_{i:03d}" if filt is None else f"{kind}_{filt}_{i:03d}"
+        level = None
+        if kind == "ptc":  # a pair of flats per level, at exactly the same illumination
+            name, level, kind = f"ptc_{i // 2:02d}{'ab'[i % 2]}", ptc_levels[i // 2], "flat"
         rng = model.rng_for(seed, "frame", name)
         if kind == "science" and last_kind != "science":
             clock += _dt.timedelta(seconds=int(night.integers(1800, 3600)))  # wait for dark
@@ -478,6 +495,9 @@ def _plan(
             rec["exptime"] = 0.0
         elif kind == "dark":
             rec["exptime"] = dark_exptime
+        elif kind == "flat" and level is not None:
+            rec["exptime"] = level / 1000.0
+            rec["flat_level"] = level
         elif kind == "flat":
             rec["exptime"] = round(float(rng.uniform(2.0, 8.0)), 1)
             rec["flat_level"] = float(rng.uniform(15000.0, 25000.0))
@@ -521,6 +541,7 @@ def simulate_night(
     crosstalk: dict[tuple[str, str], float | tuple[float, float]] | None = None,
     nonlinearity: float | None = None,
     full_well: float | None = None,
+    ptc_levels: Sequence[float] | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -584,7 +605,12 @@ def simulate_night(
         pixels are recorded as ``"<chip>/<frame>/bleed"`` in ``truth.npz`` (the pixels left at the
         full well, cores and trails, as ``"<chip>/<frame>/full_well"``) and the full wells in
         ``truth.json`` under ``bleed``. A value in (0, 1] (below 1 the trails read below
-        SATURATE). Not with ``camera``. Default: no bleeding (pixels clip at SATURATE).
+        SATURATE). Flats are held at the full well too. Not with ``camera``. Default: no
+        bleeding (pixels clip at SATURATE).
+    ptc_levels : sequence of float, optional
+        Pairs of flats for a photon-transfer curve: for each level (e- per pixel before the flat
+        response), two flats of the first filter named ``ptc_<k>a`` and ``ptc_<k>b``, exposed
+        ``level / 1000`` s (a lamp of 1000 e-/s), after the ordinary flats. Default: none.
 
     Returns
     -------
@@ -612,9 +638,9 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
-        if crosstalk or nonlinearity or full_well is not None:
+        if crosstalk or nonlinearity or full_well is not None or ptc_levels:
             raise ConfigError(
-                "simulate_night: crosstalk, nonlinearity and full_well are injected in SIMCAM nights only; "
+                "simulate_night: crosstalk, nonlinearity, full_well and ptc_levels are for SIMCAM nights only; "
                 "do not pass them with camera="
             )
     else:
@@ -624,6 +650,7 @@ def simulate_night(
         full_well = _check_full_well(full_well)
         if not isinstance(size, str) or size not in SIZES:
             raise ConfigError(f"simulate_night: size must be one of {sorted(SIZES)}, got {size!r}")
+    levels = _check_ptc_levels(ptc_levels)
     nbias = _count("nbias", nbias, 0, 999)
     ndark = _count("ndark", ndark, 0, 999)
     nflat = _count("nflat", nflat, 0, 999)
@@ -641,7 +668,7 @@ def simulate_night(
 
     root = Path(out_dir)
     raw_dir = _prepare_dirs(root, overwrite)
-    frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes, scene)
+    frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes, scene, levels)
 
     stage = Path(tempfile.mkdtemp(prefix=".simulate-", dir=root))
     try:
@@ -734,6 +761,8 @@ def _generate(
             if kind == "flat":
                 exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
                 exposure.flat_level = rec["flat_level"]
+                if full_well is not None:
+                    exposure.well = model.full_well(chip, full_well)[geom.col_amp()]
             elif kind == "science":
                 exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
                 exposure.sky = rec["sky"]

@@ -556,6 +556,26 @@ class ChipExposure:
     cr_rate: float = CR_RATE  # cosmic-ray events per pixel per second
     charge: np.ndarray | None = None  # e-, the whole expected charge when given (bleed trails), replacing the above
     well: np.ndarray | None = None  # e- per data column: no pixel holds more (flats of a night with a full well)
+    fringe: np.ndarray | None = None  # e-, additive like the sky (science frames of a night with fringes)
+
+
+def fringe_pattern(seed: int, geom: Geometry, k: int, filt: str) -> np.ndarray:
+    """The fringe pattern of ``filt`` on chip ``k`` (float32, data frame), of unit rms over the
+    focal plane: three warped waves of 12-30 px period drawn over the focal plane (the same for
+    every exposure in the filter; the exposure's amplitude multiplies it)."""
+    rng = rng_for(seed, "fringe-pattern", filt)
+    oy, ox = geom.origin(k)
+    y = (np.arange(geom.ny, dtype=np.float64) + oy)[:, None]
+    x = (np.arange(geom.nx, dtype=np.float64) + ox)[None, :]
+    out = np.zeros((geom.ny, geom.nx))
+    weights = rng.uniform(0.5, 1.0, 3)
+    for w in weights:
+        period, theta, phase = rng.uniform(12.0, 30.0), rng.uniform(0.0, math.pi), rng.uniform(0.0, 2 * math.pi)
+        wperiod, wtheta, wdepth = rng.uniform(150.0, 400.0), rng.uniform(0.0, math.pi), rng.uniform(0.5, 2.0)
+        warp = wdepth * np.sin(2 * math.pi * (x * math.cos(wtheta) + y * math.sin(wtheta)) / wperiod)
+        out += w * np.sin(2 * math.pi * (x * math.cos(theta) + y * math.sin(theta)) / period + phase + warp)
+    out /= math.sqrt(float(np.sum(weights**2)) / 2.0)
+    return out.astype(np.float32)
 
 
 def full_well(chip: ChipModel, fraction: float) -> np.ndarray:
@@ -580,6 +600,8 @@ def bleed_charge(
     lam = exposure.flat.astype(np.float64) * (exposure.flat_level + exposure.sky)
     if exposure.stars is not None:
         lam = (exposure.stars.astype(np.float64) + (exposure.flat_level + exposure.sky)) * exposure.flat
+    if exposure.fringe is not None:
+        lam += exposure.fringe * exposure.flat
     if exposure.dark is not None and exposure.exptime > 0:
         lam += exposure.dark.astype(np.float64) * exposure.exptime
     cap = full_well(chip, fraction)[geom.col_amp()]
@@ -660,6 +682,8 @@ def render_chip(
                 lam *= exposure.flat[rows]
             else:
                 lam = exposure.flat[rows].astype(np.float64) * illum
+            if exposure.fringe is not None:
+                lam += exposure.fringe[rows] * exposure.flat[rows]
         if exposure.dark is not None and exposure.exptime > 0 and exposure.charge is None:
             d = exposure.dark[rows].astype(np.float64) * exposure.exptime
             lam = d if lam is None else lam + d

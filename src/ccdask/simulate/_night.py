@@ -388,6 +388,20 @@ def _check_full_well(value: object) -> float | None:
     return float(value)
 
 
+def _check_fringe(value: object, filters: tuple[str, ...]) -> dict[str, float] | None:
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str) and k in filters and isinstance(v, (int, float)) and 0 < v <= 1e5 for k, v in value.items()
+    )
+    if not ok or not value:
+        raise ConfigError(
+            f"simulate_night: fringe must be a dict {{filter: amplitude in e-}} over the night's filters "
+            f"{list(filters)}, got {value!r}"
+        )
+    return {str(k): float(v) for k, v in value.items()}
+
+
 def _check_ptc_levels(value: object) -> tuple[float, ...]:
     if value is None:
         return ()
@@ -542,6 +556,7 @@ def simulate_night(
     nonlinearity: float | None = None,
     full_well: float | None = None,
     ptc_levels: Sequence[float] | None = None,
+    fringe: dict[str, float] | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -611,6 +626,13 @@ def simulate_night(
         Pairs of flats for a photon-transfer curve: for each level (e- per pixel before the flat
         response), two flats of the first filter named ``ptc_<k>a`` and ``ptc_<k>b``, exposed
         ``level / 1000`` s (a lamp of 1000 e-/s), after the ordinary flats. Default: none.
+    fringe : dict, optional
+        Fringes in the science frames: ``{filter: amplitude}`` (e-): every science frame of the
+        filter gains, like the sky (so multiplied by the flat response), a fixed pattern of unit
+        rms (:func:`ccdask.simulate._model.fringe_pattern`) times its own amplitude, drawn
+        uniformly within 0.6-1.4 times ``amplitude``. The amplitudes are recorded per frame
+        (``fringe_amplitude`` in the frame's record of ``truth.json``), the patterns as
+        ``"<chip>/fringe_<filter>"`` in ``truth.npz``. Not with ``camera``. Default: none.
 
     Returns
     -------
@@ -638,9 +660,9 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
-        if crosstalk or nonlinearity or full_well is not None or ptc_levels:
+        if crosstalk or nonlinearity or full_well is not None or ptc_levels or fringe:
             raise ConfigError(
-                "simulate_night: crosstalk, nonlinearity, full_well and ptc_levels are for SIMCAM nights only; "
+                "simulate_night: crosstalk, nonlinearity, full_well, ptc_levels and fringe are for SIMCAM nights only; "
                 "do not pass them with camera="
             )
     else:
@@ -656,6 +678,7 @@ def simulate_night(
     nflat = _count("nflat", nflat, 0, 999)
     nscience = _count("nscience", nscience, 0, 999)
     filters = _check_filters(filters)
+    fringes = _check_fringe(fringe, filters)
     seed = _count("seed", seed, 0, 2**63 - 1)
     dark_exptime = _seconds("dark_exptime", dark_exptime)
     exptimes = _check_exptimes(science_exptime)
@@ -680,7 +703,9 @@ def simulate_night(
             geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
             terms = _check_crosstalk(crosstalk, amps)
             beta = _check_nonlinearity(nonlinearity)
-            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta, full_well)
+            meta = _generate(
+                seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta, full_well, fringes
+            )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
@@ -699,6 +724,7 @@ def _generate(
     crosstalk: tuple[tuple[int, int, float, float], ...] = (),
     nonlinearity: float = 0.0,
     full_well: float | None = None,
+    fringe: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -743,6 +769,13 @@ def _generate(
         del flats
 
     stars = model.make_stars(seed, geom, scene.star_density)
+    for f in fringe or {}:
+        for chip in chip_models:
+            stage_array(f"{chip.name}/fringe_{f}", model.fringe_pattern(seed, geom, chip.index, f))
+    for rec in frames:
+        if fringe and rec["kind"] == "science" and rec["filter"] in fringe:
+            draw = model.rng_for(seed, "fringe", rec["name"]).uniform(0.6, 1.4)
+            rec["fringe_amplitude"] = float(fringe[rec["filter"]] * draw)
 
     # ---- frames, one at a time ----------------------------------------------------------------
     frame_arrays: list[tuple[str, np.ndarray]] = []
@@ -767,6 +800,10 @@ def _generate(
                 exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
                 exposure.sky = rec["sky"]
                 exposure.stars = model.render_stars(geom, chip.index, stars, flux, rec["fwhm"])
+                if "fringe_amplitude" in rec:
+                    exposure.fringe = mapped(f"{chip.name}/fringe_{rec['filter']}") * np.float32(
+                        rec["fringe_amplitude"]
+                    )
                 if full_well is not None:
                     exposure.charge, trail, full = model.bleed_charge(geom, chip, exposure, full_well)
                     frame_arrays.append((f"{chip.name}/{rec['name']}/bleed.idx", trail))

@@ -323,18 +323,20 @@ def ptc_from_files(
     consecutive pairs (a flat left without a partner is skipped). Layouts and exposure times
     come from the headers through the instrument profile (detected when not given).
     """
-    from ..catalog import Catalog
-    from ..io import open_frame
+    from ._files import entries_by_chip, read_chip
 
-    cats = {os.fspath(p): Catalog.scan([p], profile=profile, strict=True) for p in raw}
-    biases = [p for p, c in cats.items() if c.entries and c.entries[0].imagetyp == "bias"]
-    flats = [p for p, c in cats.items() if c.entries and c.entries[0].imagetyp == "flat"]
+    cats = {os.fspath(p): entries_by_chip([p], profile=profile) for p in raw}
+    first = {p: next(iter(c.values()))[0] if c else None for p, c in cats.items()}
+    biases = [p for p, e in first.items() if e is not None and e.imagetyp == "bias"]
+    flats = [p for p, e in first.items() if e is not None and e.imagetyp == "flat"]
     skipped = [p for p in cats if p not in biases and p not in flats]
     if len(biases) < 2:
         raise ConfigError(f"ptc: {len(biases)} bias(es) among the files; give at least two (the read noise)")
     by_time: dict[float, list[str]] = {}
     for p in flats:
-        t = cats[p].entries[0].exptime
+        head = first[p]
+        assert head is not None
+        t = head.exptime
         if t is None:
             raise ConfigError(f"{p}: no exposure time (needed to pair the flats and fit the linearity)")
         by_time.setdefault(float(t), []).append(p)
@@ -346,13 +348,12 @@ def ptc_from_files(
     if len(pair_files) < 3:
         raise ConfigError(f"ptc: {len(pair_files)} pair(s) of flats of equal exposure time; at least 3 are needed")
     out: list[AmpPtc] = []
-    for entry in cats[pair_files[0][0]].entries:
+    for chip, (entry, *_) in cats[pair_files[0][0]].items():
 
-        def load(path: str, _chip: str = entry.chip) -> np.ndarray:
-            match = [e for e in cats[path].entries if e.chip == _chip]
-            if not match:
+        def load(path: str, _chip: str = chip) -> np.ndarray:
+            if _chip not in cats[path]:
                 raise ConfigError(f"{path}: no chip {_chip!r}")
-            return np.asarray(open_frame(match[0].path, hdu=match[0].hdu).compute())
+            return read_chip(cats[path][_chip][0])
 
         pairs = [(load(a), load(b), t) for a, b, t in pair_files]
         out += ptc_from_arrays(

@@ -9,8 +9,9 @@ import pytest
 from astropy.io import fits
 
 from ccdask import reduce
-from ccdask.calibrate._fringe import fit_fringe_np, fringe_frame, source_mask_np, subtract_fringe, subtract_fringe_np
+from ccdask.calibrate._fringe import fit_fringe_np, source_mask_np, subtract_fringe, subtract_fringe_np
 from ccdask.errors import ConfigError
+from ccdask.night._fringe import fringe_frame
 from ccdask.simulate import simulate_night
 from tests.helpers import no_compute
 

@@ -1,10 +1,12 @@
-"""Cost of the signature corrections against the overscan subtraction of the same frame.
+"""Cost of the signature corrections and masks against the overscan subtraction of the same frame.
 
     .venv/bin/python benchmarks/bench_signatures.py --repeat 7
 
 One raw 4096 x 2048 chip with two amplifiers (SIMCAM layout: 32 overscan columns each side),
-uint16 values; the numpy forms run round-robin and the best time of each is kept. Ratios are to
-``subtract_overscan_np`` (median collapse, no model) on the same frame in the same run.
+uint16 values, with 40 bleed trails of 200 rows at 0.8 x SATURATE; the numpy forms (and the dask
+bleed mask, threaded, in chunks of 512 whole rows) run round-robin and the best time of each is
+kept. Ratios are to ``subtract_overscan_np`` (median collapse, no model) on the same frame in the
+same run. The fringe subtraction works on the trimmed 4096 x 2048 chip.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from __future__ import annotations
 import argparse
 import time
 
+import dask.array as da
 import numpy as np
 
+from ccdask.calibrate._bleed import bleed_mask, bleed_mask_np
 from ccdask.calibrate._crosstalk import correct_crosstalk_np, parse_crosstalk
+from ccdask.calibrate._fringe import FringeFit, FringeFrame, subtract_fringe_np
 from ccdask.calibrate._linearity import correct_linearity_np, parse_linearity
+from ccdask.calibrate._masks import saturation_mask_np
 from ccdask.calibrate._overscan import subtract_overscan_np
 from ccdask.profiles._layout import Amplifier, ChipLayout
 from ccdask.sections import Section
@@ -34,6 +40,7 @@ def _layout(ny: int, nx: int, nover: int) -> ChipLayout:
         sec(f"[1:{w},1:{ny}]"),
         biassec=sec(f"[1:{nover},1:{ny}]"),
         gain=1.5,
+        saturate=65000.0,
     )
     b = Amplifier(
         "B",
@@ -41,6 +48,7 @@ def _layout(ny: int, nx: int, nover: int) -> ChipLayout:
         sec(f"[{w + 1}:{nx},1:{ny}]"),
         biassec=sec(f"[{nover + nx + 1}:{nx + 2 * nover},1:{ny}]"),
         gain=1.6,
+        saturate=65000.0,
     )
     return ChipLayout("CCD1", shape, (a, b))
 
@@ -54,7 +62,22 @@ def main() -> None:
     rng = np.random.default_rng(1)
     raw = rng.normal(1500.0, 5.0, layout.raw_shape)
     raw[:, nover : nover + nx] += rng.poisson(800.0, (ny, nx))
+    for _ in range(40):  # bleed trails
+        y0, x0 = int(rng.integers(0, ny - 200)), nover + int(rng.integers(0, nx))
+        raw[y0 : y0 + 200, x0] = 52000.0
     raw = np.clip(np.rint(raw), 0, 65535).astype(np.uint16)
+    lazy_raw = da.from_array(raw, chunks=(512, raw.shape[1]))
+    trimmed = (ny, nx)
+    fringe = FringeFrame(
+        rng.normal(0.0, 40.0, trimmed).astype(np.float32),
+        np.full(trimmed, 300.0, np.float32),
+        np.full(trimmed, 5, np.int16),
+        5,
+        (1.0,) * 5,
+    )
+    fit = FringeFit(0.9, 0.01, 800.0, nx * ny, 1.0)
+    sci = rng.normal(800.0, 30.0, trimmed).astype(np.float32)
+    var = np.full(trimmed, 900.0, np.float32)
     xt = parse_crosstalk(
         {"crosstalk": [{"source": "A", "victim": "B", "linear": 4e-4}, {"source": "B", "victim": "A", "linear": -3e-4}]}
     )
@@ -80,6 +103,12 @@ def main() -> None:
         "correct_crosstalk_np, 2 quadratic terms": lambda: correct_crosstalk_np(raw, layout, xtq),
         "correct_linearity_np, polynomial": lambda: correct_linearity_np(sub, layout, poly),
         "correct_linearity_np, 200-point table": lambda: correct_linearity_np(sub, layout, table),
+        "saturation_mask_np (for comparison)": lambda: saturation_mask_np(raw, layout),
+        "bleed_mask_np, length 10, grow 1": lambda: bleed_mask_np(raw, layout, level=0.5, length=10, grow=1),
+        "bleed_mask (dask, threads), length 10, grow 1": lambda: bleed_mask(
+            lazy_raw, layout, level=0.5, length=10, grow=1
+        ).compute(scheduler="threads"),
+        "subtract_fringe_np": lambda: subtract_fringe_np(sci, var, fringe, fit),
     }
     best = {k: float("inf") for k in methods}
     for fn in methods.values():  # warm up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BAD", "COSMIC", "DQ_DTYPE", "INTERPOLATED", "NODATA", "SATURATED", "describe"]
+__all__ = ["BAD", "BLEED", "COSMIC", "DQ_DTYPE", "INTERPOLATED", "NODATA", "SATURATED", "describe"]
 
 DQ_DTYPE = np.uint16
 BAD = 1  #: static bad pixel (hot, dead, low response, user mask)
@@ -12,6 +12,7 @@ SATURATED = 2  #: saturated in the raw frame (full well / ADC)
 COSMIC = 4  #: cosmic-ray hit
 NODATA = 8  #: no data, no good inputs, or a non-finite value
 INTERPOLATED = 16  #: value replaced by interpolation of its neighbours
+BLEED = 32  #: in a bleed trail of a saturated star (see ccdask.calibrate._bleed; only when masks.bleed is on)
 
 _NAMES = {
     BAD: "bad pixel",
@@ -19,6 +20,7 @@ _NAMES = {
     COSMIC: "cosmic ray",
     NODATA: "no data",
     INTERPOLATED: "interpolated",
+    BLEED: "bleed trail",
 }
 
 

@@ -145,7 +145,9 @@ def test_dq_table_is_ccdask_dq():
 
     rows = _table_rows(_page("outputs.md"), "### DQ bits")
     documented = {int(value): name for _bit, value, name, _when in rows}
-    actual = {bit: dq.describe(bit)[0] for bit in (dq.BAD, dq.SATURATED, dq.COSMIC, dq.NODATA, dq.INTERPOLATED)}
+    actual = {
+        bit: dq.describe(bit)[0] for bit in (dq.BAD, dq.SATURATED, dq.COSMIC, dq.NODATA, dq.INTERPOLATED, dq.BLEED)
+    }
     assert documented == actual
     for bit_index, value, _name, _when in rows:
         assert int(value) == 1 << int(bit_index)

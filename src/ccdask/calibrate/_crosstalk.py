@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +54,7 @@ from ..errors import ConfigError, ShapeMismatchError
 from ..profiles._layout import Amplifier, ChipLayout
 from ..utils import MAD_TO_SIGMA, atomic_write_text
 from ..utils._options import ConfigBase, option
+from ._files import entries_by_chip, load_table, read_chip
 from ._regions import block_location, rect_of, whole_block
 
 __all__ = [
@@ -186,23 +185,9 @@ def parse_crosstalk(doc: dict[str, Any], *, source: str = "<dict>") -> Crosstalk
     return CrosstalkTable(tuple(terms), source)
 
 
-@cache
-def _load_cached(path: str, mtime_ns: int, size: int) -> CrosstalkTable:
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the crosstalk coefficients: {exc}") from exc
-    return parse_crosstalk(doc, source=path)
-
-
 def load_crosstalk(path: str | os.PathLike[str]) -> CrosstalkTable:
     """The coefficient table of a TOML file (cached per path, modification time and size)."""
-    p = os.fspath(path)
-    try:
-        st = os.stat(p)
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the crosstalk coefficients: {exc.strerror or exc}") from exc
-    return _load_cached(p, st.st_mtime_ns, st.st_size)
+    return load_table(path, parse_crosstalk, "crosstalk coefficients")
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,21 +588,16 @@ def measure_crosstalk_files(
     sigma: float = 3.0,
 ) -> list[CrosstalkFit]:
     """:func:`measure_crosstalk` for every chip of raw FITS files (layouts from the profile)."""
-    from ..catalog import Catalog
-    from ..io import open_frame
-
-    if not paths:
-        raise ConfigError("measure_crosstalk_files: no raw files given")
-    cat = Catalog.scan([os.fspath(p) for p in paths], profile=profile, strict=True)
-    by_chip: dict[str, list[Any]] = {}
-    for e in cat.entries:
-        if e.layout.namps > 1:
-            by_chip.setdefault(e.chip, []).append(e)
+    by_chip = {
+        chip: entries
+        for chip, entries in entries_by_chip(paths, profile=profile).items()
+        if entries[0].layout.namps > 1
+    }
     if not by_chip:
         raise ConfigError("measure_crosstalk_files: no chip of these files has more than one amplifier")
     out: list[CrosstalkFit] = []
     for entries in by_chip.values():
-        raws = [np.asarray(open_frame(e.path, hdu=e.hdu).compute()) for e in entries]
+        raws = [read_chip(e) for e in entries]
         out.extend(measure_crosstalk(raws, entries[0].layout, threshold=threshold, quadratic=quadratic, sigma=sigma))
     return out
 

@@ -402,14 +402,12 @@ def gain_from_files(
     list of GainResult
         One per chip, in file order.
     """
-    from ..catalog import Catalog
-    from ..io import open_frame
+    from ._files import entries_by_chip
 
     paths = [flat1, flat2, bias1, bias2]
-    cats = [Catalog.scan([p], profile=profile, strict=True) for p in paths]
     per_file = []
-    for p, cat in zip(paths, cats, strict=True):
-        entries = list(cat.entries)
+    for p in paths:
+        entries = [e for chip_entries in entries_by_chip([p], profile=profile).values() for e in chip_entries]
         if hdu is not None:
             entries = [
                 e
@@ -430,7 +428,9 @@ def gain_from_files(
             if not match:
                 raise ConfigError(f"{os.fspath(p)}: no chip {chip!r} (it has {', '.join(e.chip for e in entries)})")
             group.append(match[0])
-        arrays = [open_frame(e.path, hdu=e.hdu) for e in group]
+        from ._files import read_chip
+
+        arrays = [read_chip(e) for e in group]
         results.append(
             gain_from_pairs(
                 *arrays, layout=group[0].layout, section=section, line_offsets=line_offsets, sigma=sigma, chip=chip

@@ -24,9 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import tomllib
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ import numpy as np
 from ..errors import ConfigError, ShapeMismatchError
 from ..profiles._layout import ChipLayout
 from ..utils._options import ConfigBase, option
+from ._files import load_table
 from ._regions import block_location, local_slices, rect_of, whole_block
 
 __all__ = [
@@ -182,23 +181,9 @@ def parse_linearity(doc: dict[str, Any], *, source: str = "<dict>") -> Linearity
     return LinearityTable(tuple(curves), source)
 
 
-@cache
-def _load_cached(path: str, mtime_ns: int, size: int) -> LinearityTable:
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the linearity curves: {exc}") from exc
-    return parse_linearity(doc, source=path)
-
-
 def load_linearity(path: str | os.PathLike[str]) -> LinearityTable:
     """The curves of a TOML file (cached per path, modification time and size)."""
-    p = os.fspath(path)
-    try:
-        st = os.stat(p)
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the linearity curves: {exc.strerror or exc}") from exc
-    return _load_cached(p, st.st_mtime_ns, st.st_size)
+    return load_table(path, parse_linearity, "linearity curves")
 
 
 def _kernel(block: np.ndarray, items: tuple[Any, ...], block_info: dict[Any, Any] | None = None) -> np.ndarray:

@@ -9,7 +9,8 @@ therefore identical for any chunking, and equal to the eager scipy/numpy computa
 whole frame (the tests check both).
 
 The bits of the DQ plane are those of :mod:`ccdask.dq`: BAD=1 (hot, dead/low, user mask),
-SATURATED=2, COSMIC=4, NODATA=8 (non-finite or no good input), INTERPOLATED=16.
+SATURATED=2, COSMIC=4, NODATA=8 (non-finite or no good input), INTERPOLATED=16, BLEED=32
+(bleed trails, :mod:`ccdask.calibrate._bleed`).
 
 Examples
 --------
@@ -118,6 +119,28 @@ class MaskConfig(ConfigBase):
     saturation_grow: int = option(
         0,
         "grow saturated regions by this many pixels (square dilation)",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
+    )
+    bleed: bool = option(
+        False, "flag bleed trails of saturated stars (DQ bit 32): long runs of bright pixels along the readout columns"
+    )
+    bleed_level: float = option(
+        0.5,
+        "a pixel can belong to a bleed trail when its raw value is at least this fraction of its amplifier's "
+        "saturation level",
+        check=lambda v: 0 < v <= 1,
+        why="must lie in (0, 1]",
+    )
+    bleed_length: int = option(
+        10,
+        "minimum length of a bleed trail along the column (pixels); stars are shorter above the level",
+        check=lambda v: v >= 2,
+        why="must be at least 2",
+    )
+    bleed_grow: int = option(
+        1,
+        "grow bleed trails by this many pixels (square dilation)",
         check=lambda v: v >= 0,
         why="must be zero or positive",
     )
@@ -578,13 +601,14 @@ def build_dq(
     nodata: da.Array | None = None,
     interpolated: da.Array | None = None,
     base: da.Array | None = None,
+    bleed: da.Array | None = None,
 ) -> da.Array:
     """Combine boolean masks into a ``uint16`` DQ plane (bits of :mod:`ccdask.dq`).
 
     Parameters
     ----------
-    bad, saturated, cosmic, nodata, interpolated : dask.array.Array, optional
-        Boolean masks for bits 1, 2, 4, 8 and 16; None leaves the bit unset.
+    bad, saturated, cosmic, nodata, interpolated, bleed : dask.array.Array, optional
+        Boolean masks for bits 1, 2, 4, 8, 16 and 32; None leaves the bit unset.
     base : dask.array.Array, optional
         An existing DQ plane to OR the new bits into.
 
@@ -600,7 +624,7 @@ def build_dq(
     ConfigError
         Nothing was given.
     """
-    given, base_arr = _dq_planes(da.asarray, bad, saturated, cosmic, nodata, interpolated, base)
+    given, base_arr = _dq_planes(da.asarray, bad, saturated, cosmic, nodata, interpolated, base, bleed)
     return _or_bits(given, base_arr)
 
 
@@ -612,14 +636,15 @@ def build_dq_np(
     nodata: np.ndarray | None = None,
     interpolated: np.ndarray | None = None,
     base: np.ndarray | None = None,
+    bleed: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`build_dq` on masks held in memory."""
-    given, base_arr = _dq_planes(np.asarray, bad, saturated, cosmic, nodata, interpolated, base)
+    given, base_arr = _dq_planes(np.asarray, bad, saturated, cosmic, nodata, interpolated, base, bleed)
     return _or_bits(given, base_arr)
 
 
 def _dq_planes(
-    asarray: Any, bad: Any, saturated: Any, cosmic: Any, nodata: Any, interpolated: Any, base: Any
+    asarray: Any, bad: Any, saturated: Any, cosmic: Any, nodata: Any, interpolated: Any, base: Any, bleed: Any = None
 ) -> tuple[list[tuple[Any, int]], Any]:
     planes = [
         (bad, dqbits.BAD),
@@ -627,6 +652,7 @@ def _dq_planes(
         (cosmic, dqbits.COSMIC),
         (nodata, dqbits.NODATA),
         (interpolated, dqbits.INTERPOLATED),
+        (bleed, dqbits.BLEED),
     ]
     given = [(asarray(m), bit) for m, bit in planes if m is not None]
     if base is None and not given:

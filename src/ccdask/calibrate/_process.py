@@ -38,6 +38,7 @@ from ._arith import (
     subtract_dark_np,
 )
 from ._assemble import assemble, assemble_np
+from ._bleed import bleed_history, bleed_mask, bleed_mask_np
 from ._config import OverscanConfig
 from ._cosmics import CosmicConfig, clean_arrays_np, clean_frame, cosmic_step, frame_read_noise
 from ._crosstalk import CrosstalkConfig, correct_crosstalk, correct_crosstalk_np, crosstalk_history, load_crosstalk
@@ -129,6 +130,7 @@ class _Lazy:
     """The steps as dask graph builders (the dask form of each step)."""
 
     saturation = staticmethod(saturation_mask)
+    bleed = staticmethod(bleed_mask)
     crosstalk = staticmethod(correct_crosstalk)
     linearity = staticmethod(correct_linearity)
     subtract_overscan = staticmethod(subtract_overscan)
@@ -170,6 +172,7 @@ class _Eager:
     """The same steps on numpy arrays: one whole chip in memory, nothing lazy."""
 
     saturation = staticmethod(saturation_mask_np)
+    bleed = staticmethod(bleed_mask_np)
     crosstalk = staticmethod(correct_crosstalk_np)
     linearity = staticmethod(correct_linearity_np)
     subtract_overscan = staticmethod(subtract_overscan_np)
@@ -243,6 +246,12 @@ def _chain(
         return m.label if isinstance(m, _Arrays) else m.meta.get("label", "master")
 
     saturated = ops.saturation(raw, layout, grow=cfg.masks.saturation_grow)
+    bleed = None
+    if cfg.masks.bleed:  # raw ADU like the saturation; DQ bit 32, treated as saturated from here on
+        m = cfg.masks
+        bleed = ops.bleed(raw, layout, level=m.bleed_level, length=m.bleed_length, grow=m.bleed_grow)
+        history.append(bleed_history(m.bleed_level, m.bleed_length, m.bleed_grow))
+    full = saturated if bleed is None else (saturated | bleed)
     if cfg.crosstalk.file is not None:  # raw ADU, before the overscan; saturation stays that of the raw frame
         table = load_crosstalk(cfg.crosstalk.file)
         raw = ops.crosstalk(raw, layout, table)
@@ -288,18 +297,18 @@ def _chain(
         history.append(f"flat: {label('flat')}, min_value={cfg.flat_min_value:g}")
 
     if role in ("dark", "flat"):
-        sci = ops.where(saturated, np.float32(np.nan), sci)
-        var = ops.where(saturated, np.float32(np.nan), var)
+        sci = ops.where(full, np.float32(np.nan), sci)
+        var = ops.where(full, np.float32(np.nan), var)
     if low is not None:
         bad = low if bad is None else (bad | low)
     nodata = ~ops.isfinite(sci)
-    dqa = ops.build_dq(bad=bad, saturated=saturated, nodata=nodata).astype(DQ.DQ_DTYPE)
+    dqa = ops.build_dq(bad=bad, saturated=saturated, nodata=nodata, bleed=bleed).astype(DQ.DQ_DTYPE)
     if role == "science" and cfg.cosmics.method != "none":
         stats["cosmics"] = {}
-        sci, dqa = ops.cosmics(sci, var, dqa, cfg.cosmics, saturated, layout, stats["cosmics"])
+        sci, dqa = ops.cosmics(sci, var, dqa, cfg.cosmics, full, layout, stats["cosmics"])
         history.append(cosmic_step(cfg.cosmics))
     if role == "science" and cfg.masks.interpolate:
-        to_fix = (dqa & np.uint16(DQ.BAD | DQ.COSMIC | DQ.SATURATED)) != 0
+        to_fix = (dqa & np.uint16(DQ.BAD | DQ.COSMIC | DQ.SATURATED | DQ.BLEED)) != 0
         sci, done = ops.interpolate_bad(sci, to_fix, size=cfg.masks.interpolate_size)
         dqa = dqa | (done.astype(DQ.DQ_DTYPE) * DQ.DQ_DTYPE(DQ.INTERPOLATED))
         history.append(

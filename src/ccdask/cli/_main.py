@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "show, per chip, the profile, layout and amplifiers ccdask finds, and where each fact came from",
     ),
     "profile": ("ccdask.cli._profile", "write a starting instrument profile from a raw file"),
+    "ptc": ("ccdask.cli._ptc", "photon-transfer curve: gain, read noise, turn-off and linearity per amplifier"),
 }
 
 

@@ -177,6 +177,9 @@ class StageContext:
             "read_noise": self.cfg.read_noise,
             "masks": {"saturation_grow": self.cfg.masks.saturation_grow},
         }
+        m = self.cfg.masks
+        if m.bleed:  # bleed trails blank pixels of darks and flats; only when on, so other keys stay as they were
+            out["masks"]["bleed"] = {"level": m.bleed_level, "length": m.bleed_length, "grow": m.bleed_grow}
         if self.cfg.crosstalk.file is not None:  # only when used, so the keys of other nights stay as they were
             from ..calibrate._crosstalk import load_crosstalk
 

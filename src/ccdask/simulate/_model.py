@@ -554,6 +554,77 @@ class ChipExposure:
     sky: float = 0.0  # e- (science)
     stars: np.ndarray | None = None  # e- (science)
     cr_rate: float = CR_RATE  # cosmic-ray events per pixel per second
+    charge: np.ndarray | None = None  # e-, the whole expected charge when given (bleed trails), replacing the above
+    well: np.ndarray | None = None  # e- per data column: no pixel holds more (flats of a night with a full well)
+    fringe: np.ndarray | None = None  # e-, additive like the sky (science frames of a night with fringes)
+
+
+def fringe_pattern(seed: int, geom: Geometry, k: int, filt: str) -> np.ndarray:
+    """The fringe pattern of ``filt`` on chip ``k`` (float32, data frame), of unit rms over the
+    focal plane: three warped waves of 12-30 px period drawn over the focal plane (the same for
+    every exposure in the filter; the exposure's amplitude multiplies it)."""
+    rng = rng_for(seed, "fringe-pattern", filt)
+    oy, ox = geom.origin(k)
+    y = (np.arange(geom.ny, dtype=np.float64) + oy)[:, None]
+    x = (np.arange(geom.nx, dtype=np.float64) + ox)[None, :]
+    out = np.zeros((geom.ny, geom.nx))
+    weights = rng.uniform(0.5, 1.0, 3)
+    for w in weights:
+        period, theta, phase = rng.uniform(12.0, 30.0), rng.uniform(0.0, math.pi), rng.uniform(0.0, 2 * math.pi)
+        wperiod, wtheta, wdepth = rng.uniform(150.0, 400.0), rng.uniform(0.0, math.pi), rng.uniform(0.5, 2.0)
+        warp = wdepth * np.sin(2 * math.pi * (x * math.cos(wtheta) + y * math.sin(wtheta)) / wperiod)
+        out += w * np.sin(2 * math.pi * (x * math.cos(theta) + y * math.sin(theta)) / period + phase + warp)
+    out /= math.sqrt(float(np.sum(weights**2)) / 2.0)
+    return out.astype(np.float32)
+
+
+def full_well(chip: ChipModel, fraction: float) -> np.ndarray:
+    """Full well (e-) of each amplifier of ``chip``: ``fraction`` of its range below SATURATE."""
+    return np.array([fraction * (a.saturate - a.bias_level) * a.gain for a in chip.amps])
+
+
+def bleed_charge(
+    geom: Geometry, chip: ChipModel, exposure: ChipExposure, fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The expected charge of a science exposure (e-, float64, data frame) with bleed trails,
+    the sorted flat indices of the trail pixels (those the spilled charge raised) and those of
+    the pixels left at the full well (the stars' cores and the filled part of the trails).
+
+    The expected charge is ``(stars + sky) x flat + dark x t``, as :func:`render_chip` makes it.
+    Each pixel holds at most its amplifier's full well (:func:`full_well`); the excess of every
+    run of overfull pixels along a column flows half up and half down the column, through full
+    pixels, filling the next pixels to the full well until it is spent (what reaches the chip's
+    edge is lost).
+    """
+    assert exposure.flat is not None
+    lam = exposure.flat.astype(np.float64) * (exposure.flat_level + exposure.sky)
+    if exposure.stars is not None:
+        lam = (exposure.stars.astype(np.float64) + (exposure.flat_level + exposure.sky)) * exposure.flat
+    if exposure.fringe is not None:
+        lam += exposure.fringe * exposure.flat
+    if exposure.dark is not None and exposure.exptime > 0:
+        lam += exposure.dark.astype(np.float64) * exposure.exptime
+    cap = full_well(chip, fraction)[geom.col_amp()]
+    trail = np.zeros(lam.shape, dtype=bool)
+    for x in np.flatnonzero((lam > cap[None, :]).any(axis=0)):
+        col, c = lam[:, x], cap[x]
+        over = col > c
+        edges = np.diff(np.concatenate(([0], over.astype(np.int8), [0])))
+        for y0, y1 in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            excess = float(np.sum(col[y0:y1] - c))
+            col[y0:y1] = c
+            for start, step in ((y1, 1), (y0 - 1, -1)):
+                left = excess / 2
+                y = start
+                while left > 0 and 0 <= y < col.size:
+                    room = c - col[y]
+                    if room > 0:
+                        add = min(room, left)
+                        col[y] += add
+                        left -= add
+                        trail[y, x] = True
+                    y += step
+    return lam, np.flatnonzero(trail), np.flatnonzero(lam >= cap[None, :])
 
 
 def render_chip(
@@ -601,7 +672,9 @@ def render_chip(
         r1 = min(ny, r0 + STRIP_ROWS)
         rows = slice(r0, r1)
         lam = None
-        if exposure.flat is not None:
+        if exposure.charge is not None:
+            lam = exposure.charge[rows].astype(np.float64)
+        elif exposure.flat is not None:
             illum = exposure.flat_level + exposure.sky
             if exposure.stars is not None:
                 lam = exposure.stars[rows].astype(np.float64)
@@ -609,7 +682,9 @@ def render_chip(
                 lam *= exposure.flat[rows]
             else:
                 lam = exposure.flat[rows].astype(np.float64) * illum
-        if exposure.dark is not None and exposure.exptime > 0:
+            if exposure.fringe is not None:
+                lam += exposure.fringe[rows] * exposure.flat[rows]
+        if exposure.dark is not None and exposure.exptime > 0 and exposure.charge is None:
             d = exposure.dark[rows].astype(np.float64) * exposure.exptime
             lam = d if lam is None else lam + d
         if lam is not None:
@@ -617,6 +692,8 @@ def render_chip(
             del lam
         else:
             elec = np.zeros((r1 - r0, nx))
+        if exposure.well is not None:
+            np.minimum(elec, exposure.well[None, :], out=elec)
         if cr_idx is not None and cr_idx.size:
             lo, hi = np.searchsorted(cr_idx, [r0 * nx, r1 * nx])
             elec.ravel()[cr_idx[lo:hi] - r0 * nx] += cr_q[lo:hi]

@@ -378,6 +378,42 @@ def _check_nonlinearity(value: object) -> float:
     return float(value)
 
 
+def _check_full_well(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) <= 1:
+        raise ConfigError(
+            f"simulate_night: full_well must be a fraction in (0, 1] of the range below SATURATE, got {value!r}"
+        )
+    return float(value)
+
+
+def _check_fringe(value: object, filters: tuple[str, ...]) -> dict[str, float] | None:
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str) and k in filters and isinstance(v, (int, float)) and 0 < v <= 1e5 for k, v in value.items()
+    )
+    if not ok or not value:
+        raise ConfigError(
+            f"simulate_night: fringe must be a dict {{filter: amplitude in e-}} over the night's filters "
+            f"{list(filters)}, got {value!r}"
+        )
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _check_ptc_levels(value: object) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    try:
+        levels = tuple(float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        levels = ()
+    if not levels or len(levels) > 200 or not all(0 < v <= 1e6 for v in levels):
+        raise ConfigError(f"simulate_night: ptc_levels must be 1-200 levels in (0, 1e6] e-, got {value!r}")
+    return levels
+
+
 def _check_filters(filters: object) -> tuple[str, ...]:
     if isinstance(filters, str) or not isinstance(filters, Sequence) or not filters:
         raise ConfigError(f"simulate_night: filters must be a non-empty sequence of names, got {filters!r}")
@@ -437,6 +473,7 @@ def _plan(
     dark_exptime: float,
     science_exptime: tuple[float, ...],
     scene: model.Scene,
+    ptc_levels: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
     """Frame records in observation order, with dates and per-frame conditions."""
     night = model.rng_for(seed, "night")
@@ -447,12 +484,16 @@ def _plan(
     specs += [("bias", None, i) for i in range(nbias)]
     specs += [("dark", None, i) for i in range(ndark)]
     specs += [("flat", f, i) for f in filters for i in range(nflat)]
+    specs += [("ptc", filters[0], i) for i in range(2 * len(ptc_levels))]
     specs += [("science", f, i) for f in filters for i in range(nscience)]
     frames = []
     clock = start
     last_kind = None
     for kind, filt, i in specs:
         name = f"{kind}_{i:03d}" if filt is None else f"{kind}_{filt}_{i:03d}"
+        level = None
+        if kind == "ptc":  # a pair of flats per level, at exactly the same illumination
+            name, level, kind = f"ptc_{i // 2:02d}{'ab'[i % 2]}", ptc_levels[i // 2], "flat"
         rng = model.rng_for(seed, "frame", name)
         if kind == "science" and last_kind != "science":
             clock += _dt.timedelta(seconds=int(night.integers(1800, 3600)))  # wait for dark
@@ -468,6 +509,9 @@ def _plan(
             rec["exptime"] = 0.0
         elif kind == "dark":
             rec["exptime"] = dark_exptime
+        elif kind == "flat" and level is not None:
+            rec["exptime"] = level / 1000.0
+            rec["flat_level"] = level
         elif kind == "flat":
             rec["exptime"] = round(float(rng.uniform(2.0, 8.0)), 1)
             rec["flat_level"] = float(rng.uniform(15000.0, 25000.0))
@@ -510,6 +554,9 @@ def simulate_night(
     scene: model.Scene | None = None,
     crosstalk: dict[tuple[str, str], float | tuple[float, float]] | None = None,
     nonlinearity: float | None = None,
+    full_well: float | None = None,
+    ptc_levels: Sequence[float] | None = None,
+    fringe: dict[str, float] | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -565,6 +612,27 @@ def simulate_night(
         beta (1/ADU): every amplifier reads a signal of ``s`` ADU as ``s + beta s²`` (e.g.
         -5e-7: 1 % low at 20000 ADU); recorded in ``truth.json`` under ``nonlinearity``. Not with
         ``camera``. Default: linear.
+    full_well : float, optional
+        Bleed trails: every pixel of a science frame holds at most ``full_well`` times its
+        amplifier's range below SATURATE, ``full_well x (saturate - bias level) x gain``
+        electrons; the excess of a saturated star spills along its columns, filling the pixels
+        above and below to the full well (:func:`ccdask.simulate._model.bleed_charge`). The trail
+        pixels are recorded as ``"<chip>/<frame>/bleed"`` in ``truth.npz`` (the pixels left at the
+        full well, cores and trails, as ``"<chip>/<frame>/full_well"``) and the full wells in
+        ``truth.json`` under ``bleed``. A value in (0, 1] (below 1 the trails read below
+        SATURATE). Flats are held at the full well too. Not with ``camera``. Default: no
+        bleeding (pixels clip at SATURATE).
+    ptc_levels : sequence of float, optional
+        Pairs of flats for a photon-transfer curve: for each level (e- per pixel before the flat
+        response), two flats of the first filter named ``ptc_<k>a`` and ``ptc_<k>b``, exposed
+        ``level / 1000`` s (a lamp of 1000 e-/s), after the ordinary flats. Default: none.
+    fringe : dict, optional
+        Fringes in the science frames: ``{filter: amplitude}`` (e-): every science frame of the
+        filter gains, like the sky (so multiplied by the flat response), a fixed pattern of unit
+        rms (:func:`ccdask.simulate._model.fringe_pattern`) times its own amplitude, drawn
+        uniformly within 0.6-1.4 times ``amplitude``. The amplitudes are recorded per frame
+        (``fringe_amplitude`` in the frame's record of ``truth.json``), the patterns as
+        ``"<chip>/fringe_<filter>"`` in ``truth.npz``. Not with ``camera``. Default: none.
 
     Returns
     -------
@@ -592,22 +660,25 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
-        if crosstalk or nonlinearity:
+        if crosstalk or nonlinearity or full_well is not None or ptc_levels or fringe:
             raise ConfigError(
-                "simulate_night: crosstalk and nonlinearity are injected in SIMCAM nights only; "
+                "simulate_night: crosstalk, nonlinearity, full_well, ptc_levels and fringe are for SIMCAM nights only; "
                 "do not pass them with camera="
             )
     else:
         chips = _count("chips", 4 if chips is None else chips, 1, 64)
         amps = _count("amps", 2 if amps is None else amps, 1, 2)
         size = "small" if size is None else size
+        full_well = _check_full_well(full_well)
         if not isinstance(size, str) or size not in SIZES:
             raise ConfigError(f"simulate_night: size must be one of {sorted(SIZES)}, got {size!r}")
+    levels = _check_ptc_levels(ptc_levels)
     nbias = _count("nbias", nbias, 0, 999)
     ndark = _count("ndark", ndark, 0, 999)
     nflat = _count("nflat", nflat, 0, 999)
     nscience = _count("nscience", nscience, 0, 999)
     filters = _check_filters(filters)
+    fringes = _check_fringe(fringe, filters)
     seed = _count("seed", seed, 0, 2**63 - 1)
     dark_exptime = _seconds("dark_exptime", dark_exptime)
     exptimes = _check_exptimes(science_exptime)
@@ -620,7 +691,7 @@ def simulate_night(
 
     root = Path(out_dir)
     raw_dir = _prepare_dirs(root, overwrite)
-    frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes, scene)
+    frames = _plan(seed, nbias, ndark, nflat, nscience, filters, dark_exptime, exptimes, scene, levels)
 
     stage = Path(tempfile.mkdtemp(prefix=".simulate-", dir=root))
     try:
@@ -632,7 +703,9 @@ def simulate_night(
             geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
             terms = _check_crosstalk(crosstalk, amps)
             beta = _check_nonlinearity(nonlinearity)
-            meta = _generate(seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta)
+            meta = _generate(
+                seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta, full_well, fringes
+            )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
@@ -650,6 +723,8 @@ def _generate(
     scene: model.Scene,
     crosstalk: tuple[tuple[int, int, float, float], ...] = (),
     nonlinearity: float = 0.0,
+    full_well: float | None = None,
+    fringe: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -694,6 +769,13 @@ def _generate(
         del flats
 
     stars = model.make_stars(seed, geom, scene.star_density)
+    for f in fringe or {}:
+        for chip in chip_models:
+            stage_array(f"{chip.name}/fringe_{f}", model.fringe_pattern(seed, geom, chip.index, f))
+    for rec in frames:
+        if fringe and rec["kind"] == "science" and rec["filter"] in fringe:
+            draw = model.rng_for(seed, "fringe", rec["name"]).uniform(0.6, 1.4)
+            rec["fringe_amplitude"] = float(fringe[rec["filter"]] * draw)
 
     # ---- frames, one at a time ----------------------------------------------------------------
     frame_arrays: list[tuple[str, np.ndarray]] = []
@@ -712,10 +794,20 @@ def _generate(
             if kind == "flat":
                 exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
                 exposure.flat_level = rec["flat_level"]
+                if full_well is not None:
+                    exposure.well = model.full_well(chip, full_well)[geom.col_amp()]
             elif kind == "science":
                 exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
                 exposure.sky = rec["sky"]
                 exposure.stars = model.render_stars(geom, chip.index, stars, flux, rec["fwhm"])
+                if "fringe_amplitude" in rec:
+                    exposure.fringe = mapped(f"{chip.name}/fringe_{rec['filter']}") * np.float32(
+                        rec["fringe_amplitude"]
+                    )
+                if full_well is not None:
+                    exposure.charge, trail, full = model.bleed_charge(geom, chip, exposure, full_well)
+                    frame_arrays.append((f"{chip.name}/{rec['name']}/bleed.idx", trail))
+                    frame_arrays.append((f"{chip.name}/{rec['name']}/full_well.idx", full))
             rng = model.rng_for(seed, "chipframe", rec["name"], chip.index)
             pattern = mapped(f"{chip.name}/bias_pattern")
             raw, truth = model.render_chip(
@@ -751,6 +843,14 @@ def _generate(
     sio.write_npz(root / "truth.npz", entries())
     meta = _meta(seed, size, geom, filters, chip_models, optics, dust, flat_scale, frames, stars)
     meta["scene"] = scene.to_dict()
+    if full_well is not None:  # only when injected, like the crosstalk
+        meta["bleed"] = {
+            "full_well_fraction": full_well,
+            "full_well_e": {
+                c.name: dict(zip(model.AMP_NAMES, model.full_well(c, full_well).tolist(), strict=False))
+                for c in chip_models
+            },
+        }
     if nonlinearity:  # only when injected, like the crosstalk
         meta["nonlinearity"] = {"beta": nonlinearity, "model": "measured = s + beta s^2 (ADU)"}
     if crosstalk:  # only when injected, so the truth of other nights stays byte-identical

@@ -1,0 +1,241 @@
+"""Fringes: a fringe frame per filter from the night's science frames, scaled per exposure and subtracted.
+
+Thinned CCDs in red filters show fringes: the night sky's emission lines interfere in the thin
+silicon and add a fixed pattern of light and dark bands to the sky, whose amplitude follows the
+lines' brightness and so changes from exposure to exposure. In a calibrated (flat-fielded)
+frame it is additive: ``sci = sky + stars + a_k F``.
+
+**Fringe frame** (:func:`ccdask.night._fringe.fringe_frame`, above the stacking engine; the idea of IRAF ``mkfringecor`` and DRAGONS
+``makeFringeFrame``): each calibrated science frame of the filter has its sky (the median of its
+good pixels) subtracted and its sources masked (DQ != 0, or more than ``nsigma`` robust sigma
+above the sky, grown by ``grow`` pixels); the residuals are stacked with the stacking engine
+(:func:`ccdask.combine.combine`: sigma-clipped mean, NaN ignored, the variance planes
+propagated). The result is the mean amplitude times the pattern, with its variance.
+
+**Scale** (:func:`fit_fringe_np`, as ``rmfringe`` fits at fringe-sensitive points): over a frame's
+good pixels where the fringe frame departs from its median by at least ``sensitive`` of its
+robust rms, ``sci = c + s F`` by least squares, iteratively clipped at ``clip`` robust sigma.
+Two known biases are removed: the fringe frame's own noise (which would shrink ``s`` by
+``var(F) / (var(F) + noise)``, errors in the regressor) and the frame's own noise in the fringe
+frame (it is one of the ``n`` stacked): ``s = (sum F r - sum var / n) / (sum F² - sum var_F)``
+on centred ``F`` and ``r``. Its error is the sandwich estimate from the residuals
+(``sum F² res² / D²``), which holds the noise of both.
+
+**Subtraction** (:func:`subtract_fringe_np`, :func:`subtract_fringe` for dask, pixel by pixel):
+``sci - s F``, variance ``var + s² var_F - 2 s var / n`` where the frame was one of the ``n`` stacked
+at the pixel (its noise in ``F`` partly cancels its own), ``var + s² var_F`` elsewhere; pixels the
+fringe frame does not cover are left as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+
+from ..errors import ConfigError, ShapeMismatchError
+from ..utils import MAD_TO_SIGMA
+from ._masks import grow_mask_np
+
+__all__ = [
+    "FringeFit",
+    "FringeFrame",
+    "fit_fringe_np",
+    "source_mask_np",
+    "subtract_fringe",
+    "subtract_fringe_np",
+]
+
+
+@dataclass(frozen=True)
+class FringeFrame:
+    """The stacked fringe pattern of one chip and filter (e-, the frames' mean amplitude)."""
+
+    data: np.ndarray  #: float32, NaN where no frame had a good pixel
+    variance: np.ndarray  #: float32
+    count: np.ndarray  #: frames stacked per pixel
+    nframes: int
+    #: what each stacked frame's residual was divided by (its fringe amplitude relative to the mean)
+    norms: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class FringeFit:
+    """The fringe frame's scale in one exposure."""
+
+    scale: float
+    scale_err: float
+    sky: float  #: the fitted constant (e-)
+    npix: int  #: pixels in the fit after clipping
+    own: float  #: 1 / the norm of the exposure in the stack (0 when it was not stacked)
+
+
+def _box_mean(image: np.ndarray, size: int) -> np.ndarray:
+    """Mean of the finite values in a ``size`` x ``size`` box (NaN where there are none)."""
+    from scipy import ndimage
+
+    finite = np.isfinite(image)
+    total = ndimage.uniform_filter(np.where(finite, image, 0.0), size, mode="constant")
+    weight = ndimage.uniform_filter(finite.astype(np.float64), size, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 0, total / weight, np.nan)
+
+
+def _robust(values: np.ndarray) -> tuple[float, float]:
+    med = float(np.median(values))
+    return med, MAD_TO_SIGMA * float(np.median(np.abs(values - med)))
+
+
+def source_mask_np(sci: np.ndarray, dq: np.ndarray | None, *, nsigma: float = 3.0, grow: int = 2) -> np.ndarray:
+    """Pixels to leave out of the fringe frame and the fit: flagged (DQ != 0), non-finite, or
+    sources: more than ``nsigma`` robust sigma above the median in the image smoothed over 3 x 3
+    pixels, grown by ``grow``. Smoothed, a pixel's own noise hardly decides whether it is masked
+    (masking the pixels the noise lifted would bias the fringe scale low); the fringes, many
+    pixels wide, are in the smoothed image's sigma and stay unmasked."""
+    s = np.asarray(sci, dtype=np.float64)
+    bad = ~np.isfinite(s)
+    if dq is not None:
+        bad |= np.asarray(dq) != 0
+    if bad.all():
+        return np.ones(s.shape, dtype=bool)
+    smooth = _box_mean(np.where(bad, np.nan, s), 3)
+    good = np.isfinite(smooth) & ~bad
+    med, sig = _robust(smooth[good])
+    with np.errstate(invalid="ignore"):
+        bright = np.nan_to_num(smooth, nan=-np.inf) > med + nsigma * sig
+    return bad | grow_mask_np(bright, grow)
+
+
+def _check(nsigma: float, grow: int) -> None:
+    if not nsigma > 0:
+        raise ConfigError(f"fringes: nsigma must be positive, got {nsigma!r}")
+    if isinstance(grow, bool) or not isinstance(grow, int) or grow < 0:
+        raise ConfigError(f"fringes: grow must be a non-negative integer, got {grow!r}")
+
+
+def fit_fringe_np(
+    sci: np.ndarray,
+    var: np.ndarray,
+    dq: np.ndarray | None,
+    fringe: FringeFrame,
+    *,
+    index: int | None = None,
+    nsigma: float = 3.0,
+    grow: int = 2,
+    sensitive: float = 0.5,
+    clip: float = 3.0,
+    maxiters: int = 10,
+    blocks: int = 16,
+) -> FringeFit:
+    """The scale of ``fringe`` in one calibrated frame (see the module notes).
+
+    ``index``: the frame is the ``index``-th of those stacked into ``fringe`` (its own noise in
+    the fringe frame is then accounted for); None: it was not stacked.
+    """
+    _check(nsigma, grow)
+    own_w = 0.0 if index is None else 1.0 / (fringe.norms[index] if fringe.norms else 1.0)
+    s = np.asarray(sci, dtype=np.float64)
+    v = np.asarray(var, dtype=np.float64)
+    f = fringe.data.astype(np.float64)
+    vf = fringe.variance.astype(np.float64)
+    n = np.maximum(fringe.count.astype(np.float64), 1.0)
+    if s.shape != f.shape:
+        raise ShapeMismatchError(f"fringes: frame {s.shape} and fringe frame {f.shape} differ in shape")
+    use = ~source_mask_np(s, dq, nsigma=nsigma, grow=grow) & np.isfinite(f) & np.isfinite(v) & (fringe.count > 0)
+    if use.sum() < 100:
+        raise ConfigError(f"fringes: only {int(use.sum())} good pixels to fit the fringe scale")
+    if sensitive > 0:  # chosen on the fringe frame smoothed over 5 x 5 pixels, so not on its own noise
+        smooth = _box_mean(np.where(np.isfinite(f), f, np.nan), 5)
+        fmed, frms = _robust(smooth[use & np.isfinite(smooth)])
+        use &= np.abs(smooth - fmed) >= sensitive * frms
+    for _ in range(maxiters + 1):
+        fu, ru, vu, vfu, nu = f[use], s[use], v[use], vf[use], n[use]
+        fc = fu - fu.mean()
+        rc = ru - ru.mean()
+        own = own_w * vu / nu
+        denom = float(np.sum(fc * fc) - np.sum(vfu))
+        if not denom > 0:
+            raise ConfigError("fringes: the fringe frame is no stronger than its own noise; no scale can be fitted")
+        scale = float(np.sum(fc * rc) - np.sum(own)) / denom
+        sky = float(ru.mean() - scale * fu.mean())
+        res_all = s - sky - scale * f
+        _, sig = _robust(res_all[use])
+        new = use & (np.abs(res_all) <= clip * sig) if sig > 0 else use
+        if np.array_equal(new, use):
+            break
+        use = new
+    res = res_all[use]
+    fc = f[use] - f[use].mean()
+    err = math.sqrt(float(np.sum(fc * fc * res * res))) / denom
+    # and a delete-one-block jackknife over bands of rows: faint light of sources below the mask
+    # is common to the frame and the fringe frame, and correlated over many pixels
+    rows = np.nonzero(use)[0]
+    bands = np.minimum(rows * blocks // s.shape[0], blocks - 1)
+    parts = []
+    for b in range(blocks):
+        keep = bands != b
+        fu, ru, vu, vfu, nu = f[use][keep], s[use][keep], v[use][keep], vf[use][keep], n[use][keep]
+        fcb, rcb = fu - fu.mean(), ru - ru.mean()
+        d = float(np.sum(fcb * fcb) - np.sum(vfu))
+        if d > 0:
+            parts.append((float(np.sum(fcb * rcb)) - float(np.sum(own_w * vu / nu))) / d)
+    if len(parts) > 2:
+        jk = np.array(parts)
+        err = max(err, math.sqrt((len(jk) - 1) / len(jk) * float(np.sum((jk - jk.mean()) ** 2))))
+    return FringeFit(scale, err, sky, int(use.sum()), own_w)
+
+
+def _subtract_block(
+    sci: np.ndarray, var: np.ndarray, f: np.ndarray, vf: np.ndarray, n: np.ndarray, scale: float, own: float
+) -> np.ndarray:
+    ok = np.isfinite(f) & (n > 0)
+    fz = np.where(ok, f, 0.0).astype(np.float32)
+    out_sci = (sci - np.float32(scale) * fz).astype(np.float32)
+    add = np.float32(scale * scale) * np.where(ok, vf, 0.0).astype(np.float32)
+    if own:
+        add = add - np.where(ok, np.float32(2.0 * scale * own) * var / np.maximum(n, 1).astype(np.float32), 0.0)
+    out_var = (var + add).astype(np.float32)
+    return np.stack([out_sci, out_var])
+
+
+def subtract_fringe_np(
+    sci: np.ndarray, var: np.ndarray, fringe: FringeFrame, fit: FringeFit
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sci - s F`` and its variance (see the module notes), on arrays held in memory."""
+    if np.shape(sci) != fringe.data.shape:
+        raise ShapeMismatchError(f"fringes: frame {np.shape(sci)} and fringe frame {fringe.data.shape} differ in shape")
+    out = _subtract_block(
+        np.asarray(sci, np.float32),
+        np.asarray(var, np.float32),
+        fringe.data,
+        fringe.variance,
+        fringe.count,
+        fit.scale,
+        fit.own,
+    )
+    return out[0], out[1]
+
+
+def subtract_fringe(sci: da.Array, var: da.Array, fringe: FringeFrame, fit: FringeFit) -> tuple[da.Array, da.Array]:
+    """:func:`subtract_fringe_np` lifted by dask, block by block (any chunking gives the same)."""
+    s = da.asarray(sci)
+    if tuple(s.shape) != fringe.data.shape:
+        raise ShapeMismatchError(f"fringes: frame {s.shape} and fringe frame {fringe.data.shape} differ in shape")
+    v = da.asarray(var).rechunk(s.chunks)
+    parts = [da.from_array(a, chunks=s.chunks) for a in (fringe.data, fringe.variance, fringe.count)]
+    both = da.map_blocks(
+        _subtract_block,
+        s,
+        v,
+        *parts,
+        scale=fit.scale,
+        own=fit.own,
+        new_axis=0,
+        chunks=((2,), *s.chunks),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+        token="subtract-fringe",
+    )
+    return both[0], both[1]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FitsReadError, WcsError
-from ._frames import ChipFrame, chip_wcs
+from ._frames import ChipFrame, chip_wcs, wcs_cards, wcs_from_text
 
 __all__ = ["Footprint", "auto_footprint", "chip_outline", "outline_bbox", "pixel_scale", "rotation"]
 
@@ -28,23 +28,41 @@ _EDGE_POINTS = 9
 
 @dataclass(frozen=True)
 class Footprint:
-    """The output grid: ``wcs`` (celestial, 0-based pixels in astropy) and ``shape`` (ny, nx)."""
+    """The output grid: its WCS cards ``wcs_text`` and ``shape`` (ny, nx).
 
-    wcs: Any
+    :attr:`wcs` is the ``astropy.wcs.WCS`` (0-based pixels) built from the cards, the same in
+    every process (see :func:`~ccdask.coadd._frames.wcs_from_text`); :meth:`of_wcs` makes a
+    footprint from a WCS object.
+    """
+
+    wcs_text: str
     shape: tuple[int, int]
+
+    @classmethod
+    def of_wcs(cls, wcs: Any, shape: tuple[int, int]) -> Footprint:
+        """The footprint of an ``astropy.wcs.WCS`` (its celestial cards) and ``shape``."""
+        hdr = wcs.to_header()
+        for key in ("DATEREF", "MJDREFI", "MJDREFF", "MJD-OBS", "DATE-OBS"):
+            hdr.remove(key, ignore_missing=True)
+        return cls(wcs_cards(hdr), (int(shape[0]), int(shape[1])))
+
+    @property
+    def wcs(self) -> Any:
+        return wcs_from_text(self.wcs_text)
 
     def header(self) -> Any:
         """The WCS cards of the grid (``astropy.io.fits.Header``)."""
-        hdr = self.wcs.to_header()
-        for key in ("DATEREF", "MJDREFI", "MJDREFF", "MJD-OBS", "DATE-OBS"):
-            hdr.remove(key, ignore_missing=True)
-        return hdr
+        from astropy.io import fits
+
+        return fits.Header.fromstring(self.wcs_text)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], hdu: Any = None, *, shape: bool = True) -> Footprint:
         """The grid of an image HDU of ``path`` (its first image HDU with a celestial WCS, or
         ``hdu``). ``shape=False`` keeps only its WCS (the shape is then ``(0, 0)``: see
         :func:`auto_footprint`'s ``wcs=``)."""
+        from astropy.io import fits
+
         from ..io import scan_file
 
         p = os.fspath(path)
@@ -65,9 +83,10 @@ class Footprint:
                 raise WcsError(f"{p}: no image HDU with a WCS to take the footprint from")
         info = chosen[0]
         label = f"{p}[{info.extname or info.index}]"
-        wcs = chip_wcs(info.header, label)
+        text = wcs_cards(info.header)
+        chip_wcs(fits.Header.fromstring(text), label)
         ny, nx = (int(v) for v in info.shape)
-        return cls(wcs, (ny, nx) if shape else (0, 0))
+        return cls(text, (ny, nx) if shape else (0, 0))
 
 
 def pixel_scale(wcs: Any) -> float:
@@ -177,4 +196,4 @@ def auto_footprint(
     shape = (int(j1 - j0 + 1), int(i1 - i0 + 1))
     if shape[0] * shape[1] > 2**31:
         raise ConfigError(f"the footprint would be {shape[1]} x {shape[0]} pixels; check the inputs' WCS")
-    return Footprint(out, shape)
+    return Footprint.of_wcs(out, shape)

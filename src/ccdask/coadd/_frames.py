@@ -10,16 +10,51 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ..errors import FitsReadError, WcsError
 
-__all__ = ["ChipFrame", "chip_wcs", "read_chips"]
+__all__ = ["ChipFrame", "chip_wcs", "read_chips", "wcs_cards", "wcs_from_text"]
+
+#: Header keywords that make up a (celestial, possibly SIP-distorted) WCS.
+_WCS_KEY = re.compile(
+    r"^(WCSAXES|CTYPE\d|CUNIT\d|CRVAL\d|CRPIX\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+|PS\d_\d+"
+    r"|LONPOLE|LATPOLE|RADESYS|EQUINOX|EPOCH|A_\w+|B_\w+|AP_\w+|BP_\w+|NAXIS\d?)$"
+)
+
+
+def wcs_cards(header: Any) -> str:
+    """The WCS cards of ``header`` as FITS header text (what :func:`wcs_from_text` reads back)."""
+    from astropy.io import fits
+
+    out = fits.Header()
+    for card in header.cards:
+        if _WCS_KEY.match(card.keyword):
+            out.append(card, end=True)
+    return str(out.tostring())
+
+
+@lru_cache(maxsize=256)
+def wcs_from_text(text: str) -> Any:
+    """The WCS of header text, built once per process.
+
+    Chips and footprints carry their WCS as text, never as a pickled ``astropy.wcs.WCS`` (whose
+    pickle goes through a header printed with fewer digits): every process builds the same WCS
+    from the same cards, so results do not depend on where a task runs.
+    """
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(fits.Header.fromstring(text), naxis=2)
 
 
 @dataclass(frozen=True)
@@ -38,8 +73,8 @@ class ChipFrame:
         Position of the chip's exposure among the inputs (the frame axis of the stack).
     sci, var, dq : ccdask.io.ImageSource
         The planes (``var``/``dq`` None when the file has none).
-    wcs : astropy.wcs.WCS
-        The chip's celestial WCS (0-based pixels as astropy uses them).
+    wcs_text : str
+        The chip's WCS cards (:attr:`wcs` builds the ``astropy.wcs.WCS``, 0-based pixels).
     exptime : float or None
         ``EXPTIME`` of the chip or of its file.
     """
@@ -51,8 +86,12 @@ class ChipFrame:
     sci: Any
     var: Any
     dq: Any
-    wcs: Any
+    wcs_text: str
     exptime: float | None
+
+    @property
+    def wcs(self) -> Any:
+        return wcs_from_text(self.wcs_text)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -67,8 +106,7 @@ class ChipFrame:
 
 def chip_wcs(header: Any, label: str) -> Any:
     """The celestial WCS of ``header``, or :class:`WcsError` naming ``label`` and the problem."""
-    from astropy.wcs import FITSFixedWarning
-    from astropy.wcs import WCS
+    from astropy.wcs import WCS, FITSFixedWarning
 
     ctypes = [str(header.get(f"CTYPE{i}", "")).strip() for i in (1, 2)]
     if not any(ctypes):
@@ -92,6 +130,14 @@ def chip_wcs(header: Any, label: str) -> Any:
     if not (np.isfinite(ra).all() and np.isfinite(dec).all()):
         raise WcsError(f"{label}: the WCS gives no sky position for pixel (0, 0)")
     return wcs
+
+
+def _checked_cards(header: Any, label: str) -> str:
+    text = wcs_cards(header)
+    from astropy.io import fits
+
+    chip_wcs(fits.Header.fromstring(text), label)
+    return text
 
 
 def _exptime(header: Any) -> float | None:
@@ -152,7 +198,7 @@ def read_chips(paths: Sequence[str | os.PathLike[str]]) -> list[ChipFrame]:
                     sci=ImageSource.from_info(sci),
                     var=None if var is None else ImageSource.from_info(var),
                     dq=None if dq is None else ImageSource.from_info(dq),
-                    wcs=chip_wcs(sci.header, label),
+                    wcs_text=_checked_cards(sci.header, label),
                     exptime=_exptime(sci.header),
                 )
             )

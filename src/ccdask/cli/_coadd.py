@@ -53,8 +53,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--clip",
         dest="clip",
         choices=get_args(Clip),
-        default="sigma",
-        help="rejection along the frame axis (default sigma)",
+        default="none",
+        help="the combine engine's rejection along the frame axis, after --noise-sigma (default none)",
+    )
+    p.add_argument(
+        "--noise-sigma",
+        type=float,
+        default=4.0,
+        metavar="S",
+        help="reject values more than S times their own sqrt(VAR) from the pixel's median; 0: off (default 4)",
     )
     p.add_argument("--sigma-lower", type=float, default=3.0, metavar="S", help="lower clipping threshold (default 3)")
     p.add_argument("--sigma-upper", type=float, default=3.0, metavar="S", help="upper clipping threshold (default 3)")
@@ -66,6 +73,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--nlow", type=int, default=1, metavar="N", help="extrema: lowest values rejected (default 1)")
     p.add_argument("--nhigh", type=int, default=1, metavar="N", help="extrema: highest values rejected (default 1)")
     p.add_argument("--nkeep", type=int, default=1, metavar="N", help="minimum survivors of clipping (default 1)")
+    p.add_argument(
+        "--mclip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sigclip: center on the median (default) or the mean (--no-mclip)",
+    )
     p.add_argument(
         "--weights", choices=("ivar", "none"), default="ivar", help="inverse-variance weights or none (default ivar)"
     )
@@ -132,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
         nlow=args.nlow,
         nhigh=args.nhigh,
         nkeep=args.nkeep,
+        mclip=args.mclip,
+        noise_sigma=args.noise_sigma or None,
         weights=args.weights,
         scale=args.scale,
         memory_per_task=int(args.memory_per_task * 2**20),

@@ -42,11 +42,23 @@ class CoaddConfig(ConfigBase):
         "(bilinear), ``adaptive`` (anti-aliased, DeForest 2004) or ``exact`` (flux-conserving overlap).",
     )
     reject: CombineConfig = option(
-        CombineConfig(method="mean", clip="sigma", sigma_lower=3.0, sigma_upper=3.0, maxiters=5),
-        "Rejection along the frame axis, by the combine engine (its ``clip`` and thresholds; "
-        "``method`` stays ``mean``, the weights and scale are the coadd's own).",
+        CombineConfig(method="mean", clip="none"),
+        "Rejection along the frame axis by the combine engine, after the noise clipping (its "
+        "``clip`` and thresholds; ``method`` stays ``mean``, the weights and scale are the coadd's "
+        "own). Default none: with the 2-6 frames a dithered field has per pixel, a spread measured "
+        "from the values (MAD, std) either keeps a cosmic ray among three values or rejects good ones.",
         check=_plain_rejection,
         why="the rejection config must keep method='mean' and no scale, zero or weights",
+    )
+    noise_sigma: float | None = option(
+        4.0,
+        "Reject values more than this many times their own sqrt(VAR) above the median of the pixel's "
+        "survivors, iterated (IRAF ccdclip's idea with the VAR plane as noise model); None: off.",
+        check=lambda v: v > 0,
+        why="must be > 0",
+    )
+    noise_sigma_lower: float | None = option(
+        4.0, "The same below the median.", check=lambda v: v > 0, why="must be > 0"
     )
     weights: CoaddWeights = option(
         "ivar", "Weights of the survivors: ``ivar`` (inverse variance, per pixel) or ``none`` (plain mean)."

@@ -169,7 +169,11 @@ def auto_footprint(
     if pixel_scale_arcsec is not None and not (math.isfinite(pixel_scale_arcsec) and pixel_scale_arcsec > 0):
         raise ConfigError(f"pixel scale {pixel_scale_arcsec} arcsec must be a positive number")
     if wcs is None:
-        scale = pixel_scale_arcsec if pixel_scale_arcsec is not None else float(np.median([pixel_scale(c.wcs) for c in chips]))
+        scale = (
+            pixel_scale_arcsec
+            if pixel_scale_arcsec is not None
+            else float(np.median([pixel_scale(c.wcs) for c in chips]))
+        )
         if rotation_deg is None:
             angles = np.array([rotation(c.wcs) for c in chips])
             ref = angles[0]

@@ -176,9 +176,7 @@ def read_chips(paths: Sequence[str | os.PathLike[str]]) -> list[ChipFrame]:
                 planes[(name, int(info.extver or 1))] = info
         extvers = sorted(v for (name, v) in planes if name == "SCI")
         if not extvers:
-            raise FitsReadError(
-                f"{path}: no SCI extension; coadd reads ccdask's reduced frames (SCI/VAR/DQ per chip)"
-            )
+            raise FitsReadError(f"{path}: no SCI extension; coadd reads ccdask's reduced frames (SCI/VAR/DQ per chip)")
         for v in extvers:
             sci = planes[("SCI", v)]
             label = f"{path}[SCI,{v}]"

@@ -92,9 +92,7 @@ def _read(chip: ChipFrame, rows: slice, cols: slice, reject_bits: int) -> tuple[
     return sci, var, bad.astype(np.float64)
 
 
-def _bilinear_variance_factor(
-    chip: ChipFrame, footprint: Footprint, rows: slice, cols: slice
-) -> np.ndarray:
+def _bilinear_variance_factor(chip: ChipFrame, footprint: Footprint, rows: slice, cols: slice) -> np.ndarray:
     """``g(fx) g(fy)`` at every pixel of the tile (see the module notes)."""
     from astropy.wcs.utils import pixel_to_pixel
 
@@ -142,7 +140,12 @@ def reproject_tile(
 
             def resample(a: np.ndarray) -> np.ndarray:
                 return reproject_adaptive(
-                    (a, w_in), w_out, shape_out=shape, return_footprint=False, conserve_flux=False, boundary_mode="strict"
+                    (a, w_in),
+                    w_out,
+                    shape_out=shape,
+                    return_footprint=False,
+                    conserve_flux=False,
+                    boundary_mode="strict",
                 )
 
         s_out, v_out, m_out = resample(sci), resample(var), resample(bad)

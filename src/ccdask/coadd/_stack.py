@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -38,7 +39,7 @@ from ._frames import ChipFrame, read_chips
 from ._reproject import reproject_tile
 from ._result import CoaddResult
 
-__all__ = ["TileResult", "coadd", "coadd_tile", "overlap_depth", "stack_tile"]
+__all__ = ["TileResult", "coadd", "coadd_tile", "noise_clip", "overlap_depth", "stack_tile"]
 
 _OUTPUTS = (
     ("sci", np.float32),
@@ -69,6 +70,32 @@ def _empty_tile(shape: tuple[int, int]) -> TileResult:
     )
 
 
+def noise_clip(
+    sci: np.ndarray, var: np.ndarray, scale: np.ndarray, lower: float, upper: float, *, maxiters: int = 10
+) -> np.ndarray:
+    """``sci`` with NaN where a value lies more than ``upper`` (above) or ``lower`` (below) times
+    its own noise ``sqrt(var)`` from the median of the pixel's survivors (scaled values),
+    iterated until nothing changes (IRAF's ``ccdclip`` idea, the VAR plane as the noise model).
+
+    With few frames per pixel (a dithered field has 2-6) this finds a cosmic ray among three
+    values, where a spread measured from the values themselves cannot.
+    """
+    f = scale.reshape(-1, 1, 1)
+    v = sci.astype(np.float64) * f
+    sigma = np.sqrt(var.astype(np.float64)) * np.abs(f)
+    alive = np.isfinite(v) & np.isfinite(sigma)
+    for _ in range(maxiters):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels
+            med = np.nanmedian(np.where(alive, v, np.nan), axis=0)
+            d = v - med
+            out = alive & ((d > upper * sigma) | (-d > lower * sigma))
+        if not out.any():
+            break
+        alive &= ~out
+    return np.where(alive, sci, np.float32(np.nan)).astype(np.float32)
+
+
 def stack_tile(
     sci: np.ndarray,
     var: np.ndarray,
@@ -77,6 +104,7 @@ def stack_tile(
     weights: str = "ivar",
     scale: np.ndarray | None = None,
     exptime: np.ndarray | None = None,
+    noise_sigma: tuple[float, float] | None = None,
 ) -> TileResult:
     """Reject and average a ``(K, ty, tx)`` stack of resampled planes (see the module notes).
 
@@ -87,6 +115,8 @@ def stack_tile(
     if k == 0:
         return _empty_tile((ty, tx))
     factors = np.ones(k) if scale is None else np.asarray(scale, np.float64)
+    if noise_sigma is not None:
+        sci = noise_clip(sci, var, factors, noise_sigma[0], noise_sigma[1], maxiters=reject.maxiters or 10)
     res = combine_block(sci, reject, scale=factors, return_mask=True)
     assert res.mask is not None
     keep = ~res.mask
@@ -150,6 +180,7 @@ def coadd_tile(
         weights=config.weights,
         scale=np.asarray(factors),
         exptime=np.asarray(times),
+        noise_sigma=None if config.noise_sigma is None else (config.noise_sigma_lower, config.noise_sigma),
     )
 
 
@@ -211,7 +242,7 @@ def coadd(
     pixel_scale: float | None = None,
     rotation: float | None = None,
     method: str = "interp",
-    clip: str = "sigma",
+    clip: str = "none",
     sigma_lower: float = 3.0,
     sigma_upper: float = 3.0,
     maxiters: int | None = 5,
@@ -220,6 +251,9 @@ def coadd(
     nlow: int = 1,
     nhigh: int = 1,
     nkeep: int = 1,
+    mclip: bool = True,
+    noise_sigma: float | None = 4.0,
+    noise_sigma_lower: float | None = None,
     weights: str = "ivar",
     scale: str = "none",
     reject_bits: int | None = None,
@@ -243,8 +277,13 @@ def coadd(
         ``auto`` footprint: pixel scale (arcsec) and rotation (degrees) instead of the chips' medians.
     method : {"interp", "adaptive", "exact"}
         Resampling (the ``reproject`` package).
-    clip, sigma_lower, sigma_upper, maxiters, center, spread, nlow, nhigh, nkeep
-        Rejection along the frame axis, as :func:`ccdask.combine` (``clip="none"`` for none).
+    clip, sigma_lower, sigma_upper, maxiters, center, spread, nlow, nhigh, nkeep, mclip
+        The combine engine's rejection along the frame axis, as :func:`ccdask.combine`
+        (default ``none``), after the noise clipping.
+    noise_sigma, noise_sigma_lower : float or None
+        Reject values more than ``noise_sigma`` (above; ``noise_sigma_lower`` below, default the
+        same) times their own ``sqrt(VAR)`` from the pixel's median (:func:`noise_clip`; default
+        4, None: off).
     weights : {"ivar", "none"}
         Inverse-variance weights per pixel (default) or a plain mean of the survivors.
     scale : {"none", "exposure"}
@@ -275,8 +314,16 @@ def coadd(
             nlow=nlow,
             nhigh=nhigh,
             nkeep=nkeep,
+            mclip=mclip,
         )
-        fields: dict[str, Any] = {"method": method, "reject": reject, "weights": weights, "scale": scale}
+        fields: dict[str, Any] = {
+            "method": method,
+            "reject": reject,
+            "weights": weights,
+            "scale": scale,
+            "noise_sigma": noise_sigma,
+            "noise_sigma_lower": noise_sigma if noise_sigma_lower is None else noise_sigma_lower,
+        }
         if reject_bits is not None:
             fields["reject_bits"] = reject_bits
         if memory_per_task is not None:

@@ -124,11 +124,11 @@ def render_psf(
     sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     ny, nx = shape
     out = np.zeros(shape, np.float64)
-    r = int(math.ceil(reach * sigma)) + 1
+    r = math.ceil(reach * sigma) + 1
     k = 1.0 / (math.sqrt(2.0) * sigma)
     for yc, xc, f in zip(y, x, flux, strict=True):
-        y0, y1 = max(0, int(math.floor(yc)) - r), min(ny, int(math.floor(yc)) + r + 2)
-        x0, x1 = max(0, int(math.floor(xc)) - r), min(nx, int(math.floor(xc)) + r + 2)
+        y0, y1 = max(0, math.floor(yc) - r), min(ny, math.floor(yc) + r + 2)
+        x0, x1 = max(0, math.floor(xc) - r), min(nx, math.floor(xc) + r + 2)
         if y0 >= y1 or x0 >= x1:
             continue
         ey = np.arange(y0, y1 + 1) - 0.5 - yc

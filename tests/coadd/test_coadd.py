@@ -179,6 +179,7 @@ def test_graph_builder_is_lazy(field):
     assert lazy.sci.shape == lazy.footprint.shape
 
 
+@pytest.mark.filterwarnings("ignore:Input data contains invalid values")
 def test_equals_eager_reproject_and_numpy(field):
     """The same coadd computed eagerly: each whole chip reprojected with reproject_interp onto
     the whole footprint, sigma-clipped with astropy and inverse-variance averaged with numpy."""

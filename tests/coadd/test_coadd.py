@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clip
 
-from ccdask.coadd import Footprint, coadd, coadd_tile, read_chips
+from ccdask.coadd import Footprint, coadd, coadd_tile, place_chips, read_chips
 from ccdask.errors import WcsError
 from ccdask.simulate import simulate_field
 from tests.helpers import no_compute
@@ -149,7 +149,17 @@ def test_bitwise_independent_of_tiling(field, result):
     lazy = coadd(field.files)
     rows, cols = slice(37, 101), slice(53, 150)
     chips = read_chips(field.files)
-    tile = coadd_tile(chips, lazy.footprint, rows, cols, lazy.config, [1.0] * len(chips), [60.0] * len(chips))
+    placed = place_chips(chips, lazy.footprint)
+    tile = coadd_tile(
+        [chips[i] for i, _ in placed],
+        [b for _, b in placed],
+        lazy.footprint,
+        rows,
+        cols,
+        lazy.config,
+        [1.0] * len(placed),
+        [60.0] * len(placed),
+    )
     np.testing.assert_array_equal(tile.sci, result.sci[rows, cols])
     np.testing.assert_array_equal(tile.var, result.var[rows, cols])
     np.testing.assert_array_equal(tile.coverage, result.coverage[rows, cols])

@@ -20,7 +20,7 @@ from ._footprint import Footprint, auto_footprint
 from ._frames import ChipFrame, read_chips
 from ._reproject import reproject_tile
 from ._result import CoaddResult
-from ._stack import coadd, coadd_tile, overlap_depth, stack_tile
+from ._stack import coadd, coadd_tile, coadd_tile_shape, noise_clip, overlap_depth, place_chips, stack_tile
 from ._write import write_coadd
 
 __all__ = [
@@ -32,7 +32,10 @@ __all__ = [
     "auto_footprint",
     "coadd",
     "coadd_tile",
+    "coadd_tile_shape",
+    "noise_clip",
     "overlap_depth",
+    "place_chips",
     "read_chips",
     "reproject_tile",
     "stack_tile",

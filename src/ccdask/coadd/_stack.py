@@ -1,11 +1,14 @@
 """The coadd: a lazy graph of one task per footprint tile, and the numpy stack of one tile.
 
-Graph (built from headers only; nothing is read or computed): the footprint is cut into tiles of
-whole rows sized by the per-task budget for ``depth`` planes, ``depth`` being the largest number
-of chips whose outlines overlap one place of the footprint (so a task's memory is flat in the
-number of frames and in the footprint size: more overlapping frames give shorter tiles). Each tile
-task reprojects the chips whose outline reaches the tile (:func:`~ccdask.coadd._reproject.reproject_tile`),
-stacks them along the frame axis in input order and calls :func:`stack_tile`.
+Graph (built from headers only; nothing is read or computed): the footprint is cut into tiles
+(bands of rows, or squares) sized by the per-task budget (:func:`coadd_tile_shape`) for ``depth`` slots,
+``depth`` being the largest number of chips whose outlines overlap one place of the footprint.
+Each tile task (:func:`coadd_tile`) resamples every chip reaching the tile onto its part of the
+tile (:func:`~ccdask.coadd._reproject.reproject_tile`) and packs the values of each pixel into
+slots in input order, so the stack is ``(slots, ty, tx)`` with slots the overlap depth, not the
+number of chips reaching the tile: a task's memory is flat in the number of frames (more
+overlapping frames give shorter tiles) and in the footprint size (wider footprints do not add
+slots). Then :func:`stack_tile`.
 
 :func:`stack_tile` (numpy): the combine engine's kernel (:func:`ccdask.combine.combine_block`,
 ``return_mask=True``) finds the rejected values of each pixel with the configured rejection on the
@@ -31,7 +34,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .. import dq as DQ
-from ..combine import CombineConfig, combine_block, tile_shape
+from ..combine import CombineConfig, combine_block
 from ..errors import ConfigError, WcsError
 from ._config import CoaddConfig
 from ._footprint import Footprint, auto_footprint, outline_bbox
@@ -39,7 +42,18 @@ from ._frames import ChipFrame, read_chips
 from ._reproject import reproject_tile
 from ._result import CoaddResult
 
-__all__ = ["TileResult", "coadd", "coadd_tile", "noise_clip", "overlap_depth", "stack_tile"]
+__all__ = [
+    "BYTES_PER_PIXEL",
+    "BYTES_PER_SLOT",
+    "TileResult",
+    "coadd",
+    "coadd_tile",
+    "coadd_tile_shape",
+    "noise_clip",
+    "overlap_depth",
+    "place_chips",
+    "stack_tile",
+]
 
 _OUTPUTS = (
     ("sci", np.float32),
@@ -102,22 +116,21 @@ def stack_tile(
     *,
     reject: CombineConfig,
     weights: str = "ivar",
-    scale: np.ndarray | None = None,
     exptime: np.ndarray | None = None,
     noise_sigma: tuple[float, float] | None = None,
 ) -> TileResult:
-    """Reject and average a ``(K, ty, tx)`` stack of resampled planes (see the module notes).
+    """Reject and average a ``(K, ty, tx)`` stack of resampled, scaled planes (module notes).
 
-    ``sci``/``var`` are float32 with NaN where a frame gives nothing; ``scale`` (K,) multiplies
-    each frame (its variance by the square); ``exptime`` (K,) fills the exposure map.
+    ``sci``/``var`` are float32 with NaN where a slot holds nothing; the slots of a pixel hold
+    its frames in input order (packed or not: NaN slots take no part anywhere). ``exptime``
+    ``(K, ty, tx)`` fills the exposure map.
     """
     k, ty, tx = sci.shape
     if k == 0:
         return _empty_tile((ty, tx))
-    factors = np.ones(k) if scale is None else np.asarray(scale, np.float64)
     if noise_sigma is not None:
-        sci = noise_clip(sci, var, factors, noise_sigma[0], noise_sigma[1], maxiters=reject.maxiters or 10)
-    res = combine_block(sci, reject, scale=factors, return_mask=True)
+        sci = noise_clip(sci, var, np.ones(k), noise_sigma[0], noise_sigma[1], maxiters=reject.maxiters or 10)
+    res = combine_block(sci, reject, return_mask=True)
     assert res.mask is not None
     keep = ~res.mask
     sw = np.zeros((ty, tx))
@@ -125,11 +138,9 @@ def stack_tile(
     sw2v = np.zeros((ty, tx))
     count = np.zeros((ty, tx), np.int64)
     expo = np.zeros((ty, tx))
-    times = np.zeros(k) if exptime is None else np.asarray(exptime, np.float64)
     for i in range(k):
-        f = factors[i]
-        v = sci[i].astype(np.float64) * f
-        s2 = var[i].astype(np.float64) * (f * f)
+        v = sci[i].astype(np.float64)
+        s2 = var[i].astype(np.float64)
         ok = keep[i] & np.isfinite(s2) & (s2 > 0)
         if weights == "ivar":
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -140,7 +151,8 @@ def stack_tile(
         swv += np.where(ok, w * v, 0.0)
         sw2v += np.where(ok, w * w * s2, 0.0)
         count += ok
-        expo += np.where(ok, times[i], 0.0)
+        if exptime is not None:
+            expo += np.where(ok, exptime[i].astype(np.float64), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out_sci = np.where(count > 0, swv / sw, np.nan).astype(np.float32)
         out_var = np.where(count > 0, sw2v / (sw * sw), np.nan).astype(np.float32)
@@ -148,8 +160,42 @@ def stack_tile(
     return TileResult(out_sci, out_var, count.astype(np.int16), expo.astype(np.float32), dqp)
 
 
+#: Bytes a tile task holds per output pixel and per overlapping frame: the packed SCI, VAR and
+#: exposure slots (float32), the rejection mask, and the noise clipping's float64 scratch.
+BYTES_PER_SLOT = 56
+#: ... and per output pixel: the float64 accumulators and the outputs.
+BYTES_PER_PIXEL = 128
+#: Bands of whole rows are used when they get at least this many rows.
+MIN_BAND_ROWS = 64
+
+
+def coadd_tile_shape(depth: int, shape: tuple[int, int], memory_per_task: int) -> tuple[int, int]:
+    """Tile ``(ty, tx)`` of ``area = budget / (BYTES_PER_SLOT × depth + BYTES_PER_PIXEL)`` pixels:
+    bands of whole rows when a band gets at least :data:`MIN_BAND_ROWS` rows, else squares
+    (short bands would resample every chip onto slivers), balanced over the footprint.
+
+    >>> coadd_tile_shape(4, (600, 600), 64 * 2**20)
+    (300, 600)
+    >>> coadd_tile_shape(20, (10000, 10000), 64 * 2**20)
+    (228, 228)
+    """
+    ny, nx = shape
+    area = max(1, memory_per_task // (BYTES_PER_SLOT * max(depth, 1) + BYTES_PER_PIXEL))
+
+    def balanced(n: int, step: int) -> int:
+        step = max(1, min(step, n))
+        return math.ceil(n / math.ceil(n / step))
+
+    rows = area // nx
+    if rows >= min(ny, MIN_BAND_ROWS):
+        return balanced(ny, rows), nx
+    side = math.isqrt(area)
+    return balanced(ny, side), balanced(nx, side)
+
+
 def coadd_tile(
     chips: Sequence[ChipFrame],
+    boxes: Sequence[tuple[int, int, int, int]],
     footprint: Footprint,
     rows: slice,
     cols: slice,
@@ -157,29 +203,51 @@ def coadd_tile(
     scale: Sequence[float],
     exptime: Sequence[float],
 ) -> TileResult:
-    """Resample every chip of ``chips`` onto the tile ``[rows, cols]`` and stack them (a task)."""
-    shape = (rows.stop - rows.start, cols.stop - cols.start)
-    planes: list[tuple[np.ndarray, np.ndarray]] = []
-    factors: list[float] = []
-    times: list[float] = []
-    for chip, f, t in zip(chips, scale, exptime, strict=True):
-        out = reproject_tile(chip, footprint, rows, cols, method=config.method, reject_bits=config.reject_bits)
+    """Resample every chip of ``chips`` onto the tile ``[rows, cols]`` and stack them (a task).
+
+    ``boxes`` are the chips' footprint pixels ``(x0, x1, y0, y1)``: each chip is resampled onto
+    its part of the tile only, and its values are packed into per-pixel slots in input order, so
+    the stack holds as many slots as frames overlap at one place of the tile (not as many as
+    chips reach the tile).
+    """
+    ty, tx = rows.stop - rows.start, cols.stop - cols.start
+    parts = []
+    for chip, (bx0, bx1, by0, by1), f, t in zip(chips, boxes, scale, exptime, strict=True):
+        x0, x1 = max(bx0, cols.start) - cols.start, min(bx1, cols.stop) - cols.start
+        y0, y1 = max(by0, rows.start) - rows.start, min(by1, rows.stop) - rows.start
+        if x0 < x1 and y0 < y1:
+            parts.append((chip, (x0, x1, y0, y1), f, t))
+    depth = overlap_depth([p[1] for p in parts], (ty, tx))
+    if depth == 0:
+        return _empty_tile((ty, tx))
+    sci = np.full((depth, ty, tx), np.nan, np.float32)
+    var = np.full((depth, ty, tx), np.nan, np.float32)
+    times = np.zeros((depth, ty, tx), np.float32)
+    filled = np.zeros((ty, tx), np.int64)
+    for chip, (x0, x1, y0, y1), f, t in parts:
+        sub_rows = slice(rows.start + y0, rows.start + y1)
+        sub_cols = slice(cols.start + x0, cols.start + x1)
+        out = reproject_tile(chip, footprint, sub_rows, sub_cols, method=config.method, reject_bits=config.reject_bits)
         if out is None:
             continue
-        planes.append(out)
-        factors.append(f)
-        times.append(t)
-    if not planes:
-        return _empty_tile(shape)
-    sci = np.stack([p[0] for p in planes])
-    var = np.stack([p[1] for p in planes])
+        s, v = out
+        yy, xx = np.nonzero(np.isfinite(s))
+        slot = filled[y0 + yy, x0 + xx]
+        if f == 1.0:
+            sci[slot, y0 + yy, x0 + xx] = s[yy, xx]
+            var[slot, y0 + yy, x0 + xx] = v[yy, xx]
+        else:
+            sci[slot, y0 + yy, x0 + xx] = (s[yy, xx].astype(np.float64) * f).astype(np.float32)
+            var[slot, y0 + yy, x0 + xx] = (v[yy, xx].astype(np.float64) * (f * f)).astype(np.float32)
+        times[slot, y0 + yy, x0 + xx] = t
+        filled[y0 + yy, x0 + xx] += 1
+    used = int(filled.max())
     return stack_tile(
-        sci,
-        var,
+        sci[:used],
+        var[:used],
         reject=config.reject,
         weights=config.weights,
-        scale=np.asarray(factors),
-        exptime=np.asarray(times),
+        exptime=times[:used],
         noise_sigma=None if config.noise_sigma is None else (config.noise_sigma_lower, config.noise_sigma),
     )
 
@@ -195,6 +263,20 @@ def _bbox_pixels(box: tuple[float, float, float, float], shape: tuple[int, int])
     if x0 >= x1 or y0 >= y1:
         return None
     return x0, x1, y0, y1
+
+
+def place_chips(chips: Sequence[ChipFrame], footprint: Footprint) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """``(index, (x0, x1, y0, y1))`` of every chip that falls on the footprint: the footprint
+    pixels its outline touches, one pixel wider each side (headers only)."""
+    placed = []
+    for i, chip in enumerate(chips):
+        box = outline_bbox(chip, footprint.wcs)
+        if box is None:
+            continue
+        px = _bbox_pixels(box, footprint.shape)
+        if px is not None:
+            placed.append((i, px))
+    return placed
 
 
 def overlap_depth(boxes: Sequence[tuple[int, int, int, int]], shape: tuple[int, int]) -> int:
@@ -351,21 +433,13 @@ def coadd(
         factors = [1.0] * len(chips)
     exptimes = [math.nan if t is None else float(t) for t in times]
 
-    # where each chip lands on the footprint (headers only)
-    placed: list[tuple[int, tuple[int, int, int, int]]] = []
-    for i, chip in enumerate(chips):
-        box = outline_bbox(chip, fp.wcs)
-        if box is None:
-            continue
-        px = _bbox_pixels(box, fp.shape)
-        if px is not None:
-            placed.append((i, px))
+    placed = place_chips(chips, fp)
     if not placed:
         raise WcsError(
             f"no input chip falls on the footprint ({fp.shape[1]} x {fp.shape[0]} pixels); check the inputs' WCS"
         )
     depth = overlap_depth([b for _, b in placed], fp.shape)
-    tile = tile_shape(max(depth, 1), fp.shape, config.memory_per_task, variance=True, stacked=True)
+    tile = coadd_tile_shape(depth, fp.shape, config.memory_per_task)
     ny, nx = fp.shape
     ys = [(s, min(s + tile[0], ny)) for s in range(0, ny, tile[0])]
     xs = [(s, min(s + tile[1], nx)) for s in range(0, nx, tile[1])]
@@ -378,16 +452,17 @@ def coadd(
     tasks: dict[Any, Any] = {}
     for ti, (y0, y1) in enumerate(ys):
         for tj, (x0, x1) in enumerate(xs):
-            sel = [i for i, (bx0, bx1, by0, by1) in placed if bx0 < x1 and bx1 > x0 and by0 < y1 and by1 > y0]
+            sel = [(i, b) for i, b in placed if b[0] < x1 and b[1] > x0 and b[2] < y1 and b[3] > y0]
             tasks[(tiles_name, ti, tj)] = (
                 coadd_tile,
-                [chips[i] for i in sel],
+                [chips[i] for i, _ in sel],
+                [b for _, b in sel],
                 fp,
                 slice(y0, y1),
                 slice(x0, x1),
                 config,
-                [factors[i] for i in sel],
-                [exptimes[i] for i in sel],
+                [factors[i] for i, _ in sel],
+                [exptimes[i] for i, _ in sel],
             )
     layers: dict[str, Any] = {tiles_name: tasks}
     deps: dict[str, set[str]] = {tiles_name: set()}

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("cluster",),  # night.reduce opens the embedded cluster when given no client
     ("night",),
+    ("coadd",),  # reduced frames reprojected and stacked by the combine engine
     ("simulate",),
     ("cli",),
     ("__init__", "__main__"),  # python -m ccdask: the command line

@@ -21,6 +21,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .calibrate import process
     from .catalog import Catalog
+    from .coadd import coadd
     from .combine import combine
     from .config import ReduceConfig, load_config
     from .night import reduce
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 #: public name -> the module it lives in (imported on first access)
 _LAZY = {
     "Catalog": "ccdask.catalog",
+    "coadd": "ccdask.coadd",  # the function, as combine
     "ReduceConfig": "ccdask.config",
     "combine": "ccdask.combine",  # the function; the subpackage stays importable as ccdask.combine
     "load_config": "ccdask.config",
@@ -37,7 +39,17 @@ _LAZY = {
     "simulate_night": "ccdask.simulate",
 }
 
-__all__ = ["Catalog", "ReduceConfig", "__version__", "combine", "load_config", "process", "reduce", "simulate_night"]
+__all__ = [
+    "Catalog",
+    "ReduceConfig",
+    "__version__",
+    "coadd",
+    "combine",
+    "load_config",
+    "process",
+    "reduce",
+    "simulate_night",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -54,13 +66,13 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``ccdask``'s module type: ``ccdask.combine`` stays the function when the subpackage of
+    """``ccdask``'s module type: ``ccdask.combine`` (and ``ccdask.coadd``) stays the function when the subpackage of
     the same name is imported (the import system sets the package attribute to the submodule;
     ``sys.modules["ccdask.combine"]`` keeps the subpackage)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "combine" and isinstance(value, types.ModuleType):
-            value = value.combine
+        if name in ("combine", "coadd") and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
         super().__setattr__(name, value)
 
 

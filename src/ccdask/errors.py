@@ -19,6 +19,7 @@ __all__ = [
     "SectionError",
     "ShapeMismatchError",
     "TruncatedFileError",
+    "WcsError",
     "where",
 ]
 
@@ -108,6 +109,10 @@ class CacheError(CcdaskError, RuntimeError):
 class IdentityError(CcdaskError, ValueError):
     """A value has no canonical form to hash: it cannot be part of an identity (cache key,
     master identity, CCDKEY) without risking two different things hashing alike."""
+
+
+class WcsError(CcdaskError, ValueError):
+    """A frame has no usable world coordinate system (missing, not celestial, singular)."""
 
 
 class CcdaskWarning(UserWarning):

@@ -25,7 +25,15 @@ from tests.helpers import REAL
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-OWN_PAGES = ["configuration.md", "cli.md", "profiles.md", "outputs.md", "from-ccdproc.md", "signatures.md"]
+OWN_PAGES = [
+    "configuration.md",
+    "cli.md",
+    "profiles.md",
+    "outputs.md",
+    "from-ccdproc.md",
+    "signatures.md",
+    "coadd.md",
+]
 
 
 def _generator():

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("ccdask.cli._config", "print the documented default configuration"),
     "combine": ("ccdask.cli._combine", "combine frames (clipped mean/median/sum) into one FITS file"),
     "cache": ("ccdask.cli._cache", "list or delete cached masters"),
+    "coadd": ("ccdask.cli._coadd", "reproject reduced frames onto one sky footprint and stack them"),
     "crosstalk": ("ccdask.cli._crosstalk", "measure crosstalk coefficients between the amplifiers of each chip"),
     "gain": ("ccdask.cli._gain", "gain and read noise per amplifier from two flats and two biases"),
     "inspect": (

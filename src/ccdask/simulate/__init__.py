@@ -2,6 +2,7 @@
 written with a real camera's published header cards (:class:`CameraHeaders`)."""
 
 from ._camera import CameraAmp, CameraHeaders, read_header_file
+from ._field import SimulatedField, simulate_field
 from ._model import Scene
 from ._night import SIZES, SimulatedNight, Truth, simulate_night
 
@@ -10,8 +11,10 @@ __all__ = [
     "CameraAmp",
     "CameraHeaders",
     "Scene",
+    "SimulatedField",
     "SimulatedNight",
     "Truth",
     "read_header_file",
+    "simulate_field",
     "simulate_night",
 ]

@@ -550,6 +550,21 @@ def _sigma_bounds_meanstd(
 
 
 @_jit
+def _trim_window(
+    s: _F32, j: int, a: int, b: int, c: float, tlo: float, thi: float
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """The part ``[na, nb)`` of the sorted window ``[a, b)`` of pixel j whose deviations from
+    ``c`` lie within ``[tlo, thi]``."""
+    na = a
+    while na < b and not (np.float64(s[na, j]) - c >= tlo):
+        na += 1
+    nb = b
+    while nb > na and not (np.float64(s[nb - 1, j]) - c <= thi):
+        nb -= 1
+    return na, nb
+
+
+@_jit
 def _iraf_sigclip_bounds(
     s: _F32, j: int, nf: int, sig_lo: float, sig_hi: float, mclip: bool, nkeep: int
 ) -> tuple[int, int]:  # pragma: no cover - compiled
@@ -589,12 +604,7 @@ def _iraf_sigclip_bounds(
         sd = math.sqrt(ss / (m - 1))
         tlo = -sig_lo * sd
         thi = sig_hi * sd
-        na = a
-        while na < b and not (np.float64(s[na, j]) - c >= tlo):
-            na += 1
-        nb = b
-        while nb > na and not (np.float64(s[nb - 1, j]) - c <= thi):
-            nb -= 1
+        na, nb = _trim_window(s, j, a, b, c, tlo, thi)
         if nb - na < nk:
             # put back the nearest rejected value (both sides' nearest when equally near)
             while nb - na < nk:
@@ -679,12 +689,7 @@ def _iraf_ccdclip_bounds(
         sd = math.sqrt(rn2 + max(c, 0.0) / gain + (snoise * c) ** 2)
         tlo = -np.inf if high_only else -sig_lo * sd
         thi = sig_hi * sd
-        na = a
-        while na < b and not (np.float64(s[na, j]) - c >= tlo):
-            na += 1
-        nb = b
-        while nb > na and not (np.float64(s[nb - 1, j]) - c <= thi):
-            nb -= 1
+        na, nb = _trim_window(s, j, a, b, c, tlo, thi)
         if nb - na < nk:
             return _restore_window(s, j, a, b, na, nb, c, nk)
         if nb - na == m:
@@ -827,12 +832,7 @@ def _iraf_avsigclip_bounds(
         sd = math.sqrt(factor * max(c, 0.0))
         tlo = -sig_lo * sd
         thi = sig_hi * sd
-        na = a
-        while na < b and not (np.float64(s[na, j]) - c >= tlo):
-            na += 1
-        nb = b
-        while nb > na and not (np.float64(s[nb - 1, j]) - c <= thi):
-            nb -= 1
+        na, nb = _trim_window(s, j, a, b, c, tlo, thi)
         if nb - na < nk:
             return _restore_window(s, j, a, b, na, nb, c, nk)
         if nb - na == m:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any, get_args
 
 from ..combine._config import Center, Clip, Spread
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError, WcsError
+from ..utils import check_output
 
 __all__ = ["register", "run"]
 
@@ -120,11 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..coadd import coadd
 
     t0 = time.perf_counter()
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise ConfigError(f"{output}: exists; pass --overwrite to replace it")
-    if str(output.parent) and not output.parent.is_dir():
-        raise ConfigError(f"{output}: the folder {output.parent} does not exist")
+    output = check_output(args.output, overwrite=args.overwrite)
     if args.maxiters < 0:
         raise ConfigError(f"--maxiters must be >= 0, not {args.maxiters}")
     if args.workers < 0:

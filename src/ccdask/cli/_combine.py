@@ -19,7 +19,7 @@ from typing import Any, get_args
 
 from ..combine._config import Center, Clip, Method, Normalize, ScaleMode, Spread, ZeroMode
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError
-from ..utils import atomic_path
+from ..utils import atomic_path, check_output
 
 __all__ = ["register", "run"]
 
@@ -278,11 +278,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..combine._stack import combine
 
     t0 = time.perf_counter()
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise ConfigError(f"{output}: exists; pass --overwrite to replace it")
-    if not output.parent.is_dir() and str(output.parent):
-        raise ConfigError(f"{output}: the folder {output.parent} does not exist")
+    output = check_output(args.output, overwrite=args.overwrite)
     files = [str(f) for f in args.files]
     for f in files:
         if not os.path.isfile(f):

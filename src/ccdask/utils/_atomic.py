@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["TMP_PREFIX", "atomic_path", "atomic_write_text", "temporary_beside"]
+__all__ = ["TMP_PREFIX", "atomic_path", "atomic_write_text", "check_output", "temporary_beside"]
 
 TMP_PREFIX = ".tmp-"
 """How every temporary output name starts."""
@@ -44,6 +44,18 @@ def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
             _claim(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_output(final: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """``final`` as a Path, checked before any work is done for it: a
+    :class:`~ccdask.errors.ConfigError` if it exists (without ``overwrite``) or its folder does
+    not (commands refuse to create folders the user did not ask for)."""
+    path = Path(final)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: exists; pass --overwrite to replace it")
+    if str(path.parent) and not path.parent.is_dir():
+        raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+    return path
 
 
 def _claim(tmp: Path, path: Path) -> None:

@@ -305,3 +305,13 @@ def test_cli_writes_the_coadd(field, result, tmp_path, capsys):
     assert main(["coadd", str(broken), "-o", str(tmp_path / "x.fits")]) == 3
     assert "nowcs.fits[SCI,1]" in capsys.readouterr().err
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_lower_noise_threshold_none_means_the_upper(field, result):
+    """``noise_sigma_lower=None`` in a CoaddConfig clips below with ``noise_sigma`` (the default
+    coadd uses 4 on both sides)."""
+    from ccdask.coadd import CoaddConfig
+
+    got = coadd(field.files, config=CoaddConfig(noise_sigma=4.0, noise_sigma_lower=None)).compute(scheduler="threads")
+    np.testing.assert_array_equal(got.sci, result.sci)
+    np.testing.assert_array_equal(got.coverage, result.coverage)

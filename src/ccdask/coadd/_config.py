@@ -58,7 +58,7 @@ class CoaddConfig(ConfigBase):
         why="must be > 0",
     )
     noise_sigma_lower: float | None = option(
-        4.0, "The same below the median.", check=lambda v: v > 0, why="must be > 0"
+        4.0, "The same below the median (None: ``noise_sigma``).", check=lambda v: v > 0, why="must be > 0"
     )
     weights: CoaddWeights = option(
         "ivar", "Weights of the survivors: ``ivar`` (inverse variance, per pixel) or ``none`` (plain mean)."

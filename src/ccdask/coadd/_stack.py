@@ -248,7 +248,12 @@ def coadd_tile(
         reject=config.reject,
         weights=config.weights,
         exptime=times[:used],
-        noise_sigma=None if config.noise_sigma is None else (config.noise_sigma_lower, config.noise_sigma),
+        noise_sigma=None
+        if config.noise_sigma is None
+        else (
+            config.noise_sigma if config.noise_sigma_lower is None else config.noise_sigma_lower,
+            config.noise_sigma,
+        ),
     )
 
 

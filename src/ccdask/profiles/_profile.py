@@ -78,6 +78,11 @@ class Profile:
     zero_exposure_dark_is_bias: bool
     layout: dict[str, Any] = field(default_factory=dict)
     layout_spec: LayoutSpec = field(default_factory=LayoutSpec)
+    #: the camera's crosstalk coefficients (a ``CrosstalkTable``), from the ``[crosstalk]`` table
+    crosstalk: Any = None
+    #: whether a night corrects with them (``[crosstalk] apply``; ``crosstalk.file`` and
+    #: ``crosstalk.profile = false`` in the configuration override it)
+    crosstalk_apply: bool = False
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -105,6 +110,7 @@ class Profile:
             "rules",
             "zero_exposure_dark_is_bias",
             "layout",
+            "crosstalk",
         }
         if unknown:
             raise fail(f"unknown top-level entries {sorted(unknown)}")
@@ -137,6 +143,7 @@ class Profile:
         detect = tuple((k, re.compile(p, re.I)) for k, p in doc.get("detect", {}).items())
         layout = dict(doc.get("layout", {"source": "header"}))
         layout_spec = parse_layout(layout, base=base.layout_spec if base else None, fail=fail)
+        crosstalk, apply = _profile_crosstalk(doc.get("crosstalk"), source, fail)
         return cls(
             name=doc["name"],
             description=doc.get("description", ""),
@@ -148,6 +155,8 @@ class Profile:
             zero_exposure_dark_is_bias=bool(doc.get("zero_exposure_dark_is_bias", True)),
             layout=layout,
             layout_spec=layout_spec,
+            crosstalk=crosstalk,
+            crosstalk_apply=apply,
         )
 
     # -- header access ------------------------------------------------------------------
@@ -271,6 +280,38 @@ class Profile:
             )
         except (SectionError, ProfileError) as exc:
             raise ProfileError(f"{where(path, hdu)}{exc}") from exc
+
+
+def _profile_crosstalk(value: Any, source: str, fail: Any) -> tuple[Any, bool]:
+    """A profile's ``[crosstalk]`` table: ``apply`` (default false), and either ``file`` (a
+    coefficient file, relative to the profile's own) or ``[[crosstalk.terms]]`` (the terms inline,
+    in the format of a coefficient file's ``[[crosstalk]]`` tables)."""
+    if value is None:
+        return None, False
+    from ..calibrate._crosstalk import load_crosstalk, parse_crosstalk
+    from ..errors import ConfigError
+
+    if not isinstance(value, dict):
+        raise fail("crosstalk must be a table ([crosstalk] with apply, and file or [[crosstalk.terms]])")
+    unknown = set(value) - {"apply", "file", "terms"}
+    if unknown:
+        raise fail(f"[crosstalk]: unknown keys {sorted(unknown)} (known: apply, file, terms)")
+    apply = value.get("apply", False)
+    if not isinstance(apply, bool):
+        raise fail(f"[crosstalk]: apply must be true or false, got {apply!r}")
+    if ("file" in value) == ("terms" in value):
+        raise fail("[crosstalk]: give either file (a coefficient file) or [[crosstalk.terms]], not both or neither")
+    try:
+        if "file" in value:
+            if not isinstance(value["file"], str):
+                raise fail(f"[crosstalk]: file must be a path, got {value['file']!r}")
+            path = Path(value["file"])
+            if not path.is_absolute():
+                path = Path(source).parent / path
+            return load_crosstalk(path), apply
+        return parse_crosstalk({"crosstalk": value["terms"]}, source=f"{source} [crosstalk]"), apply
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from exc
 
 
 def _compose(header: fits.Header, template: str) -> str | None:

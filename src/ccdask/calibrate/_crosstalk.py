@@ -743,8 +743,13 @@ def fit_crosstalk(
     sigma: float = 3.0,
     maxiters: int = 10,
     groups: np.ndarray | None = None,
+    offset: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
-    """Iteratively clipped least squares of ``v = c1 s (+ c2 s²)`` through the origin.
+    """Iteratively clipped least squares of ``v = c1 s (+ c2 s²)`` through the origin, or with
+    ``offset`` of ``v = c0 + c1 s (+ c2 s²)`` (``c0`` fitted and dropped from the result: the
+    victim's background estimate, a box median, sits a fraction of an ADU off the mean of the
+    pixels the fit keeps once the victim's own sources are masked and clipped, which through
+    the origin biases ``c1`` by that offset over the mean source signal).
 
     Returns the coefficients, their standard errors, the pixels kept and the residuals' robust
     sigma. The error is the larger of the fit's formal error (covariance with the clipped
@@ -754,13 +759,14 @@ def fit_crosstalk(
     """
     s = np.asarray(s, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
-    ncoef = 2 if quadratic else 1
+    ncoef = (2 if quadratic else 1) + (1 if offset else 0)
     if s.size < ncoef + 2:
         raise ConfigError(
             f"too few bright source pixels ({s.size}) to fit crosstalk: use frames with bright or saturated "
             "stars, or lower the threshold"
         )
-    design = np.stack([s, s * s], axis=1) if quadratic else s[:, None]
+    columns = ([np.ones_like(s)] if offset else []) + [s] + ([s * s] if quadratic else [])
+    design = np.stack(columns, axis=1)
     keep = np.ones(s.size, dtype=bool)
     coef = np.zeros(ncoef)
     spread = math.nan
@@ -788,6 +794,8 @@ def fit_crosstalk(
             m = labels.size
             jerr = np.sqrt((m - 1) / m * ((jack - jack.mean(axis=0)) ** 2).sum(axis=0))
             err = np.maximum(err, jerr)
+    if offset:
+        coef, err = coef[1:], err[1:]
     return coef, err, int(keep.sum()), spread
 
 
@@ -813,7 +821,9 @@ def _fit_pair(
             model = (float(np.median(v_all / s_all)) if s_all.size else 0.0, 0.0)
             continue
         try:
-            coef, err, n, spread = fit_crosstalk(s_all, v_all, quadratic=quadratic, sigma=sigma, groups=g_all)
+            coef, err, n, spread = fit_crosstalk(
+                s_all, v_all, quadratic=quadratic, sigma=sigma, groups=g_all, offset=True
+            )
         except ConfigError as exc:
             raise ConfigError(f"{label}: {exc}") from None
         new = (float(coef[0]), float(coef[1]) if quadratic else 0.0)

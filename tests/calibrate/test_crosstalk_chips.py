@@ -229,3 +229,20 @@ def test_cli_measures_and_writes_inter_chip_pairs(nights, tmp_path, capsys):
     for pair, c in INTER.items():
         assert abs(inter[pair] - c) < 0.15 * abs(c)
     assert len(inter) <= len(INTER) + 1
+
+
+def test_a_chip_frame_task_reads_only_the_named_source_amplifiers(nights):
+    from ccdask.config import ReduceConfig
+    from ccdask.night._crosstalk import night_crosstalk
+
+    marked, _, table_path = nights
+    entries = Catalog.scan([str(p) for p in marked.files["science"]]).entries
+    night = night_crosstalk(entries, ReduceConfig.from_dict({"crosstalk": {"file": str(table_path)}}))
+    assert night is not None
+    per_amp = 1024 * (512 + 32)  # every raw row of one amplifier's data and serial overscan columns
+    for e in entries:
+        task = night.for_entry(e)
+        loaded = task.load()
+        assert [s.key for s in loaded.sources] == list(loaded.table.source_amps(e.chip))
+        assert task.extra_pixels == sum(s.pixels.size for s in loaded.sources)
+        assert task.extra_pixels == {"CCD1": 1, "CCD2": 2}[e.chip] * per_amp  # beside its own 1024 x 1088

@@ -135,8 +135,9 @@ def test_inline_profile_terms_equal_the_file(nights, tmp_path):
 def test_bad_profile_tables_fail_clearly(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = 'bad'\n\n[crosstalk]\napply = true\n\n[[crosstalk.terms]]\nsource = 'A'\nvictim = 'B'\n")
+    prof = load_profile(bad)  # loads (cataloguing reads every profile); the terms are parsed on use
     with pytest.raises(ProfileError, match=r"bad\.toml.*no 'linear'"):
-        load_profile(bad)
+        _ = prof.crosstalk
     both = tmp_path / "both.toml"
     both.write_text("name = 'both'\n\n[crosstalk]\nfile = 'x.toml'\nterms = []\n")
     with pytest.raises(ProfileError, match=r"both\.toml.*either file"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -78,11 +79,29 @@ class Profile:
     zero_exposure_dark_is_bias: bool
     layout: dict[str, Any] = field(default_factory=dict)
     layout_spec: LayoutSpec = field(default_factory=LayoutSpec)
-    #: the camera's crosstalk coefficients (a ``CrosstalkTable``), from the ``[crosstalk]`` table
-    crosstalk: Any = None
+    #: the ``[crosstalk]`` table as checked, parsed on first use by :attr:`crosstalk` (so cataloguing,
+    #: which loads every shipped profile, never imports the correction's dask code)
+    crosstalk_spec: Any = None
     #: whether a night corrects with them (``[crosstalk] apply``; ``crosstalk.file`` and
     #: ``crosstalk.profile = false`` in the configuration override it)
     crosstalk_apply: bool = False
+
+    @functools.cached_property
+    def crosstalk(self) -> Any:
+        """The camera's crosstalk coefficients (a ``CrosstalkTable``), or None without a
+        ``[crosstalk]`` table; a bad table is a :class:`ProfileError` naming the profile."""
+        if self.crosstalk_spec is None:
+            return None
+        from ..calibrate._crosstalk import load_crosstalk, parse_crosstalk
+        from ..errors import ConfigError
+
+        kind, value = self.crosstalk_spec
+        try:
+            if kind == "file":
+                return load_crosstalk(value)
+            return parse_crosstalk({"crosstalk": value}, source=f"{self.source} [crosstalk]")
+        except ConfigError as exc:
+            raise ProfileError(f"{self.source}: {exc}" if self.source not in str(exc) else str(exc)) from exc
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -143,7 +162,7 @@ class Profile:
         detect = tuple((k, re.compile(p, re.I)) for k, p in doc.get("detect", {}).items())
         layout = dict(doc.get("layout", {"source": "header"}))
         layout_spec = parse_layout(layout, base=base.layout_spec if base else None, fail=fail)
-        crosstalk, apply = _profile_crosstalk(doc.get("crosstalk"), source, fail)
+        crosstalk_spec, apply = _profile_crosstalk(doc.get("crosstalk"), source, fail)
         return cls(
             name=doc["name"],
             description=doc.get("description", ""),
@@ -155,7 +174,7 @@ class Profile:
             zero_exposure_dark_is_bias=bool(doc.get("zero_exposure_dark_is_bias", True)),
             layout=layout,
             layout_spec=layout_spec,
-            crosstalk=crosstalk,
+            crosstalk_spec=crosstalk_spec,
             crosstalk_apply=apply,
         )
 
@@ -283,14 +302,12 @@ class Profile:
 
 
 def _profile_crosstalk(value: Any, source: str, fail: Any) -> tuple[Any, bool]:
-    """A profile's ``[crosstalk]`` table: ``apply`` (default false), and either ``file`` (a
-    coefficient file, relative to the profile's own) or ``[[crosstalk.terms]]`` (the terms inline,
-    in the format of a coefficient file's ``[[crosstalk]]`` tables)."""
+    """A profile's ``[crosstalk]`` table checked: ``apply`` (default false), and either ``file``
+    (a coefficient file, relative to the profile's own) or ``[[crosstalk.terms]]`` (the terms
+    inline, as a coefficient file's ``[[crosstalk]]`` tables). Returns ``(("file", path) or
+    ("terms", list), apply)``; the terms are parsed by :attr:`Profile.crosstalk`."""
     if value is None:
         return None, False
-    from ..calibrate._crosstalk import load_crosstalk, parse_crosstalk
-    from ..errors import ConfigError
-
     if not isinstance(value, dict):
         raise fail("crosstalk must be a table ([crosstalk] with apply, and file or [[crosstalk.terms]])")
     unknown = set(value) - {"apply", "file", "terms"}
@@ -301,17 +318,18 @@ def _profile_crosstalk(value: Any, source: str, fail: Any) -> tuple[Any, bool]:
         raise fail(f"[crosstalk]: apply must be true or false, got {apply!r}")
     if ("file" in value) == ("terms" in value):
         raise fail("[crosstalk]: give either file (a coefficient file) or [[crosstalk.terms]], not both or neither")
-    try:
-        if "file" in value:
-            if not isinstance(value["file"], str):
-                raise fail(f"[crosstalk]: file must be a path, got {value['file']!r}")
-            path = Path(value["file"])
-            if not path.is_absolute():
-                path = Path(source).parent / path
-            return load_crosstalk(path), apply
-        return parse_crosstalk({"crosstalk": value["terms"]}, source=f"{source} [crosstalk]"), apply
-    except ConfigError as exc:
-        raise ProfileError(str(exc)) from exc
+    if "file" in value:
+        if not isinstance(value["file"], str):
+            raise fail(f"[crosstalk]: file must be a path, got {value['file']!r}")
+        path = Path(value["file"])
+        if not path.is_absolute():
+            path = Path(source).parent / path
+        if not path.is_file():
+            raise fail(f"[crosstalk]: no coefficient file {path}")
+        return ("file", str(path)), apply
+    if not isinstance(value["terms"], list):
+        raise fail("[crosstalk]: terms must be a list of tables ([[crosstalk.terms]])")
+    return ("terms", value["terms"]), apply
 
 
 def _compose(header: fits.Header, template: str) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 from astropy.io import fits
 
 from ccdask import reduce
+from ccdask.calibrate._crosstalk import profile_crosstalk
 from ccdask.errors import ConfigError, ProfileError
 from ccdask.profiles import load_profile
 from ccdask.simulate import simulate_night
@@ -128,7 +129,7 @@ def test_inline_profile_terms_equal_the_file(nights, tmp_path):
     inline.write_text(
         "name = 'inline'\n\n[crosstalk]\napply = true\n\n" + _terms().replace("[[crosstalk]]", "[[crosstalk.terms]]")
     )
-    assert load_profile(inline).crosstalk.to_dict() == load_profile(prof).crosstalk.to_dict()
+    assert profile_crosstalk(load_profile(inline)).to_dict() == profile_crosstalk(load_profile(prof)).to_dict()
     assert load_profile(inline).crosstalk_apply
 
 
@@ -137,7 +138,7 @@ def test_bad_profile_tables_fail_clearly(tmp_path):
     bad.write_text("name = 'bad'\n\n[crosstalk]\napply = true\n\n[[crosstalk.terms]]\nsource = 'A'\nvictim = 'B'\n")
     prof = load_profile(bad)  # loads (cataloguing reads every profile); the terms are parsed on use
     with pytest.raises(ProfileError, match=r"bad\.toml.*no 'linear'"):
-        _ = prof.crosstalk
+        profile_crosstalk(prof)
     both = tmp_path / "both.toml"
     both.write_text("name = 'both'\n\n[crosstalk]\nfile = 'x.toml'\nterms = []\n")
     with pytest.raises(ProfileError, match=r"both\.toml.*either file"):

@@ -66,7 +66,7 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage
 
-from ..errors import ConfigError, ShapeMismatchError
+from ..errors import ConfigError, ProfileError, ShapeMismatchError
 from ..profiles._layout import Amplifier, ChipLayout
 from ..utils import MAD_TO_SIGMA, atomic_write_text
 from ..utils._options import ConfigBase, option
@@ -86,6 +86,7 @@ __all__ = [
     "measure_crosstalk",
     "measure_crosstalk_files",
     "measure_crosstalk_inter",
+    "profile_crosstalk",
     "read_source_amp",
     "source_amp",
 ]
@@ -274,6 +275,22 @@ def parse_crosstalk(doc: dict[str, Any], *, source: str = "<dict>") -> Crosstalk
 def load_crosstalk(path: str | os.PathLike[str]) -> CrosstalkTable:
     """The coefficient table of a TOML file (cached per path, modification time and size)."""
     return load_table(path, parse_crosstalk, "crosstalk coefficients")
+
+
+def profile_crosstalk(profile: Any) -> CrosstalkTable | None:
+    """The crosstalk coefficients an instrument profile carries (its ``[crosstalk]`` table,
+    inline terms or a file relative to the profile), or None; errors name the profile."""
+    spec = getattr(profile, "crosstalk_spec", None)
+    if spec is None:
+        return None
+    kind, value = spec
+    try:
+        if kind == "file":
+            return load_crosstalk(value)
+        return parse_crosstalk({"crosstalk": value}, source=f"{profile.source} [crosstalk]")
+    except ConfigError as exc:
+        text = str(exc)
+        raise ProfileError(text if profile.source in text else f"{profile.source}: {text}") from exc
 
 
 # --------------------------------------------------------------------------------------------

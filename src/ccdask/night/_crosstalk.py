@@ -16,7 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..calibrate._crosstalk import CrosstalkInputs, CrosstalkTable, load_crosstalk, read_source_amp
+from ..calibrate._crosstalk import (
+    CrosstalkInputs,
+    CrosstalkTable,
+    load_crosstalk,
+    profile_crosstalk,
+    read_source_amp,
+)
 from ..calibrate._regions import rect_of
 from ..catalog import Entry
 from ..config import ReduceConfig
@@ -98,8 +104,10 @@ def resolve_crosstalk_table(cfg: ReduceConfig, profiles: Iterable[str]) -> tuple
     tables = {}
     for name in names:
         prof = load_profile(name)
-        if prof.crosstalk is not None and prof.crosstalk_apply:
-            tables[prof.name] = prof.crosstalk
+        if prof.crosstalk_spec is not None and prof.crosstalk_apply:
+            table = profile_crosstalk(prof)
+            if table is not None:
+                tables[prof.name] = table
     if not tables:
         return None, False
     if len({canonical(t) for t in tables.values()}) > 1:

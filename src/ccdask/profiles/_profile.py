@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -79,29 +78,13 @@ class Profile:
     zero_exposure_dark_is_bias: bool
     layout: dict[str, Any] = field(default_factory=dict)
     layout_spec: LayoutSpec = field(default_factory=LayoutSpec)
-    #: the ``[crosstalk]`` table as checked, parsed on first use by :attr:`crosstalk` (so cataloguing,
-    #: which loads every shipped profile, never imports the correction's dask code)
+    #: the ``[crosstalk]`` table as checked here: ``("file", path)`` or ``("terms", [...])``;
+    #: ``ccdask.calibrate._crosstalk.profile_crosstalk`` parses it (the profiles layer knows
+    #: nothing of the correction, and cataloguing, which loads every profile, imports no dask)
     crosstalk_spec: Any = None
     #: whether a night corrects with them (``[crosstalk] apply``; ``crosstalk.file`` and
     #: ``crosstalk.profile = false`` in the configuration override it)
     crosstalk_apply: bool = False
-
-    @functools.cached_property
-    def crosstalk(self) -> Any:
-        """The camera's crosstalk coefficients (a ``CrosstalkTable``), or None without a
-        ``[crosstalk]`` table; a bad table is a :class:`ProfileError` naming the profile."""
-        if self.crosstalk_spec is None:
-            return None
-        from ..calibrate._crosstalk import load_crosstalk, parse_crosstalk
-        from ..errors import ConfigError
-
-        kind, value = self.crosstalk_spec
-        try:
-            if kind == "file":
-                return load_crosstalk(value)
-            return parse_crosstalk({"crosstalk": value}, source=f"{self.source} [crosstalk]")
-        except ConfigError as exc:
-            raise ProfileError(f"{self.source}: {exc}" if self.source not in str(exc) else str(exc)) from exc
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -305,7 +288,7 @@ def _profile_crosstalk(value: Any, source: str, fail: Any) -> tuple[Any, bool]:
     """A profile's ``[crosstalk]`` table checked: ``apply`` (default false), and either ``file``
     (a coefficient file, relative to the profile's own) or ``[[crosstalk.terms]]`` (the terms
     inline, as a coefficient file's ``[[crosstalk]]`` tables). Returns ``(("file", path) or
-    ("terms", list), apply)``; the terms are parsed by :attr:`Profile.crosstalk`."""
+    ("terms", list), apply)``; the terms are parsed by ``calibrate._crosstalk.profile_crosstalk``."""
     if value is None:
         return None, False
     if not isinstance(value, dict):

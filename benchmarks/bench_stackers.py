@@ -15,13 +15,15 @@ Rows, each the best of ``--repeat`` runs (round-robin: every tool once per round
   of the same files (``convert``, timed once on its own row), with ``sigclip``, when ``siril-cli``
   is installed: Siril's sigma clipping about the median, mean of the survivors;
 * ``ccdproc.combine`` (sigma clipping once, mean/std) once, only with ``--ccdproc``;
+* with ``--profile``: CPU seconds of one thread per stage of the in-process sigclip (read floor,
+  decode into the band buffer, the kernel without and with rejection, the tile tasks);
 * with ``--memory``: peak RSS of the ``ccdask combine`` process tree for 12 and for 48 frames
   (the frames are written up to 48), sampled every 10 ms.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_stackers.py [--frames 24] [--shape 4096 2048] [--repeat 3]
-        [--kinds sigclip ccdclip ...] [--ccdproc] [--memory]
+        [--kinds sigclip ccdclip ...] [--ccdproc] [--memory] [--profile]
 """
 
 from __future__ import annotations
@@ -142,6 +144,48 @@ def memory_rows(paths: list[Path], work: Path) -> list[tuple[int, float, float]]
     return rows
 
 
+def profile_rows(paths: list[Path]) -> list[tuple[str, float]]:
+    """CPU seconds of one thread for the stages of the in-process sigclip over the whole stack:
+    the read floor, the decode of every band into the buffer, the kernel on those bands (no
+    rejection, then sigclip), and the tile tasks themselves (decode + sigclip)."""
+    import importlib
+
+    from ccdask.combine import CombineConfig, combine_block
+    from ccdask.io import image_source
+
+    stack_mod = importlib.import_module("ccdask.combine._stack")
+    sources = [image_source(p) for p in paths]
+    ny, nx = sources[0].shape
+    band = stack_mod.band_rows(len(sources), nx)
+    stored = [s.stored_pixels() for s in sources]
+    buf = np.empty((len(sources), band, nx), np.float32)
+    clock = time.thread_time
+    rows: list[tuple[str, float]] = []
+    t0 = clock()
+    total = sum(int(raw.sum(dtype=np.int64) & 1) for raw in stored if raw is not None)
+    rows.append(("read floor (one thread)", clock() - t0 + 0 * total))
+    t0 = clock()
+    for y in range(0, ny - band + 1, band):
+        for i, (src, raw) in enumerate(zip(sources, stored, strict=True)):
+            assert raw is not None
+            src.decode_into(raw[y : y + band], buf[i])
+    rows.append((f"decode into the band buffer ({band} rows)", clock() - t0))
+    for clip in ("none", "sigclip"):
+        cfg = CombineConfig(clip=clip)
+        combine_block(buf, cfg)
+        t0 = clock()
+        for _ in range(0, ny - band + 1, band):
+            combine_block(buf, cfg)
+        rows.append((f"kernel, clip={clip}, on the bands", clock() - t0))
+    cfg = CombineConfig(clip="sigclip")
+    ty, _ = stack_mod.tile_shape(len(sources), (ny, nx))
+    t0 = clock()
+    for y in range(0, ny, ty):
+        stack_mod._tile_from_sources(sources, slice(y, min(y + ty, ny)), slice(0, nx), None, cfg, False)
+    rows.append(("tile tasks, sigclip (decode + kernel)", clock() - t0))
+    return rows
+
+
 def ccdproc_once(paths: list[Path]) -> float:
     import warnings
 
@@ -163,6 +207,7 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     ap.add_argument("--ccdproc", action="store_true")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     shape = (args.shape[0], args.shape[1])
     made = make_frames(args.dir, max(args.frames, 48 if args.memory else 0), shape)
@@ -197,6 +242,7 @@ def main() -> None:
         if args.ccdproc:
             best["ccdproc.combine sigma_clip (once)"] = ccdproc_once(paths)
         memory = memory_rows(made, work) if args.memory else []
+        profile = profile_rows(paths) if args.profile else []
     load = os.getloadavg()
     print(
         f"\n{args.frames} frames of {shape[0]} x {shape[1]} uint16, best of {args.repeat}, "
@@ -207,6 +253,11 @@ def main() -> None:
     floor = best["read floor"]
     for label, seconds in best.items():
         print(f"| {label} | {seconds:.2f} | {seconds / floor:.1f} |")
+    if profile:
+        print("\n| stage (CPU seconds of one thread, whole stack) | seconds |")
+        print("| --- | ---: |")
+        for label, seconds in profile:
+            print(f"| {label} | {seconds:.2f} |")
     if memory:
         print("\n| frames | peak RSS of `ccdask combine` (MiB) | wall (s) | × 12-frame peak |")
         print("| ---: | ---: | ---: | ---: |")

@@ -4,7 +4,11 @@ Two graph shapes, both with one kernel task per tile:
 
 * **files** whose pixels can be read by region (plain FITS, fpack): each tile task reads its
   region from every frame (:meth:`ccdask.io.ImageSource.read`) into one ``(N, ty, tx)`` block and
-  clips it. No stacking or rechunking tasks, nothing held between tasks but the outputs.
+  clips it. No stacking or rechunking tasks, nothing held between tasks but the outputs. Plain
+  files (without ``grow``) go band by band instead (:func:`_tile_in_bands`): each band of
+  :func:`band_rows` rows (about :data:`BAND_BYTES`) is decoded from the memory maps straight into
+  one reused float32 buffer and clipped while it is in cache; the kernel's results do not depend
+  on the block shape, so the numbers are the same.
 * **arrays** (numpy, dask, sequences of 2-D arrays) and gzip-wrapped files (which must be
   decompressed whole): the frames are stacked, rechunked to ``(N, ty, tx)`` and the kernel is
   mapped over the blocks. A gzip file is decompressed once per graph and its bytes are held

@@ -66,6 +66,7 @@ from numba import njit
 from numpy.typing import NDArray
 
 from ._config import SIRIL_CLIPS, CombineConfig
+from ._kernels import sorting_network
 
 __all__ = ["SIRIL_FLOOR", "gesd_critical_values", "gesd_max_outliers", "reject_block"]
 
@@ -280,6 +281,10 @@ def _gesd(vals: _F64, m: int, rmax: int, crit: _F64, rej: _Bool, taken: _I64) ->
         rej[taken[i]] = True
 
 
+#: Pixels of a row gathered at once, frame by frame (sequential reads), into an L1-sized strip.
+STRIP = 128
+
+
 @_jit
 def _reject_kernel(
     block: _F32,
@@ -287,6 +292,7 @@ def _reject_kernel(
     zero: _F64,
     min_clip: float,
     max_clip: float,
+    comps: _I64,
     kind: int,
     sig_lo: float,
     sig_hi: float,
@@ -294,13 +300,27 @@ def _reject_kernel(
     crit: _F64,
     out: _F32,
 ) -> None:  # pragma: no cover - compiled
+    """Set ``out[k, y, x]`` (a copy of ``block``) to NaN where the rejection rejects the value.
+
+    Each row is taken in strips of :data:`STRIP` pixels, read frame by frame (sequential reads:
+    planes a power of two apart would share cache sets if read pixel by pixel). Each value becomes
+    an int64 key ``(order-preserving bits of the float32) << 16 | frame`` (non-finite: the largest
+    key), and the keys of the whole strip are sorted at once by the sorting network ``comps``
+    (SIMD), which orders every pixel's values by ``(value, frame)``.
+    """
     n, ny, nx = block.shape
     has_scale = scale.shape[0] == n
     has_zero = zero.shape[0] == n
     transform = has_scale or has_zero
     has_thr = min_clip > -np.inf or max_clip < np.inf
+    ncomp = comps.shape[0]
+    strip = np.empty((n, STRIP), np.float32)
+    bits = strip.view(np.uint32)
+    keys = np.empty((n, STRIP), np.int64)
+    dec = np.empty((n, STRIP), np.uint32)
+    fdec = dec.view(np.float32)
+    nfin = np.zeros(STRIP, np.int64)
     vals = np.empty(n, np.float64)
-    frame = np.empty(n, np.int64)
     rej = np.zeros(n, np.bool_)
     cur = np.empty(n, np.float64)
     pos = np.empty(n, np.int64)
@@ -309,38 +329,53 @@ def _reject_kernel(
     cand = np.zeros(n, np.bool_)
     taken = np.empty(n, np.int64)
     nan32 = np.float32(np.nan)
+    zero32 = np.float32(0.0)
+    last = np.int64(0x7FFFFFFFFFFFFFFF)
+    sign = np.uint32(0x80000000)
     for y in range(ny):
-        for x in range(nx):
-            m = 0
+        for x0 in range(0, nx, STRIP):
+            w = min(STRIP, nx - x0)
+            for j in range(w):
+                nfin[j] = 0
             for k in range(n):
-                raw = block[k, y, x]
-                out[k, y, x] = raw
-                if has_thr and not ((raw >= min_clip) & (raw <= max_clip)):
-                    continue
-                v = raw
-                if transform:
-                    s_k = scale[k] if has_scale else 1.0
-                    z_k = zero[k] if has_zero else 0.0
-                    v = np.float32(np.float64(raw) * s_k + z_k)
-                if not np.isfinite(v):
-                    continue
-                # insert keeping (value, frame) order: later frames go after equal values
-                fv = np.float64(v)
-                j = m
-                while j > 0 and vals[j - 1] > fv:
-                    vals[j] = vals[j - 1]
-                    frame[j] = frame[j - 1]
-                    j -= 1
-                vals[j] = fv
-                frame[j] = k
-                m += 1
-            if kind == _K_GESD:
-                _gesd(vals, m, max_out - (n - m), crit, rej, taken)
-            else:
-                _passes(kind, vals, m, sig_lo, sig_hi, rej, cur, pos, wins, dist, cand)
-            for p in range(m):
-                if rej[p]:
-                    out[frame[p], y, x] = nan32
+                s_k = scale[k] if has_scale else 1.0
+                z_k = zero[k] if has_zero else 0.0
+                for j in range(w):
+                    v = block[k, y, x0 + j]
+                    if has_thr and not ((v >= min_clip) & (v <= max_clip)):
+                        v = nan32
+                    if transform:
+                        v = np.float32(np.float64(v) * s_k + z_k)
+                    strip[k, j] = v + zero32  # -0.0 becomes 0.0: one key per value
+                for j in range(w):
+                    u = bits[k, j]
+                    u = ~u if u & sign else u | sign
+                    fin = np.isfinite(strip[k, j])
+                    keys[k, j] = (np.int64(u) << 16) | k if fin else last
+                    nfin[j] += 1 if fin else 0
+            for c in range(ncomp):
+                ca = comps[c, 0]
+                cb = comps[c, 1]
+                for j in range(w):
+                    p = keys[ca, j]
+                    q = keys[cb, j]
+                    keys[ca, j] = min(p, q)
+                    keys[cb, j] = max(p, q)
+            for k in range(n):
+                for j in range(w):
+                    u = np.uint32((keys[k, j] >> 16) & 0xFFFFFFFF)
+                    dec[k, j] = u ^ sign if u & sign else ~u
+            for j in range(w):
+                m = nfin[j]
+                for p in range(m):
+                    vals[p] = np.float64(fdec[p, j])
+                if kind == _K_GESD:
+                    _gesd(vals, m, max_out - (n - m), crit, rej, taken)
+                else:
+                    _passes(kind, vals, m, sig_lo, sig_hi, rej, cur, pos, wins, dist, cand)
+                for p in range(m):
+                    if rej[p]:
+                        out[keys[p, j] & 0xFFFF, y, x0 + j] = nan32
 
 
 def reject_block(block: NDArray[np.float32], config: CombineConfig, scale: _F64, zero: _F64) -> NDArray[np.float32]:
@@ -360,7 +395,7 @@ def reject_block(block: NDArray[np.float32], config: CombineConfig, scale: _F64,
         raise ValueError(f"reject_block: clip {config.clip!r} is not one of Siril's {SIRIL_CLIPS}")
     data = np.ascontiguousarray(block, dtype=np.float32)
     n = data.shape[0]
-    out = np.empty_like(data)
+    out = data.copy()
     if config.clip == "gesd":
         max_out = gesd_max_outliers(n, config.gesd_fraction)
         crit = gesd_critical_values(n, config.gesd_alpha)
@@ -374,6 +409,7 @@ def reject_block(block: NDArray[np.float32], config: CombineConfig, scale: _F64,
             np.ascontiguousarray(zero, dtype=np.float64),
             -np.inf if config.min_clip is None else config.min_clip,
             np.inf if config.max_clip is None else config.max_clip,
+            sorting_network(n),
             _KIND[config.clip],
             config.sigma_lower,
             config.sigma_upper,

@@ -467,3 +467,12 @@ def test_cli_reject_kinds_equal_the_api(tmp_path):
         assert run(parser.parse_args(["combine", *map(str, paths), "-o", str(out), "--reject", clip, *extra])) == 0
         expect = combine(paths, clip=clip, **kw).compute()
         assert_same(fits.getdata(out, 0), expect.data)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from ccdask.combine import _siril
+
+    failed, attempted = doctest.testmod(_siril, optionflags=doctest.ELLIPSIS)
+    assert failed == 0 and attempted >= 4

@@ -426,6 +426,8 @@ def test_files_lazy_and_tiling_independent(tmp_path, clip):
         whole = combine(paths, clip=clip, memory_per_task="256 MiB", variance="scatter")
         chunked = combine(dask.array.from_array(stack, chunks=(3, 37, 41)), clip=clip)
     assert small.data.numblocks[0] > 1 and whole.data.numblocks == (1, 1)
+    # the budget counts the second copy of the block these kinds hold: smaller tiles than sigma's
+    assert small.data.chunks[0][0] < combine(paths, clip="sigma", memory_per_task="1 MiB").data.chunks[0][0]
     with no_compute():
         grown = [combine(paths, clip=clip, grow=1.0, memory_per_task=m) for m in ("1 MiB", "256 MiB")]
     g_small, g_whole = (x.compute() for x in grown)

@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike
 from ..errors import ConfigError, ShapeMismatchError
 from ..utils import SAMPLE_PIXELS, sample_step
 from ._config import (
+    SIRIL_CLIPS,
     Center,
     Clip,
     CombineConfig,
@@ -675,7 +676,9 @@ def combine(
     factors_name = levels_name
 
     use_files = inputs.readable_by_region and var_stack is None
-    tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=not use_files)
+    # Siril's kinds hold a second copy of the block (its values with the rejected ones as NaN)
+    twice = not use_files or config.clip in SIRIL_CLIPS
+    tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=twice)
     if config.clip == "avsigclip" and tile[1] < inputs.shape[1]:
         tile = (1, inputs.shape[1])  # IRAF estimates avsigclip's sigma factor per image row: whole rows
     ny, nx = inputs.shape

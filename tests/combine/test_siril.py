@@ -468,7 +468,13 @@ def test_cli_reject_kinds_equal_the_api(tmp_path):
         out = tmp_path / f"{clip}.fits"
         assert run(parser.parse_args(["combine", *map(str, paths), "-o", str(out), "--reject", clip, *extra])) == 0
         expect = combine(paths, clip=clip, **kw).compute()
-        assert_same(fits.getdata(out, 0), expect.data)
+        with fits.open(out) as hdul:
+            assert_same(hdul[0].data, expect.data)
+            assert hdul[0].header["CMBCLIP"] == clip
+            if clip == "gesd":
+                assert (hdul[0].header["CMBGESDF"], hdul[0].header["CMBGESDA"]) == (0.4, 0.1)
+            else:
+                assert "CMBGESDF" not in hdul[0].header
 
 
 def test_docstring_examples_run():

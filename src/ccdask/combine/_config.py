@@ -295,7 +295,8 @@ class CombineConfig(ConfigBase):
         "values (the last iteration whose bounds keep enough is used; 0 reproduces astropy "
         "exactly). With ``clip`` ``sigclip``/``avsigclip``/``ccdclip``/``crreject``/``pclip`` as IRAF: a negative value is the most that may be "
         "rejected (at least ``N + nkeep`` kept), and rejected values nearest the center are put "
-        "back until enough survive.",
+        "back until enough survive. Not used by Siril's kinds (``winsorized``, ``linearfit``, ``gesd``): "
+        "their floor is Siril's (:mod:`ccdask.combine._siril`).",
     )
     mclip: bool = option(
         True,

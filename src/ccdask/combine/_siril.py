@@ -22,8 +22,9 @@ Common rules
   every value rejected so far, this pass included), so at most ``max(0, n - r_before - 4)``
   values in a pass. When the floor allows fewer rejections than there are candidates, ccdask
   rejects the candidates farthest from the center (or the line) first, ties in sorted order
-  (Siril takes them in the order its in-place partial sort left them: an accident of its
-  implementation, not a rule);
+  (Siril takes them in the order its array is in: sorted, lowest first, for fewer than 9 values
+  and for the linear fit, its quickselect's partial order otherwise — an accident of its
+  implementation, not a rule). ``nkeep`` does not apply to these kinds; the floor is their rule;
 
 ``winsorized`` (Huber's winsorization, as Siril): ``m`` the median (even count: mean of the middle
 two), ``s`` the sample standard deviation (``ddof=1``) of the survivors; a copy ``w`` of them is

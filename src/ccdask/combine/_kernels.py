@@ -1417,7 +1417,7 @@ def combine_block(
         from ._siril import reject_block
 
         return combine_block(
-            reject_block(data, cfg, sc, zr),
+            reject_block(data, cfg, sc, zr, sorting_network(n)),
             cfg.replace(clip="none"),
             scale=sc if sc.size else None,
             zero=zr if zr.size else None,

@@ -67,7 +67,6 @@ from numba import njit
 from numpy.typing import NDArray
 
 from ._config import SIRIL_CLIPS, CombineConfig
-from ._kernels import sorting_network
 
 __all__ = ["SIRIL_FLOOR", "gesd_critical_values", "gesd_max_outliers", "reject_block"]
 
@@ -381,16 +380,22 @@ def _reject_kernel(
                         out[keys[p, j] & 0xFFFF, y, x0 + j] = nan32
 
 
-def reject_block(block: NDArray[np.float32], config: CombineConfig, scale: _F64, zero: _F64) -> NDArray[np.float32]:
+def reject_block(
+    block: NDArray[np.float32], config: CombineConfig, scale: _F64, zero: _F64, comps: _I64
+) -> NDArray[np.float32]:
     """A copy of the ``(N, ty, tx)`` float32 ``block`` with the values Siril's rejection rejects set to NaN.
 
     ``config.clip`` is one of :data:`ccdask.combine._config.SIRIL_CLIPS`; ``scale``/``zero`` are
     the per-frame factors/offsets (empty arrays: none), applied (with the thresholds) to the values
-    the rejection sees, not to the copy, which holds the input values.
+    the rejection sees, not to the copy, which holds the input values. ``comps``: the comparators
+    of a sorting network for ``N`` inputs (:func:`ccdask.combine._kernels.sorting_network`, passed
+    in: this module does not import the kernels module, which calls it).
 
     >>> stack = np.full((6, 1, 1), 0.5, np.float32); stack[:, 0, 0] += np.float32([0, 1, -1, 2, -2, 0]) * 1e-3
     >>> stack[3, 0, 0] = 0.9
-    >>> out = reject_block(stack, CombineConfig(clip="gesd", gesd_fraction=0.3), np.empty(0), np.empty(0))
+    >>> from ccdask.combine._kernels import sorting_network
+    >>> cfg = CombineConfig(clip="gesd", gesd_fraction=0.3)
+    >>> out = reject_block(stack, cfg, np.empty(0), np.empty(0), sorting_network(6))
     >>> np.isnan(out[:, 0, 0]).tolist()
     [False, False, False, True, False, False]
     """
@@ -412,7 +417,7 @@ def reject_block(block: NDArray[np.float32], config: CombineConfig, scale: _F64,
             np.ascontiguousarray(zero, dtype=np.float64),
             -np.inf if config.min_clip is None else config.min_clip,
             np.inf if config.max_clip is None else config.max_clip,
-            sorting_network(n),
+            np.ascontiguousarray(comps, dtype=np.int64),
             _KIND[config.clip],
             config.sigma_lower,
             config.sigma_upper,

@@ -21,6 +21,8 @@ DEFAULT_DICT = {
     "clip": "sigma",
     "sigma_lower": 3.0,
     "sigma_upper": 3.0,
+    "gesd_fraction": 0.3,
+    "gesd_alpha": 0.05,
     "maxiters": 5,
     "center": "median",
     "spread": "mad_std",

@@ -95,7 +95,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         dest="clip",
         choices=get_args(Clip),
         default="sigma",
-        help="rejection (default sigma); sigclip, ccdclip, crreject and pclip are IRAF imcombine's reject= kinds",
+        help="rejection (default sigma); sigclip, avsigclip, ccdclip, crreject and pclip are IRAF imcombine's "
+        "reject= kinds, winsorized, linearfit and gesd Siril's",
+    )
+    p.add_argument(
+        "--gesd-fraction",
+        type=float,
+        default=0.3,
+        metavar="F",
+        help="gesd: the most outliers tested, as a fraction of the frames (Siril's rej g first value; default 0.3)",
+    )
+    p.add_argument(
+        "--gesd-alpha",
+        type=float,
+        default=0.05,
+        metavar="A",
+        help="gesd: significance of the test (Siril's rej g second value; default 0.05)",
     )
     p.add_argument(
         "--rdnoise",
@@ -342,6 +357,8 @@ def _run(args: argparse.Namespace) -> int:
         gain=args.gain,
         snoise=args.snoise,
         pclip=args.pclip,
+        gesd_fraction=args.gesd_fraction,
+        gesd_alpha=args.gesd_alpha,
         grow=args.grow,
         scale=None if args.scale == "none" else args.scale,
         zero=None if args.zero == "none" else args.zero,

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MEMORY_PER_TASK",
     "IRAF_CLIPS",
     "MAX_FRAMES",
+    "SIRIL_CLIPS",
     "Center",
     "Clip",
     "CombineConfig",
@@ -37,7 +38,20 @@ __all__ = [
 ]
 
 Method = Literal["mean", "median", "sum"]
-Clip = Literal["sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"]
+Clip = Literal[
+    "sigma",
+    "sigclip",
+    "avsigclip",
+    "ccdclip",
+    "crreject",
+    "pclip",
+    "minmax",
+    "extrema",
+    "winsorized",
+    "linearfit",
+    "gesd",
+    "none",
+]
 Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
 ScaleMode = Literal["median", "mean", "mode", "exposure"]
@@ -47,6 +61,8 @@ Normalize = Literal["mean", "first"]
 
 #: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
 IRAF_CLIPS = ("sigclip", "avsigclip", "ccdclip", "crreject", "pclip")
+#: The rejection kinds as Siril defines them (:mod:`ccdask.combine._siril`).
+SIRIL_CLIPS = ("winsorized", "linearfit", "gesd")
 
 #: Default per-task memory budget in bytes (64 MiB).
 DEFAULT_MEMORY_PER_TASK = 64 * 2**20
@@ -210,21 +226,40 @@ class CombineConfig(ConfigBase):
         "``rdnoise``/``gain``/``snoise`` about the median or, ``mclip`` False, the mean without the "
         "lowest and highest value), ``crreject`` (``ccdclip`` rejecting only high values, "
         "``sigma_upper``), ``pclip`` (IRAF: width from the percentile pixel ``pclip``, one pass), ``extrema`` (drop the ``nlow`` lowest and "
-        "``nhigh`` highest values per pixel) or ``none``.",
+        "``nhigh`` highest values per pixel), Siril's ``winsorized`` (sigma clipping about the median, "
+        "the sigma of the values winsorized at 1.5 sigma, times 1.134), ``linearfit`` (clipping about a "
+        "straight line fitted to the sorted values, the spread the mean absolute residual) and ``gesd`` "
+        "(the generalized extreme studentized deviate test, ``gesd_fraction``, ``gesd_alpha``) — see "
+        ":mod:`ccdask.combine._siril` — or ``none``.",
     )
     sigma_lower: float = option(
         3.0,
-        "Lower threshold of sigma clipping, in units of the spread.",
+        "Lower threshold of sigma clipping, in units of the spread (also ``winsorized``/``linearfit``).",
         parse=_number,
         check=lambda v: v >= 0,
         why="must be >= 0",
     )
     sigma_upper: float = option(
         3.0,
-        "Upper threshold of sigma clipping, in units of the spread.",
+        "Upper threshold of sigma clipping, in units of the spread (also ``winsorized``/``linearfit``).",
         parse=_number,
         check=lambda v: v >= 0,
         why="must be >= 0",
+    )
+    gesd_fraction: float = option(
+        0.3,
+        "``gesd``: the most outliers tested per pixel, as a fraction of the frames (Siril's "
+        "``rej g`` first parameter; non-finite values count among them).",
+        parse=_number,
+        check=lambda v: 0 < v < 1,
+        why="must be between 0 and 1 (exclusive)",
+    )
+    gesd_alpha: float = option(
+        0.05,
+        "``gesd``: the significance of the test (Siril's ``rej g`` second parameter).",
+        parse=_number,
+        check=lambda v: 0 < v < 1,
+        why="must be between 0 and 1 (exclusive)",
     )
     maxiters: int | None = option(
         5,
@@ -260,7 +295,8 @@ class CombineConfig(ConfigBase):
         "values (the last iteration whose bounds keep enough is used; 0 reproduces astropy "
         "exactly). With ``clip`` ``sigclip``/``avsigclip``/``ccdclip``/``crreject``/``pclip`` as IRAF: a negative value is the most that may be "
         "rejected (at least ``N + nkeep`` kept), and rejected values nearest the center are put "
-        "back until enough survive.",
+        "back until enough survive. Not used by Siril's kinds (``winsorized``, ``linearfit``, ``gesd``): "
+        "their floor is Siril's (:mod:`ccdask.combine._siril`).",
     )
     mclip: bool = option(
         True,

@@ -81,7 +81,7 @@ from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import ConfigError, ShapeMismatchError
-from ._config import IRAF_CLIPS, MAX_FRAMES, CombineConfig
+from ._config import IRAF_CLIPS, MAX_FRAMES, SIRIL_CLIPS, CombineConfig
 
 __all__ = [
     "STRIP",
@@ -1502,6 +1502,20 @@ def combine_block(
         return_variance = True
     else:
         var = _EMPTY3
+    if cfg.clip in SIRIL_CLIPS:
+        # Siril's kinds (_siril.py) mark their rejections as NaN; the rest is a combine without rejection
+        from ._siril import reject_block
+
+        return combine_block(
+            reject_block(data, cfg, sc, zr, sorting_network(n)),
+            cfg.replace(clip="none"),
+            scale=sc if sc.size else None,
+            zero=zr if zr.size else None,
+            weights=wt if wt.size else None,
+            variance=variance,
+            return_variance=return_variance,
+            return_mask=return_mask,
+        )
     rdnoise, gain, snoise = _noise_values(cfg, noise) if cfg.clip in ("ccdclip", "crreject") else (0.0, 1.0, 0.0)
     out_data = np.empty((ty, tx), np.float32)
     out_count = np.empty((ty, tx), np.int16)

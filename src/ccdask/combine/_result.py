@@ -149,6 +149,9 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
             hdr[card] = (getattr(cfg, key), comment)
     if cfg.clip == "pclip":
         hdr["CMBPCLIP"] = (cfg.pclip, "pclip percentile pixel parameter")
+    if cfg.clip == "gesd":
+        hdr["CMBGESDF"] = (cfg.gesd_fraction, "GESD most outliers, fraction of frames")
+        hdr["CMBGESDA"] = (cfg.gesd_alpha, "GESD significance")
     if cfg.grow > 0:
         hdr["CMBGROW"] = (cfg.grow, "radius of grown rejections (pixels)")
     scale = "array" if isinstance(cfg.scale, tuple) else cfg.scale

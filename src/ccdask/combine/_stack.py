@@ -40,6 +40,7 @@ from numpy.typing import ArrayLike
 from ..errors import ConfigError, ShapeMismatchError
 from ..utils import SAMPLE_PIXELS, sample_step
 from ._config import (
+    SIRIL_CLIPS,
     Center,
     Clip,
     CombineConfig,
@@ -540,6 +541,8 @@ def combine(
     gain: float | str = 1.0,
     snoise: float | str = 0.0,
     pclip: float = -0.5,
+    gesd_fraction: float = 0.3,
+    gesd_alpha: float = 0.05,
     grow: float = 0.0,
     statsec: str | None = None,
     normalize: Normalize = "mean",
@@ -553,12 +556,14 @@ def combine(
         :mod:`ccdask.io` (``hdu`` selects the image HDU of each file). NaN and ±inf are ignored.
     method : {"mean", "median", "sum"}
         Statistic of the survivors (``sum`` as ccdproc: the sum of survivors, not rescaled).
-    clip : {"sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", "none"}
+    clip : {"sigma", "sigclip", "avsigclip", "ccdclip", "crreject", "pclip", "minmax", "extrema", \
+"winsorized", "linearfit", "gesd", "none"}
         Rejection (see :mod:`ccdask.combine._kernels` for the exact semantics). ``sigclip``,
         ``avsigclip``, ``ccdclip``, ``crreject`` and ``pclip`` are IRAF imcombine's ``reject=`` kinds
         (``avsigclip`` estimates its sigma factor per image row, so tiles hold whole rows even
         above ``memory_per_task``)
         (``sigma_lower``/``sigma_upper`` are its ``lsigma``/``hsigma``; ``mclip``, ``nkeep``).
+        ``winsorized``, ``linearfit`` and ``gesd`` are Siril's (:mod:`ccdask.combine._siril`).
     sigma_lower, sigma_upper, maxiters, center, spread
         Sigma clipping as ``astropy.stats.sigma_clip(axis=0, ...)``; ``maxiters=None`` iterates
         until nothing changes.
@@ -599,6 +604,9 @@ def combine(
         file (the frames must agree on it).
     pclip : float
         ``pclip``: the percentile pixel (IRAF's ``pclip``, see :func:`pclip_offset`).
+    gesd_fraction, gesd_alpha : float
+        ``clip="gesd"``: the most outliers tested (a fraction of the frames) and the significance,
+        as Siril's ``rej g`` parameters.
     grow : float
         Radius in pixels: the neighbours (same frame, ``dy² + dx² <= grow²``) of each rejected
         value are rejected too (IRAF's ``grow``); tiles are computed with a halo of
@@ -636,6 +644,8 @@ def combine(
         gain=gain,
         snoise=snoise,
         pclip=pclip,
+        gesd_fraction=gesd_fraction,
+        gesd_alpha=gesd_alpha,
         grow=grow,
         statsec=statsec,
         normalize=normalize,
@@ -726,7 +736,9 @@ def combine(
     factors_name = levels_name
 
     use_files = inputs.readable_by_region and var_stack is None
-    tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=not use_files)
+    # Siril's kinds hold a second copy of the block (its values with the rejected ones as NaN)
+    twice = not use_files or config.clip in SIRIL_CLIPS
+    tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=twice)
     if config.clip == "avsigclip" and tile[1] < inputs.shape[1]:
         tile = (1, inputs.shape[1])  # IRAF estimates avsigclip's sigma factor per image row: whole rows
     ny, nx = inputs.shape

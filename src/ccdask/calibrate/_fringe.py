@@ -31,15 +31,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import dask.array as da
 import numpy as np
 
+from ..combine import CombineConfig
 from ..errors import ConfigError, ShapeMismatchError
-from ..utils import MAD_TO_SIGMA
+from ..utils import MAD_TO_SIGMA, ConfigBase, option
 from ._masks import grow_mask_np
 
 __all__ = [
+    "FringeConfig",
     "FringeFit",
     "FringeFrame",
     "fit_fringe_np",
@@ -47,6 +50,145 @@ __all__ = [
     "subtract_fringe",
     "subtract_fringe_np",
 ]
+
+
+def _filters(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        raise TypeError("expected a list of filter names")
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise TypeError("every filter must be a non-empty string")
+    if len(set(value)) != len(value):
+        raise ValueError("a filter is listed twice")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class FringeConfig(ConfigBase):
+    """Fringe correction of the science frames, per filter (off unless ``filters`` names some).
+
+    For each listed filter and chip, the night's calibrated science frames of that filter make a
+    fringe frame (sky subtracted, sources masked, stacked by ``combine``; cached like the other
+    masters); each frame's scale is fitted at the fringe-sensitive points and the scaled fringe
+    frame subtracted (see docs/signatures.md).
+    """
+
+    filters: tuple[str, ...] = option(
+        (),
+        "filters whose science frames are fringe-corrected, as the catalogue names them (e.g. "
+        '["z", "Y"]); empty: no fringe correction',
+        parse=_filters,
+    )
+    min_frames: int = option(
+        3,
+        "fewest science frames of a filter and chip to build its fringe frame from (the night "
+        "stops with an error naming the filter and chip when there are fewer)",
+        check=lambda v: isinstance(v, int) and v >= 2,
+        why="must be an integer >= 2",
+    )
+    nsigma: float = option(
+        3.0,
+        "source mask: pixels more than this many robust sigma above the median of the frame "
+        "smoothed over 3 x 3 pixels are sources (left out of the fringe frame and the fit)",
+        check=lambda v: v > 0,
+        why="must be positive",
+    )
+    grow: int = option(
+        2,
+        "source mask: grown by this many pixels",
+        check=lambda v: isinstance(v, int) and 0 <= v <= 64,
+        why="must be an integer from 0 to 64",
+    )
+    iterations: int = option(
+        2,
+        "stacking passes: from the second on, each frame's residual is divided by its fitted "
+        "amplitude relative to the mean before stacking (so a pixel's value does not depend on "
+        "which frames were good there)",
+        check=lambda v: isinstance(v, int) and 1 <= v <= 5,
+        why="must be an integer from 1 to 5",
+    )
+    clip: float = option(
+        3.0,
+        "stack: each pixel's values beyond this many standard deviations of the median are "
+        "rejected, iterated (a sigma-clipped mean through the stacking engine; the standard "
+        "deviation, since a MAD of a few values is often tiny and rejects good ones)",
+        check=lambda v: v > 0,
+        why="must be positive",
+    )
+    clip_maxiters: int = option(
+        5,
+        "stack: at most this many clipping iterations",
+        check=lambda v: isinstance(v, int) and v >= 1,
+        why="must be an integer >= 1",
+    )
+    sensitive: float = option(
+        0.5,
+        "scale fit: the fringe-sensitive points are good pixels where the fringe frame, smoothed "
+        "over 5 x 5 pixels, departs from its median by at least this many of its robust rms (0: all)",
+        check=lambda v: v >= 0,
+        why="must be zero or positive",
+    )
+    fit_clip: float = option(
+        3.0,
+        "scale fit: robust least squares, points beyond this many robust sigma of the residual left out, iterated",
+        check=lambda v: v > 0,
+        why="must be positive",
+    )
+    fit_maxiters: int = option(
+        10,
+        "scale fit: at most this many clip-and-refit iterations",
+        check=lambda v: isinstance(v, int) and v >= 0,
+        why="must be a non-negative integer",
+    )
+    jackknife_bands: int = option(
+        16,
+        "scale fit: the error is the larger of the residuals' estimate and a delete-one-band "
+        "jackknife over this many bands of rows",
+        check=lambda v: isinstance(v, int) and v >= 3,
+        why="must be an integer >= 3",
+    )
+    max_static: float = option(
+        0.5,
+        "dither check: when, in the median frame, more than this fraction of its source pixels "
+        "is masked in every frame (the sources did not move), the fringe frame has holes there: "
+        "a warning (an error with `require_dither`)",
+        check=lambda v: 0 <= v <= 1,
+        why="must be a fraction from 0 to 1",
+    )
+    require_dither: bool = option(False, "stop with an error, rather than warn, when the dither check fails")
+
+    def stack_params(self) -> dict[str, Any]:
+        """What the fringe frame's pixels depend on (its cache key carries them)."""
+        return {
+            "nsigma": self.nsigma,
+            "grow": self.grow,
+            "iterations": self.iterations,
+            "combine": self.combine_config().to_dict(),
+            **self.fit_params(),
+        }
+
+    def combine_config(self) -> CombineConfig:
+        """The stacking engine's parameters of the fringe frame."""
+        return CombineConfig(
+            method="mean",
+            clip="sigma",
+            sigma_lower=self.clip,
+            sigma_upper=self.clip,
+            maxiters=self.clip_maxiters,
+            spread="std",
+        )
+
+    def fit_params(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`fit_fringe_np`."""
+        return {
+            "nsigma": self.nsigma,
+            "grow": self.grow,
+            "sensitive": self.sensitive,
+            "clip": self.fit_clip,
+            "maxiters": self.fit_maxiters,
+            "blocks": self.jackknife_bands,
+        }
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..combine import CombineConfig
 from ..errors import ConfigError, ShapeMismatchError
 from ..utils import MAD_TO_SIGMA, ConfigBase, option
 from ._masks import grow_mask_np
@@ -161,23 +160,10 @@ class FringeConfig(ConfigBase):
     def stack_params(self) -> dict[str, Any]:
         """What the fringe frame's pixels depend on (its cache key carries them)."""
         return {
-            "nsigma": self.nsigma,
-            "grow": self.grow,
-            "iterations": self.iterations,
-            "combine": self.combine_config().to_dict(),
-            **self.fit_params(),
+            "mask": {"nsigma": self.nsigma, "grow": self.grow},
+            "stack": {"clip": self.clip, "maxiters": self.clip_maxiters, "iterations": self.iterations},
+            "fit": self.fit_params(),
         }
-
-    def combine_config(self) -> CombineConfig:
-        """The stacking engine's parameters of the fringe frame."""
-        return CombineConfig(
-            method="mean",
-            clip="sigma",
-            sigma_lower=self.clip,
-            sigma_upper=self.clip,
-            maxiters=self.clip_maxiters,
-            spread="std",
-        )
 
     def fit_params(self) -> dict[str, Any]:
         """The keyword arguments of :func:`fit_fringe_np`."""

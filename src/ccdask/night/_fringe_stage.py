@@ -46,7 +46,7 @@ from ..calibrate import ChipMasters, process_in_memory
 from ..calibrate._fringe import FringeFrame, fit_fringe_np, source_mask_np, subtract_fringe_np
 from ..calibrate._masks import bad_pixel_mask
 from ..catalog import Entry
-from ..combine import combine
+from ..combine import CombineConfig, combine
 from ..combine._stack import tile_shape
 from ..config import ReduceConfig
 from ..errors import CcdaskWarning, PlanError
@@ -66,6 +66,15 @@ __all__ = [
 ]
 
 _PLANES = {"sci": ("float32", float("nan")), "var": ("float32", float("nan")), "dq": ("int16", 0), "mask": ("u1", 0)}
+
+
+def _combine_config(cfg: ReduceConfig) -> CombineConfig:
+    """The stacking engine's parameters of the fringe frame: a mean clipped about the median
+    in standard deviations (a MAD of a few values is often tiny and rejects good ones)."""
+    f = cfg.fringe
+    return CombineConfig(
+        method="mean", clip="sigma", sigma_lower=f.clip, sigma_upper=f.clip, maxiters=f.clip_maxiters, spread="std"
+    )
 
 
 def fringe_groups(plan: Plan, cfg: ReduceConfig) -> dict[str, dict[str, tuple[Entry, ...]]]:
@@ -215,7 +224,7 @@ class _Calibrated:
 
 def calibrate_science(specs: Sequence[_Spec], cfg: ReduceConfig, scratch: Path) -> _Calibrated:
     """Graph of step 1: one task per science chip-frame of ``specs``, writing under ``scratch``."""
-    memory = cfg.fringe.combine_config().memory_per_task
+    memory = _combine_config(cfg).memory_per_task
     out = _Calibrated(root=scratch / f"fringe-{uuid.uuid4().hex[:8]}")
     for number, s in enumerate(specs):
         shape = s.entries[0].layout.trimmed_shape
@@ -313,7 +322,7 @@ def stack_fringe(
     shape = rows[0][0].layout.trimmed_shape
     sci = _stack_planes(rows, shape, tile, skies, norms, f"scratch-fringe-sci-{label}")
     var = _stack_planes(rows, shape, tile, None, norms, f"scratch-fringe-var-{label}")
-    return combine(sci, variance=var, name=label, **cfg.fringe.combine_config().to_dict())
+    return combine(sci, variance=var, name=label, **_combine_config(cfg).to_dict())
 
 
 # ---------------------------------------------------------------------------- step 3: fit

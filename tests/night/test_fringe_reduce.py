@@ -18,7 +18,7 @@ from astropy.io import fits
 
 from ccdask import reduce
 from ccdask.cache import MasterCache
-from ccdask.calibrate._fringe import source_mask_np
+from ccdask.calibrate._fringe import FringeFrame, fit_fringe_np, source_mask_np, subtract_fringe_np
 from ccdask.catalog import Catalog
 from ccdask.config import load_config
 from ccdask.errors import CcdaskWarning, PlanError
@@ -272,6 +272,39 @@ def test_graph_builders_are_lazy(night, tmp_path):
     scales = [r["scale"] for r in ctx.runner.compute("fringe-i", fits_)]
     assert len(scales) == len(rows) and all(s > 0 for s in scales)
     cal.cleanup()
+
+
+def test_external_fringe_frames(night, tmp_path):
+    """``fringe.files``: the fringe frames read from a file (here the first run's product) and
+    used as they are: each chip's scale and correction are those of the numpy fit and
+    subtraction of the frame reduced without fringes against the file's frame (not one of its
+    inputs, so without the own-noise terms)."""
+    path = night["on"].masters["fringe_i"]
+    config = {"fringe": {"filters": ["i"], "files": [f"i={path}"]}}
+    ext, _ = _run(night["sim"].raw_dir, tmp_path / "out", config, cache=night["root"] / "off" / "cache.zarr")
+    assert ext.stages["fringe-i"]["external"] == 2 and ext.stages["fringe-i"]["tasks"] == 0
+    got, off = _frames(ext), _frames(night["off"])
+    assert len(got) == 2 * NIGHT["nscience"]
+    for (name, chip), (sci, var, _dq, header) in got.items():
+        data, var_f, count, _ = _master(night["on"], chip)
+        frame = FringeFrame(data, var_f, count, NIGHT["nscience"])
+        sci0, var0, dq0, _ = off[(name, chip)]
+        fit = fit_fringe_np(sci0, var0, dq0, frame, index=None)
+        assert header["FRNGSCL"] == pytest.approx(fit.scale, abs=2e-6)
+        assert header["FRNGSERR"] == pytest.approx(fit.scale_err, abs=2e-6)
+        want_sci, want_var = subtract_fringe_np(sci0, var0, frame, fit)
+        np.testing.assert_allclose(sci, want_sci, rtol=0, atol=1e-3)
+        np.testing.assert_allclose(var, want_var, rtol=1e-6)
+        assert "not one of its inputs" in "".join(str(h) for h in header["HISTORY"])
+
+
+def test_external_file_without_a_chip_is_a_plan_error(night, tmp_path):
+    one = tmp_path / "fringe_ccd1.fits"
+    with fits.open(night["on"].masters["fringe_i"]) as hdul:
+        fits.HDUList([fits.PrimaryHDU(), hdul["CCD1"].copy()]).writeto(one)
+    config = {"fringe": {"filters": ["i"], "files": [f"i={one}"]}}
+    with pytest.raises(PlanError, match=r"fringe_ccd1.fits: no extension 'CCD2' for the science frames of chip CCD2"):
+        reduce(night["sim"].raw_dir, tmp_path / "out", config=config, client=raising_scheduler)
 
 
 @pytest.mark.slow

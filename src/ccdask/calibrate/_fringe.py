@@ -63,6 +63,22 @@ def _filters(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _files(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        raise TypeError("expected a list of 'FILTER=path' strings")
+    seen = set()
+    for item in value:
+        filt, sep, path = item.partition("=") if isinstance(item, str) else ("", "", "")
+        if not sep or not filt.strip() or not path.strip():
+            raise ValueError(f"{item!r} is not 'FILTER=path'")
+        if filt.strip() in seen:
+            raise ValueError(f"filter {filt.strip()!r} is given two files")
+        seen.add(filt.strip())
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class FringeConfig(ConfigBase):
     """Fringe correction of the science frames, per filter (off unless ``filters`` names some).
@@ -156,6 +172,26 @@ class FringeConfig(ConfigBase):
         why="must be a fraction from 0 to 1",
     )
     require_dither: bool = option(False, "stop with an error, rather than warn, when the dither check fails")
+    files: tuple[str, ...] = option(
+        (),
+        "external fringe frames, 'FILTER=path' (e.g. [\"z=fringe_z.fits\"]): the filter's fringe frame "
+        "is read from that FITS file instead of being built from the night's frames; laid out as "
+        "masters/fringe_<FILTER>.fits: an image extension per chip named as the chip (optional "
+        "<chip>_VAR and <chip>_COUNT); each filter must be in `filters`",
+        parse=_files,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        extra = [f for f in self.external() if f not in self.filters]
+        if extra:
+            raise ConfigError(
+                f"FringeConfig.files: filter(s) {', '.join(map(repr, extra))} have a file but are not in fringe.filters"
+            )
+
+    def external(self) -> dict[str, str]:
+        """The external fringe frames: filter -> path."""
+        return {f.strip(): p.strip() for f, _, p in (item.partition("=") for item in self.files)}
 
     def stack_params(self) -> dict[str, Any]:
         """What the fringe frame's pixels depend on (its cache key carries them)."""

@@ -41,7 +41,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..cache import master_key
+from ..cache import input_identity, master_key
 from ..calibrate import ChipMasters, process_in_memory
 from ..calibrate._fringe import FringeFrame, fit_fringe_np, source_mask_np, subtract_fringe_np
 from ..calibrate._masks import bad_pixel_mask
@@ -49,7 +49,7 @@ from ..catalog import Entry
 from ..combine import CombineConfig, combine
 from ..combine._stack import tile_shape
 from ..config import ReduceConfig
-from ..errors import CcdaskWarning, PlanError
+from ..errors import CcdaskError, CcdaskWarning, PlanError, ShapeMismatchError
 from ..frame import Master
 from ..utils import canonical_hash
 from ._plan import Plan
@@ -98,7 +98,11 @@ def check_fringe_plan(plan: Plan, cfg: ReduceConfig) -> list[str]:
         if filt not in groups
     ]
     need = cfg.fringe.min_frames
+    external = cfg.fringe.external()
     for filt, by_chip in groups.items():
+        if filt in external:
+            external_fringes(external[filt], filt, by_chip)  # headers only: every chip there, shapes right
+            continue
         for chip, ents in by_chip.items():
             if len(ents) < need:
                 names = ", ".join(e.name for e in ents)
@@ -124,6 +128,73 @@ def science_chip_masters(
         shape=entry.layout.trimmed_shape,
     )
     return ChipMasters(bias=masters.bias.get(chip), dark=dark, flat=flat, bad=bad)
+
+
+def external_fringes(path: str, filt: str, by_chip: Mapping[str, tuple[Entry, ...]]) -> dict[str, Master]:
+    """The fringe frames of ``filt`` read lazily from ``path`` (``fringe.files``), one extension
+    per chip named as the chip, with optional ``<chip>_VAR`` (else 0) and ``<chip>_COUNT`` (else
+    1 where the frame is finite). Only headers are read here; a missing chip or a wrong shape is
+    an error naming the file."""
+    from ..io import ImageSource, scan_file
+
+    where = f"fringe.files {filt}={path}"
+    try:
+        infos = scan_file(path)
+    except (CcdaskError, OSError) as exc:
+        raise PlanError(f"{where}: cannot read the fringe frames: {exc}") from exc
+    named = {i.extname.upper(): i for i in infos if i.extname}
+    out = {}
+    for chip, ents in by_chip.items():
+        info = named.get(chip.upper())
+        if info is None:
+            raise PlanError(
+                f"{where}: no extension {chip!r} for the science frames of chip {chip} "
+                f"(the file holds {', '.join(sorted(named)) or 'no named image extension'})"
+            )
+        shape = ents[0].layout.trimmed_shape
+        if tuple(info.shape) != tuple(shape):
+            raise ShapeMismatchError(
+                f"{path}[{info.extname}]: the fringe frame is {info.shape[0]}x{info.shape[1]}, chip {chip}'s "
+                f"calibrated frames are {shape[0]}x{shape[1]}"
+            )
+        data = ImageSource.from_info(info).to_dask(name=f"fringe-file-{filt}-{chip}")
+        key = master_key(
+            "fringe",
+            [input_identity(path, info.index, info.header.tostring())],
+            {"filter": filt, "external": True},
+            chip=chip,
+        )
+        var_info, count_info = named.get(f"{chip.upper()}_VAR"), named.get(f"{chip.upper()}_COUNT")
+        for extra in (var_info, count_info):
+            if extra is not None and tuple(extra.shape) != tuple(shape):
+                raise ShapeMismatchError(f"{path}[{extra.extname}]: {extra.shape}, the fringe frame is {shape}")
+        variance = (
+            da.zeros(shape, dtype=np.float32, chunks=data.chunks)
+            if var_info is None
+            else ImageSource.from_info(var_info).to_dask(chunks=data.chunks)
+        )
+        count = (
+            da.isfinite(data).astype(np.int16)
+            if count_info is None
+            else ImageSource.from_info(count_info).to_dask(chunks=data.chunks).astype(np.int16)
+        )
+        out[chip] = Master(
+            kind="fringe",
+            chip=chip,
+            data=data,
+            variance=variance,
+            count=count,
+            ncombine=int(info.header.get("NCOMBINE", 0)),
+            filter=filt,
+            meta={
+                "cache_key": key,
+                "inputs": [],
+                "norms": [],
+                "label": f"fringe {filt} {chip} (from {path})",
+                "params": {"file": str(path)},
+            },
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -391,9 +462,15 @@ def fringe_masters(plan: Plan, ctx: StageContext, masters: NightMasters) -> Nigh
     """Fringe frames per enabled filter and chip: from the cache, or built (see the module notes)."""
     cfg, runner = ctx.cfg, ctx.runner
     fringes: dict[str | None, Mapping[str, Master]] = {}
+    external = cfg.fringe.external()
     for filt, by_chip in fringe_groups(plan, cfg).items():
         stage = f"fringe-{filt}"
         record = runner.record(stage)
+        if filt in external:
+            fringes[filt] = external_fringes(external[filt], filt, by_chip)
+            record["external"] = len(by_chip)
+            runner.log(f"  {stage}: {len(by_chip)} fringe frame(s) from {external[filt]}")
+            continue
         specs = _specs(plan, ctx, masters, filt, by_chip)
         found = {s.chip: m for s in specs if (m := ctx.store.get(s.key)) is not None}
         todo = [s for s in specs if s.chip not in found]

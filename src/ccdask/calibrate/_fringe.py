@@ -300,22 +300,32 @@ def fit_fringe_np(
     """
     _check(nsigma, grow)
     own_w = 0.0 if index is None else 1.0 / (fringe.norms[index] if fringe.norms else 1.0)
-    s = np.asarray(sci, dtype=np.float64)
-    v = np.asarray(var, dtype=np.float64)
-    f = fringe.data.astype(np.float64)
-    vf = fringe.variance.astype(np.float64)
-    n = np.maximum(fringe.count.astype(np.float64), 1.0)
-    if s.shape != f.shape:
-        raise ShapeMismatchError(f"fringes: frame {s.shape} and fringe frame {f.shape} differ in shape")
-    use = ~source_mask_np(s, dq, nsigma=nsigma, grow=grow) & np.isfinite(f) & np.isfinite(v) & (fringe.count > 0)
+    sci = np.asarray(sci)
+    var = np.asarray(var)
+    if sci.shape != fringe.data.shape:
+        raise ShapeMismatchError(f"fringes: frame {sci.shape} and fringe frame {fringe.data.shape} differ in shape")
+    use = ~source_mask_np(sci, dq, nsigma=nsigma, grow=grow)
+    use &= np.isfinite(fringe.data) & np.isfinite(var) & (fringe.count > 0)
     if use.sum() < 100:
         raise ConfigError(f"fringes: only {int(use.sum())} good pixels to fit the fringe scale")
     if sensitive > 0:  # chosen on the fringe frame smoothed over 5 x 5 pixels, so not on its own noise
-        smooth = _box_mean(np.where(np.isfinite(f), f, np.nan), 5)
+        f64 = fringe.data.astype(np.float64)
+        smooth = _box_mean(np.where(np.isfinite(f64), f64, np.nan), 5)
+        del f64
         fmed, frms = _robust(smooth[use & np.isfinite(smooth)])
         use &= np.abs(smooth - fmed) >= sensitive * frms
+        del smooth
+    # from here on only the candidate points, in float64 (in the order of the pixels, so the
+    # sums are those over the whole frame's selected pixels)
+    idx = np.flatnonzero(use)
+    f = fringe.data.ravel()[idx].astype(np.float64)
+    r = sci.ravel()[idx].astype(np.float64)
+    v = var.ravel()[idx].astype(np.float64)
+    vf = fringe.variance.ravel()[idx].astype(np.float64)
+    n = np.maximum(fringe.count.ravel()[idx].astype(np.float64), 1.0)
+    keep = np.ones(idx.size, dtype=bool)
     for _ in range(maxiters + 1):
-        fu, ru, vu, vfu, nu = f[use], s[use], v[use], vf[use], n[use]
+        fu, ru, vu, vfu, nu = f[keep], r[keep], v[keep], vf[keep], n[keep]
         fc = fu - fu.mean()
         rc = ru - ru.mean()
         own = own_w * vu / nu
@@ -324,23 +334,26 @@ def fit_fringe_np(
             raise ConfigError("fringes: the fringe frame is no stronger than its own noise; no scale can be fitted")
         scale = float(np.sum(fc * rc) - np.sum(own)) / denom
         sky = float(ru.mean() - scale * fu.mean())
-        res_all = s - sky - scale * f
-        _, sig = _robust(res_all[use])
-        new = use & (np.abs(res_all) <= clip * sig) if sig > 0 else use
-        if np.array_equal(new, use):
+        res_all = r - sky - scale * f
+        _, sig = _robust(res_all[keep])
+        new = keep & (np.abs(res_all) <= clip * sig) if sig > 0 else keep
+        if np.array_equal(new, keep):
             break
-        use = new
-    res = res_all[use]
-    fc = f[use] - f[use].mean()
+        keep = new
+    res = res_all[keep]
+    fk, rk, vk, vfk, nk = f[keep], r[keep], v[keep], vf[keep], n[keep]
+    del f, r, v, vf, n, fu, ru, vu, vfu, nu, fc, rc, own, res_all
+    fc = fk - fk.mean()
     err = math.sqrt(float(np.sum(fc * fc * res * res))) / denom
+    del fc, res
     # and a delete-one-block jackknife over bands of rows: faint light of sources below the mask
     # is common to the frame and the fringe frame, and correlated over many pixels
-    rows = np.nonzero(use)[0]
-    bands = np.minimum(rows * blocks // s.shape[0], blocks - 1)
+    rows = idx[keep] // sci.shape[1]
+    bands = np.minimum(rows * blocks // sci.shape[0], blocks - 1)
     parts = []
     for b in range(blocks):
-        keep = bands != b
-        fu, ru, vu, vfu, nu = f[use][keep], s[use][keep], v[use][keep], vf[use][keep], n[use][keep]
+        out = bands != b
+        fu, ru, vu, vfu, nu = fk[out], rk[out], vk[out], vfk[out], nk[out]
         fcb, rcb = fu - fu.mean(), ru - ru.mean()
         d = float(np.sum(fcb * fcb) - np.sum(vfu))
         if d > 0:
@@ -348,7 +361,7 @@ def fit_fringe_np(
     if len(parts) > 2:
         jk = np.array(parts)
         err = max(err, math.sqrt((len(jk) - 1) / len(jk) * float(np.sum((jk - jk.mean()) ** 2))))
-    return FringeFit(scale, err, sky, int(use.sum()), own_w)
+    return FringeFit(scale, err, sky, int(keep.sum()), own_w)
 
 
 def _subtract_block(

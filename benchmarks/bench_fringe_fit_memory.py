@@ -36,7 +36,9 @@ def main() -> None:
     fit = fit_fringe_np(sci, var, dq, frame, index=0)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    print(f"fit_fringe_np peak {peak / 2**20:.0f} MiB for {n} x {n}: {peak / n / n:.0f} bytes/pixel (scale {fit.scale:.4f})")
+    print(
+        f"fit_fringe_np peak {peak / 2**20:.0f} MiB for {n} x {n}: {peak / n / n:.0f} bytes/pixel (scale {fit.scale:.4f})"
+    )
 
 
 if __name__ == "__main__":

@@ -274,6 +274,24 @@ def test_graph_builders_are_lazy(night, tmp_path):
     cal.cleanup()
 
 
+def test_science_graph_with_fringes_is_lazy(night, tmp_path):
+    """The science graph of a night with fringe frames (read lazily from the cache) computes
+    nothing while it is built, and each chip-frame of ``i`` carries its fringe correction."""
+    from ccdask.night._science import science_graph
+
+    cfg = load_config({**ON, "bias": {"enabled": False}, "dark": {"mode": "none"}, "flat": {"enabled": False}})
+    plan = make_plan(Catalog.scan(night["sim"].raw_dir), cfg)
+    store = MasterCache(night["root"] / "on" / "cache.zarr")
+    fringes = {c: store.get(fits.getheader(night["on"].masters["fringe_i"], c)["CACHEKEY"]) for c in CHIPS}
+    with no_compute():
+        graph = science_graph(plan, cfg, tmp_path / "reduced", NightMasters(fringes={"i": fringes}), thumb_factor=4)
+    assert len(graph.tasks) == 2 * NIGHT["nscience"] and not (tmp_path / "reduced").exists()
+    layers = {k: v for t in graph.tasks for k, v in t.dask.items() if str(k).startswith("reduce-")}
+    uses = [task.func.keywords["fringe"] for task in layers.values()]
+    assert sum(u is not None for u in uses) == 2 * NIGHT["nscience"]
+    assert {u.index for u in uses if u is not None} == set(range(NIGHT["nscience"]))
+
+
 def test_external_fringe_frames(night, tmp_path):
     """``fringe.files``: the fringe frames read from a file (here the first run's product) and
     used as they are: each chip's scale and correction are those of the numpy fit and

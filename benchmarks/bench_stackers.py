@@ -1,9 +1,9 @@
-"""Stacking speed against the other stackers, on the same files in one run.
+"""Stacking speed and memory against the other stackers, on the same files in one run.
 
 Frames: ``--frames`` (default 24) uint16 frames of ``--shape`` (default 4096 × 2048), written once
 by ``bench_combine.make_frames`` (bias-like, 0.05 % cosmic rays) into ``--dir``.
 
-Rows, each the best of ``--repeat`` runs (round-robin), warm page cache:
+Rows, each the best of ``--repeat`` runs (round-robin: every tool once per round), warm page cache:
 
 * the read floor: every byte of every file once through a raw big-endian int16 memmap, in process;
 * ``ccdask.combine`` in process (threaded scheduler), for each rejection kind;
@@ -11,16 +11,19 @@ Rows, each the best of ``--repeat`` runs (round-robin), warm page cache:
   write);
 * IRAF ``imcombine`` as a whole process (``irafcl -f script``, ``outtype=real``), for the same
   kinds with the same parameters, when ``irafcl`` is installed;
-* ``ccdproc.combine`` (sigma clipping once, mean/std) once, only with ``--ccdproc`` (it takes
-  minutes and several GB on the full size).
-
-Siril is not run: its ``stack`` works on a sequence converted from the FITS files and its
-rejection kinds (winsorized, linear fit, GESD) are not in ccdask yet, so no same-work row exists.
+* Siril ``stack seq rej s 3 3 -nonorm`` as a whole process (``siril-cli -s script``) on its sequence
+  of the same files (``convert``, timed once on its own row), with ``sigclip``, when ``siril-cli``
+  is installed: Siril's sigma clipping about the median, mean of the survivors;
+* ``ccdproc.combine`` (sigma clipping once, mean/std) once, only with ``--ccdproc``;
+* with ``--profile``: CPU seconds of one thread per stage of the in-process sigclip (read floor,
+  decode into the band buffer, the kernel without and with rejection, the tile tasks);
+* with ``--memory``: peak RSS of the ``ccdask combine`` process tree for 12 and for 48 frames
+  (the frames are written up to 48), sampled every 10 ms.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_stackers.py [--frames 24] [--shape 4096 2048] [--repeat 3]
-        [--kinds sigclip ccdclip ...] [--ccdproc]
+        [--kinds sigclip ccdclip ...] [--ccdproc] [--memory] [--profile]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_combine import make_frames, warm  # noqa: E402
+from bench_combine import make_frames, peak_rss_of, warm  # noqa: E402
 
 #: The same rejection in both tools: (ccdask options, IRAF imcombine parameters).
 KINDS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
@@ -57,6 +60,10 @@ KINDS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
     "pclip": ({"clip": "pclip"}, {"reject": "pclip", "pclip": -0.5, "lsigma": 3.0, "hsigma": 3.0}),
     "extrema": ({"clip": "extrema"}, {"reject": "minmax", "nlow": 1, "nhigh": 1}),
 }
+
+
+#: Siril's sigma clipping 3/3 about the median, mean of the survivors, no normalisation.
+SIRIL_STACK = "stack seq rej s 3 3 -nonorm -out=siril_out"
 
 
 def read_floor(paths: list[Path]) -> float:
@@ -111,6 +118,74 @@ def iraf_process(paths: list[Path], params: dict[str, object], work: Path) -> fl
     return elapsed
 
 
+def siril_process(seq: Path, lines: list[str]) -> float:
+    """Seconds of one ``siril-cli`` process running the script ``lines`` in the folder ``seq``."""
+    script = seq.parent / "run.ssf"
+    script.write_text("requires 1.0.0\n" + "".join(f"{line}\n" for line in lines))
+    env = {**os.environ, "HOME": str(seq.parent)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(["siril-cli", "-d", str(seq), "-s", str(script)], cwd=seq, env=env, capture_output=True)
+    elapsed = time.perf_counter() - t0
+    text = (proc.stdout + proc.stderr).decode(errors="replace")
+    if proc.returncode != 0 or "Script execution finished successfully" not in text:
+        raise RuntimeError(f"siril-cli failed:\n{text}")
+    return elapsed
+
+
+def memory_rows(paths: list[Path], work: Path) -> list[tuple[int, float, float]]:
+    """``(frames, peak RSS MiB, wall s)`` of ``ccdask combine --reject sigclip`` on 12 and 48 frames."""
+    rows = []
+    for n in (12, 48):
+        argv = [sys.executable, "-m", "ccdask", "combine", *map(str, paths[:n]), "-o", str(work / f"mem{n}.fits")]
+        peak, wall, rc = peak_rss_of([*argv, "--overwrite", "--reject", "sigclip"])
+        if rc:
+            raise RuntimeError(f"ccdask combine on {n} frames failed ({rc})")
+        rows.append((n, peak / 2**20, wall))
+    return rows
+
+
+def profile_rows(paths: list[Path]) -> list[tuple[str, float]]:
+    """CPU seconds of one thread for the stages of the in-process sigclip over the whole stack:
+    the read floor, the decode of every band into the buffer, the kernel on those bands (no
+    rejection, then sigclip), and the tile tasks themselves (decode + sigclip)."""
+    import importlib
+
+    from ccdask.combine import CombineConfig, combine_block
+    from ccdask.io import image_source
+
+    stack_mod = importlib.import_module("ccdask.combine._stack")
+    sources = [image_source(p) for p in paths]
+    ny, nx = sources[0].shape
+    band = stack_mod.band_rows(len(sources), nx)
+    stored = [s.stored_pixels() for s in sources]
+    buf = np.empty((len(sources), band, nx), np.float32)
+    clock = time.thread_time
+    rows: list[tuple[str, float]] = []
+    t0 = clock()
+    total = sum(int(raw.sum(dtype=np.int64) & 1) for raw in stored if raw is not None)
+    rows.append(("read floor (one thread)", clock() - t0 + 0 * total))
+    t0 = clock()
+    for y in range(0, ny - band + 1, band):
+        for i, (src, raw) in enumerate(zip(sources, stored, strict=True)):
+            assert raw is not None
+            src.decode_into(raw[y : y + band], buf[i])
+    rows.append((f"decode into the band buffer ({band} rows)", clock() - t0))
+    for clip in ("none", "sigclip"):
+        cfg = CombineConfig(clip=clip)
+        combine_block(buf, cfg)
+        t0 = clock()
+        for _ in range(0, ny - band + 1, band):
+            combine_block(buf, cfg)
+        rows.append((f"kernel, clip={clip}, on the bands", clock() - t0))
+    cfg = CombineConfig(clip="sigclip")
+    ty, _ = stack_mod.tile_shape(len(sources), (ny, nx))
+    t0 = clock()
+    for y in range(0, ny, ty):
+        stack_mod._tile_from_sources(sources, slice(y, min(y + ty, ny)), slice(0, nx), None, cfg, False)
+    rows.append(("tile tasks, sigclip (decode + kernel)", clock() - t0))
+    return rows
+
+
 def ccdproc_once(paths: list[Path]) -> float:
     import warnings
 
@@ -131,11 +206,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     ap.add_argument("--ccdproc", action="store_true")
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     shape = (args.shape[0], args.shape[1])
-    paths = make_frames(args.dir, args.frames, shape)
+    made = make_frames(args.dir, max(args.frames, 48 if args.memory else 0), shape)
+    paths = made[: args.frames]
     warm(paths)
     have_iraf = shutil.which("irafcl") is not None
+    have_siril = shutil.which("siril-cli") is not None and "sigclip" in args.kinds
     best: dict[str, float] = {}
 
     def keep(label: str, seconds: float) -> None:
@@ -144,6 +223,12 @@ def main() -> None:
     ccdask_inprocess(paths[:2], {"clip": "sigclip"})  # compile the kernels once
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        seq = work / "siril"
+        seq.mkdir()
+        for p in paths:  # Siril's convert takes every image of its folder
+            os.symlink(p, seq / p.name)
+        if have_siril:
+            best["Siril convert (once, to its sequence)"] = siril_process(seq, ["convert seq"])
         for _ in range(args.repeat):
             keep("read floor", read_floor(paths))
             for kind in args.kinds:
@@ -152,15 +237,32 @@ def main() -> None:
                 keep(f"ccdask combine --reject {kind} (process)", ccdask_process(paths, options, work / "m.fits"))
                 if have_iraf:
                     keep(f"IRAF imcombine reject={params['reject']} (irafcl)", iraf_process(paths, params, work))
+                if have_siril and kind == "sigclip":
+                    keep("Siril stack rej s 3 3 -nonorm (siril-cli)", siril_process(seq, [SIRIL_STACK]))
         if args.ccdproc:
             best["ccdproc.combine sigma_clip (once)"] = ccdproc_once(paths)
-    load = os.getloadavg()[0]
-    print(f"\n{args.frames} frames of {shape[0]} x {shape[1]} uint16, best of {args.repeat}, load {load:.1f}")
+        memory = memory_rows(made, work) if args.memory else []
+        profile = profile_rows(paths) if args.profile else []
+    load = os.getloadavg()
+    print(
+        f"\n{args.frames} frames of {shape[0]} x {shape[1]} uint16, best of {args.repeat}, "
+        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores"
+    )
     print("| what | seconds | × read floor |")
     print("| --- | ---: | ---: |")
     floor = best["read floor"]
     for label, seconds in best.items():
         print(f"| {label} | {seconds:.2f} | {seconds / floor:.1f} |")
+    if profile:
+        print("\n| stage (CPU seconds of one thread, whole stack) | seconds |")
+        print("| --- | ---: |")
+        for label, seconds in profile:
+            print(f"| {label} | {seconds:.2f} |")
+    if memory:
+        print("\n| frames | peak RSS of `ccdask combine` (MiB) | wall (s) | × 12-frame peak |")
+        print("| ---: | ---: | ---: | ---: |")
+        for n, peak, wall in memory:
+            print(f"| {n} | {peak:.0f} | {wall:.1f} | {peak / memory[0][1]:.2f} |")
 
 
 if __name__ == "__main__":

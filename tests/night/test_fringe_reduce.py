@@ -339,3 +339,39 @@ def test_local_cluster_equals_threads(night, tmp_path):
         result, _ = _run(night["sim"].raw_dir, tmp_path / "out", ON, client=client)
     assert result.stages["fringe-i"]["built"] == 2
     assert assert_same_outputs(night["root"] / "on", tmp_path / "out") > 40
+
+
+def test_fringe_frame_with_crosstalk_correction(tmp_path):
+    """With crosstalk corrected, the fringe stage calibrates its frames as the science stage
+    does: its fringe frame is the in-memory stack of the frames reduced without the stage."""
+    xt = tmp_path / "xt.toml"
+    terms = {("A", "B"): 4.0e-4, ("B", "A"): -2.5e-4}
+    xt.write_text(
+        "".join(
+            f"[[crosstalk]]\nsource = '{s}'\nvictim = '{v}'\nlinear = {c!r}\nflip = true\n\n"
+            for (s, v), c in terms.items()
+        )
+    )
+    sim = simulate_night(
+        tmp_path / "night",
+        chips=1,
+        nbias=3,
+        ndark=0,
+        nflat=3,
+        filters=("i",),
+        nscience=3,
+        seed=8,
+        fringe={"i": AMPLITUDE},
+        crosstalk=terms,
+    )
+    base = {"crosstalk": {"file": str(xt)}}
+    off, _ = _run(sim.raw_dir, tmp_path / "off", base)
+    on, _ = _run(sim.raw_dir, tmp_path / "on", {**base, **ON}, cache=tmp_path / "off" / "cache.zarr")
+    assert on.stages["bias"]["built"] == 0 and on.stages["fringe-i"]["built"] == 1
+    frames = _frames(off)
+    assert all("crosstalk: " in "".join(str(h) for h in f[3]["HISTORY"]) for f in frames.values())
+    want = fringe_frame([frames[k][:3] for k in sorted(frames)])
+    data, var_f, count, _ = _master(on, "CCD1")
+    np.testing.assert_array_equal(count, want.count)
+    np.testing.assert_allclose(data, want.data, rtol=0, atol=1e-4 * AMPLITUDE, equal_nan=True)
+    np.testing.assert_allclose(var_f, want.variance, rtol=1e-5, equal_nan=True)

@@ -41,7 +41,14 @@ from ._assemble import assemble, assemble_np
 from ._bleed import bleed_history, bleed_mask, bleed_mask_np
 from ._config import OverscanConfig
 from ._cosmics import CosmicConfig, clean_arrays_np, clean_frame, cosmic_step, frame_read_noise
-from ._crosstalk import CrosstalkConfig, correct_crosstalk, correct_crosstalk_np, crosstalk_history, load_crosstalk
+from ._crosstalk import (
+    CrosstalkConfig,
+    CrosstalkInputs,
+    correct_crosstalk,
+    correct_crosstalk_np,
+    crosstalk_history,
+    load_crosstalk,
+)
 from ._linearity import LinearityConfig, correct_linearity, correct_linearity_np, linearity_history, load_linearity
 from ._masks import (
     MaskConfig,
@@ -234,10 +241,12 @@ def _chain(
     layout: ChipLayout,
     exptime: float | None,
     role: Role,
+    crosstalk: CrosstalkInputs | None = None,
 ) -> _Chained:
     """The per-chip chain, written once: ``ops`` gives each step as a dask graph builder
     (:func:`process`) or as a numpy function (:func:`process_in_memory`). ``masters`` maps
-    ``bias``/``dark``/``flat`` to what ``ops`` takes (Master or _Arrays), each with a label."""
+    ``bias``/``dark``/``flat`` to what ``ops`` takes (Master or _Arrays), each with a label.
+    ``crosstalk`` (the table and the other chips' source amplifiers) overrides ``crosstalk.file``."""
     history: list[str] = []
     stats: dict[str, Any] = {}
 
@@ -252,10 +261,11 @@ def _chain(
         bleed = ops.bleed(raw, layout, level=m.bleed_level, length=m.bleed_length, grow=m.bleed_grow)
         history.append(bleed_history(m.bleed_level, m.bleed_length, m.bleed_grow))
     full = saturated if bleed is None else (saturated | bleed)
-    if cfg.crosstalk.file is not None:  # raw ADU, before the overscan; saturation stays that of the raw frame
-        table = load_crosstalk(cfg.crosstalk.file)
-        raw = ops.crosstalk(raw, layout, table)
-        history.append(crosstalk_history(table, layout))
+    if crosstalk is None and cfg.crosstalk.file is not None:
+        crosstalk = CrosstalkInputs(load_crosstalk(cfg.crosstalk.file))
+    if crosstalk is not None:  # raw ADU, before the overscan; saturation stays that of the raw frame
+        raw = ops.crosstalk(raw, layout, crosstalk)
+        history.append(crosstalk_history(crosstalk, layout))
     has_overscan = all(a.biassec is not None for a in layout.amplifiers)
     if cfg.overscan.enabled and has_overscan:
         data = ops.subtract_overscan(raw, layout, cfg.overscan)
@@ -327,6 +337,7 @@ def process(
     exptime: float | None = None,
     name: str = "",
     role: Role = "science",
+    crosstalk: CrosstalkInputs | None = None,
 ) -> Frame:
     """Calibrate one raw chip lazily.
 
@@ -350,6 +361,10 @@ def process(
     role : {"bias", "dark", "flat", "science"}
         What the frame is: masks and cosmic rays apply to science frames only; saturated
         pixels of darks and flats become NaN so a stack ignores them.
+    crosstalk : CrosstalkInputs, optional
+        The crosstalk table and the other chips' source amplifiers (dask or numpy
+        :class:`~ccdask.calibrate._crosstalk.SourceAmp`) of its inter-chip terms; overrides
+        ``crosstalk.file`` of the configuration.
 
     Returns
     -------
@@ -371,6 +386,7 @@ def process(
         layout=layout,
         exptime=exptime,
         role=role,
+        crosstalk=crosstalk,
     )
     return Frame(
         sci=out.sci,
@@ -417,6 +433,7 @@ def process_in_memory(
     name: str = "",
     role: Role = "science",
     qa: dict[str, Any] | None = None,
+    crosstalk: CrosstalkInputs | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """:func:`process` on one whole chip held in memory, as numpy, inside a single task.
 
@@ -429,6 +446,7 @@ def process_in_memory(
 
     ``qa``, when given, receives the cosmic-ray step's figures (hits, measured seeing, fraction
     of source pixels flagged; see :func:`~ccdask.calibrate._cosmics.clean_arrays_np`).
+    ``crosstalk``: as for :func:`process` (numpy source amplifiers).
 
     Returns
     -------
@@ -456,6 +474,7 @@ def process_in_memory(
         layout=layout,
         exptime=exptime,
         role=role,
+        crosstalk=crosstalk,
     )
     if qa is not None:
         qa.update(out.stats.get("cosmics", {}))

@@ -10,20 +10,49 @@ temporary name in the output folder and renamed when complete.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
-from ..combine._config import Center, Clip, Method, Normalize, ScaleMode, Spread, ZeroMode
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError
 from ..utils import atomic_path, check_output
 
 __all__ = ["register", "run"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT = 0, 1, 3
+
+#: Optional integrations dask.array imports when installed that ``ccdask combine`` never uses:
+#: xarray (and pandas with it), scipy's sparse matrices as chunks, scipy's fftpack for dask's fft.
+_UNUSED = ("xarray", "scipy.sparse", "scipy.fftpack")
+
+
+@contextlib.contextmanager
+def _unused_integrations(names: tuple[str, ...] = _UNUSED) -> Iterator[None]:
+    """While importing dask.array, make the optional integrations ``names`` look absent.
+
+    dask.array imports xarray (and with it pandas) if installed, only to recognise xarray inputs
+    of ``da.from_array``, and scipy's sparse and fftpack modules to register sparse chunks and
+    scipy's FFTs, none of which this command uses: most of dask.array's import time. Modules already imported are left alone, and the entries are removed afterwards, so
+    the rest of the process (tests calling ``main`` in process) imports them normally.
+    """
+    hidden = [n for n in names if n not in sys.modules]
+    for n in hidden:
+        sys.modules[n] = None  # type: ignore[assignment]  # "import n" raises ImportError
+    try:
+        yield
+    finally:
+        for n in hidden:
+            if sys.modules.get(n, 0) is None:
+                del sys.modules[n]
+
+
+with _unused_integrations():  # ccdask.combine imports dask.array
+    from ..combine._config import Center, Clip, Method, Normalize, ScaleMode, Spread, ZeroMode
 
 # Cards describing storage, not the image: not copied from the inputs to the master.
 _STORAGE = {
@@ -270,6 +299,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def _scheduler() -> Any:
+    """The configured dask scheduler, else the threaded one, passed as a function so that dask
+    does not import distributed to look for a client (none runs in this process)."""
+    import dask
+    import dask.threaded
+
+    configured = dask.config.get("scheduler", None)
+    return dask.threaded.get if configured is None else configured
+
+
 def _run(args: argparse.Namespace) -> int:
     import dask
     import numpy as np
@@ -313,7 +352,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     chips = _chips(files[0], _hdu_key(args.hdu))
     results = [combine(files, hdu=key, name=name or "master", **options) for name, key, _ in chips]
-    computed = dask.compute(*[(r.data, r.count, r.scale_factors, r.zero_offsets) for r in results])
+    computed = dask.compute(
+        *[(r.data, r.count, r.scale_factors, r.zero_offsets) for r in results], scheduler=_scheduler()
+    )
     hdus: list[Any] = []
     for (name, _, base), res, (data, count, factors, zeros) in zip(chips, results, computed, strict=True):
         res = dataclasses.replace(res, data=data, count=count, scale_factors=factors, zero_offsets=zeros)

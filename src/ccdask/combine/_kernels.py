@@ -627,6 +627,66 @@ def _iraf_sigclip_bounds(
 
 
 @_jit
+def _iraf_sigclip_strip(
+    s: _F32,
+    w: int,
+    nfin: _I64,
+    sig_lo: float,
+    sig_hi: float,
+    mclip: bool,
+    nkeep: int,
+    out_a: _I64,
+    out_b: _I64,
+    cen: _F64,
+    tlo: _F64,
+) -> None:  # pragma: no cover - compiled
+    """:func:`_iraf_sigclip_bounds` of the ``w`` pixels of a sorted strip, into ``out_a``, ``out_b``.
+
+    The first iteration runs over the whole strip at once (frames outside, pixels inside): the
+    center and the sum of squares about it (the same float64 operations in the same order as the
+    per-pixel routine; the padding terms add +0.0). Deviations of sorted values ascend, so that
+    iteration rejects nothing where the lowest and the highest value are within ``-lsigma·s`` and
+    ``hsigma·s``: those pixels are done, ``[0, nf)``, as the per-pixel routine returns. The others, and stacks too small to clip, run
+    :func:`_iraf_sigclip_bounds` from the start, so every result is that routine's exactly.
+    """
+    n = s.shape[0]
+    for j in range(w):
+        tlo[j] = 0.0
+    if mclip:
+        for j in range(w):
+            cen[j] = _median_sorted(s, j, 0, nfin[j]) if nfin[j] > 0 else 0.0
+    else:
+        for i in range(n):
+            for j in range(w):
+                tlo[j] += np.float64(s[i, j]) if i < nfin[j] else 0.0
+        for j in range(w):
+            nf = nfin[j]
+            cen[j] = (tlo[j] - np.float64(s[0, j]) - np.float64(s[nf - 1, j])) / (nf - 2) if nf > 2 else 0.0
+            tlo[j] = 0.0
+    for i in range(n):  # sum of squares about the center (in tlo)
+        row = s[i]
+        for j in range(w):
+            d = np.float64(row[j]) - cen[j]
+            tlo[j] += d * d if i < nfin[j] else 0.0
+    for j in range(w):
+        nf = nfin[j]
+        nk = nkeep if nkeep >= 0 else max(nf + nkeep, 0)
+        done = False
+        if nf > max(2, nk):
+            sd = math.sqrt(tlo[j] / (nf - 1))
+            c = cen[j]
+            # nothing trimmed: the lowest and the highest values are inside (sorted: all are)
+            done = (np.float64(s[0, j]) - c >= -sig_lo * sd) and (np.float64(s[nf - 1, j]) - c <= sig_hi * sd)
+        if done:
+            out_a[j] = 0
+            out_b[j] = nf
+        else:
+            wa, wb = _iraf_sigclip_bounds(s, j, nf, sig_lo, sig_hi, mclip, nkeep)
+            out_a[j] = wa
+            out_b[j] = wb
+
+
+@_jit
 def _restore_window(
     s: _F32, j: int, a: int, b: int, na: int, nb: int, c: float, nk: int
 ) -> tuple[int, int]:  # pragma: no cover - compiled
@@ -845,6 +905,59 @@ def _iraf_avsigclip_bounds(
 
 
 @_jit
+def _sort_strip(vals: _F32, srt: _F32, w: int, comps: _I64) -> None:  # pragma: no cover - compiled
+    """``srt[:, :w]`` = the strip's values sorted per pixel (non-finite as +inf: they sort last).
+
+    Small functions of their own (as the other strip passes below), with row views, so that
+    each loop over pixels is vectorised on its own.
+    """
+    n = vals.shape[0]
+    inf32 = np.float32(np.inf)
+    for k in range(n):
+        src = vals[k]
+        dst = srt[k]
+        for j in range(w):
+            v = src[j]
+            dst[j] = v if v == v else inf32
+    for c in range(comps.shape[0]):
+        a = srt[comps[c, 0]]
+        b = srt[comps[c, 1]]
+        for j in range(w):
+            p = a[j]
+            q = b[j]
+            a[j] = q if q < p else p
+            b[j] = p if q < p else q
+
+
+@_jit
+def _keep_strip(vals: _F32, keep: _Bool, w: int, lo: _F64, hi: _F64) -> None:  # pragma: no cover - compiled
+    """``keep[k, j]``: the value of frame k at pixel j lies inside ``[lo[j], hi[j]]`` (float64)."""
+    for k in range(vals.shape[0]):
+        src = vals[k]
+        dst = keep[k]
+        for j in range(w):
+            v = np.float64(src[j])
+            dst[j] = (v >= lo[j]) & (v <= hi[j])
+
+
+@_jit
+def _accumulate_strip(
+    vals: _F32, keep: _Bool, w: int, wk: _F64, cnt: _I64, acc: _F64, sw: _F64
+) -> None:  # pragma: no cover - compiled
+    """Count, weighted sum and sum of weights of the kept values, in frame order (float64)."""
+    for k in range(vals.shape[0]):
+        wgt = wk[k]
+        src = vals[k]
+        kk = keep[k]
+        for j in range(w):
+            kp = kk[j]
+            v = np.float64(src[j])
+            cnt[j] += 1 if kp else 0
+            acc[j] += wgt * v if kp else 0.0
+            sw[j] += wgt if kp else 0.0
+
+
+@_jit
 def _kernel(
     block: _F32,
     var: _F32,
@@ -926,10 +1039,8 @@ def _kernel(
         if has_zero:
             zk[k] = zero[k]
         vk[k] = (sk[k] * sk[k]) * (wk[k] * wk[k])
-    ncomp = comps.shape[0]
     half_pi = 0.5 * np.pi
     nan32 = np.float32(np.nan)
-    inf32 = np.float32(np.inf)
 
     # avsigclip needs whole image rows (IRAF's lines) in the row buffer
     seg = nx if clip == _C_AVSIGCLIP else min(nx, SEGMENT)
@@ -972,18 +1083,7 @@ def _kernel(
                     vals[k, j] = row[k, xo + j]
             # ---- sort (non-finite as +inf: they sort last)
             if need_sort:
-                for k in range(n):
-                    for j in range(w):
-                        v = vals[k, j]
-                        srt[k, j] = v if v == v else inf32
-                for c in range(ncomp):
-                    ca = comps[c, 0]
-                    cb = comps[c, 1]
-                    for j in range(w):
-                        p = srt[ca, j]
-                        q = srt[cb, j]
-                        srt[ca, j] = q if q < p else p
-                        srt[cb, j] = p if q < p else q
+                _sort_strip(vals, srt, w, comps)
             # ---- bounds per pixel
             if clip == _C_SIGMA:
                 if use_median and use_mad:
@@ -1039,10 +1139,10 @@ def _kernel(
                         t_fullcnt,
                     )
             elif clip == _C_SIGCLIP:
+                _iraf_sigclip_strip(srt, w, nfin, sig_lo, sig_hi, use_median, nkeep, t_wa, t_wb, t_mean, t_acc)
                 for j in range(w):
-                    wa, wb = _iraf_sigclip_bounds(srt, j, nfin[j], sig_lo, sig_hi, use_median, nkeep)
-                    t_wa[j] = wa
-                    t_wb[j] = wb
+                    wa = t_wa[j]
+                    wb = t_wb[j]
                     lo[j] = srt[wa, j] if wb > wa else np.nan
                     hi[j] = srt[wb - 1, j] if wb > wa else np.nan
             elif clip in (_C_CCDCLIP, _C_CRREJECT, _C_PCLIP, _C_AVSIGCLIP):
@@ -1075,10 +1175,7 @@ def _kernel(
                     lo[j] = -np.inf
                     hi[j] = np.inf
             # ---- survivors (frame order)
-            for k in range(n):
-                for j in range(w):
-                    v = np.float64(vals[k, j])
-                    keep[k, j] = (v >= lo[j]) & (v <= hi[j])
+            _keep_strip(vals, keep, w, lo, hi)
             if clip in _WINDOW_CLIPS:
                 # ties at the lowest/highest kept value: rank by (value, frame index)
                 for j in range(w):
@@ -1121,14 +1218,7 @@ def _kernel(
                 sw2[j] = 0.0
                 uacc[j] = 0.0
                 vacc[j] = 0.0
-            for k in range(n):
-                wgt = wk[k]
-                for j in range(w):
-                    kp = keep[k, j]
-                    v = np.float64(vals[k, j])
-                    cnt[j] += 1 if kp else 0
-                    acc[j] += wgt * v if kp else 0.0
-                    sw[j] += wgt if kp else 0.0
+            _accumulate_strip(vals, keep, w, wk, cnt, acc, sw)
             if has_w and want_var:
                 for k in range(n):
                     wgt = wk[k]

@@ -4,7 +4,11 @@ Two graph shapes, both with one kernel task per tile:
 
 * **files** whose pixels can be read by region (plain FITS, fpack): each tile task reads its
   region from every frame (:meth:`ccdask.io.ImageSource.read`) into one ``(N, ty, tx)`` block and
-  clips it. No stacking or rechunking tasks, nothing held between tasks but the outputs.
+  clips it. No stacking or rechunking tasks, nothing held between tasks but the outputs. Plain
+  files (without ``grow``) go band by band instead (:func:`_tile_in_bands`): each band of
+  :func:`band_rows` rows (about :data:`BAND_BYTES`) is decoded from the memory maps straight into
+  one reused float32 buffer and clipped while it is in cache; the kernel's results do not depend
+  on the block shape, so the numbers are the same.
 * **arrays** (numpy, dask, sequences of 2-D arrays) and gzip-wrapped files (which must be
   decompressed whole): the frames are stacked, rechunked to ``(N, ty, tx)`` and the kernel is
   mapped over the blocks. A gzip file is decompressed once per graph and its bytes are held
@@ -136,6 +140,10 @@ def _tile_from_sources(
     fy, fx = sources[0].shape
     r0, r1 = max(rows.start - halo, 0), min(rows.stop + halo, fy)
     c0, c1 = max(cols.start - halo, 0), min(cols.stop + halo, fx)
+    if not halo:
+        stored = [src.stored_pixels() for src in sources]
+        if all(raw is not None for raw in stored):
+            return _tile_in_bands(sources, stored, rows, cols, scale, config, want_var, zero)
     block = np.empty((len(sources), r1 - r0, c1 - c0), np.float32)
     for i, src in enumerate(sources):
         block[i] = src.read(slice(r0, r1), slice(c0, c1))
@@ -144,6 +152,58 @@ def _tile_from_sources(
     if halo:
         out = _crop(out, rows.start - r0, cols.start - c0, rows.stop - rows.start, cols.stop - cols.start)
     return out
+
+
+#: Bytes of the ``(N, rows, tx)`` band a tile task decodes and combines at a time (it stays in
+#: the L2 cache between the decode and the kernel; see :func:`_tile_in_bands`).
+BAND_BYTES = 1 << 20
+
+
+def band_rows(nframes: int, width: int) -> int:
+    """Rows of a band of ``nframes`` float32 frames ``width`` pixels wide within :data:`BAND_BYTES`.
+
+    >>> band_rows(24, 2048), band_rows(48, 2048), band_rows(200, 4096)
+    (5, 2, 1)
+    """
+    return max(1, BAND_BYTES // (4 * nframes * max(width, 1)))
+
+
+def _tile_in_bands(
+    sources: Sequence[ImageSource],
+    stored: Sequence[np.ndarray | None],
+    rows: slice,
+    cols: slice,
+    scale: np.ndarray | None,
+    config: CombineConfig,
+    want_var: bool,
+    zero: np.ndarray | None,
+) -> _TileOut:
+    """One tile of plain files, combined band by band of :func:`band_rows` rows.
+
+    Each band's stored values are decoded from the memory maps straight into one reused
+    ``(N, rows, tx)`` float32 buffer (no per-frame arrays) and combined while it is in cache.
+    The kernel's results do not depend on the block shape, so this is the tile computed at once.
+    """
+    ty, tx = rows.stop - rows.start, cols.stop - cols.start
+    band = band_rows(len(sources), tx)
+    buf = np.empty((len(sources), min(band, ty), tx), np.float32)
+    data = np.empty((ty, tx), np.float32)
+    count = np.empty((ty, tx), np.int16)
+    var = np.empty((ty, tx), np.float32) if want_var else None
+    for b0 in range(0, ty, band):
+        b1 = min(b0 + band, ty)
+        y = slice(rows.start + b0, rows.start + b1)
+        block = buf if b1 - b0 == buf.shape[1] else np.empty((len(sources), b1 - b0, tx), np.float32)
+        for i, (src, raw) in enumerate(zip(sources, stored, strict=True)):
+            assert raw is not None
+            src.decode_into(raw[y, cols], block[i])
+        res = combine_block(block, config, scale=scale, zero=zero, return_variance=want_var)
+        data[b0:b1] = res.data
+        count[b0:b1] = res.count
+        if var is not None:
+            assert res.variance is not None
+            var[b0:b1] = res.variance
+    return data, count, var
 
 
 def _tile_from_block(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RAW_DTYPES", "exact_integers", "integer_dtype", "physical"]
+__all__ = ["RAW_DTYPES", "exact_integers", "integer_dtype", "physical", "physical_into"]
 
 RAW_DTYPES: dict[int, np.dtype] = {
     8: np.dtype("u1"),
@@ -100,6 +100,34 @@ def physical(raw: np.ndarray, bitpix: int, bscale: float, bzero: float, blank: i
     if mask is not None:
         out[mask] = np.nan
     return out
+
+
+def physical_into(
+    raw: np.ndarray, out: np.ndarray, bitpix: int, bscale: float, bzero: float, blank: int | None
+) -> None:
+    """:func:`physical` written into ``out`` (float32, ``raw.shape``, may be a strided view).
+
+    The same values bit for bit: 8/16-bit integers (any scaling) and 32-bit floats are converted
+    straight into ``out`` (one cast from the stored byte order, then the scaling in float32 in
+    place, as :func:`physical` does), with no intermediate array; the other types, which
+    :func:`physical` scales in float64 or as unsigned integers, go through it and are copied.
+    """
+    if out.dtype != np.float32 or out.shape != raw.shape:
+        raise ValueError(f"out must be float32 of shape {raw.shape}, got {out.dtype} {out.shape}")
+    bscale = float(bscale)
+    bzero = float(bzero)
+    if not (bitpix in (8, 16, -32) or (bscale == 1 and bzero == 0 and bitpix != 64)):
+        out[...] = physical(raw, bitpix, bscale, bzero, blank)
+        return
+    np.copyto(out, raw, casting="unsafe")
+    if bscale != 1:
+        np.multiply(out, bscale, out=out)
+    if bzero != 0:
+        np.add(out, bzero, out=out)
+    if bitpix > 0:
+        mask = _blank_mask(raw, blank)
+        if mask is not None:
+            out[mask] = np.nan
 
 
 def integer_dtype(bitpix: int, bscale: float, bzero: float) -> np.dtype | None:

@@ -28,7 +28,7 @@ from astropy.io import fits
 from dask.array.core import normalize_chunks
 
 from ..errors import ConfigError, FitsReadError, SectionError, ShapeMismatchError, where
-from ._decode import RAW_DTYPES, exact_integers, integer_dtype, physical
+from ._decode import RAW_DTYPES, exact_integers, integer_dtype, physical, physical_into
 from ._scan import HduInfo, HduKey, Kind, _Scan, _scan_all, scan_file, select_hdu
 
 __all__ = [
@@ -244,6 +244,44 @@ class ImageSource:
         which decompresses each file once per graph).
         """
         return self._read(rows, cols, integers=False)
+
+    def read_into(self, rows: slice, cols: slice, out: np.ndarray) -> None:
+        """Write :meth:`read` ``(rows, cols)`` into ``out`` (float32 of the region's shape, may be a
+        view of a larger array), the same values bit for bit.
+
+        Plain files decode the memory-mapped stored values straight into ``out``
+        (:func:`ccdask.io._decode.physical_into`); fpack and gzip files read as :meth:`read`
+        and copy.
+        """
+        raw = self.stored_pixels()
+        if raw is None:
+            out[...] = self.read(rows, cols)
+            return
+        self.decode_into(raw[_check_slice(rows, "rows", self), _check_slice(cols, "cols", self)], out)
+
+    def stored_pixels(self) -> np.ndarray | None:
+        """The whole image's stored (raw, big-endian, unscaled) values as a read-only memory map,
+        for a plain file; None for fpack and gzip files. Slice it and :meth:`decode_into`.
+
+        Raises
+        ------
+        FitsReadError
+            The file cannot be mapped or changed since it was scanned.
+        """
+        if self.kind != "plain":
+            return None
+        self._file.check_unchanged(self.hdu)
+        try:
+            raw = np.memmap(
+                self.path, dtype=RAW_DTYPES[self.bitpix], mode="r", offset=self.data_offset, shape=self.shape
+            )
+        except (OSError, ValueError) as exc:
+            raise FitsReadError(f"{self.label}: cannot map the pixel data: {exc}") from exc
+        return np.asarray(raw)  # a plain ndarray view of the map
+
+    def decode_into(self, stored: np.ndarray, out: np.ndarray) -> None:
+        """Physical float32 values of ``stored`` (a region of :meth:`stored_pixels`) into ``out``."""
+        physical_into(stored, out, self.bitpix, self.bscale, self.bzero, self.blank)
 
     def _read(self, rows: slice, cols: slice, *, integers: bool) -> np.ndarray:
         rows = _check_slice(rows, "rows", self)

@@ -253,13 +253,15 @@ def _calibrate_task(
     exptime: float | None,
     name: str,
     tile: tuple[int, int],
+    crosstalk: Any = None,
 ) -> dict[str, Any]:
     """Calibrate one science chip-frame as the science task does; write its planes and mask."""
     import zarr
 
     raw = source.read(slice(None), slice(None))
+    xt = None if crosstalk is None else crosstalk.load()  # the other chips' source amplifiers
     sci, var, dq, _hist = process_in_memory(
-        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science"
+        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science", crosstalk=xt
     )
     # as the reduced file holds them (float32, int16 DQ), so the stage equals the in-memory form
     sci = np.asarray(sci, dtype=np.float32)
@@ -293,8 +295,11 @@ class _Calibrated:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def calibrate_science(specs: Sequence[_Spec], cfg: ReduceConfig, scratch: Path) -> _Calibrated:
-    """Graph of step 1: one task per science chip-frame of ``specs``, writing under ``scratch``."""
+def calibrate_science(
+    specs: Sequence[_Spec], cfg: ReduceConfig, scratch: Path, *, crosstalk: Any = None
+) -> _Calibrated:
+    """Graph of step 1: one task per science chip-frame of ``specs``, writing under ``scratch``.
+    ``crosstalk``: the night's NightCrosstalk (or None), as the science stage has it."""
     memory = _combine_config(cfg).memory_per_task
     out = _Calibrated(root=scratch / f"fringe-{uuid.uuid4().hex[:8]}")
     for number, s in enumerate(specs):
@@ -314,6 +319,7 @@ def calibrate_science(specs: Sequence[_Spec], cfg: ReduceConfig, scratch: Path) 
                 exptime=e.exptime,
                 name=e.name,
                 tile=tile,
+                crosstalk=None if crosstalk is None else crosstalk.for_entry(e),
             )
             key = f"calibrate-fringe-{e.name}-{s.chip}-{dask.base.tokenize(paths)[:8]}"
             out.tasks.append(dask.delayed(func, pure=False)(s.calibration[e.name], dask_key_name=key))
@@ -490,7 +496,7 @@ def fringe_masters(plan: Plan, ctx: StageContext, masters: NightMasters) -> Nigh
 def _build(stage: str, todo: Sequence[_Spec], ctx: StageContext) -> dict[str, Master]:
     cfg, runner = ctx.cfg, ctx.runner
     filt = todo[0].filter
-    cal = calibrate_science(todo, cfg, ctx.scratch)
+    cal = calibrate_science(todo, cfg, ctx.scratch, crosstalk=ctx.crosstalk)
     try:
         infos = runner.compute(stage, cal.tasks)
         skies: dict[str, list[float]] = {}

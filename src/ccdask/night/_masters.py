@@ -86,12 +86,16 @@ def _calibrate_task(
     rate: bool,
     region: str | None,
     tile: tuple[int, int],
+    crosstalk: Any = None,
 ) -> dict[str, Any]:
     import zarr
 
     raw = source.read(slice(None), slice(None))
     shape = layout.trimmed_shape
-    sci, var, _dq, _hist = process_in_memory(raw, masters, cfg, layout=layout, exptime=exptime, name=name, role=role)
+    xt = None if crosstalk is None else crosstalk.load()  # the other chips' source amplifiers
+    sci, var, _dq, _hist = process_in_memory(
+        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role=role, crosstalk=xt
+    )
     if rate:
         t = np.float32(exptime)
         sci = sci / t
@@ -123,13 +127,14 @@ def calibrate_frames(
     combine_cfg: Any,
     rate: bool = False,
     sample_region: str | None = None,
+    crosstalk: Any = None,
 ) -> CalibratedFrames:
     """Graph of step 1 for one master stage: one task per chip-frame writing to ``scratch``.
 
     ``entries`` maps chip → frames; ``masters`` maps chip → a packed (delayed) set of masters as
     made by :func:`ccdask.night._reduce.pack_masters` (or an empty dict). With ``rate``, frames are
     divided by their exposure time (darks). With ``sample_region``, each task returns the
-    fixed-grid sample of that region (flats).
+    fixed-grid sample of that region (flats). ``crosstalk``: the night's NightCrosstalk (or None).
     """
     root = scratch / f"{kind}-{uuid.uuid4().hex[:8]}"
     out = CalibratedFrames(root=root)
@@ -156,6 +161,7 @@ def calibrate_frames(
                 rate=rate,
                 region=sample_region,
                 tile=tile,
+                crosstalk=None if crosstalk is None else crosstalk.for_entry(e),
             )
             task = dask.delayed(func, pure=False)(
                 masters.get(chip, {}), dask_key_name=f"calibrate-{kind}-{e.name}-{chip}-{dask.base.tokenize(paths)[:8]}"

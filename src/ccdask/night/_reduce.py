@@ -23,6 +23,7 @@ from ..catalog import Catalog
 from ..config import load_config
 from ..errors import CcdaskWarning
 from ..io._write import TMP_PREFIX
+from ._crosstalk import night_crosstalk
 from ._fringe_stage import check_fringe_plan, fringe_masters
 from ._manifest import write_manifest
 from ._plan import Exposure, Plan, make_plan
@@ -104,7 +105,11 @@ def reduce(
     plan, result.read_noise = measure_read_noise(plan, cfg, runner, store)
     runner.stages["catalog"] = {"seconds": time.perf_counter() - t_start}
 
-    ctx = StageContext(cfg, store, runner, out / ".scratch")
+    crosstalk = night_crosstalk(catalog.entries, cfg)
+    if crosstalk is not None:
+        n_inter = sum(t.inter for t in crosstalk.table.terms)
+        log(f"  crosstalk: {crosstalk.table.source} ({len(crosstalk.table.terms)} terms, {n_inter} between chips)")
+    ctx = StageContext(cfg, store, runner, out / ".scratch", crosstalk=crosstalk)
     masters = NightMasters(dark_mode=cfg.dark.mode, bias=bias_masters(plan, ctx) if plan.steps["bias"] else {})
     if plan.steps["dark"]:
         masters = dark_masters(plan, ctx, masters.bias)
@@ -115,7 +120,9 @@ def reduce(
 
     factor = max(bin_factor(cp.raw_shape, max(64, cfg.output.qa_max_pixels // 2)) for cp in plan.chips.values())
     history = {chip: tuple(rn["history"]) for chip, rn in result.read_noise.items()}
-    science = science_graph(plan, cfg, out / "reduced", masters, thumb_factor=factor, history=history)
+    science = science_graph(
+        plan, cfg, out / "reduced", masters, thumb_factor=factor, history=history, crosstalk=crosstalk
+    )
     files = master_outputs(out, masters, cfg, factor)
     todo = [f for f in files if f.task is not None]
     runner.record("science")["raw_pixels"] = science.raw_pixels

@@ -44,11 +44,13 @@ def science_graph(
     *,
     thumb_factor: int,
     history: Mapping[str, tuple[str, ...]] | None = None,
+    crosstalk: Any = None,
 ) -> ScienceGraph:
     """One task per chip-frame and one per exposure; exposures whose output already carries the
     same ``CCDKEY`` are skipped. Nothing is read: readers come from the catalogue's scanned
     headers and the primary header is read by the assembling task. ``history`` adds lines per
-    chip to the provenance (e.g. how its read noise was measured)."""
+    chip to the provenance (e.g. how its read noise was measured). ``crosstalk``: the night's
+    NightCrosstalk (None: no correction); its coefficients join the key."""
     graph = ScienceGraph()
     chip_numbers = {c: i + 1 for i, c in enumerate(plan.chips)}
     settings = cfg.to_dict()
@@ -79,9 +81,10 @@ def science_graph(
             if fringe is not None:
                 used[chip]["fringe"] = key_of(fringe)
             chip_tasks.append((entry, packed[mkey], None if fringe is None else fringe_use(fringe, entry, cfg)))
-        key = canonical_hash(
-            {"inputs": [e.identity for e in exp.chips], "masters": used, "config": cfg_digest, "version": __version__}
-        )
+        identity = {"inputs": [e.identity for e in exp.chips], "masters": used, "config": cfg_digest}
+        if crosstalk is not None:  # only when used, so the keys of other nights stay as they were
+            identity["crosstalk"] = crosstalk.identity()
+        key = canonical_hash({**identity, "version": __version__})
         final = reduced_dir / output_name(exp.name)
         if cfg.output.skip_existing and has_key(final, key):
             graph.skipped.append(str(final))
@@ -102,6 +105,7 @@ def science_graph(
                 header=entry.header,
                 extver=chip_numbers[entry.chip],
                 thumb_factor=thumb_factor,
+                crosstalk=None if crosstalk is None else crosstalk.for_entry(entry),
                 fringe=fringe_info,
             )
             chip_specs.append((f"reduce-{exp.name}-{entry.chip}-{key[:8]}", task, packed_masters))
@@ -208,6 +212,7 @@ def _science_chip_task(
     header: fits.Header,
     extver: int,
     thumb_factor: int,
+    crosstalk: Any = None,
     fringe: Any = None,
 ) -> dict[str, Any]:
     """Read, calibrate and write one chip of one exposure (one task per chip-frame).
@@ -221,8 +226,9 @@ def _science_chip_task(
     if layout.detsec is not None:
         header["DETSEC"] = str(layout.detsec)
     qa: dict[str, Any] = {}
+    xt = None if crosstalk is None else crosstalk.load()  # the other chips' source amplifiers
     sci, var, dqa, history = process_in_memory(
-        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science", qa=qa
+        raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science", qa=qa, crosstalk=xt
     )
     if fringe is not None:
         sci, var, lines = correct_chip(sci, var, dqa, masters["fringe"], fringe, header)

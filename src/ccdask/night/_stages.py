@@ -172,6 +172,7 @@ class StageContext:
     store: MasterCache
     runner: Runner
     scratch: Path
+    crosstalk: Any = None  # the night's NightCrosstalk (night/_crosstalk.py), None: no correction
 
     @property
     def common(self) -> dict[str, Any]:
@@ -184,7 +185,9 @@ class StageContext:
         m = self.cfg.masks
         if m.bleed:  # bleed trails blank pixels of darks and flats; only when on, so other keys stay as they were
             out["masks"]["bleed"] = {"level": m.bleed_level, "length": m.bleed_length, "grow": m.bleed_grow}
-        if self.cfg.crosstalk.file is not None:  # only when used, so the keys of other nights stay as they were
+        if self.crosstalk is not None:  # the coefficients, from the file or the profile; only when used
+            out["crosstalk"] = self.crosstalk.identity()
+        elif self.cfg.crosstalk.file is not None:  # only when used, so the keys of other nights stay as they were
             from ..calibrate._crosstalk import load_crosstalk
 
             out["crosstalk"] = load_crosstalk(self.cfg.crosstalk.file).to_dict()
@@ -417,6 +420,7 @@ def build_masters(
         combine_cfg=combine_cfg,
         rate=rate,
         sample_region=cfg.flat.region if focal_plane else None,
+        crosstalk=ctx.crosstalk,
     )
     try:
         infos = runner.compute(stage, cal.tasks)

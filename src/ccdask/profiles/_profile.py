@@ -78,6 +78,13 @@ class Profile:
     zero_exposure_dark_is_bias: bool
     layout: dict[str, Any] = field(default_factory=dict)
     layout_spec: LayoutSpec = field(default_factory=LayoutSpec)
+    #: the ``[crosstalk]`` table as checked here: ``("file", path)`` or ``("terms", [...])``;
+    #: ``ccdask.calibrate._crosstalk.profile_crosstalk`` parses it (the profiles layer knows
+    #: nothing of the correction, and cataloguing, which loads every profile, imports no dask)
+    crosstalk_spec: Any = None
+    #: whether a night corrects with them (``[crosstalk] apply``; ``crosstalk.file`` and
+    #: ``crosstalk.profile = false`` in the configuration override it)
+    crosstalk_apply: bool = False
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -105,6 +112,7 @@ class Profile:
             "rules",
             "zero_exposure_dark_is_bias",
             "layout",
+            "crosstalk",
         }
         if unknown:
             raise fail(f"unknown top-level entries {sorted(unknown)}")
@@ -137,6 +145,7 @@ class Profile:
         detect = tuple((k, re.compile(p, re.I)) for k, p in doc.get("detect", {}).items())
         layout = dict(doc.get("layout", {"source": "header"}))
         layout_spec = parse_layout(layout, base=base.layout_spec if base else None, fail=fail)
+        crosstalk_spec, apply = _profile_crosstalk(doc.get("crosstalk"), source, fail)
         return cls(
             name=doc["name"],
             description=doc.get("description", ""),
@@ -148,6 +157,8 @@ class Profile:
             zero_exposure_dark_is_bias=bool(doc.get("zero_exposure_dark_is_bias", True)),
             layout=layout,
             layout_spec=layout_spec,
+            crosstalk_spec=crosstalk_spec,
+            crosstalk_apply=apply,
         )
 
     # -- header access ------------------------------------------------------------------
@@ -271,6 +282,37 @@ class Profile:
             )
         except (SectionError, ProfileError) as exc:
             raise ProfileError(f"{where(path, hdu)}{exc}") from exc
+
+
+def _profile_crosstalk(value: Any, source: str, fail: Any) -> tuple[Any, bool]:
+    """A profile's ``[crosstalk]`` table checked: ``apply`` (default false), and either ``file``
+    (a coefficient file, relative to the profile's own) or ``[[crosstalk.terms]]`` (the terms
+    inline, as a coefficient file's ``[[crosstalk]]`` tables). Returns ``(("file", path) or
+    ("terms", list), apply)``; the terms are parsed by ``calibrate._crosstalk.profile_crosstalk``."""
+    if value is None:
+        return None, False
+    if not isinstance(value, dict):
+        raise fail("crosstalk must be a table ([crosstalk] with apply, and file or [[crosstalk.terms]])")
+    unknown = set(value) - {"apply", "file", "terms"}
+    if unknown:
+        raise fail(f"[crosstalk]: unknown keys {sorted(unknown)} (known: apply, file, terms)")
+    apply = value.get("apply", False)
+    if not isinstance(apply, bool):
+        raise fail(f"[crosstalk]: apply must be true or false, got {apply!r}")
+    if ("file" in value) == ("terms" in value):
+        raise fail("[crosstalk]: give either file (a coefficient file) or [[crosstalk.terms]], not both or neither")
+    if "file" in value:
+        if not isinstance(value["file"], str):
+            raise fail(f"[crosstalk]: file must be a path, got {value['file']!r}")
+        path = Path(value["file"])
+        if not path.is_absolute():
+            path = Path(source).parent / path
+        if not path.is_file():
+            raise fail(f"[crosstalk]: no coefficient file {path}")
+        return ("file", str(path)), apply
+    if not isinstance(value["terms"], list):
+        raise fail("[crosstalk]: terms must be a list of tables ([[crosstalk.terms]])")
+    return ("terms", value["terms"]), apply
 
 
 def _compose(header: fits.Header, template: str) -> str | None:

@@ -746,3 +746,37 @@ def add_crosstalk(
         cols = geom.amp_cols(vic)
         data[:, cols] += linear * s + quadratic * s * s
         data[:, cols] = np.rint(data[:, cols])
+
+
+def add_crosstalk_chips(
+    geom: Geometry,
+    raws: list[np.ndarray],
+    row_biases: list[np.ndarray],
+    terms: tuple[tuple[int, int, int, int, float, float], ...],
+) -> None:
+    """Add crosstalk between chips to the rendered raw chips of one frame, in place.
+
+    ``raws`` are the frame's raw uint16 chips (chip order), ``row_biases`` their row bias per
+    amplifier ``(amps, ny)``; each term ``(source chip, source amp, victim chip, victim amp,
+    linear, quadratic)`` adds ``linear s + quadratic s²`` (rounded) to the victim's data pixels,
+    ``s`` the source's raw data pixel read at the same time minus its row bias, from the values
+    before any of these terms (the source's own chip crosstalk included: a second-order
+    difference). Amplifiers reading towards opposite ends (``readout_col``) pair mirrored.
+    """
+    signal = {}
+    for sc, sa, _vc, _va, _c1, _c2 in terms:
+        if (sc, sa) not in signal:
+            cols = geom.raw_data_cols(sa)
+            signal[(sc, sa)] = raws[sc][:, cols].astype(np.float64) - row_biases[sc][sa][:, None]
+    added: dict[tuple[int, int], np.ndarray] = {}
+    for sc, sa, vc, va, linear, quadratic in terms:
+        s = signal[(sc, sa)]
+        if geom.readout_col(sa) != geom.readout_col(va):
+            s = s[:, ::-1]
+        ghost = linear * s + quadratic * s * s
+        key = (vc, va)
+        added[key] = ghost if key not in added else added[key] + ghost
+    for (vc, va), ghost in added.items():
+        cols = geom.raw_data_cols(va)
+        victim = raws[vc][:, cols].astype(np.float64) + np.rint(ghost)
+        raws[vc][:, cols] = np.clip(victim, 0, 65535).astype(np.uint16)

@@ -368,6 +368,42 @@ def _check_crosstalk(value: object, amps: int) -> tuple[tuple[int, int, float, f
     return tuple(out)
 
 
+def _check_crosstalk_chips(value: object, amps: int, chips: int) -> tuple[tuple[int, int, int, int, float, float], ...]:
+    """``{((source chip, amp), (victim chip, amp)): linear | (linear, quadratic)}`` as index terms
+    ``(source chip, source amp, victim chip, victim amp, linear, quadratic)``."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            "simulate_night: crosstalk_chips must be a dict {((source chip, amp), (victim chip, amp)): coefficient}, "
+            f"got {value!r}"
+        )
+    names = model.AMP_NAMES[:amps]
+    chip_names = [f"CCD{k + 1}" for k in range(chips)]
+    out = []
+    for pair, coef in value.items():
+        ok = isinstance(pair, tuple) and len(pair) == 2
+        ok = ok and all(isinstance(x, tuple) and len(x) == 2 and x[0] in chip_names and x[1] in names for x in pair)
+        if not ok or pair[0][0] == pair[1][0]:
+            raise ConfigError(
+                f"simulate_night: crosstalk_chips pair {pair!r} must be ((chip, amp), (chip, amp)) of two different "
+                f"chips among {', '.join(chip_names)} and amplifiers among {', '.join(names)}"
+            )
+        c = coef if isinstance(coef, tuple) else (coef, 0.0)
+        if len(c) != 2 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and abs(x) < 0.1 for x in c
+        ):
+            raise ConfigError(
+                f"simulate_night: crosstalk_chips coefficient of {pair!r} must be a number (or a pair: linear, "
+                f"quadratic) of magnitude below 0.1, got {coef!r}"
+            )
+        (sc, sa), (vc, va) = pair
+        out.append(
+            (chip_names.index(sc), names.index(sa), chip_names.index(vc), names.index(va), float(c[0]), float(c[1]))
+        )
+    return tuple(out)
+
+
 def _check_nonlinearity(value: object) -> float:
     if value is None:
         return 0.0
@@ -553,6 +589,7 @@ def simulate_night(
     camera: CameraHeaders | None = None,
     scene: model.Scene | None = None,
     crosstalk: dict[tuple[str, str], float | tuple[float, float]] | None = None,
+    crosstalk_chips: dict[tuple[tuple[str, str], tuple[str, str]], float | tuple[float, float]] | None = None,
     nonlinearity: float | None = None,
     full_well: float | None = None,
     ptc_levels: Sequence[float] | None = None,
@@ -608,6 +645,15 @@ def simulate_night(
         or ``{(source, victim): (linear, quadratic)}`` with amplifier names (``"A"``, ``"B"``),
         in raw ADU of the source's signal (see :func:`ccdask.simulate._model.add_crosstalk`);
         recorded in ``truth.json`` under ``crosstalk``. Not with ``camera``. Default: none.
+    crosstalk_chips : dict, optional
+        Crosstalk between chips read by the same controller, in every exposed frame:
+        ``{(("CCD1", "A"), ("CCD2", "B")): linear}`` (or ``(linear, quadratic)``), source first.
+        After every chip of the frame is rendered (with its own ``crosstalk``), each victim data
+        pixel gains ``linear s + quadratic s²`` ADU (rounded), ``s`` the source chip's raw pixel
+        read at the same time minus that amplifier's row bias; amplifiers whose overscans lie on
+        opposite sides read in opposite directions, so their columns pair mirrored
+        (:func:`ccdask.simulate._model.add_crosstalk_chips`). Recorded in ``truth.json`` under
+        ``crosstalk_chips``. Not with ``camera``. Default: none.
     nonlinearity : float, optional
         beta (1/ADU): every amplifier reads a signal of ``s`` ADU as ``s + beta s²`` (e.g.
         -5e-7: 1 % low at 20000 ADU); recorded in ``truth.json`` under ``nonlinearity``. Not with
@@ -660,7 +706,7 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
-        if crosstalk or nonlinearity or full_well is not None or ptc_levels or fringe:
+        if crosstalk or crosstalk_chips or nonlinearity or full_well is not None or ptc_levels or fringe:
             raise ConfigError(
                 "simulate_night: crosstalk, nonlinearity, full_well, ptc_levels and fringe are for SIMCAM nights only; "
                 "do not pass them with camera="
@@ -702,9 +748,10 @@ def simulate_night(
             ny, nx, nover = SIZES[size]
             geom = model.Geometry(ny=ny, nx=nx, nover=nover, amps=amps, chips=chips)
             terms = _check_crosstalk(crosstalk, amps)
+            inter = _check_crosstalk_chips(crosstalk_chips, amps, chips)
             beta = _check_nonlinearity(nonlinearity)
             meta = _generate(
-                seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta, full_well, fringes
+                seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta, full_well, fringes, inter
             )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -725,6 +772,7 @@ def _generate(
     nonlinearity: float = 0.0,
     full_well: float | None = None,
     fringe: dict[str, float] | None = None,
+    crosstalk_chips: tuple[tuple[int, int, int, int, float, float], ...] = (),
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -787,6 +835,7 @@ def _generate(
             flux = stars.rate(rec["filter"]) * t * rec["transparency"]
         hdus = []
         rec["chips"] = {}
+        row_biases = []
         for chip in chip_models:
             exposure = model.ChipExposure(exptime=t, cr_rate=scene.cr_rate)
             if kind != "bias":
@@ -814,6 +863,7 @@ def _generate(
                 rng, geom, chip, pattern, exposure, crosstalk if kind in ("flat", "science") else (), nonlinearity
             )
             hdus.append((sio.chip_header(geom, chip), raw))
+            row_biases.append(truth["row_bias"])
             prefix = f"{chip.name}/{rec['name']}"
             frame_arrays.append((f"{prefix}/row_bias", truth["row_bias"]))
             if "cosmic_rays" in truth:
@@ -826,6 +876,8 @@ def _generate(
                 }
             if kind == "science":
                 frame_arrays.append((f"{prefix}/sky", np.array(rec["sky"])))
+        if crosstalk_chips and kind in ("flat", "science"):
+            model.add_crosstalk_chips(geom, [raw for _, raw in hdus], row_biases, crosstalk_chips)
         sio.write_mef(raw_dir / f"{rec['name']}.fits", sio.primary_header(rec, geom), hdus)
         del hdus
         if not rec["chips"]:
@@ -857,6 +909,19 @@ def _generate(
         names = model.AMP_NAMES
         meta["crosstalk"] = [
             {"source": names[s], "victim": names[v], "linear": c1, "quadratic": c2} for s, v, c1, c2 in crosstalk
+        ]
+    if crosstalk_chips:  # only when injected, like the crosstalk
+        names = model.AMP_NAMES
+        meta["crosstalk_chips"] = [
+            {
+                "source_chip": chip_models[sc].name,
+                "source": names[sa],
+                "victim_chip": chip_models[vc].name,
+                "victim": names[va],
+                "linear": c1,
+                "quadratic": c2,
+            }
+            for sc, sa, vc, va, c1, c2 in crosstalk_chips
         ]
     sio.write_json(root / "truth.json", meta)
     return meta

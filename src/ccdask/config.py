@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from .calibrate import CosmicConfig, MaskConfig, OverscanConfig, ProcessConfig
 from .calibrate._crosstalk import CrosstalkConfig
+from .calibrate._fringe import FringeConfig
 from .calibrate._linearity import LinearityConfig
 from .combine import CombineConfig
 from .errors import ConfigError
@@ -33,6 +34,7 @@ __all__ = [
     "CosmicConfig",
     "DarkConfig",
     "FlatConfig",
+    "FringeConfig",
     "MaskConfig",
     "OutputConfig",
     "OverscanConfig",
@@ -184,6 +186,7 @@ class ReduceConfig(ConfigBase):
     bias: BiasConfig = option(BiasConfig(), "bias master")
     dark: DarkConfig = option(DarkConfig(), "dark master")
     flat: FlatConfig = option(FlatConfig(), "flat masters per filter")
+    fringe: FringeConfig = option(FringeConfig(), "fringe frames per filter and chip, scaled and subtracted")
     masks: MaskConfig = option(MaskConfig(), "bad pixels, saturation, interpolation")
     cosmics: CosmicConfig = option(CosmicConfig(), "cosmic rays in science frames")
     output: OutputConfig = option(OutputConfig(), "outputs besides the reduced frames")

@@ -7,7 +7,7 @@ matching (they are rebuilt on the next run; the old entries are left for ``ccdas
   variance, bias/dark subtraction): every master.
 * ``combine``: the stacking kernel (:data:`ccdask.combine.ALGORITHM_VERSION`, also written as
   ``CMBALGV`` in every master's header): every master.
-* ``bias``, ``dark``, ``flat``: what the night does to one kind's stack (dark rates per second,
+* ``bias``, ``dark``, ``flat``, ``fringe``: what the night does to one kind's stack (dark rates per second,
   flat normalisation): masters of that kind only.
 * ``illumination``: the twilight illumination model of flats; carried in the parameters of the
   flats that use one (``flat.illumination``), so only those.
@@ -25,7 +25,7 @@ __all__ = ["KIND_VERSIONS", "STEP_VERSIONS", "versions_of"]
 STEP_VERSIONS: dict[str, int] = {"calibrate": 1, "combine": COMBINE_VERSION, "illumination": 1}
 """Versions of the steps shared by several kinds of master."""
 
-KIND_VERSIONS: dict[str, int] = {"bias": 1, "dark": 1, "flat": 1}
+KIND_VERSIONS: dict[str, int] = {"bias": 1, "dark": 1, "flat": 1, "fringe": 1}
 """Versions of what is done to each kind of master after stacking."""
 
 

@@ -49,6 +49,8 @@ def write_manifest(
         rows += [row(m, kind="dark", chip=c, exptime=t) for (c, t), m in masters.dark_groups.items()]
     for filt, ms in masters.flats.items():
         rows += [row(m, kind="flat", filter=filt, chip=c) for c, m in ms.items()]
+    for filt, ms in masters.fringes.items():
+        rows += [row(m, kind="fringe", filter=filt, chip=c) for c, m in ms.items()]
     doc = {
         "ccdask_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

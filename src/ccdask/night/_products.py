@@ -131,7 +131,7 @@ def master_part_task(
     h["CCDNAME"] = chip
     h["MASTER"] = (kind, "kind of master")
     h["NCOMBINE"] = (ncombine, "number of frames combined")
-    h["BUNIT"] = {"bias": "electron", "dark": "electron/s", "flat": ""}.get(kind, "")
+    h["BUNIT"] = {"bias": "electron", "dark": "electron/s", "flat": "", "fringe": "electron"}.get(kind, "")
     if meta.get("key"):
         h["CACHEKEY"] = (meta["key"], "ccdask cache key of this master")
     if meta.get("filter") is not None:
@@ -151,7 +151,7 @@ def master_part_task(
         hv = fits.Header()
         hv["EXTNAME"] = f"{chip}_VAR"
         hv["CCDNAME"] = chip
-        hv["BUNIT"] = {"bias": "electron2", "dark": "electron2/s2", "flat": ""}.get(kind, "")
+        hv["BUNIT"] = {"bias": "electron2", "dark": "electron2/s2", "flat": "", "fringe": "electron2"}.get(kind, "")
         hdus.append((hv, np.asarray(variance, dtype=np.float32)))
     write_part(part, hdus)
     return {"chip": chip, "thumb": bin_image(data, thumb_factor)}
@@ -192,6 +192,8 @@ def master_outputs(out: Path, masters: NightMasters, cfg: ReduceConfig, factor: 
             files.append((f"dark_{t:g}s", {c: m for (c, tt), m in masters.dark_groups.items() if tt == t}))
     for filt, ms in masters.flats.items():
         files.append((f"flat_{safe_filter_name(filt)}", dict(ms)))
+    for filt, ms in masters.fringes.items():
+        files.append((f"fringe_{safe_filter_name(filt)}", dict(ms)))
     outs = []
     for label, ms in files:
         final = mdir / f"{label}.fits"

@@ -24,6 +24,7 @@ from ..config import load_config
 from ..errors import CcdaskWarning
 from ..io._write import TMP_PREFIX
 from ._crosstalk import night_crosstalk
+from ._fringe_stage import check_fringe_plan, fringe_masters
 from ._manifest import write_manifest
 from ._plan import Exposure, Plan, make_plan
 from ._products import master_outputs
@@ -92,12 +93,13 @@ def reduce(
     cfg, out = load_config(config), Path(out)
     catalog = Catalog.scan(raw, profile=cfg.profile)
     plan = make_plan(catalog, cfg)
+    fringe_notes = check_fringe_plan(plan, cfg)  # before any pixel is read
     out.mkdir(parents=True, exist_ok=True)
     _sweep_tmp(out)
     runner = Runner(client, progress, log, on_stage)
     result = ReduceResult(out=out, plan=plan)
     log(f"planned {len(plan.chips)} chip(s), {len(plan.exposures)} science exposure(s)")
-    for note in plan.notes:
+    for note in (*plan.notes, *fringe_notes):
         log(f"  note: {note}")
     store = MasterCache(cache if cache is not None else out / "cache.zarr")
     plan, result.read_noise = measure_read_noise(plan, cfg, runner, store)
@@ -113,6 +115,8 @@ def reduce(
         masters = dark_masters(plan, ctx, masters.bias)
     if plan.steps["flat"]:
         masters = flat_masters(plan, ctx, masters)
+    if cfg.fringe.filters:
+        masters = fringe_masters(plan, ctx, masters)
 
     factor = max(bin_factor(cp.raw_shape, max(64, cfg.output.qa_max_pixels // 2)) for cp in plan.chips.values())
     history = {chip: tuple(rn["history"]) for chip, rn in result.read_noise.items()}

@@ -17,6 +17,7 @@ from ..calibrate._masks import bad_pixel_mask
 from ..config import ReduceConfig
 from ..io._write import TMP_PREFIX, concat_parts
 from ..utils import canonical_hash
+from ._fringe_stage import correct_chip, fringe_use, pack_with_fringe
 from ._plan import Exposure, Plan
 from ._products import chip_header, has_key, output_name, reduced_part_task
 from ._stages import NightMasters, key_of, pack_masters
@@ -52,7 +53,10 @@ def science_graph(
     NightCrosstalk (None: no correction); its coefficients join the key."""
     graph = ScienceGraph()
     chip_numbers = {c: i + 1 for i, c in enumerate(plan.chips)}
-    cfg_digest = canonical_hash(cfg.to_dict())
+    settings = cfg.to_dict()
+    if not cfg.fringe.filters:  # off: reduced frames keep the CCDKEY they had before fringes existed
+        settings.pop("fringe")
+    cfg_digest = canonical_hash(settings)
     packed: dict[tuple[Any, ...], Any] = {}
     for exp in plan.exposures:
         used = {}
@@ -62,7 +66,8 @@ def science_graph(
             bias = masters.bias.get(chip)
             dark = masters.dark_for(chip, entry.exptime) if plan.steps["dark"] else None
             flat = masters.flat_for(chip, exp.filter) if plan.steps["flat"] else None
-            mkey = (chip, key_of(bias), key_of(dark), key_of(flat))
+            fringe = masters.fringe_for(chip, exp.filter)
+            mkey = (chip, key_of(bias), key_of(dark), key_of(flat), key_of(fringe))
             if mkey not in packed:
                 bad = bad_pixel_mask(
                     dark_rate=None if dark is None else dark.data,
@@ -70,9 +75,12 @@ def science_graph(
                     config=cfg.masks,
                     shape=entry.layout.trimmed_shape,
                 )
-                packed[mkey] = pack_masters(ChipMasters(bias=bias, dark=dark, flat=flat, bad=bad), chip)
+                cm = ChipMasters(bias=bias, dark=dark, flat=flat, bad=bad)
+                packed[mkey] = pack_masters(cm, chip) if fringe is None else pack_with_fringe(cm, fringe, chip)
             used[chip] = {"bias": key_of(bias), "dark": key_of(dark), "flat": key_of(flat)}
-            chip_tasks.append((entry, packed[mkey]))
+            if fringe is not None:
+                used[chip]["fringe"] = key_of(fringe)
+            chip_tasks.append((entry, packed[mkey], None if fringe is None else fringe_use(fringe, entry, cfg)))
         identity = {"inputs": [e.identity for e in exp.chips], "masters": used, "config": cfg_digest}
         if crosstalk is not None:  # only when used, so the keys of other nights stay as they were
             identity["crosstalk"] = crosstalk.identity()
@@ -82,7 +90,7 @@ def science_graph(
             graph.skipped.append(str(final))
             continue
         chip_specs, part_paths = [], []
-        for entry, packed_masters in chip_tasks:
+        for entry, packed_masters, fringe_info in chip_tasks:
             # named by chip number: chip names come from headers and may hold '/' or '..'
             part = reduced_dir / f"{TMP_PREFIX}{exp.name}.{chip_numbers[entry.chip]}.part"
             # static arguments go into a partial: dask does not walk it looking for collections
@@ -98,6 +106,7 @@ def science_graph(
                 extver=chip_numbers[entry.chip],
                 thumb_factor=thumb_factor,
                 crosstalk=None if crosstalk is None else crosstalk.for_entry(entry),
+                fringe=fringe_info,
             )
             chip_specs.append((f"reduce-{exp.name}-{entry.chip}-{key[:8]}", task, packed_masters))
             part_paths.append(str(part))
@@ -159,6 +168,7 @@ def provenance_cards(
         f"dark({cfg.dark.mode})" if cfg.dark.mode != "none" else None,
         "flat" if cfg.flat.enabled else None,
         f"cosmics({cfg.cosmics.method})",
+        "fringe" if exp.filter in cfg.fringe.filters else None,
     ]
     cards.append(("HISTORY", "ccdask steps: " + " > ".join(s for s in steps if s), ""))
     return cards
@@ -203,11 +213,13 @@ def _science_chip_task(
     extver: int,
     thumb_factor: int,
     crosstalk: Any = None,
+    fringe: Any = None,
 ) -> dict[str, Any]:
     """Read, calibrate and write one chip of one exposure (one task per chip-frame).
 
     ``header`` is the chip's merged header; the chip's own cards (not the primary's, not the
-    raw layout's) go into its SCI extension.
+    raw layout's) go into its SCI extension. ``fringe`` (a :class:`~ccdask.night._fringe_stage.FringeUse`)
+    subtracts the scaled fringe frame packed with the masters after the chain.
     """
     raw = source.read(slice(None), slice(None))
     header = chip_header(header, primary_header(source.path), layout)
@@ -218,6 +230,9 @@ def _science_chip_task(
     sci, var, dqa, history = process_in_memory(
         raw, masters, cfg, layout=layout, exptime=exptime, name=name, role="science", qa=qa, crosstalk=xt
     )
+    if fringe is not None:
+        sci, var, lines = correct_chip(sci, var, dqa, masters["fringe"], fringe, header)
+        history = (*history, *lines)
     return reduced_part_task(
         part,
         sci,

@@ -64,13 +64,14 @@ class MasterSpec:
 @dataclass(frozen=True)
 class NightMasters:
     """Every master of a night: bias and dark per chip, darks per (chip, exptime) in
-    ``nearest`` mode, flats per filter and chip."""
+    ``nearest`` mode, flats and fringe frames per filter and chip."""
 
     dark_mode: str = "scale"
     bias: Mapping[str, Master] = field(default_factory=dict)
     dark: Mapping[str, Master] = field(default_factory=dict)
     dark_groups: Mapping[tuple[str, float | None], Master] = field(default_factory=dict)
     flats: Mapping[str | None, Mapping[str, Master]] = field(default_factory=dict)
+    fringes: Mapping[str | None, Mapping[str, Master]] = field(default_factory=dict)  # night._fringe_stage
 
     def dark_for(self, chip: str, exptime: float | None) -> Master | None:
         """The dark that calibrates a frame of ``exptime`` on ``chip``: the scaled one, or in
@@ -84,6 +85,9 @@ class NightMasters:
 
     def flat_for(self, chip: str, filt: str | None) -> Master | None:
         return self.flats.get(filt, {}).get(chip)
+
+    def fringe_for(self, chip: str, filt: str | None) -> Master | None:
+        return self.fringes.get(filt, {}).get(chip)
 
 
 class Runner:

@@ -68,6 +68,15 @@ class CombineResult:
         Additive offsets applied per frame after the scale (lazy for statistics).
     frame_weights : array (N,) or None
         Weights of the mean or sum per frame (numbers, exposure times or header values).
+    dq : array (ny, nx) uint16 or None
+        With input DQ planes: bit 8 (no data) where nothing survived, bit 2 where only
+        saturated values were combined (:mod:`ccdask.combine._planes`).
+    nrej : array (ny, nx) int16 or None
+        Number of values rejected per pixel (``nrej_plane``).
+    sigma : array (ny, nx) float32 or None
+        Standard deviation of the survivors about the result (``sigma_plane``).
+    rejmask : array (N, ny, nx) uint8 or None
+        1 where a frame's value was not used (``rejmask_cube``).
     """
 
     data: Any
@@ -81,6 +90,10 @@ class CombineResult:
     variance_source: str | None = None
     zero_offsets: Any = None
     frame_weights: Any = None
+    dq: Any = None
+    nrej: Any = None
+    sigma: Any = None
+    rejmask: Any = None
 
     @property
     def is_lazy(self) -> bool:
@@ -88,7 +101,7 @@ class CombineResult:
         return not isinstance(self.data, np.ndarray)
 
     def compute(self, **kwargs: Any) -> CombineResult:
-        """Compute data, count, variance (and lazy scale factors) in one ``dask.compute`` call.
+        """Compute data, count, variance, the optional planes (and lazy scale factors) in one ``dask.compute`` call.
 
         Keyword arguments go to :func:`dask.compute` (e.g. ``scheduler=``). Returns a new
         result holding numpy arrays.
@@ -97,12 +110,9 @@ class CombineResult:
             return self
         import dask
 
-        data, count, variance, factors, zeros = dask.compute(
-            self.data, self.count, self.variance, self.scale_factors, self.zero_offsets, **kwargs
-        )
-        return dataclasses.replace(
-            self, data=data, count=count, variance=variance, scale_factors=factors, zero_offsets=zeros
-        )
+        names = ("data", "count", "variance", "scale_factors", "zero_offsets", "dq", "nrej", "sigma", "rejmask")
+        values = dask.compute(*(getattr(self, name) for name in names), **kwargs)
+        return dataclasses.replace(self, **dict(zip(names, values, strict=True)))
 
     def header(self, base: Any = None) -> Any:
         """A FITS header with the provenance (see :func:`provenance_header`)."""
@@ -163,6 +173,8 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
         hdr["CMBNORM"] = (cfg.normalize, "scales/zeros relative to this frame")
     if result.variance_source is not None:
         hdr["CMBVAR"] = (result.variance_source, "variance from input planes or scatter")
+    if result.dq is not None:
+        hdr["CMBDQBAD"] = (cfg.dq_bad, "input DQ bits that mark a value bad")
     hdr["CCDASKV"] = (__version__, "ccdask version")
     hdr["CMBALGV"] = (ALGORITHM_VERSION, "ccdask combine algorithm version")
     if len(result.inputs) <= 999:

@@ -1,0 +1,324 @@
+"""Per-frame planes beside the values: DQ masks and variance in, DQ/rejection/sigma planes out.
+
+Inputs
+------
+* **DQ planes or masks** (``combine(..., dq=...)``): integers per value; a value is bad where
+  ``dq & dq_bad != 0`` (IRAF's ``masktype=badbits``, ``maskvalue=dq_bad``), a boolean mask is
+  ``True`` = bad pixel (bit 1). Bad values are set aside before the rejection, as non-finite
+  values are. **Saturation** (bit 2 :data:`ccdask.dq.SATURATED`, when ``dq_bad`` holds it): at a
+  pixel where no value is usable (finite and not bad) but some are bad only for being saturated,
+  those saturated values are combined (a saturated star stays saturated in the master, not a
+  hole), and the output DQ there has the saturated bit.
+* **Variance planes** (``variance=``): arrays, files, or the ``VAR`` extension beside each frame
+  of ccdask-reduced files. They are propagated in quadrature over the survivors (see
+  :mod:`ccdask.combine._kernels`) and ``clip="varclip"`` rejects against them.
+
+Reduced frames (SCI/VAR/DQ extensions, ``EXTVER`` the chip number) are combined with
+``hdu=("SCI", chip), variance="VAR", dq="DQ"``: a string names the extension of the same file
+with the frame HDU's ``EXTVER``.
+
+Outputs (one tile task computes them all with the data)
+--------------------------------------------------------
+* ``dq`` (uint16, with DQ inputs): :data:`~ccdask.dq.NODATA` where nothing survived,
+  :data:`~ccdask.dq.SATURATED` where saturated values were combined;
+* ``nrej`` (int16, ``nrej_plane``): values that took part (finite, not bad) and were rejected by
+  the rejection, the thresholds or ``grow``. IRAF's ``nrejmasks`` also counts the masked values:
+  it is ``nrej + masked``;
+* ``rejmask`` (uint8 ``(N, ny, nx)``, ``rejmask_cube``): 1 where a frame's value was not used
+  (IRAF's ``rejmask``), one cube chunked like the stack;
+* ``sigma`` (float32, ``sigma_plane``): ``sqrt(sum w (x - c)² / sum w · n / (n - 1))`` over
+  the ``n`` survivors ``x`` (scaled) about the combined value ``c``, ``w`` the weights (1 without);
+  ``n = 1`` gives 0, ``n = 0`` NaN (IRAF's ``sigma`` image, IRAF writes ``blank`` there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ..dq import BAD, NODATA, SATURATED
+from ..errors import ConfigError, FitsReadError, ShapeMismatchError
+from ._config import CombineConfig
+from ._kernels import combine_block
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+    from ..io import ImageSource
+
+__all__ = ["PlanesResult", "array_planes", "combine_planes", "plane_sources", "read_bits", "stack_of"]
+
+
+class PlanesResult(NamedTuple):
+    """Outputs of :func:`combine_planes` for one ``(N, ty, tx)`` block (None: not asked for)."""
+
+    data: np.ndarray
+    count: np.ndarray  # type: ignore[assignment]  # the public name shadows tuple.count
+    variance: np.ndarray | None
+    dq: np.ndarray | None
+    nrej: np.ndarray | None
+    sigma: np.ndarray | None
+    rejmask: np.ndarray | None
+
+
+def _bits(dq: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+    """DQ values as int64 (a boolean mask is the bad-pixel bit)."""
+    arr = np.asarray(dq)
+    if arr.shape != shape:
+        raise ShapeMismatchError(f"DQ planes {arr.shape} do not match the block {shape}")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int64) * BAD
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not (np.all(finite) and np.all(arr == np.round(arr))):
+            raise ConfigError("DQ planes or masks must hold integers (bit masks)")
+        return arr.astype(np.int64)
+    raise ConfigError(f"DQ planes or masks must be integers or booleans, not {arr.dtype}")
+
+
+def combine_planes(
+    block: ArrayLike,
+    config: CombineConfig,
+    *,
+    scale: ArrayLike | None = None,
+    zero: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    variance: ArrayLike | None = None,
+    dq: ArrayLike | None = None,
+    return_variance: bool = False,
+    noise: tuple[float, float, float] | None = None,
+) -> PlanesResult:
+    """:func:`~ccdask.combine.combine_block` with DQ planes in and the optional planes out.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ccdask.combine import CombineConfig
+    >>> stack = np.full((4, 1, 2), 10.0, np.float32); stack[0, 0, 0] = 99.0
+    >>> dq = np.zeros((4, 1, 2), np.uint16); dq[0, 0, 0] = 1          # frame 0 is bad there
+    >>> dq[:, 0, 1] = 2; stack[:, 0, 1] = 65000.0                        # saturated everywhere
+    >>> res = combine_planes(stack, CombineConfig(clip="none", nrej_plane=True), dq=dq)
+    >>> res.data.tolist(), res.count.tolist(), res.dq.tolist(), res.nrej.tolist()
+    ([[10.0, 65000.0]], [[3, 4]], [[0, 2]], [[0, 0]])
+    """
+    data = np.ascontiguousarray(block, dtype=np.float32)
+    if data.ndim != 3:
+        raise ShapeMismatchError(f"a block must be (N, ty, tx), got shape {data.shape}")
+    fallback = None
+    if dq is not None:
+        bits = _bits(dq, data.shape)
+        finite = np.isfinite(data)
+        bad = (bits & config.dq_bad) != 0
+        if config.dq_bad & SATURATED:
+            sat_only = finite & ((bits & SATURATED) != 0) & ((bits & (config.dq_bad & ~SATURATED)) == 0)
+            fallback = ~np.any(finite & ~bad, axis=0) & np.any(sat_only, axis=0)
+            bad &= ~(sat_only & fallback[None])
+        if np.any(bad):
+            data = np.where(bad, np.float32(np.nan), data)
+    need_mask = config.nrej_plane or config.rejmask_cube or config.sigma_plane
+    res = combine_block(
+        data,
+        config,
+        scale=scale,
+        zero=zero,
+        weights=weights,
+        variance=variance,
+        return_variance=return_variance,
+        return_mask=need_mask,
+        noise=noise,
+    )
+    out_dq = None
+    if dq is not None:
+        out_dq = np.where(res.count == 0, np.uint16(NODATA), np.uint16(0)).astype(np.uint16)
+        if fallback is not None:
+            out_dq[fallback & (res.count > 0)] |= np.uint16(SATURATED)
+    nrej = sigma = rejmask = None
+    if need_mask:
+        assert res.mask is not None
+        used = ~res.mask
+        if config.nrej_plane:
+            took_part = np.isfinite(data)
+            nrej = np.count_nonzero(res.mask & took_part, axis=0).astype(np.int16)
+        if config.rejmask_cube:
+            rejmask = res.mask.astype(np.uint8)
+        if config.sigma_plane:
+            sigma = _sigma(data, used, res.data, res.count, config, scale, zero, weights)
+    return PlanesResult(res.data, res.count, res.variance, out_dq, nrej, sigma, rejmask)
+
+
+def _sigma(
+    data: np.ndarray,
+    used: np.ndarray,
+    center: np.ndarray,
+    count: np.ndarray,
+    config: CombineConfig,
+    scale: ArrayLike | None,
+    zero: ArrayLike | None,
+    weights: ArrayLike | None,
+) -> np.ndarray:
+    """The survivors' standard deviation about ``center`` (see the module notes), frame by frame."""
+    n = data.shape[0]
+
+    def per_frame(value: ArrayLike | None, field: Any, default: float) -> np.ndarray:
+        v = value if value is not None else field if isinstance(field, tuple) else None
+        return np.full(n, default) if v is None else np.asarray(v, dtype=np.float64).reshape(n)
+
+    sc = per_frame(scale, config.scale, 1.0)
+    zr = per_frame(zero, config.zero, 0.0)
+    wt = per_frame(weights, config.weights, 1.0)
+    transform = np.any(sc != 1.0) or np.any(zr != 0.0)
+    c = center.astype(np.float64)
+    acc = np.zeros(center.shape, np.float64)
+    sw = np.zeros(center.shape, np.float64)
+    for k in range(n):
+        x = data[k]
+        if transform:
+            x = (x.astype(np.float64) * sc[k] + zr[k]).astype(np.float32)
+        d = x.astype(np.float64) - c
+        acc += np.where(used[k], wt[k] * d * d, 0.0)
+        sw += np.where(used[k], wt[k], 0.0)
+    nf = count.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(nf > 1, nf / (nf - 1), 1.0)
+        out = np.sqrt(acc / sw * corr)
+    return np.where(count > 0, out, np.nan).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# where the planes come from
+# ---------------------------------------------------------------------------------------------
+def read_bits(source: ImageSource, rows: slice, cols: slice) -> np.ndarray:
+    """A region of a DQ plane or mask file as integers (float files must hold whole numbers)."""
+    if source.integer_dtype is not None:
+        return source.read_integers(rows, cols)
+    values = source.read(rows, cols)
+    if not (np.all(np.isfinite(values)) and np.all(values == np.round(values))):
+        raise FitsReadError(f"{source.label}: a DQ plane or mask must hold integers (bit masks)")
+    return values.astype(np.int64)
+
+
+def _is_path(x: object) -> bool:
+    return isinstance(x, str | os.PathLike)
+
+
+def plane_sources(
+    frames: Sequence[ImageSource] | None,
+    value: Any,
+    what: str,
+    shape: tuple[int, int],
+) -> list[ImageSource] | None:
+    """The image sources of a plane given as an extension name or as files, or None (arrays).
+
+    ``value`` a string: the extension ``EXTNAME=value`` of each frame's file with the frame HDU's
+    ``EXTVER`` (``frames`` must be files). A sequence of paths: each file's only image HDU.
+    """
+    from ..io import image_source, scan_file
+
+    if isinstance(value, str):
+        if frames is None:
+            raise ConfigError(
+                f"{what}={value!r} names an extension of the frames' files; with array frames give arrays"
+            )
+        out = []
+        for src in frames:
+            info = next(h for h in scan_file(src.path) if h.index == src.hdu)
+            key: Any = value if info.extver is None else (value, info.extver)
+            out.append(image_source(src.path, key))
+    elif isinstance(value, list | tuple) and value and all(_is_path(v) for v in value):
+        out = [image_source(p) for p in value]
+        if frames is not None and len(out) != len(frames):
+            raise ConfigError(f"{what}: {len(out)} files for {len(frames)} frames")
+    else:
+        return None
+    for src in out:
+        if src.shape != shape:
+            raise ShapeMismatchError(f"{src.label}: {what} plane shape {src.shape} differs from the frames' {shape}")
+    return out
+
+
+def stack_of(sources: Sequence[ImageSource], tile: tuple[int, int], integers: bool) -> da.Array:
+    """The planes of ``sources`` as one dask stack chunked ``(1, ty, tx)``."""
+    import dask.array as da
+
+    return da.stack([s.to_dask(chunks=tile, integers=integers and s.integer_dtype is not None) for s in sources])
+
+
+# ---------------------------------------------------------------------------------------------
+# tile tasks
+# ---------------------------------------------------------------------------------------------
+def _crop(res: PlanesResult, top: int, left: int, ty: int, tx: int) -> PlanesResult:
+    """The core ``(ty, tx)`` of a tile's outputs computed with a halo."""
+    core = (slice(top, top + ty), slice(left, left + tx))
+    parts = [None if a is None else a[(slice(None), *core)] if a.ndim == 3 else a[core] for a in res]
+    return PlanesResult(*parts)  # type: ignore[arg-type]  # data and count are never None
+
+
+def tile_from_sources(
+    sources: Sequence[ImageSource],
+    var_sources: Sequence[ImageSource] | None,
+    dq_sources: Sequence[ImageSource] | None,
+    rows: slice,
+    cols: slice,
+    scale: np.ndarray | None,
+    config: CombineConfig,
+    want_var: bool,
+    halo: int = 0,
+    zero: np.ndarray | None = None,
+) -> PlanesResult:
+    """Read one tile (plus ``halo``) of every frame and of its planes, and combine it."""
+    fy, fx = sources[0].shape
+    r0, r1 = max(rows.start - halo, 0), min(rows.stop + halo, fy)
+    c0, c1 = max(cols.start - halo, 0), min(cols.stop + halo, fx)
+    region = (slice(r0, r1), slice(c0, c1))
+    block = np.empty((len(sources), r1 - r0, c1 - c0), np.float32)
+    for i, src in enumerate(sources):
+        block[i] = src.read(*region)
+    var = None
+    if var_sources is not None:
+        var = np.empty_like(block)
+        for i, src in enumerate(var_sources):
+            var[i] = src.read(*region)
+    dq = None
+    if dq_sources is not None:
+        dq = np.stack([read_bits(src, *region) for src in dq_sources])
+    res = combine_planes(block, config, scale=scale, zero=zero, variance=var, dq=dq, return_variance=want_var)
+    if halo:
+        res = _crop(res, rows.start - r0, cols.start - c0, rows.stop - rows.start, cols.stop - cols.start)
+    return res
+
+
+def tile_from_block(
+    block: np.ndarray,
+    var: np.ndarray | None,
+    dq: np.ndarray | None,
+    scale: np.ndarray | None,
+    config: CombineConfig,
+    want_var: bool,
+    crop: tuple[int, int, int, int] | None = None,
+    zero: np.ndarray | None = None,
+) -> PlanesResult:
+    """Combine one rechunked ``(N, ty, tx)`` block with its planes; ``crop`` removes its halo."""
+    res = combine_planes(block, config, scale=scale, zero=zero, variance=var, dq=dq, return_variance=want_var)
+    return res if crop is None else _crop(res, *crop)
+
+
+def array_planes(value: Any, shape: tuple[int, int, int], what: str) -> da.Array:
+    """Planes given as an ``(N, y, x)`` array or a sequence of 2-D arrays, as one dask stack."""
+    import dask.array as da
+
+    if isinstance(value, np.ndarray | da.Array):
+        stack = da.asarray(value)
+    else:
+        try:
+            stack = da.stack([da.asarray(v) for v in value])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{what} must be an (N, y, x) array, 2-D arrays or files") from exc
+    if stack.shape != shape:
+        raise ShapeMismatchError(f"{what} {stack.shape} do not match the frames {shape}")
+    return stack

@@ -21,8 +21,8 @@ Outputs (one tile task computes them all with the data)
 --------------------------------------------------------
 * ``dq`` (uint16, with DQ inputs): :data:`~ccdask.dq.NODATA` where nothing survived,
   :data:`~ccdask.dq.SATURATED` where saturated values were combined;
-* ``nrej`` (int16, ``nrej_plane``): values that took part (finite, not bad) and were rejected by
-  the rejection, the thresholds or ``grow``. IRAF's ``nrejmasks`` also counts the masked values:
+* ``nrej`` (int16, ``nrej_plane``): values that took part (finite, not bad; with ``varclip`` also
+  a finite variance ``>= 0``) and were rejected by the rejection, the thresholds or ``grow``. IRAF's ``nrejmasks`` also counts the masked values:
   it is ``nrej + masked``;
 * ``rejmask`` (uint8 ``(N, ny, nx)``, ``rejmask_cube``): 1 where a frame's value was not used
   (IRAF's ``rejmask``), one cube chunked like the stack;
@@ -144,6 +144,9 @@ def combine_planes(
         used = ~res.mask
         if config.nrej_plane:
             took_part = np.isfinite(data)
+            if config.clip == "varclip" and variance is not None:
+                v = np.asarray(variance)
+                took_part &= np.isfinite(v) & (v >= 0)  # varclip leaves out values without a variance
             nrej = np.count_nonzero(res.mask & took_part, axis=0).astype(np.int16)
         if config.rejmask_cube:
             rejmask = res.mask.astype(np.uint8)

@@ -223,3 +223,153 @@ def _history_params(cfg: CombineConfig) -> Iterator[tuple[str, Any]]:
         yield "grow", d["grow"]
     if isinstance(cfg.scale, str):
         yield "scale", cfg.scale
+
+
+# ---------------------------------------------------------------------------------------------
+# writing, out of core
+# ---------------------------------------------------------------------------------------------
+#: The planes of a result and the extension suffix each is written under (data has none).
+PLANES = (
+    ("count", "COUNT"),
+    ("variance", "VAR"),
+    ("dq", "DQ"),
+    ("nrej", "NREJ"),
+    ("sigma", "SIGMA"),
+    ("rejmask", "REJMASK"),
+)
+
+_BITPIX = {np.dtype(np.float32): -32, np.dtype(np.int16): 16, np.dtype(np.uint16): 16, np.dtype(np.uint8): 8}
+_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "BLANK", "EXTNAME"}
+_BLOCK = 2880
+
+
+def _image_header(base: Any, shape: tuple[int, ...], dtype: np.dtype, *, primary: bool, extname: str | None) -> Any:
+    """A FITS image header for ``shape``/``dtype`` followed by the cards of ``base``."""
+    from astropy.io import fits
+
+    hdr = fits.Header()
+    if primary:
+        hdr["SIMPLE"] = True
+    else:
+        hdr["XTENSION"] = "IMAGE"
+    hdr["BITPIX"] = _BITPIX[dtype]
+    hdr["NAXIS"] = len(shape)
+    for axis, size in enumerate(reversed(shape), start=1):
+        hdr[f"NAXIS{axis}"] = size
+    if primary:
+        hdr["EXTEND"] = True
+    else:
+        hdr["PCOUNT"] = 0
+        hdr["GCOUNT"] = 1
+    if dtype == np.uint16:
+        hdr["BZERO"] = 32768
+        hdr["BSCALE"] = 1
+    if extname:
+        hdr["EXTNAME"] = extname
+    for card in () if base is None else base.cards:
+        if card.keyword in _STRUCTURAL or card.keyword.startswith("NAXIS"):
+            continue
+        hdr.append(card, end=True)
+    return hdr
+
+
+def _stored(arr: Any) -> Any:
+    """The values as FITS stores them (uint16 as int16 with BZERO 32768)."""
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.int32) - 32768).astype(np.int16)
+    return arr
+
+
+def write_fits(
+    path: Any,
+    parts: Any,
+    *,
+    primary: Any = None,
+    overwrite: bool = False,
+    **compute_kwargs: Any,
+) -> list[CombineResult]:
+    """Write lazy results to one FITS file, out of core, under a temporary name then renamed.
+
+    ``parts`` is a sequence of ``(name, result, base_header)``: one part with ``name`` None puts
+    its data in the primary HDU and its planes in extensions ``COUNT``, ``VAR``, ``DQ``, ``NREJ``,
+    ``SIGMA``, ``REJMASK`` (those the result has); named parts go to extensions ``<name>``,
+    ``<name>_COUNT``, ... after a primary HDU with the header ``primary``. Headers carry the
+    provenance (:func:`provenance_header` on ``base_header``).
+
+    The file is laid out first (headers, then the data sections as holes), each plane is memory
+    mapped and filled tile by tile by one ``dask.compute`` that also computes the lazy scale
+    factors, so no whole plane (nor the ``(N, ny, nx)`` rejection cube) is held in memory; the
+    headers are then rewritten with the factors (the same cards, so the same size). Keyword
+    arguments go to ``dask.compute`` (a threaded or synchronous scheduler: the targets are
+    memory maps of the local file). Returns the results with their per-frame values computed.
+    """
+    import dask
+    import dask.array as da
+
+    from ..utils import atomic_path
+
+    parts = list(parts)
+    single = len(parts) == 1 and parts[0][0] is None
+
+    def headers(results: list[CombineResult]) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
+        if not single:
+            out.append((_image_header(primary, (), np.dtype(np.uint8), primary=True, extname=None), None))
+        for (name, _, base), res in zip(parts, results, strict=True):
+            prov = res.header(base)
+            shape = tuple(res.data.shape)
+            out.append((_image_header(prov, shape, np.dtype(np.float32), primary=single, extname=name), res.data))
+            for attr, suffix in PLANES:
+                plane = getattr(res, attr)
+                if plane is not None:
+                    ext = suffix if name is None else f"{name}_{suffix}"
+                    hdr = _image_header(None, tuple(plane.shape), np.dtype(plane.dtype), primary=False, extname=ext)
+                    out.append((hdr, plane))
+        return out
+
+    def placeholder(res: CombineResult) -> CombineResult:
+        n = res.ncombine
+        return dataclasses.replace(
+            res,
+            scale_factors=None if res.scale_factors is None else np.zeros(n),
+            zero_offsets=None if res.zero_offsets is None else np.zeros(n),
+        )
+
+    layout = headers([placeholder(res) for _, res, _ in parts])
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        offsets = []
+        with open(tmp, "wb") as fh:
+            for hdr, plane in layout:
+                fh.write(hdr.tostring().encode("ascii"))
+                offsets.append(fh.tell())
+                if plane is not None:
+                    nbytes = int(np.prod(plane.shape)) * np.dtype(plane.dtype).itemsize
+                    fh.seek(-(-nbytes // _BLOCK) * _BLOCK, 1)
+            fh.truncate(fh.tell())
+        sources, targets = [], []
+        for (_, plane), offset in zip(layout, offsets, strict=True):
+            if plane is None or int(np.prod(plane.shape)) == 0:
+                continue
+            stored = _stored(da.asarray(plane))
+            target = np.memmap(tmp, dtype=stored.dtype.newbyteorder(">"), mode="r+", offset=offset, shape=plane.shape)
+            sources.append(stored)
+            targets.append(target)
+        store = da.store(sources, targets, lock=False, compute=False)
+        lazy = [(res.scale_factors, res.zero_offsets) for _, res, _ in parts]
+        _, per_frame = dask.compute(store, lazy, **compute_kwargs)
+        for target in targets:
+            target.flush()
+        del targets
+        done = [
+            dataclasses.replace(res, scale_factors=f, zero_offsets=z)
+            for (_, res, _), (f, z) in zip(parts, per_frame, strict=True)
+        ]
+        final = headers(done)
+        with open(tmp, "r+b") as out:
+            for (hdr, _), (old, _), offset in zip(final, layout, offsets, strict=True):
+                text = hdr.tostring().encode("ascii")
+                if len(text) != len(old.tostring()):
+                    raise RuntimeError("combine writer: a header changed size after the compute")
+                out.seek(offset - len(text))
+                out.write(text)
+    return done

@@ -250,6 +250,14 @@ def test_reduced_inputs_write_var_dq_and_the_optional_planes(tmp_path):
         with np.errstate(invalid="ignore"):
             expect = np.where(use, sci + 100, 0).sum(axis=0, dtype=np.float64) / use.sum(axis=0)
         np.testing.assert_allclose(hdul["CCD1"].data, expect.astype(np.float32), rtol=2e-7, equal_nan=True)
+    # inverse-variance weights from the VAR planes
+    out4 = tmp_path / "ivar.fits"
+    assert run(parse([*paths, "-o", out4, "--clip", "none", "--weights", "ivar"])) == 0
+    expect = combine(paths, hdu=("SCI", 2), variance="VAR", dq="DQ", clip="none", weights="ivar").compute()
+    with fits.open(out4) as hdul:
+        np.testing.assert_array_equal(hdul["CCD2"].data, expect.data)
+        np.testing.assert_array_equal(hdul["CCD2_VAR"].data, expect.variance)
+        assert hdul["CCD2"].header["CMBWEIGH"] == "ivar"
     # an HDU chosen by index: that image alone, no planes
     out3 = tmp_path / "sci.fits"
     assert run(parse([*paths, "-o", out3, "--clip", "none", "--hdu", "1"])) == 0

@@ -405,3 +405,52 @@ def test_combine_planes_block_without_extras_equals_combine_block():
     assert_same(a.data, b.data)
     assert_same(a.variance, b.variance)
     assert a.dq is None and a.nrej is None and a.sigma is None and a.rejmask is None
+
+
+def test_inverse_variance_weights_per_pixel(tmp_path):
+    sci, var, dq = reduced_stack(10)
+    var[2, 1, 1] = 0.0  # no weight without a variance > 0
+    var[3, 1, 2] = np.nan
+    paths = write_reduced(tmp_path, sci, var, dq, chips=1)
+    scale = np.linspace(0.9, 1.2, N)
+    res = combine(
+        paths,
+        hdu=("SCI", 1),
+        variance="VAR",
+        dq="DQ",
+        weights="ivar",
+        scale=scale,
+        clip="none",
+        sigma_plane=True,
+        nrej_plane=True,
+    ).compute()
+    use, _ = ref_usable(sci, dq, CombineConfig().dq_bad)
+    use &= np.isfinite(var) & (var > 0)
+    x = (sci.astype(np.float64) * scale[:, None, None]).astype(np.float32).astype(np.float64)
+    v = var.astype(np.float64) * scale[:, None, None] ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(use, 1.0 / v, 0.0)
+        expect = (w * np.where(use, x, 0.0)).sum(axis=0) / w.sum(axis=0)
+        expect_var = 1.0 / w.sum(axis=0)
+    cnt = use.sum(axis=0)
+    np.testing.assert_allclose(
+        res.data, np.where(cnt > 0, expect, np.nan).astype(np.float32), rtol=2e-7, equal_nan=True
+    )
+    np.testing.assert_allclose(
+        res.variance, np.where(cnt > 0, expect_var, np.nan).astype(np.float32), rtol=2e-6, equal_nan=True
+    )
+    assert_same(res.count, cnt.astype(np.int16))
+    assert res.count[1, 1] == use[:, 1, 1].sum() and not use[2, 1, 1]
+    sig = ref_sigma(x, use, res.data, weights=None)  # unweighted reference differs: check the weighted one
+    with np.errstate(invalid="ignore"):
+        wsig = np.sqrt(
+            np.where(use, w * (x - res.data.astype(np.float64)) ** 2, 0.0).sum(axis=0)
+            / w.sum(axis=0)
+            * np.where(cnt > 1, cnt / np.maximum(cnt - 1, 1), 1)
+        )
+    np.testing.assert_allclose(res.sigma, np.where(cnt > 0, wsig, np.nan).astype(np.float32), rtol=1e-5, equal_nan=True)
+    assert not np.allclose(sig[cnt > 2], wsig[cnt > 2])
+    with pytest.raises(ConfigError, match="variance planes"):
+        combine(sci, weights="ivar")
+    with pytest.raises(ConfigError, match="mean"):
+        combine(sci, variance=var, weights="ivar", method="sum")

@@ -171,8 +171,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default="none",
-        metavar="none|exposure|!KEY",
-        help="weights of the mean: exposure times or a header keyword (default none)",
+        metavar="none|exposure|ivar|!KEY",
+        help="weights of the mean: exposure times, a header keyword, or ivar: per pixel 1/VAR of reduced "
+        "inputs (default none)",
     )
     p.add_argument(
         "--statsec",

@@ -43,7 +43,7 @@ Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
 ScaleMode = Literal["median", "mean", "mode", "exposure"]
 ZeroMode = Literal["median", "mean", "mode"]
-WeightMode = Literal["exposure"]
+WeightMode = Literal["exposure", "ivar"]
 Normalize = Literal["mean", "first"]
 
 #: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
@@ -349,7 +349,9 @@ class CombineConfig(ConfigBase):
     )
     weights: WeightMode | str | tuple[float, ...] | None = option(
         None,
-        "Per-frame weights of the mean (or the sum): numbers, ``exposure`` or ``!KEYWORD``.",
+        "Per-frame weights of the mean (or the sum): numbers, ``exposure`` or ``!KEYWORD``; ``ivar``: per "
+        "pixel, the inverse of each value's variance (input variance planes, scaled; ``mean`` only; the "
+        "result's variance is then ``1 / sum(1/var)`` over the survivors).",
         parse=_weights,
         check=lambda v: isinstance(v, str) or _valid_weights(v),
         why="must be >= 0 with at least one > 0",
@@ -411,6 +413,8 @@ class CombineConfig(ConfigBase):
                 f"CombineConfig: clip={self.clip!r} with scale or zero is not supported (the noise model "
                 "applies to the frames' own units)"
             )
+        if self.weights == "ivar" and self.method != "mean":
+            raise ConfigError("CombineConfig: weights='ivar' applies to method 'mean'")
         if self.weights is not None and self.method == "median":
             raise ConfigError("CombineConfig: weights apply to method 'mean' or 'sum', not 'median'")
         lengths = {name: len(v) for name in ("scale", "zero", "weights") if isinstance(v := getattr(self, name), tuple)}

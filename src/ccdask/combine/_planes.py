@@ -11,7 +11,10 @@ Inputs
   hole), and the output DQ there has the saturated bit.
 * **Variance planes** (``variance=``): arrays, files, or the ``VAR`` extension beside each frame
   of ccdask-reduced files. They are propagated in quadrature over the survivors (see
-  :mod:`ccdask.combine._kernels`) and ``clip="varclip"`` rejects against them.
+  :mod:`ccdask.combine._kernels`), ``clip="varclip"`` rejects against them and
+  ``weights="ivar"`` weights each value by ``1/var`` (scaled by ``scale²``): after the
+  (unweighted) rejection the mean is ``sum(x/v)/sum(1/v)`` and its variance ``1/sum(1/v)`` over
+  the survivors; a value without a variance ``> 0`` is left out.
 
 Reduced frames (SCI/VAR/DQ extensions, ``EXTVER`` the chip number) are combined with
 ``hdu=("SCI", chip), variance="VAR", dq="DQ"``: a string names the extension of the same file
@@ -121,10 +124,20 @@ def combine_planes(
             bad &= ~(sat_only & fallback[None])
         if np.any(bad):
             data = np.where(bad, np.float32(np.nan), data)
-    need_mask = config.nrej_plane or config.rejmask_cube or config.sigma_plane
+    ivar = config.weights == "ivar"
+    scaled_var = None
+    if ivar:
+        if variance is None:
+            raise ConfigError("weights='ivar' needs input variance planes")
+        sc = _frame_values(scale, config.scale, data.shape[0], 1.0)
+        scaled_var = np.asarray(variance, dtype=np.float64) * (sc * sc)[:, None, None]
+        usable = np.isfinite(scaled_var) & (scaled_var > 0)
+        if not np.all(usable):
+            data = np.where(usable, data, np.float32(np.nan))  # no weight without a variance > 0
+    need_mask = config.nrej_plane or config.rejmask_cube or config.sigma_plane or ivar
     res = combine_block(
         data,
-        config,
+        config.replace(weights=None) if ivar else config,
         scale=scale,
         zero=zero,
         weights=weights,
@@ -133,6 +146,9 @@ def combine_planes(
         return_mask=need_mask,
         noise=noise,
     )
+    if ivar:
+        assert res.mask is not None and scaled_var is not None
+        res = res._replace(**_ivar_mean(data, scaled_var, ~res.mask, res.count, config, scale, zero))
     out_dq = None
     if dq is not None:
         out_dq = np.where(res.count == 0, np.uint16(NODATA), np.uint16(0)).astype(np.uint16)
@@ -151,8 +167,47 @@ def combine_planes(
         if config.rejmask_cube:
             rejmask = res.mask.astype(np.uint8)
         if config.sigma_plane:
-            sigma = _sigma(data, used, res.data, res.count, config, scale, zero, weights)
+            sigma = _sigma(data, used, res.data, res.count, config, scale, zero, weights, scaled_var)
     return PlanesResult(res.data, res.count, res.variance, out_dq, nrej, sigma, rejmask)
+
+
+def _frame_values(value: ArrayLike | None, field: Any, n: int, default: float) -> np.ndarray:
+    """Per-frame numbers from the argument, else the config's tuple, else ``default``."""
+    v = value if value is not None else field if isinstance(field, tuple) else None
+    return np.full(n, default) if v is None else np.asarray(v, dtype=np.float64).reshape(n)
+
+
+def _scaled(data: np.ndarray, k: int, sc: np.ndarray, zr: np.ndarray) -> np.ndarray:
+    """Frame ``k`` as the kernels see it: ``float32(float64(v) * scale + zero)``, as float64."""
+    x = data[k]
+    if sc[k] != 1.0 or zr[k] != 0.0:
+        x = (x.astype(np.float64) * sc[k] + zr[k]).astype(np.float32)
+    return x.astype(np.float64)
+
+
+def _ivar_mean(
+    data: np.ndarray,
+    scaled_var: np.ndarray,
+    used: np.ndarray,
+    count: np.ndarray,
+    config: CombineConfig,
+    scale: ArrayLike | None,
+    zero: ArrayLike | None,
+) -> dict[str, np.ndarray]:
+    """The inverse-variance mean of the survivors, ``sum(x/v)/sum(1/v)``, and its variance ``1/sum(1/v)``."""
+    n = data.shape[0]
+    sc = _frame_values(scale, config.scale, n, 1.0)
+    zr = _frame_values(zero, config.zero, n, 0.0)
+    acc = np.zeros(count.shape, np.float64)
+    sw = np.zeros(count.shape, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in range(n):
+            w = np.where(used[k], 1.0 / scaled_var[k], 0.0)
+            acc += np.where(used[k], w * _scaled(data, k, sc, zr), 0.0)
+            sw += w
+        mean = np.where(count > 0, acc / sw, np.nan).astype(np.float32)
+        var = np.where(count > 0, 1.0 / sw, np.nan).astype(np.float32)
+    return {"data": mean, "variance": var}
 
 
 def _sigma(
@@ -164,28 +219,23 @@ def _sigma(
     scale: ArrayLike | None,
     zero: ArrayLike | None,
     weights: ArrayLike | None,
+    scaled_var: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The survivors' standard deviation about ``center`` (see the module notes), frame by frame."""
+    """The survivors' standard deviation about ``center`` (see the module notes), frame by frame;
+    with ``scaled_var`` (``weights="ivar"``) the weights are ``1/var`` per value."""
     n = data.shape[0]
-
-    def per_frame(value: ArrayLike | None, field: Any, default: float) -> np.ndarray:
-        v = value if value is not None else field if isinstance(field, tuple) else None
-        return np.full(n, default) if v is None else np.asarray(v, dtype=np.float64).reshape(n)
-
-    sc = per_frame(scale, config.scale, 1.0)
-    zr = per_frame(zero, config.zero, 0.0)
-    wt = per_frame(weights, config.weights, 1.0)
-    transform = np.any(sc != 1.0) or np.any(zr != 0.0)
+    sc = _frame_values(scale, config.scale, n, 1.0)
+    zr = _frame_values(zero, config.zero, n, 0.0)
+    wt = _frame_values(weights, config.weights, n, 1.0)
     c = center.astype(np.float64)
     acc = np.zeros(center.shape, np.float64)
     sw = np.zeros(center.shape, np.float64)
     for k in range(n):
-        x = data[k]
-        if transform:
-            x = (x.astype(np.float64) * sc[k] + zr[k]).astype(np.float32)
-        d = x.astype(np.float64) - c
-        acc += np.where(used[k], wt[k] * d * d, 0.0)
-        sw += np.where(used[k], wt[k], 0.0)
+        d = _scaled(data, k, sc, zr) - c
+        with np.errstate(invalid="ignore", divide="ignore"):
+            wk = wt[k] if scaled_var is None else np.where(used[k], 1.0 / scaled_var[k], 0.0)
+        acc += np.where(used[k], wk * d * d, 0.0)
+        sw += np.where(used[k], wk, 0.0)
     nf = count.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.where(nf > 1, nf / (nf - 1), 1.0)

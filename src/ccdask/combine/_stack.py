@@ -534,8 +534,9 @@ def combine(
         :func:`scale_sample_step`, at most 2**18 pixels; finite values inside the thresholds),
         computed in its own lazy pass, exact and chunk independent. ``exposure``:
         ``f_i = mean(t) / t_i`` from ``EXPTIME`` (files) or ``exptime=``.
-    weights : array (N,), optional
-        Weights of the mean (or sum).
+    weights : array (N,), "exposure", "!KEYWORD" or "ivar", optional
+        Weights of the mean (or sum); ``"ivar"``: per pixel ``1/var`` from the variance planes
+        (mean only, see :mod:`ccdask.combine._planes`).
     hdu : int, str or (str, int), optional
         Image HDU of each file (default: the only one).
     memory_per_task : int or str, optional
@@ -643,6 +644,7 @@ def combine(
     elif variance is not None and variance is not False:
         want_var = True
         var_stack = _planes.array_planes(variance, (n, *inputs.shape), "variance planes").astype(np.float32)
+    has_var = var_stack is not None or var_sources is not None
 
     prefix = f"combine-{name}" if name else "combine"
     token = tokenize(
@@ -681,13 +683,18 @@ def combine(
         weights_used = np.asarray(wc)
     elif wc == "exposure":
         weights_used = inputs.exptimes(exptime)
+    elif wc == "ivar":  # per pixel, from the variance planes (ccdask.combine._planes)
+        if not has_var:
+            raise ConfigError("weights='ivar' needs input variance planes (variance=)")
     elif isinstance(wc, str):
         weights_used = inputs.header_values(wc[1:], "weights")
     if weights_used is not None and not (np.all(weights_used >= 0) and np.any(weights_used > 0)):
         raise ConfigError(f"weights {weights_used.tolist()} must be >= 0 with at least one > 0")
     stats = tuple(k for k in ("median", "mean", "mode") if k in (sc, zc))
     kconfig = kconfig.replace(
-        scale=None, zero=None, weights=None if weights_used is None else tuple(weights_used.tolist())
+        scale=None,
+        zero=None,
+        weights="ivar" if wc == "ivar" else None if weights_used is None else tuple(weights_used.tolist()),
     )
     scale_arg: Any = const_scale
     zero_arg: Any = None
@@ -712,11 +719,11 @@ def combine(
         or config.nrej_plane
         or config.rejmask_cube
         or config.sigma_plane
+        or config.weights == "ivar"
     )
     use_files = inputs.readable_by_region and var_stack is None and dq_stack is None
     for extra in (var_sources, dq_sources):
         use_files = use_files and (extra is None or all(s.kind in ("plain", "fpack") for s in extra))
-    has_var = var_stack is not None or var_sources is not None
     # the planes path also holds per frame the DQ values (<= 4 bytes), the masked copy and masks
     tile = tile_shape(
         n,

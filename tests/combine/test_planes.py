@@ -454,3 +454,50 @@ def test_inverse_variance_weights_per_pixel(tmp_path):
         combine(sci, weights="ivar")
     with pytest.raises(ConfigError, match="mean"):
         combine(sci, variance=var, weights="ivar", method="sum")
+
+
+def test_file_region_writes_blocks_of_any_shape_in_place(tmp_path):
+    from ccdask.combine._result import _FileRegion
+
+    cube = np.arange(3 * 10 * 12, dtype=np.int16).reshape(3, 10, 12) - 100
+    path = tmp_path / "region.bin"
+    offset = 2880
+    path.write_bytes(b"\0" * (offset + cube.nbytes))
+    for chunks in ((2, 3, 5), (3, 4, 12), (1, 10, 7)):
+        target = _FileRegion(str(path), offset, cube.shape, cube.dtype)
+        da.store(da.from_array(cube, chunks=chunks), target, lock=False, scheduler="threads")
+        back = np.fromfile(path, dtype=">i2", offset=offset).reshape(cube.shape)
+        assert_same(back.astype(np.int16), cube)
+        path.write_bytes(b"\0" * (offset + cube.nbytes))
+
+
+def test_write_fits_single_result_layout_and_values(tmp_path):
+    from ccdask.combine._result import write_fits
+
+    sci, var, dq = reduced_stack(11)
+    paths = write_reduced(tmp_path, sci, var, dq, chips=1)
+    res = combine(
+        paths,
+        hdu=("SCI", 1),
+        variance="VAR",
+        dq="DQ",
+        scale="median",
+        nrej_plane=True,
+        sigma_plane=True,
+        rejmask_cube=True,
+        memory_per_task="1 MiB",
+    )
+    out = tmp_path / "out.fits"
+    (done,) = write_fits(out, [(None, res, fits.Header({"OBJECT": "flat"}))])
+    expect = res.compute()
+    with fits.open(out) as hdul:
+        hdul.verify("exception")
+        assert [h.name for h in hdul] == ["PRIMARY", "COUNT", "VAR", "DQ", "NREJ", "SIGMA", "REJMASK"]
+        for hdu, attr in zip(hdul, ("data", "count", "variance", "dq", "nrej", "sigma", "rejmask"), strict=True):
+            assert_same(hdu.data.astype(getattr(expect, attr).dtype), getattr(expect, attr))
+        hdr = hdul[0].header
+        assert hdr["OBJECT"] == "flat" and hdr["NCOMBINE"] == N
+        np.testing.assert_array_equal([hdr[f"CMBSC{i:03d}"] for i in range(1, N + 1)], expect.scale_factors)
+    np.testing.assert_array_equal(done.scale_factors, expect.scale_factors)
+    with pytest.raises(ConfigError, match="exists"):
+        write_fits(out, [(None, res, None)])

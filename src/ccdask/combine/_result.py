@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +274,38 @@ def _image_header(base: Any, shape: tuple[int, ...], dtype: np.dtype, *, primary
     return hdr
 
 
+class _FileRegion:
+    """A ``__setitem__`` target writing blocks into a data section of a file with ``os.pwrite``.
+
+    ``da.store`` gives each block with its region (slices); the block goes row by row, or as one
+    run where its rows span the whole width, big-endian at its place in the C-ordered array. No
+    memory map, so written pages are not held in the process; picklable (path and layout only).
+    """
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = path
+        self.offset = offset
+        self.shape = shape
+        self.ndim = len(shape)
+        self.dtype = np.dtype(dtype).newbyteorder(">")
+
+    def __setitem__(self, key: tuple[slice, ...], value: Any) -> None:
+        starts = [0 if k.start is None else k.start for k in key]
+        block = np.ascontiguousarray(value, dtype=self.dtype)
+        size = self.dtype.itemsize
+        strides = [int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]
+        full_rows = self.ndim >= 2 and block.shape[-1] == self.shape[-1]
+        lead = block.shape[:-2] if full_rows else block.shape[:-1]
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for idx in np.ndindex(*lead):
+                pos = sum((starts[i] + idx[i]) * strides[i] for i in range(len(idx)))
+                pos += starts[len(idx)] * strides[len(idx)]  # the first row (whole rows) or column
+                os.pwrite(fd, block[idx].tobytes(), self.offset + pos * size)
+        finally:
+            os.close(fd)
+
+
 def _stored(arr: Any) -> Any:
     """The values as FITS stores them (uint16 as int16 with BZERO 32768)."""
     if arr.dtype == np.uint16:
@@ -296,12 +329,12 @@ def write_fits(
     ``<name>_COUNT``, ... after a primary HDU with the header ``primary``. Headers carry the
     provenance (:func:`provenance_header` on ``base_header``).
 
-    The file is laid out first (headers, then the data sections as holes), each plane is memory
-    mapped and filled tile by tile by one ``dask.compute`` that also computes the lazy scale
-    factors, so no whole plane (nor the ``(N, ny, nx)`` rejection cube) is held in memory; the
-    headers are then rewritten with the factors (the same cards, so the same size). Keyword
-    arguments go to ``dask.compute`` (a threaded or synchronous scheduler: the targets are
-    memory maps of the local file). Returns the results with their per-frame values computed.
+    The file is laid out first (headers, then the data sections as holes); one ``dask.compute``
+    writes every plane tile by tile where it belongs (``os.pwrite``, :class:`_FileRegion`) and
+    computes the lazy scale factors, so no whole plane (nor the ``(N, ny, nx)`` rejection cube)
+    is held in memory; the headers are then rewritten with the factors (the same cards, so the
+    same size). Keyword arguments go to ``dask.compute`` (any scheduler whose workers see the
+    file). Returns the results with their per-frame values computed.
     """
     import dask
     import dask.array as da
@@ -351,15 +384,11 @@ def write_fits(
             if plane is None or int(np.prod(plane.shape)) == 0:
                 continue
             stored = _stored(da.asarray(plane))
-            target = np.memmap(tmp, dtype=stored.dtype.newbyteorder(">"), mode="r+", offset=offset, shape=plane.shape)
             sources.append(stored)
-            targets.append(target)
+            targets.append(_FileRegion(str(tmp), offset, tuple(plane.shape), stored.dtype))
         store = da.store(sources, targets, lock=False, compute=False)
         lazy = [(res.scale_factors, res.zero_offsets) for _, res, _ in parts]
         _, per_frame = dask.compute(store, lazy, **compute_kwargs)
-        for target in targets:
-            target.flush()
-        del targets
         done = [
             dataclasses.replace(res, scale_factors=f, zero_offsets=z)
             for (_, res, _), (f, z) in zip(parts, per_frame, strict=True)

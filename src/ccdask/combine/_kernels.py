@@ -60,6 +60,9 @@ Combination of the survivors, in frame order, float64 accumulation: ``mean`` = `
 (weighted: ``sum(w v)/sum(w)``), ``median`` (even: mean of the middle two), ``sum`` = ``sum(w v)``
 (``w = 1`` without weights). No survivor: NaN and count 0.
 
+``clip="varclip"`` (DRAGONS: each value against its own variance) runs its own per-pixel
+kernel, :mod:`ccdask.combine._varclip`, with the same transforms and combination.
+
 Variance of the result
 ----------------------
 * with input variance planes ``var`` (scaled by ``scale**2``): mean ``sum(w² var)/sum(w)²``

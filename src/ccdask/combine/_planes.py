@@ -41,12 +41,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from ..dq import BAD, NODATA, SATURATED
 from ..errors import ConfigError, FitsReadError, ShapeMismatchError
 from ._config import CombineConfig
-from ._kernels import combine_block
+from ._kernels import _jit, combine_block
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -69,14 +69,14 @@ class PlanesResult(NamedTuple):
 
 
 def _bits(dq: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
-    """DQ values as int64 (a boolean mask is the bad-pixel bit)."""
-    arr = np.asarray(dq)
+    """DQ values as integers, contiguous (a boolean mask is the bad-pixel bit, 1)."""
+    arr = np.ascontiguousarray(dq)
     if arr.shape != shape:
         raise ShapeMismatchError(f"DQ planes {arr.shape} do not match the block {shape}")
     if arr.dtype == np.bool_:
-        return arr.astype(np.int64) * BAD
+        return arr.view(np.uint8) * np.uint8(BAD)
     if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
+        return arr
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not (np.all(finite) and np.all(arr == np.round(arr))):
@@ -115,15 +115,10 @@ def combine_planes(
         raise ShapeMismatchError(f"a block must be (N, ty, tx), got shape {data.shape}")
     fallback = None
     if dq is not None:
-        bits = _bits(dq, data.shape)
-        finite = np.isfinite(data)
-        bad = (bits & config.dq_bad) != 0
-        if config.dq_bad & SATURATED:
-            sat_only = finite & ((bits & SATURATED) != 0) & ((bits & (config.dq_bad & ~SATURATED)) == 0)
-            fallback = ~np.any(finite & ~bad, axis=0) & np.any(sat_only, axis=0)
-            bad &= ~(sat_only & fallback[None])
-        if np.any(bad):
-            data = np.where(bad, np.float32(np.nan), data)
+        masked = np.empty_like(data)
+        fallback = np.empty(data.shape[1:], np.bool_)
+        _apply_dq(data, _bits(dq, data.shape), config.dq_bad, bool(config.dq_bad & SATURATED), masked, fallback)
+        data = masked
     ivar = config.weights == "ivar"
     scaled_var = None
     if ivar:
@@ -165,10 +160,44 @@ def combine_planes(
                 took_part &= np.isfinite(v) & (v >= 0)  # varclip leaves out values without a variance
             nrej = np.count_nonzero(res.mask & took_part, axis=0).astype(np.int16)
         if config.rejmask_cube:
-            rejmask = res.mask.astype(np.uint8)
+            rejmask = res.mask.view(np.uint8)  # bool is one byte, 0 or 1
         if config.sigma_plane:
             sigma = _sigma(data, used, res.data, res.count, config, scale, zero, weights, scaled_var)
     return PlanesResult(res.data, res.count, res.variance, out_dq, nrej, sigma, rejmask)
+
+
+@_jit
+def _apply_dq(
+    data: NDArray[np.float32],
+    dq: NDArray[Any],
+    bad_bits: int,
+    keep_saturated: bool,
+    out: NDArray[np.float32],
+    fallback: NDArray[np.bool_],
+) -> None:  # pragma: no cover - compiled
+    """``out``: the values, NaN where ``dq & bad_bits``; with ``keep_saturated``, where no finite
+    value is good but some are bad only for bit 2, those are kept and ``fallback`` is set."""
+    n, ty, tx = data.shape
+    has_good = np.empty(tx, np.bool_)
+    has_sat = np.empty(tx, np.bool_)
+    nan = np.float32(np.nan)
+    for y in range(ty):
+        for x in range(tx):
+            has_good[x] = False
+            has_sat[x] = False
+        for k in range(n):
+            for x in range(tx):
+                f = dq[k, y, x] & bad_bits
+                fin = np.isfinite(data[k, y, x])
+                has_good[x] |= fin & (f == 0)
+                has_sat[x] |= fin & (f == SATURATED)
+        for x in range(tx):
+            fallback[y, x] = keep_saturated & has_sat[x] & (not has_good[x])
+        for k in range(n):
+            for x in range(tx):
+                f = dq[k, y, x] & bad_bits
+                keep = (f == 0) | (fallback[y, x] & (f == SATURATED))
+                out[k, y, x] = data[k, y, x] if keep else nan
 
 
 def _frame_values(value: ArrayLike | None, field: Any, n: int, default: float) -> np.ndarray:

@@ -300,7 +300,9 @@ def plane_sources(
     ``value`` a string: the extension ``EXTNAME=value`` of each frame's file with the frame HDU's
     ``EXTVER`` (``frames`` must be files). A sequence of paths: each file's only image HDU.
     """
-    from ..io import image_source, scan_file
+    from ..io import ImageSource, image_source
+    from ..io._read import _scan_checked
+    from ..io._scan import select_hdu
 
     if isinstance(value, str):
         if frames is None:
@@ -309,9 +311,10 @@ def plane_sources(
             )
         out = []
         for src in frames:
-            info = next(h for h in scan_file(src.path) if h.index == src.hdu)
+            scan = _scan_checked(src.path)  # one walk of the file's headers for both HDUs
+            info = next(h for h in scan.images if h.index == src.hdu)
             key: Any = value if info.extver is None else (value, info.extver)
-            out.append(image_source(src.path, key))
+            out.append(ImageSource.from_info(select_hdu(scan.images, key, scan.path, scan.skipped)))
     elif isinstance(value, list | tuple) and value and all(_is_path(v) for v in value):
         out = [image_source(p) for p in value]
         if frames is not None and len(out) != len(frames):

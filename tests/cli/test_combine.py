@@ -282,3 +282,15 @@ def test_reduced_input_errors_exit_3_and_leave_nothing(tmp_path, capsys):
     assert "bias00.fits" in capsys.readouterr().err
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+def test_noise_weights_are_computed_once_and_logged_in_the_header(tmp_path):
+    paths = write_single(tmp_path, frames(6, n=4))
+    out = tmp_path / "w.fits"
+    assert run(parse([*paths, "-o", out, "--weights", "noise", "--statsec", "[2:19,3:28]"])) == 0
+    expect = combine(paths, weights="noise", statsec="[2:19,3:28]").compute()
+    with fits.open(out) as hdul:
+        np.testing.assert_array_equal(hdul[0].data, expect.data)
+        got = [hdul[0].header[f"CMBWT{i:03d}"] for i in range(1, 5)]
+    np.testing.assert_allclose(got, expect.frame_weights, rtol=1e-12)
+    assert np.all(np.asarray(got) > 0)

@@ -501,3 +501,35 @@ def test_write_fits_single_result_layout_and_values(tmp_path):
     np.testing.assert_array_equal(done.scale_factors, expect.scale_factors)
     with pytest.raises(ConfigError, match="exists"):
         write_fits(out, [(None, res, None)])
+
+
+def test_noise_weights_from_each_frames_robust_sigma(tmp_path):
+    from ccdask.combine import scale_sample_step
+
+    rng = np.random.default_rng(12)
+    noise = np.array([2.0, 4.0, 1.0, 3.0, 8.0])
+    stack = (500.0 + rng.normal(0, 1, (5, 40, 30)) * noise[:, None, None]).astype(np.float32)
+    stack[1, 3:6, 4:9] = 9000.0  # a star in one frame, inside the section: MAD shrugs it off
+    paths = write_planes(tmp_path, stack, "n")
+    statsec = "[3:28,2:37]"  # x 3..28, y 2..37 (1-based, inclusive)
+    rows, cols = slice(1, 37), slice(2, 28)
+    step = scale_sample_step((36, 26))
+    expect_w = []
+    for frame in stack:
+        sample = frame[rows, cols][::step, ::step].astype(np.float64)
+        sigma = 1.482602218505602 * np.median(np.abs(sample - np.median(sample)))
+        expect_w.append(1.0 / sigma**2)
+    expect_w = np.array(expect_w)
+    with no_compute():
+        lazy = combine(paths, weights="noise", statsec=statsec, clip="none")
+    res = lazy.compute()
+    np.testing.assert_allclose(res.frame_weights, expect_w, rtol=1e-12)
+    mean, _ = ref_mean(stack, np.ones(stack.shape, bool), weights=expect_w)
+    np.testing.assert_allclose(res.data, mean.astype(np.float32), rtol=2e-7)
+    assert res.header()["CMBWEIGH"] == "noise"
+    np.testing.assert_allclose([res.header()[f"CMBWT{i:03d}"] for i in range(1, 6)], expect_w)
+    arrays = combine(stack, weights="noise", statsec=statsec, clip="none").compute()
+    assert_same(arrays.data, res.data)
+    flat = np.full((3, 10, 10), 7.0, np.float32)
+    with pytest.raises(ConfigError, match="frame 0"):
+        combine(flat, weights="noise").compute()

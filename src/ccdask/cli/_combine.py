@@ -171,9 +171,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default="none",
-        metavar="none|exposure|ivar|!KEY",
-        help="weights of the mean: exposure times, a header keyword, or ivar: per pixel 1/VAR of reduced "
-        "inputs (default none)",
+        metavar="none|exposure|ivar|noise|!KEY",
+        help="weights of the mean: exposure times, a header keyword, ivar (per pixel 1/VAR of reduced "
+        "inputs) or noise (1/sigma^2 of each frame over --statsec) (default none)",
     )
     p.add_argument(
         "--statsec",

@@ -43,7 +43,7 @@ Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
 ScaleMode = Literal["median", "mean", "mode", "exposure"]
 ZeroMode = Literal["median", "mean", "mode"]
-WeightMode = Literal["exposure", "ivar"]
+WeightMode = Literal["exposure", "ivar", "noise"]
 Normalize = Literal["mean", "first"]
 
 #: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
@@ -351,7 +351,8 @@ class CombineConfig(ConfigBase):
         None,
         "Per-frame weights of the mean (or the sum): numbers, ``exposure`` or ``!KEYWORD``; ``ivar``: per "
         "pixel, the inverse of each value's variance (input variance planes, scaled; ``mean`` only; the "
-        "result's variance is then ``1 / sum(1/var)`` over the survivors).",
+        "result's variance is then ``1 / sum(1/var)`` over the survivors); ``noise``: ``1 / sigma²`` of "
+        "each frame, ``sigma`` its robust noise (1.4826 MAD) over ``statsec``.",
         parse=_weights,
         check=lambda v: isinstance(v, str) or _valid_weights(v),
         why="must be >= 0 with at least one > 0",

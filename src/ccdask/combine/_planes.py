@@ -9,6 +9,11 @@ Inputs
   pixel where no value is usable (finite and not bad) but some are bad only for being saturated,
   those saturated values are combined (a saturated star stays saturated in the master, not a
   hole), and the output DQ there has the saturated bit.
+* **Frame noise weights** (``weights="noise"``): ``w_i = 1 / sigma_i²`` with ``sigma_i`` the
+  robust noise of frame ``i``, ``1.4826 · median(|x - median(x)|)`` over the finite values inside
+  the thresholds of the fixed sample grid of ``statsec`` (the grid of the scale statistics),
+  computed in the same lazy statistics pass (IRAF weights by a frame statistic; this is the
+  inverse-noise² weight of the issue).
 * **Variance planes** (``variance=``): arrays, files, or the ``VAR`` extension beside each frame
   of ccdask-reduced files. They are propagated in quadrature over the survivors (see
   :mod:`ccdask.combine._kernels`), ``clip="varclip"`` rejects against them and
@@ -52,6 +57,9 @@ if TYPE_CHECKING:
     import dask.array as da
 
     from ..io import ImageSource
+
+#: 1.4826 × MAD is the sigma of a normal distribution (the constant of astropy's mad_std).
+MAD_TO_SIGMA = 1.482602218505602
 
 __all__ = ["PlanesResult", "array_planes", "combine_planes", "plane_sources", "read_bits", "stack_of"]
 
@@ -355,6 +363,7 @@ def tile_from_sources(
     want_var: bool,
     halo: int = 0,
     zero: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> PlanesResult:
     """Read one tile (plus ``halo``) of every frame and of its planes, and combine it."""
     fy, fx = sources[0].shape
@@ -372,7 +381,9 @@ def tile_from_sources(
     dq = None
     if dq_sources is not None:
         dq = np.stack([read_bits(src, *region) for src in dq_sources])
-    res = combine_planes(block, config, scale=scale, zero=zero, variance=var, dq=dq, return_variance=want_var)
+    res = combine_planes(
+        block, config, scale=scale, zero=zero, weights=weights, variance=var, dq=dq, return_variance=want_var
+    )
     if halo:
         res = _crop(res, rows.start - r0, cols.start - c0, rows.stop - rows.start, cols.stop - cols.start)
     return res
@@ -387,9 +398,12 @@ def tile_from_block(
     want_var: bool,
     crop: tuple[int, int, int, int] | None = None,
     zero: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> PlanesResult:
     """Combine one rechunked ``(N, ty, tx)`` block with its planes; ``crop`` removes its halo."""
-    res = combine_planes(block, config, scale=scale, zero=zero, variance=var, dq=dq, return_variance=want_var)
+    res = combine_planes(
+        block, config, scale=scale, zero=zero, weights=weights, variance=var, dq=dq, return_variance=want_var
+    )
     return res if crop is None else _crop(res, *crop)
 
 
@@ -407,3 +421,30 @@ def array_planes(value: Any, shape: tuple[int, int, int], what: str) -> da.Array
     if stack.shape != shape:
         raise ShapeMismatchError(f"{what} {stack.shape} do not match the frames {shape}")
     return stack
+
+
+# ---------------------------------------------------------------------------------------------
+# weights="noise"
+# ---------------------------------------------------------------------------------------------
+def noise_weights(stats: tuple[str, ...], labels: Sequence[str], *levels: tuple[float, ...]) -> np.ndarray:
+    """``1 / sigma_i²`` from each frame's robust noise (the ``noise`` column of its statistics)."""
+    column = stats.index("noise")
+    sigma = np.array([lv[column] for lv in levels], dtype=np.float64)
+    for label, value in zip(labels, sigma, strict=True):
+        if not (np.isfinite(value) and value > 0):
+            raise ConfigError(f"{label}: its noise (1.4826 MAD) is {value}; weights='noise' needs it > 0")
+    return 1.0 / (sigma * sigma)
+
+
+def noise_weights_layer(
+    stat_name: str,
+    stats: tuple[str, ...],
+    labels: Sequence[str],
+    layers: dict[str, dict[Any, Any]],
+    layer_deps: dict[str, set[str]],
+) -> tuple[str, int]:
+    """Add the task turning the frames' statistics (layer ``stat_name``) into weights; its key."""
+    name = stat_name.replace("-levels-", "-weights-", 1)
+    layers[name] = {(name, 0): (noise_weights, stats, list(labels), *[(stat_name, i) for i in range(len(labels))])}
+    layer_deps[name] = {stat_name}
+    return (name, 0)

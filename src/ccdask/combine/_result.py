@@ -111,7 +111,18 @@ class CombineResult:
             return self
         import dask
 
-        names = ("data", "count", "variance", "scale_factors", "zero_offsets", "dq", "nrej", "sigma", "rejmask")
+        names = (
+            "data",
+            "count",
+            "variance",
+            "scale_factors",
+            "zero_offsets",
+            "frame_weights",
+            "dq",
+            "nrej",
+            "sigma",
+            "rejmask",
+        )
         values = dask.compute(*(getattr(self, name) for name in names), **kwargs)
         return dataclasses.replace(self, **dict(zip(names, values, strict=True)))
 
@@ -366,6 +377,7 @@ def write_fits(
             res,
             scale_factors=None if res.scale_factors is None else np.zeros(n),
             zero_offsets=None if res.zero_offsets is None else np.zeros(n),
+            frame_weights=None if res.frame_weights is None else np.zeros(n),
         )
 
     layout = headers([placeholder(res) for _, res, _ in parts])
@@ -387,11 +399,11 @@ def write_fits(
             sources.append(stored)
             targets.append(_FileRegion(str(tmp), offset, tuple(plane.shape), stored.dtype))
         store = da.store(sources, targets, lock=False, compute=False)
-        lazy = [(res.scale_factors, res.zero_offsets) for _, res, _ in parts]
+        lazy = [(res.scale_factors, res.zero_offsets, res.frame_weights) for _, res, _ in parts]
         _, per_frame = dask.compute(store, lazy, **compute_kwargs)
         done = [
-            dataclasses.replace(res, scale_factors=f, zero_offsets=z)
-            for (_, res, _), (f, z) in zip(parts, per_frame, strict=True)
+            dataclasses.replace(res, scale_factors=f, zero_offsets=z, frame_weights=w)
+            for (_, res, _), (f, z, w) in zip(parts, per_frame, strict=True)
         ]
         final = headers(done)
         with open(tmp, "r+b") as out:

@@ -230,6 +230,9 @@ def _sample_levels(sample: np.ndarray, stats: tuple[str, ...], config: CombineCo
         raise ConfigError(f"{label}: no finite value to compute its {'/'.join(stats)} from")
     out = []
     for stat in stats:
+        if stat == "noise":  # the frame's robust noise (weights="noise")
+            out.append(float(_planes.MAD_TO_SIGMA * np.median(np.abs(s - np.median(s)))))
+            continue
         out.append(float(np.median(s) if stat == "median" else np.mean(s) if stat == "mean" else iraf_mode(s)))
     return tuple(out)
 
@@ -683,6 +686,8 @@ def combine(
         weights_used = np.asarray(wc)
     elif wc == "exposure":
         weights_used = inputs.exptimes(exptime)
+    elif wc == "noise":  # 1 / sigma² of each frame, from the statistics pass below
+        pass
     elif wc == "ivar":  # per pixel, from the variance planes (ccdask.combine._planes)
         if not has_var:
             raise ConfigError("weights='ivar' needs input variance planes (variance=)")
@@ -690,7 +695,7 @@ def combine(
         weights_used = inputs.header_values(wc[1:], "weights")
     if weights_used is not None and not (np.all(weights_used >= 0) and np.any(weights_used > 0)):
         raise ConfigError(f"weights {weights_used.tolist()} must be >= 0 with at least one > 0")
-    stats = tuple(k for k in ("median", "mean", "mode") if k in (sc, zc))
+    stats = tuple(k for k in ("median", "mean", "mode") if k in (sc, zc)) + (("noise",) if wc == "noise" else ())
     kconfig = kconfig.replace(
         scale=None,
         zero=None,
@@ -698,6 +703,7 @@ def combine(
     )
     scale_arg: Any = const_scale
     zero_arg: Any = None
+    weights_arg: Any = None
     levels_name = None
     if stats:
         levels_name = _levels_graph(
@@ -705,6 +711,8 @@ def combine(
         )
         scale_arg = (operator.getitem, (levels_name, 0), 0)
         zero_arg = (operator.getitem, (levels_name, 0), 1)
+        if wc == "noise":
+            weights_arg = _planes.noise_weights_layer(f"{prefix}-levels-{token}", stats, labels, layers, layer_deps)
     else:
         const_scale, const_zero = _resolve_levels(
             None, None, (), config.normalize, const_scale, const_zero, zero_keys, labels
@@ -719,7 +727,7 @@ def combine(
         or config.nrej_plane
         or config.rejmask_cube
         or config.sigma_plane
-        or config.weights == "ivar"
+        or config.weights in ("ivar", "noise")
     )
     use_files = inputs.readable_by_region and var_stack is None and dq_stack is None
     for extra in (var_sources, dq_sources):
@@ -759,6 +767,7 @@ def combine(
                     want_var,
                     halo,
                     zero_arg,
+                    weights_arg,
                 )
     elif use_files:
         sources = inputs.sources
@@ -813,6 +822,7 @@ def combine(
                         want_var,
                         crop,
                         zero_arg,
+                        weights_arg,
                     )
                     continue
                 tasks[(tiles_name, i, j)] = (
@@ -870,6 +880,8 @@ def combine(
 
     factors = per_frame(0, sc is not None, scale_arg)
     zeros = per_frame(1, zc is not None, zero_arg)
+    if weights_arg is not None:  # weights="noise": lazy, from the statistics pass
+        weights_used = da.Array(hlg, weights_arg[0], chunks=((n,),), dtype=np.float64, meta=np.empty((0,), np.float64))
     return CombineResult(
         data=data,
         count=count,

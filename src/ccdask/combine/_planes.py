@@ -12,8 +12,7 @@ Inputs
 * **Frame noise weights** (``weights="noise"``): ``w_i = 1 / sigma_i²`` with ``sigma_i`` the
   robust noise of frame ``i``, ``1.4826 · median(|x - median(x)|)`` over the finite values inside
   the thresholds of the fixed sample grid of ``statsec`` (the grid of the scale statistics),
-  computed in the same lazy statistics pass (IRAF weights by a frame statistic; this is the
-  inverse-noise² weight of the issue).
+  computed in the same lazy pass as the scale statistics; nothing is read to build the graph.
 * **Variance planes** (``variance=``): arrays, files, or the ``VAR`` extension beside each frame
   of ccdask-reduced files. They are propagated in quadrature over the survivors (see
   :mod:`ccdask.combine._kernels`), ``clip="varclip"`` rejects against them and
@@ -30,12 +29,13 @@ Outputs (one tile task computes them all with the data)
 * ``dq`` (uint16, with DQ inputs): :data:`~ccdask.dq.NODATA` where nothing survived,
   :data:`~ccdask.dq.SATURATED` where saturated values were combined;
 * ``nrej`` (int16, ``nrej_plane``): values that took part (finite, not bad; with ``varclip`` also
-  a finite variance ``>= 0``) and were rejected by the rejection, the thresholds or ``grow``. IRAF's ``nrejmasks`` also counts the masked values:
-  it is ``nrej + masked``;
+  a finite variance ``>= 0``) and were rejected by the rejection, the thresholds or ``grow``.
+  IRAF's ``nrejmasks`` also counts the masked values: it is ``nrej + masked``;
 * ``rejmask`` (uint8 ``(N, ny, nx)``, ``rejmask_cube``): 1 where a frame's value was not used
   (IRAF's ``rejmask``), one cube chunked like the stack;
 * ``sigma`` (float32, ``sigma_plane``): ``sqrt(sum w (x - c)² / sum w · n / (n - 1))`` over
-  the ``n`` survivors ``x`` (scaled) about the combined value ``c``, ``w`` the weights (1 without);
+  the ``n`` survivors ``x`` (scaled) about the combined value ``c``, ``w`` the weights (1 without,
+  ``1/var`` per value with ``weights="ivar"``);
   ``n = 1`` gives 0, ``n = 0`` NaN (IRAF's ``sigma`` image, IRAF writes ``blank`` there).
 """
 

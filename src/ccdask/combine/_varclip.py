@@ -26,10 +26,12 @@ is not one of the vectorised strip kernels of :mod:`ccdask.combine._kernels`.
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import NDArray
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from ._kernels import _jit
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
 
 __all__ = ["varclip_kernel"]
 
@@ -38,6 +40,12 @@ _F64 = NDArray[np.float64]
 _Bool = NDArray[np.bool_]
 
 _M_MEAN, _M_MEDIAN, _M_SUM = 0, 1, 2
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(func: _F) -> _F:
+    """``numba.njit`` with the options of :mod:`ccdask.combine._kernels` (which imports this module)."""
+    return njit(nogil=True, cache=True, error_model="numpy")(func)
 
 
 @_jit

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-__all__ = ["imcombine", "imcombine_rejected", "require_iraf", "write_frames"]
+__all__ = ["imcombine", "imcombine_planes", "imcombine_rejected", "require_iraf", "write_frames"]
 
 
 def require_iraf() -> str:
@@ -61,6 +61,23 @@ def imcombine_rejected(paths: Sequence[Path], workdir: Path, **params: Any) -> t
     with fits.open(nrej.with_suffix(".fits")) as hdul:
         counts = np.asarray(hdul[0].data, dtype=np.int64)
     return data, counts, log
+
+
+def imcombine_planes(
+    paths: Sequence[Path], workdir: Path, **params: Any
+) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """As :func:`imcombine`, also returning IRAF's ``sigma`` image, number-rejected mask
+    (``nrejmasks``) and per-frame rejection masks (``rejmask``, ``(N, ny, nx)``) as arrays."""
+    sig, nrej, rej = workdir / "iraf_sigma.fits", workdir / "iraf_nrej.pl", workdir / "iraf_rej.pl"
+    for stale in (sig, rej, rej.with_suffix(".fits")):
+        stale.unlink(missing_ok=True)
+    after = "".join(f'imcopy ("{pl}", "{pl.with_suffix(".fits")}", verbose=no)\n' for pl in (nrej, rej))
+    data, log = imcombine(paths, workdir, after, sigma=str(sig), nrejmasks=str(nrej), rejmask=str(rej), **params)
+    planes = {}
+    for key, path in (("sigma", sig), ("nrej", nrej.with_suffix(".fits")), ("rejmask", rej.with_suffix(".fits"))):
+        with fits.open(path) as hdul:
+            planes[key] = np.asarray(hdul[0].data, dtype=np.float64 if key == "sigma" else np.int64)
+    return data, planes, log
 
 
 def imcombine(paths: Sequence[Path], workdir: Path, _after: str = "", **params: Any) -> tuple[np.ndarray, str]:

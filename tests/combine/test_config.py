@@ -42,6 +42,10 @@ DEFAULT_DICT = {
     "weights": None,
     "statsec": None,
     "normalize": "mean",
+    "dq_bad": 1 | 2 | 4 | 8 | 32,
+    "nrej_plane": False,
+    "rejmask_cube": False,
+    "sigma_plane": False,
     "memory_per_task": 64 * 2**20,
 }
 

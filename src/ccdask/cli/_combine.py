@@ -2,6 +2,11 @@
 
 Single-HDU inputs give the combined image in the primary HDU and a ``COUNT`` extension;
 multi-extension inputs give one extension per chip (``EXTNAME`` = chip name) and ``<chip>_COUNT``.
+ccdask-reduced inputs (``SCI``/``VAR``/``DQ`` extensions per chip) combine each chip's ``SCI``, leave
+out the values its ``DQ`` flags with ``--dq-mask`` bits and propagate its ``VAR``: the output adds
+``VAR`` and ``DQ`` (``<chip>_VAR``, ``<chip>_DQ``); ``--nrej``, ``--sigma`` and ``--rejmask`` add
+``NREJ``, ``SIGMA`` and ``REJMASK`` (the ``(N, ny, nx)`` cube). The planes are written out of core
+(:func:`ccdask.combine._result.write_fits`).
 Headers start from the first input's header of that HDU and carry the provenance (``NCOMBINE``,
 ``IMCMBnnn`` input names, ``CMB*`` parameters, ``CCDASKV``). The file is written under a
 temporary name in the output folder and renamed when complete.
@@ -11,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, get_args
 
 from ..errors import CcdaskError, ConfigError, FitsReadError, ShapeMismatchError
-from ..utils import atomic_path, check_output
+from ..utils import check_output
 
 __all__ = ["register", "run"]
 
@@ -52,7 +55,7 @@ def _unused_integrations(names: tuple[str, ...] = _UNUSED) -> Iterator[None]:
 
 
 with _unused_integrations():  # ccdask.combine imports dask.array
-    from ..combine._config import Center, Clip, Method, Normalize, ScaleMode, Spread, ZeroMode
+    from ..combine._config import DEFAULT_DQ_BAD, Center, Clip, Method, Normalize, ScaleMode, Spread, ZeroMode
 
 # Cards describing storage, not the image: not copied from the inputs to the master.
 _STORAGE = {
@@ -212,8 +215,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default="none",
-        metavar="none|exposure|!KEY",
-        help="weights of the mean: exposure times or a header keyword (default none)",
+        metavar="none|exposure|ivar|noise|!KEY",
+        help="weights of the mean: exposure times, a header keyword, ivar (per pixel 1/VAR of reduced "
+        "inputs) or noise (1/sigma^2 of each frame over --statsec) (default none)",
     )
     p.add_argument(
         "--statsec",
@@ -240,6 +244,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="MB",
         help="memory budget of one task in MiB; sets the tile size (default 64)",
     )
+    p.add_argument(
+        "--dq-mask",
+        default=str(DEFAULT_DQ_BAD),
+        metavar="BITS",
+        help="reduced inputs: DQ bits that make a value bad, e.g. 5 or 1|4 or 0x2f; saturated values are "
+        f"kept where every frame is saturated (default {DEFAULT_DQ_BAD}: bad, saturated, cosmic, no data, bleed)",
+    )
+    p.add_argument(
+        "--planes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="use the VAR and DQ extensions of ccdask-reduced inputs (default); --no-planes combines SCI alone",
+    )
+    p.add_argument("--nrej", action="store_true", help="also write NREJ: the number of values rejected per pixel")
+    p.add_argument("--sigma", action="store_true", help="also write SIGMA: the standard deviation of the survivors")
+    p.add_argument(
+        "--rejmask", action="store_true", help="also write REJMASK: a cube, 1 where a frame's value was not used"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace MASTER.fits if it exists")
     p.set_defaults(func=run)
     return p
@@ -250,6 +272,18 @@ def _hdu_key(text: str | None) -> Any:
         return None
     text = text.strip()
     return int(text) if text.lstrip("+-").isdigit() else text
+
+
+def _reduced_chips(infos: list[Any]) -> tuple[list[tuple[str | None, Any, Any]], bool, bool]:
+    """The ``SCI`` HDUs of a ccdask-reduced file as chips, and whether it has VAR and DQ planes."""
+    names = {(i.extname or "").upper() for i in infos}
+    sci = [i for i in infos if (i.extname or "").upper() == "SCI"]
+    chips: list[tuple[str | None, Any, Any]] = []
+    for info in sci:
+        key = ("SCI", info.extver) if info.extver is not None else "SCI"
+        name = str(info.header.get("CCDNAME", f"SCI{info.extver or 1}")).strip() or f"SCI{info.extver or 1}"
+        chips.append((None if len(sci) == 1 else name, key, info.header))
+    return chips, "VAR" in names, "DQ" in names
 
 
 def _chips(first: str, hdu: Any) -> list[tuple[str | None, Any, Any]]:
@@ -297,11 +331,6 @@ def _primary_header(path: str) -> Any:
         return fits.Header()
 
 
-def _write_atomic(hdul: Any, output: Path, overwrite: bool) -> None:
-    with atomic_path(output, overwrite=overwrite) as tmp:
-        hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``ccdask combine``; returns the exit status (errors are printed to stderr)."""
     try:
@@ -325,11 +354,9 @@ def _scheduler() -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import dask
-    import numpy as np
-    from astropy.io import fits
-
+    from ..combine._result import write_fits
     from ..combine._stack import combine
+    from ..io import scan_file
 
     t0 = time.perf_counter()
     output = check_output(args.output, overwrite=args.overwrite)
@@ -366,29 +393,29 @@ def _run(args: argparse.Namespace) -> int:
         statsec=args.statsec,
         normalize=args.normalize,
         memory_per_task=int(args.memory_per_task * 2**20),
+        dq_bad=args.dq_mask,
+        nrej_plane=args.nrej,
+        rejmask_cube=args.rejmask,
+        sigma_plane=args.sigma,
     )
-    chips = _chips(files[0], _hdu_key(args.hdu))
-    results = [combine(files, hdu=key, name=name or "master", **options) for name, key, _ in chips]
-    computed = dask.compute(
-        *[(r.data, r.count, r.scale_factors, r.zero_offsets) for r in results], scheduler=_scheduler()
-    )
-    hdus: list[Any] = []
-    for (name, _, base), res, (data, count, factors, zeros) in zip(chips, results, computed, strict=True):
-        res = dataclasses.replace(res, data=data, count=count, scale_factors=factors, zero_offsets=zeros)
-        header = res.header(_clean(base))
-        if name is None:
-            hdus.append(fits.PrimaryHDU(data=np.asarray(data, np.float32), header=header))
-            hdus.append(fits.ImageHDU(data=np.asarray(count, np.int16), name="COUNT"))
-        else:
-            if not hdus:
-                primary = fits.PrimaryHDU(header=_primary_header(files[0]))
-                primary.header["NCOMBINE"] = (res.ncombine, "number of frames combined")
-                primary.header["CCDASKV"] = header["CCDASKV"]
-                primary.header.add_history(f"ccdask combine: {len(chips)} chips, see extensions")
-                hdus.append(primary)
-            hdus.append(fits.ImageHDU(data=np.asarray(data, np.float32), header=header, name=name))
-            hdus.append(fits.ImageHDU(data=np.asarray(count, np.int16), name=f"{name}_COUNT"))
-    _write_atomic(fits.HDUList(hdus), output, args.overwrite)
+    planes: dict[str, Any] = {}
+    chips: list[tuple[str | None, Any, Any]] = []
+    if args.hdu is None and args.planes:
+        chips, has_var, has_dq = _reduced_chips(scan_file(files[0]))
+        planes = {"variance": "VAR" if has_var else None, "dq": "DQ" if has_dq else None}
+    if not chips:
+        chips = _chips(files[0], _hdu_key(args.hdu))
+    results = [combine(files, hdu=key, name=name or "master", **planes, **options) for name, key, _ in chips]
+    from .._version import __version__
+
+    primary = None
+    if chips[0][0] is not None:
+        primary = _primary_header(files[0])
+        primary["NCOMBINE"] = (results[0].ncombine, "number of frames combined")
+        primary["CCDASKV"] = (__version__, "ccdask version")
+        primary.add_history(f"ccdask combine: {len(chips)} chips, see extensions")
+    parts = [(name, res, _clean(base)) for (name, _, base), res in zip(chips, results, strict=True)]
+    write_fits(output, parts, primary=primary, overwrite=args.overwrite, scheduler=_scheduler())
     ny, nx = results[0].data.shape
     what = "1 image" if chips[0][0] is None else f"{len(chips)} chips"
     print(

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..utils._options import ConfigBase, option
 
 __all__ = [
+    "DEFAULT_DQ_BAD",
     "DEFAULT_MEMORY_PER_TASK",
     "IRAF_CLIPS",
     "MAX_FRAMES",
@@ -50,19 +51,24 @@ Clip = Literal[
     "winsorized",
     "linearfit",
     "gesd",
+    "varclip",
     "none",
 ]
 Center = Literal["median", "mean"]
 Spread = Literal["mad_std", "std"]
 ScaleMode = Literal["median", "mean", "mode", "exposure"]
 ZeroMode = Literal["median", "mean", "mode"]
-WeightMode = Literal["exposure"]
+WeightMode = Literal["exposure", "ivar", "noise"]
 Normalize = Literal["mean", "first"]
 
 #: The rejection kinds with IRAF imcombine's rules (``nkeep`` sign meaning, ``mclip``).
 IRAF_CLIPS = ("sigclip", "avsigclip", "ccdclip", "crreject", "pclip")
 #: The rejection kinds as Siril defines them (:mod:`ccdask.combine._siril`).
 SIRIL_CLIPS = ("winsorized", "linearfit", "gesd")
+
+#: The DQ bits that make an input value bad by default: bad pixel, saturated, cosmic ray, no data
+#: and bleed trail (not "interpolated": an interpolated value is used). See :mod:`ccdask.dq`.
+DEFAULT_DQ_BAD = 1 | 2 | 4 | 8 | 32
 
 #: Default per-task memory budget in bytes (64 MiB).
 DEFAULT_MEMORY_PER_TASK = 64 * 2**20
@@ -197,6 +203,24 @@ def _noise(value: Any) -> float | str:
     return number
 
 
+def _bits(value: Any) -> int:
+    """A bit mask: an int in [0, 65535] or a string (decimal, ``0x..``, or bits joined by ``|``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            bits = 0
+            for part in text.split("|"):
+                bits |= int(part.strip(), 0)
+            value = bits
+        except ValueError as exc:
+            raise ValueError("must be an integer bit mask such as 47, 0x2f or 1|2|4") from exc
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("must be an integer bit mask")
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535 (16-bit DQ planes)")
+    return int(value)
+
+
 def _nonzero_factors(value: str | tuple[float, ...]) -> bool:
     return isinstance(value, str) or all(v != 0 for v in value)
 
@@ -228,9 +252,11 @@ class CombineConfig(ConfigBase):
         "``sigma_upper``), ``pclip`` (IRAF: width from the percentile pixel ``pclip``, one pass), ``extrema`` (drop the ``nlow`` lowest and "
         "``nhigh`` highest values per pixel), Siril's ``winsorized`` (sigma clipping about the median, "
         "the sigma of the values winsorized at 1.5 sigma, times 1.134), ``linearfit`` (clipping about a "
-        "straight line fitted to the sorted values, the spread the mean absolute residual) and ``gesd`` "
+        "straight line fitted to the sorted values, the spread the mean absolute residual), ``gesd`` "
         "(the generalized extreme studentized deviate test, ``gesd_fraction``, ``gesd_alpha``) — see "
-        ":mod:`ccdask.combine._siril` — or ``none``.",
+        ":mod:`ccdask.combine._siril` —, ``varclip`` (DRAGONS: reject values farther than "
+        "``sigma_lower``/``sigma_upper`` times their own noise ``sqrt(var)`` from the center, the input "
+        "variance planes; ``mclip``, ``maxiters``, ``nkeep``) or ``none``.",
     )
     sigma_lower: float = option(
         3.0,
@@ -360,7 +386,10 @@ class CombineConfig(ConfigBase):
     )
     weights: WeightMode | str | tuple[float, ...] | None = option(
         None,
-        "Per-frame weights of the mean (or the sum): numbers, ``exposure`` or ``!KEYWORD``.",
+        "Per-frame weights of the mean (or the sum): numbers, ``exposure`` or ``!KEYWORD``; ``ivar``: per "
+        "pixel, the inverse of each value's variance (input variance planes, scaled; ``mean`` only; the "
+        "result's variance is then ``1 / sum(1/var)`` over the survivors); ``noise``: ``1 / sigma²`` of "
+        "each frame, ``sigma`` its robust noise (1.4826 MAD) over ``statsec``.",
         parse=_weights,
         check=lambda v: isinstance(v, str) or _valid_weights(v),
         why="must be >= 0 with at least one > 0",
@@ -375,6 +404,29 @@ class CombineConfig(ConfigBase):
         "mean",
         "Statistic scales and zeros relative to the mean level of the stack (``mean``) or to the "
         "first frame (``first``, as IRAF: the first frame is left as it is).",
+    )
+    dq_bad: int = option(
+        DEFAULT_DQ_BAD,
+        "With input DQ planes or masks: the bits that make a value bad (IRAF's ``masktype=badbits`` "
+        "``maskvalue``); bad values are left out before the rejection. Where every usable value is "
+        "saturated (bit 2) the saturated values are combined and the output DQ is flagged saturated. "
+        "Default: bad pixel, saturated, cosmic ray, no data, bleed trail (1|2|4|8|32).",
+        parse=_bits,
+    )
+    nrej_plane: bool = option(
+        False,
+        "Also output the number of values rejected at each pixel (by the rejection, the thresholds "
+        "and ``grow``; not counting values masked by DQ or not finite).",
+    )
+    rejmask_cube: bool = option(
+        False,
+        "Also output the per-frame rejection masks: a cube ``(N, ny, nx)`` of uint8, 1 where the "
+        "frame's value was not used (rejected, masked, thresholded or not finite), as IRAF's ``rejmask``.",
+    )
+    sigma_plane: bool = option(
+        False,
+        "Also output the standard deviation of the survivors about the combined value, corrected for "
+        "a finite population (IRAF's ``sigma``: ``sqrt(sum w (x - c)² / sum w · n / (n - 1))``).",
     )
     memory_per_task: int = option(
         DEFAULT_MEMORY_PER_TASK,
@@ -399,6 +451,8 @@ class CombineConfig(ConfigBase):
                 f"CombineConfig: clip={self.clip!r} with scale or zero is not supported (the noise model "
                 "applies to the frames' own units)"
             )
+        if self.weights == "ivar" and self.method != "mean":
+            raise ConfigError("CombineConfig: weights='ivar' applies to method 'mean'")
         if self.weights is not None and self.method == "median":
             raise ConfigError("CombineConfig: weights apply to method 'mean' or 'sum', not 'median'")
         lengths = {name: len(v) for name in ("scale", "zero", "weights") if isinstance(v := getattr(self, name), tuple)}

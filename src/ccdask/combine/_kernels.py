@@ -60,6 +60,9 @@ Combination of the survivors, in frame order, float64 accumulation: ``mean`` = `
 (weighted: ``sum(w v)/sum(w)``), ``median`` (even: mean of the middle two), ``sum`` = ``sum(w v)``
 (``w = 1`` without weights). No survivor: NaN and count 0.
 
+``clip="varclip"`` (DRAGONS: each value against its own variance) runs its own per-pixel
+kernel, :mod:`ccdask.combine._varclip`, with the same transforms and combination.
+
 Variance of the result
 ----------------------
 * with input variance planes ``var`` (scaled by ``scale**2``): mean ``sum(w² var)/sum(w)²``
@@ -1521,7 +1524,33 @@ def combine_block(
     out_count = np.empty((ty, tx), np.int16)
     out_var = np.empty((ty, tx), np.float32) if return_variance else _EMPTY2
     out_mask = np.empty((n, ty, tx), np.bool_) if return_mask else _EMPTYM
-    if data.size:
+    if cfg.clip == "varclip":  # per-value bounds from the variance planes: its own kernel
+        if var is _EMPTY3:
+            raise ConfigError("clip='varclip' rejects against the input variance planes: pass variance=")
+        from ._varclip import varclip_kernel
+
+        if data.size:
+            varclip_kernel(
+                data,
+                var,
+                sc,
+                zr,
+                wt,
+                -np.inf if cfg.min_clip is None else cfg.min_clip,
+                np.inf if cfg.max_clip is None else cfg.max_clip,
+                _METHOD[cfg.method],
+                cfg.sigma_lower,
+                cfg.sigma_upper,
+                -1 if cfg.maxiters is None else cfg.maxiters,
+                cfg.mclip,
+                cfg.nkeep,
+                bool(return_mask),
+                out_data,
+                out_count,
+                out_var,
+                out_mask,
+            )
+    elif data.size:
         _kernel(
             data,
             var,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,15 @@ class CombineResult:
         Additive offsets applied per frame after the scale (lazy for statistics).
     frame_weights : array (N,) or None
         Weights of the mean or sum per frame (numbers, exposure times or header values).
+    dq : array (ny, nx) uint16 or None
+        With input DQ planes: bit 8 (no data) where nothing survived, bit 2 where only
+        saturated values were combined (:mod:`ccdask.combine._planes`).
+    nrej : array (ny, nx) int16 or None
+        Number of values rejected per pixel (``nrej_plane``).
+    sigma : array (ny, nx) float32 or None
+        Standard deviation of the survivors about the result (``sigma_plane``).
+    rejmask : array (N, ny, nx) uint8 or None
+        1 where a frame's value was not used (``rejmask_cube``).
     """
 
     data: Any
@@ -81,6 +91,10 @@ class CombineResult:
     variance_source: str | None = None
     zero_offsets: Any = None
     frame_weights: Any = None
+    dq: Any = None
+    nrej: Any = None
+    sigma: Any = None
+    rejmask: Any = None
 
     @property
     def is_lazy(self) -> bool:
@@ -88,7 +102,7 @@ class CombineResult:
         return not isinstance(self.data, np.ndarray)
 
     def compute(self, **kwargs: Any) -> CombineResult:
-        """Compute data, count, variance (and lazy scale factors) in one ``dask.compute`` call.
+        """Compute data, count, variance, the optional planes (and lazy scale factors) in one ``dask.compute`` call.
 
         Keyword arguments go to :func:`dask.compute` (e.g. ``scheduler=``). Returns a new
         result holding numpy arrays.
@@ -97,12 +111,20 @@ class CombineResult:
             return self
         import dask
 
-        data, count, variance, factors, zeros = dask.compute(
-            self.data, self.count, self.variance, self.scale_factors, self.zero_offsets, **kwargs
+        names = (
+            "data",
+            "count",
+            "variance",
+            "scale_factors",
+            "zero_offsets",
+            "frame_weights",
+            "dq",
+            "nrej",
+            "sigma",
+            "rejmask",
         )
-        return dataclasses.replace(
-            self, data=data, count=count, variance=variance, scale_factors=factors, zero_offsets=zeros
-        )
+        values = dask.compute(*(getattr(self, name) for name in names), **kwargs)
+        return dataclasses.replace(self, **dict(zip(names, values, strict=True)))
 
     def header(self, base: Any = None) -> Any:
         """A FITS header with the provenance (see :func:`provenance_header`)."""
@@ -166,6 +188,8 @@ def provenance_header(result: CombineResult, base: Any = None) -> Any:
         hdr["CMBNORM"] = (cfg.normalize, "scales/zeros relative to this frame")
     if result.variance_source is not None:
         hdr["CMBVAR"] = (result.variance_source, "variance from input planes or scatter")
+    if result.dq is not None:
+        hdr["CMBDQBAD"] = (cfg.dq_bad, "input DQ bits that mark a value bad")
     hdr["CCDASKV"] = (__version__, "ccdask version")
     hdr["CMBALGV"] = (ALGORITHM_VERSION, "ccdask combine algorithm version")
     if len(result.inputs) <= 999:
@@ -214,3 +238,182 @@ def _history_params(cfg: CombineConfig) -> Iterator[tuple[str, Any]]:
         yield "grow", d["grow"]
     if isinstance(cfg.scale, str):
         yield "scale", cfg.scale
+
+
+# ---------------------------------------------------------------------------------------------
+# writing, out of core
+# ---------------------------------------------------------------------------------------------
+#: The planes of a result and the extension suffix each is written under (data has none).
+PLANES = (
+    ("count", "COUNT"),
+    ("variance", "VAR"),
+    ("dq", "DQ"),
+    ("nrej", "NREJ"),
+    ("sigma", "SIGMA"),
+    ("rejmask", "REJMASK"),
+)
+
+_BITPIX = {np.dtype(np.float32): -32, np.dtype(np.int16): 16, np.dtype(np.uint16): 16, np.dtype(np.uint8): 8}
+_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "BLANK", "EXTNAME"}
+_BLOCK = 2880
+
+
+def _image_header(base: Any, shape: tuple[int, ...], dtype: np.dtype, *, primary: bool, extname: str | None) -> Any:
+    """A FITS image header for ``shape``/``dtype`` followed by the cards of ``base``."""
+    from astropy.io import fits
+
+    hdr = fits.Header()
+    if primary:
+        hdr["SIMPLE"] = True
+    else:
+        hdr["XTENSION"] = "IMAGE"
+    hdr["BITPIX"] = _BITPIX[dtype]
+    hdr["NAXIS"] = len(shape)
+    for axis, size in enumerate(reversed(shape), start=1):
+        hdr[f"NAXIS{axis}"] = size
+    if primary:
+        hdr["EXTEND"] = True
+    else:
+        hdr["PCOUNT"] = 0
+        hdr["GCOUNT"] = 1
+    if dtype == np.uint16:
+        hdr["BZERO"] = 32768
+        hdr["BSCALE"] = 1
+    if extname:
+        hdr["EXTNAME"] = extname
+    for card in () if base is None else base.cards:
+        if card.keyword in _STRUCTURAL or card.keyword.startswith("NAXIS"):
+            continue
+        hdr.append(card, end=True)
+    return hdr
+
+
+class _FileRegion:
+    """A ``__setitem__`` target writing blocks into a data section of a file with ``os.pwrite``.
+
+    ``da.store`` gives each block with its region (slices); the block goes row by row, or as one
+    run where its rows span the whole width, big-endian at its place in the C-ordered array. No
+    memory map, so written pages are not held in the process; picklable (path and layout only).
+    """
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path = path
+        self.offset = offset
+        self.shape = shape
+        self.ndim = len(shape)
+        self.dtype = np.dtype(dtype).newbyteorder(">")
+
+    def __setitem__(self, key: tuple[slice, ...], value: Any) -> None:
+        starts = [0 if k.start is None else k.start for k in key]
+        block = np.ascontiguousarray(value, dtype=self.dtype)
+        size = self.dtype.itemsize
+        strides = [int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]
+        full_rows = self.ndim >= 2 and block.shape[-1] == self.shape[-1]
+        lead = block.shape[:-2] if full_rows else block.shape[:-1]
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for idx in np.ndindex(*lead):
+                pos = sum((starts[i] + idx[i]) * strides[i] for i in range(len(idx)))
+                pos += starts[len(idx)] * strides[len(idx)]  # the first row (whole rows) or column
+                os.pwrite(fd, block[idx].tobytes(), self.offset + pos * size)
+        finally:
+            os.close(fd)
+
+
+def _stored(arr: Any) -> Any:
+    """The values as FITS stores them (uint16 as int16 with BZERO 32768)."""
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.int32) - 32768).astype(np.int16)
+    return arr
+
+
+def write_fits(
+    path: Any,
+    parts: Any,
+    *,
+    primary: Any = None,
+    overwrite: bool = False,
+    **compute_kwargs: Any,
+) -> list[CombineResult]:
+    """Write lazy results to one FITS file, out of core, under a temporary name then renamed.
+
+    ``parts`` is a sequence of ``(name, result, base_header)``: one part with ``name`` None puts
+    its data in the primary HDU and its planes in extensions ``COUNT``, ``VAR``, ``DQ``, ``NREJ``,
+    ``SIGMA``, ``REJMASK`` (those the result has); named parts go to extensions ``<name>``,
+    ``<name>_COUNT``, ... after a primary HDU with the header ``primary``. Headers carry the
+    provenance (:func:`provenance_header` on ``base_header``).
+
+    The file is laid out first (headers, then the data sections as holes); one ``dask.compute``
+    writes every plane tile by tile where it belongs (``os.pwrite``, :class:`_FileRegion`) and
+    computes the lazy scale factors, so no whole plane (nor the ``(N, ny, nx)`` rejection cube)
+    is held in memory; the headers are then rewritten with the factors (the same cards, so the
+    same size). Keyword arguments go to ``dask.compute`` (any scheduler whose workers see the
+    file). Returns the results with their per-frame values computed.
+    """
+    import dask
+    import dask.array as da
+
+    from ..utils import atomic_path
+
+    parts = list(parts)
+    single = len(parts) == 1 and parts[0][0] is None
+
+    def headers(results: list[CombineResult]) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
+        if not single:
+            out.append((_image_header(primary, (), np.dtype(np.uint8), primary=True, extname=None), None))
+        for (name, _, base), res in zip(parts, results, strict=True):
+            prov = res.header(base)
+            shape = tuple(res.data.shape)
+            out.append((_image_header(prov, shape, np.dtype(np.float32), primary=single, extname=name), res.data))
+            for attr, suffix in PLANES:
+                plane = getattr(res, attr)
+                if plane is not None:
+                    ext = suffix if name is None else f"{name}_{suffix}"
+                    hdr = _image_header(None, tuple(plane.shape), np.dtype(plane.dtype), primary=False, extname=ext)
+                    out.append((hdr, plane))
+        return out
+
+    def placeholder(res: CombineResult) -> CombineResult:
+        n = res.ncombine
+        return dataclasses.replace(
+            res,
+            scale_factors=None if res.scale_factors is None else np.zeros(n),
+            zero_offsets=None if res.zero_offsets is None else np.zeros(n),
+            frame_weights=None if res.frame_weights is None else np.zeros(n),
+        )
+
+    layout = headers([placeholder(res) for _, res, _ in parts])
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        offsets = []
+        with open(tmp, "wb") as fh:
+            for hdr, plane in layout:
+                fh.write(hdr.tostring().encode("ascii"))
+                offsets.append(fh.tell())
+                if plane is not None:
+                    nbytes = int(np.prod(plane.shape)) * np.dtype(plane.dtype).itemsize
+                    fh.seek(-(-nbytes // _BLOCK) * _BLOCK, 1)
+            fh.truncate(fh.tell())
+        sources, targets = [], []
+        for (_, plane), offset in zip(layout, offsets, strict=True):
+            if plane is None or int(np.prod(plane.shape)) == 0:
+                continue
+            stored = _stored(da.asarray(plane))
+            sources.append(stored)
+            targets.append(_FileRegion(str(tmp), offset, tuple(plane.shape), stored.dtype))
+        store = da.store(sources, targets, lock=False, compute=False)
+        lazy = [(res.scale_factors, res.zero_offsets, res.frame_weights) for _, res, _ in parts]
+        _, per_frame = dask.compute(store, lazy, **compute_kwargs)
+        done = [
+            dataclasses.replace(res, scale_factors=f, zero_offsets=z, frame_weights=w)
+            for (_, res, _), (f, z, w) in zip(parts, per_frame, strict=True)
+        ]
+        final = headers(done)
+        with open(tmp, "r+b") as out:
+            for (hdr, _), (old, _), offset in zip(final, layout, offsets, strict=True):
+                text = hdr.tostring().encode("ascii")
+                if len(text) != len(old.tostring()):
+                    raise RuntimeError("combine writer: a header changed size after the compute")
+                out.seek(offset - len(text))
+                out.write(text)
+    return done

@@ -19,8 +19,9 @@ Tile shape (:func:`tile_shape`): with ``B`` the per-task budget (``memory_per_ta
 (rows are contiguous in FITS files), balanced over the frame; if one row does not fit,
 ``ty = 1`` and ``tx = floor(B / b)``. ``b = 4N (+4N with variance planes) + 32`` for file
 tiles (the block, one frame's read buffers, the outputs) and twice the block for stacked arrays
-(the rechunked pieces and their concatenation). So peak memory per task does not grow with N or
-with the frame size: more frames give shorter tiles.
+(the rechunked pieces and their concatenation), plus ``extra_per_frame`` bytes per frame and
+pixel where DQ planes and the optional outputs are computed (:mod:`ccdask.combine._planes`).
+So peak memory per task does not grow with N or with the frame size: more frames give shorter tiles.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import typing
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
@@ -39,7 +41,9 @@ from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, ShapeMismatchError
 from ..utils import SAMPLE_PIXELS, sample_step
+from . import _planes
 from ._config import (
+    DEFAULT_DQ_BAD,
     SIRIL_CLIPS,
     Center,
     Clip,
@@ -52,6 +56,7 @@ from ._config import (
     parse_statsec,
 )
 from ._kernels import combine_block
+from ._planes import plane_sources
 from ._result import CombineResult
 
 if TYPE_CHECKING:
@@ -60,8 +65,10 @@ if TYPE_CHECKING:
 
 #: What ``combine`` stacks: an array ``(N, y, x)``, 2-D arrays, or FITS paths.
 Frames: TypeAlias = np.ndarray | da.Array | Iterable[ArrayLike | str | os.PathLike[str]]
-#: Input variance planes like the frames: an array ``(N, y, x)`` or 2-D arrays.
-VariancePlanes: TypeAlias = np.ndarray | da.Array | Iterable[ArrayLike]
+#: Input variance planes like the frames: an array ``(N, y, x)``, 2-D arrays or files.
+VariancePlanes: TypeAlias = np.ndarray | da.Array | Iterable[ArrayLike | str | os.PathLike[str]]
+#: Input DQ planes or masks like the frames: an array ``(N, y, x)``, 2-D arrays or files.
+DqPlanes: TypeAlias = np.ndarray | da.Array | Iterable[ArrayLike | str | os.PathLike[str]]
 #: The outputs of one tile task: data, count, variance (None unless asked for).
 _TileOut: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
@@ -72,6 +79,9 @@ SCALE_SAMPLE_PIXELS = SAMPLE_PIXELS
 
 _META2 = np.empty((0, 0), np.float32)
 _META_COUNT = np.empty((0, 0), np.int16)
+_META_DQ = np.empty((0, 0), np.uint16)
+#: Where each output sits in a tile task's tuple (:class:`ccdask.combine._planes.PlanesResult`).
+_OUTPUT_INDEX = {"data": 0, "count": 1, "variance": 2, "dq": 3, "nrej": 4, "sigma": 5, "rejmask": 6}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +94,7 @@ def tile_shape(
     *,
     variance: bool = False,
     stacked: bool = False,
+    extra_per_frame: int = 0,
 ) -> tuple[int, int]:
     """Tile ``(ty, tx)`` for ``nframes`` frames of ``shape`` within the per-task budget.
 
@@ -94,7 +105,7 @@ def tile_shape(
     """
     budget = parse_memory(memory_per_task)
     ny, nx = shape
-    per_pixel = 4 * nframes * (2 if variance else 1)
+    per_pixel = 4 * nframes * (2 if variance else 1) + extra_per_frame * nframes
     if stacked:
         per_pixel *= 2
     per_pixel += 32
@@ -280,6 +291,9 @@ def _sample_levels(sample: np.ndarray, stats: tuple[str, ...], config: CombineCo
         raise ConfigError(f"{label}: no finite value to compute its {'/'.join(stats)} from")
     out = []
     for stat in stats:
+        if stat == "noise":  # the frame's robust noise (weights="noise")
+            out.append(float(_planes.MAD_TO_SIGMA * np.median(np.abs(s - np.median(s)))))
+            continue
         out.append(float(np.median(s) if stat == "median" else np.mean(s) if stat == "mean" else iraf_mode(s)))
     return tuple(out)
 
@@ -546,6 +560,11 @@ def combine(
     grow: float = 0.0,
     statsec: str | None = None,
     normalize: Normalize = "mean",
+    dq: str | DqPlanes | None = None,
+    dq_bad: int | str = DEFAULT_DQ_BAD,
+    nrej_plane: bool = False,
+    rejmask_cube: bool = False,
+    sigma_plane: bool = False,
 ) -> CombineResult:
     """Clip and combine frames along the frame axis, lazily.
 
@@ -583,15 +602,19 @@ def combine(
         :func:`scale_sample_step`, at most 2**18 pixels; finite values inside the thresholds),
         computed in its own lazy pass, exact and chunk independent. ``exposure``:
         ``f_i = mean(t) / t_i`` from ``EXPTIME`` (files) or ``exptime=``.
-    weights : array (N,), optional
-        Weights of the mean (or sum).
+    weights : array (N,), "exposure", "!KEYWORD" or "ivar", optional
+        Weights of the mean (or sum); ``"ivar"``: per pixel ``1/var`` from the variance planes
+        (mean only, see :mod:`ccdask.combine._planes`).
     hdu : int, str or (str, int), optional
         Image HDU of each file (default: the only one).
     memory_per_task : int or str, optional
         Per-task memory budget in bytes or as ``"64 MiB"`` (default 64 MiB); sets the tile shape.
-    variance : None, True/"scatter", or array like ``frames``
+    variance : None, True/"scatter", an EXTNAME, files, or array like ``frames``
         None: no variance. ``"scatter"``: the variance of the result from the survivors'
-        scatter. Variance planes ``(N, y, x)``: propagated (``sum var / n²`` for the mean).
+        scatter. Variance planes ``(N, y, x)`` (arrays, one file per frame, or an EXTNAME such
+        as ``"VAR"``: that extension of each frame's file, with the frame HDU's ``EXTVER``):
+        propagated over the survivors (``sum(w² s² var)/sum(w)²`` for the mean, see
+        :mod:`ccdask.combine._kernels`); ``clip="varclip"`` needs them.
     zero : array (N,), optional
         Additive offset per frame, applied after the scale: ``value * scale + zero``.
     exptime : array (N,), optional
@@ -612,10 +635,21 @@ def combine(
         value are rejected too (IRAF's ``grow``); tiles are computed with a halo of
         ``ceil(grow)`` pixels, so results do not depend on the tiling.
 
+    dq : None, an EXTNAME, files, or array like ``frames``
+        Per-frame DQ planes or masks (integers; booleans: True is bad), e.g. ``"DQ"`` for
+        ccdask-reduced files; values with ``dq & dq_bad`` set are left out (saturated ones are
+        kept where nothing else is, see :mod:`ccdask.combine._planes`); the result has a ``dq`` plane.
+    dq_bad : int or str
+        The bits of ``dq`` that make a value bad (default :data:`DEFAULT_DQ_BAD`).
+    nrej_plane, rejmask_cube, sigma_plane : bool
+        Also compute the number of rejected values per pixel, the per-frame rejection masks
+        ``(N, y, x)`` and the survivors' standard deviation (see :mod:`ccdask.combine._planes`).
+
     Returns
     -------
     CombineResult
-        Lazy ``data`` (float32), ``count`` (int16), ``variance`` (float32 or None).
+        Lazy ``data`` (float32), ``count`` (int16), ``variance`` (float32 or None) and the
+        optional ``dq``, ``nrej``, ``rejmask``, ``sigma``.
 
     Examples
     --------
@@ -654,6 +688,10 @@ def combine(
         zero=zero if zero is None or isinstance(zero, str) else _flat_floats(zero),
         weights=weights if weights is None or isinstance(weights, str) else _flat_floats(weights),
         memory_per_task=parse_memory(memory_per_task),
+        dq_bad=typing.cast(int, dq_bad),  # a string is parsed by CombineConfig
+        nrej_plane=nrej_plane,
+        rejmask_cube=rejmask_cube,
+        sigma_plane=sigma_plane,
     )
     if name is not None and (not isinstance(name, str) or not name):
         raise ConfigError(f"name must be a non-empty string, not {name!r}")
@@ -663,24 +701,31 @@ def combine(
 
     var_stack = None
     want_var = False
-    if variance is True or (isinstance(variance, str) and variance == "scatter"):
+    var_sources = dq_sources = None
+    dq_stack: da.Array | None = None
+    if dq is not None:
+        dq_sources = plane_sources(inputs.sources, dq, "dq", inputs.shape)
+        if dq_sources is None:
+            dq_stack = _planes.array_planes(dq, (n, *inputs.shape), "DQ planes")
+            if not (dq_stack.dtype == np.bool_ or dq_stack.dtype.kind in "iu"):
+                raise ConfigError(f"DQ planes or masks must be integers or booleans, not {dq_stack.dtype}")
+    scatter = variance is True or (isinstance(variance, str) and variance == "scatter")
+    if not scatter:
+        var_sources = plane_sources(inputs.sources, variance, "variance", inputs.shape)
+    if scatter or var_sources is not None:
         want_var = True
-    elif isinstance(variance, str):
-        raise ConfigError(f"variance must be None, 'scatter' or variance planes, not {variance!r}")
     elif variance is not None and variance is not False:
         want_var = True
-        if isinstance(variance, np.ndarray | da.Array):
-            var_stack = da.asarray(variance)
-        else:
-            var_stack = da.stack([da.asarray(v) for v in variance])
-        if var_stack.shape != (n, *inputs.shape):
-            raise ShapeMismatchError(f"variance planes {var_stack.shape} do not match the frames {(n, *inputs.shape)}")
-        var_stack = var_stack.astype(np.float32)
+        var_stack = _planes.array_planes(variance, (n, *inputs.shape), "variance planes").astype(np.float32)
+    has_var = var_stack is not None or var_sources is not None
 
     prefix = f"combine-{name}" if name else "combine"
     token = tokenize(
         [s.token for s in inputs.sources] if inputs.sources is not None else inputs.stack,
         var_stack,
+        None if var_sources is None else [s.token for s in var_sources],
+        None if dq_sources is None else [s.token for s in dq_sources],
+        dq_stack,
         config.to_dict(),
         want_var,
         hdu,
@@ -711,16 +756,24 @@ def combine(
         weights_used = np.asarray(wc)
     elif wc == "exposure":
         weights_used = inputs.exptimes(exptime)
+    elif wc == "noise":  # 1 / sigma² of each frame, from the statistics pass below
+        pass
+    elif wc == "ivar":  # per pixel, from the variance planes (ccdask.combine._planes)
+        if not has_var:
+            raise ConfigError("weights='ivar' needs input variance planes (variance=)")
     elif isinstance(wc, str):
         weights_used = inputs.header_values(wc[1:], "weights")
     if weights_used is not None and not (np.all(weights_used >= 0) and np.any(weights_used > 0)):
         raise ConfigError(f"weights {weights_used.tolist()} must be >= 0 with at least one > 0")
-    stats = tuple(k for k in ("median", "mean", "mode") if k in (sc, zc))
+    stats = tuple(k for k in ("median", "mean", "mode") if k in (sc, zc)) + (("noise",) if wc == "noise" else ())
     kconfig = kconfig.replace(
-        scale=None, zero=None, weights=None if weights_used is None else tuple(weights_used.tolist())
+        scale=None,
+        zero=None,
+        weights="ivar" if wc == "ivar" else None if weights_used is None else tuple(weights_used.tolist()),
     )
     scale_arg: Any = const_scale
     zero_arg: Any = None
+    weights_arg: Any = None
     levels_name = None
     if stats:
         levels_name = _levels_graph(
@@ -728,6 +781,8 @@ def combine(
         )
         scale_arg = (operator.getitem, (levels_name, 0), 0)
         zero_arg = (operator.getitem, (levels_name, 0), 1)
+        if wc == "noise":
+            weights_arg = _planes.noise_weights_layer(f"{prefix}-levels-{token}", stats, labels, layers, layer_deps)
     else:
         const_scale, const_zero = _resolve_levels(
             None, None, (), config.normalize, const_scale, const_zero, zero_keys, labels
@@ -735,10 +790,29 @@ def combine(
         scale_arg, zero_arg = const_scale, const_zero
     factors_name = levels_name
 
-    use_files = inputs.readable_by_region and var_stack is None
-    # Siril's kinds hold a second copy of the block (its values with the rejected ones as NaN)
+    planes = (
+        var_sources is not None
+        or dq_sources is not None
+        or dq_stack is not None
+        or config.nrej_plane
+        or config.rejmask_cube
+        or config.sigma_plane
+        or config.weights in ("ivar", "noise")
+    )
+    use_files = inputs.readable_by_region and var_stack is None and dq_stack is None
+    for extra in (var_sources, dq_sources):
+        use_files = use_files and (extra is None or all(s.kind in ("plain", "fpack") for s in extra))
+    # Siril's kinds hold a second copy of the block (its values with the rejected ones as NaN);
+    # the planes path also holds per frame the DQ values (<= 4 bytes), the masked copy and masks
     twice = not use_files or config.clip in SIRIL_CLIPS
-    tile = tile_shape(n, inputs.shape, config.memory_per_task, variance=var_stack is not None, stacked=twice)
+    tile = tile_shape(
+        n,
+        inputs.shape,
+        config.memory_per_task,
+        variance=has_var,
+        stacked=twice,
+        extra_per_frame=11 if planes else 0,
+    )
     if config.clip == "avsigclip" and tile[1] < inputs.shape[1]:
         tile = (1, inputs.shape[1])  # IRAF estimates avsigclip's sigma factor per image row: whole rows
     ny, nx = inputs.shape
@@ -750,7 +824,24 @@ def combine(
     tiles_name = f"{prefix}-{token}"
     tasks: dict[Any, Any] = {}
     tdeps: set[str] = {factors_name} if factors_name else set()
-    if use_files:
+    if planes and use_files:
+        for i, (y0, y1) in enumerate(ys):
+            for j, (x0, x1) in enumerate(xs):
+                tasks[(tiles_name, i, j)] = (
+                    _planes.tile_from_sources,
+                    inputs.sources,
+                    var_sources,
+                    dq_sources,
+                    slice(y0, y1),
+                    slice(x0, x1),
+                    scale_arg,
+                    kconfig,
+                    want_var,
+                    halo,
+                    zero_arg,
+                    weights_arg,
+                )
+    elif use_files:
         sources = inputs.sources
         for i, (y0, y1) in enumerate(ys):
             for j, (x0, x1) in enumerate(xs):
@@ -767,22 +858,45 @@ def combine(
                 )
     else:
         stack = inputs.as_stack(tile)
+        if var_sources is not None:
+            var_stack = _planes.stack_of(var_sources, tile, integers=False)
+        if dq_sources is not None:
+            dq_stack = _planes.stack_of(dq_sources, tile, integers=True)
         if var_stack is not None:
             var_stack = var_stack.rechunk(stack.chunks)
+        if dq_stack is not None:
+            dq_stack = dq_stack.rechunk(stack.chunks)
         if halo:
             depth = {0: 0, 1: halo, 2: halo}
             stack = da.overlap.overlap(stack, depth=depth, boundary="none")
             if var_stack is not None:
                 var_stack = da.overlap.overlap(var_stack, depth=depth, boundary="none")
+            if dq_stack is not None:
+                dq_stack = da.overlap.overlap(dq_stack, depth=depth, boundary="none")
         collections.append(stack)
         tdeps.add(stack.name)
-        if var_stack is not None:
-            collections.append(var_stack)
-            tdeps.add(var_stack.name)
+        for extra_stack in (var_stack, dq_stack):
+            if extra_stack is not None:
+                collections.append(extra_stack)
+                tdeps.add(extra_stack.name)
         for i, (y0, y1) in enumerate(ys):
             for j, (x0, x1) in enumerate(xs):
                 vkey = (var_stack.name, 0, i, j) if var_stack is not None else None
                 crop = (halo if i else 0, halo if j else 0, y1 - y0, x1 - x0) if halo else None
+                if planes:
+                    tasks[(tiles_name, i, j)] = (
+                        _planes.tile_from_block,
+                        (stack.name, 0, i, j),
+                        vkey,
+                        (dq_stack.name, 0, i, j) if dq_stack is not None else None,
+                        scale_arg,
+                        kconfig,
+                        want_var,
+                        crop,
+                        zero_arg,
+                        weights_arg,
+                    )
+                    continue
                 tasks[(tiles_name, i, j)] = (
                     _tile_from_block,
                     (stack.name, 0, i, j),
@@ -796,10 +910,16 @@ def combine(
     layers[tiles_name] = tasks
     layer_deps[tiles_name] = tdeps
     chunks = (tuple(b - a for a, b in ys), tuple(b - a for a, b in xs))
-    for index, suffix in enumerate(("data", "count", "variance")[: 3 if want_var else 2]):
+    suffixes = ["data", "count", "variance"][: 3 if want_var else 2]
+    if planes:
+        wanted = (dq is not None, config.nrej_plane, config.sigma_plane, config.rejmask_cube)
+        suffixes += [name for name, on in zip(("dq", "nrej", "sigma", "rejmask"), wanted, strict=True) if on]
+    for suffix in suffixes:
+        index = _OUTPUT_INDEX[suffix]
         out_name = f"{prefix}-{suffix}-{token}"
+        lead = (0,) if suffix == "rejmask" else ()
         layers[out_name] = {
-            (out_name, i, j): (operator.getitem, (tiles_name, i, j), index)
+            (out_name, *lead, i, j): (operator.getitem, (tiles_name, i, j), index)
             for i in range(len(ys))
             for j in range(len(xs))
         }
@@ -813,6 +933,13 @@ def combine(
     data = output("data", _META2)
     count = output("count", _META_COUNT)
     var_out = output("variance", _META2) if want_var else None
+    extras: dict[str, da.Array | None] = {}
+    for suffix, meta in (("dq", _META_DQ), ("nrej", _META_COUNT), ("sigma", _META2)):
+        extras[suffix] = output(suffix, meta) if suffix in suffixes else None
+    rejmask_out = None
+    if "rejmask" in suffixes:
+        rname = f"{prefix}-rejmask-{token}"
+        rejmask_out = da.Array(hlg, rname, chunks=((n,), *chunks), dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8))
 
     def per_frame(index: int, present: bool, const: Any) -> Any:
         if levels_name is None:
@@ -825,6 +952,8 @@ def combine(
 
     factors = per_frame(0, sc is not None, scale_arg)
     zeros = per_frame(1, zc is not None, zero_arg)
+    if weights_arg is not None:  # weights="noise": lazy, from the statistics pass
+        weights_used = da.Array(hlg, weights_arg[0], chunks=((n,),), dtype=np.float64, meta=np.empty((0,), np.float64))
     return CombineResult(
         data=data,
         count=count,
@@ -834,9 +963,13 @@ def combine(
         inputs=tuple(inputs.names),
         name=name,
         scale_factors=factors,
-        variance_source=("planes" if var_stack is not None else "scatter" if want_var else None),
+        variance_source=("planes" if has_var else "scatter" if want_var else None),
         zero_offsets=zeros,
         frame_weights=weights_used,
+        dq=extras["dq"],
+        nrej=extras["nrej"],
+        sigma=extras["sigma"],
+        rejmask=rejmask_out,
     )
 
 

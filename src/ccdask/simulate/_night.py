@@ -46,7 +46,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,8 @@ class Truth:
         ny, nx = self.shape
         grid = model.Geometry(ny=ny, nx=nx, nover=0, amps=1, chips=len(self.chips))  # chip k's origin
         stars = self.stars()
-        field = model.StarField(stars["y"], stars["x"], stars["chip"], stars["y"] * 0.0, stars["y"] * 0.0)
+        dy, dx = rec.get("dither", (0.0, 0.0))
+        field = model.StarField(stars["y"] + dy, stars["x"] + dx, stars["chip"], stars["y"] * 0.0, stars["y"] * 0.0)
         flux = stars[f"rate_{rec['filter']}"] * rec["exptime"] * rec["transparency"]
         image = model.render_stars(grid, k, field, flux, rec["fwhm"]).astype(np.float64)
         image += rec["sky"]
@@ -594,6 +595,7 @@ def simulate_night(
     full_well: float | None = None,
     ptc_levels: Sequence[float] | None = None,
     fringe: dict[str, float] | None = None,
+    dither: float | None = None,
 ) -> SimulatedNight:
     """Write a synthetic night of raw mosaic frames and its truth.
 
@@ -679,6 +681,12 @@ def simulate_night(
         uniformly within 0.6-1.4 times ``amplitude``. The amplitudes are recorded per frame
         (``fringe_amplitude`` in the frame's record of ``truth.json``), the patterns as
         ``"<chip>/fringe_<filter>"`` in ``truth.npz``. Not with ``camera``. Default: none.
+    dither : float, optional
+        Telescope dithers: every science frame's star field is shifted by its own offset, drawn
+        uniformly within +-``dither`` pixels in y and x (its own random stream, so the rest of
+        the night is unchanged); recorded as ``dither`` ``[dy, dx]`` in the frame's record of
+        ``truth.json`` and used by :meth:`SimulatedNight.signal`. Not with ``camera``. Default:
+        no dithers (every frame sees the stars on the same pixels).
 
     Returns
     -------
@@ -706,9 +714,10 @@ def simulate_night(
             raise ConfigError("simulate_night: amps and size come from the camera; do not pass them with camera=")
         if chips is not None:
             chips = _count("chips", chips, 1, 64)
-        if crosstalk or crosstalk_chips or nonlinearity or full_well is not None or ptc_levels or fringe:
+        if crosstalk or crosstalk_chips or nonlinearity or full_well is not None or ptc_levels or fringe or dither:
             raise ConfigError(
-                "simulate_night: crosstalk, nonlinearity, full_well, ptc_levels and fringe are for SIMCAM nights only; "
+                "simulate_night: crosstalk, nonlinearity, full_well, ptc_levels, fringe and dither are for SIMCAM "
+                "nights only; "
                 "do not pass them with camera="
             )
     else:
@@ -725,6 +734,7 @@ def simulate_night(
     nscience = _count("nscience", nscience, 0, 999)
     filters = _check_filters(filters)
     fringes = _check_fringe(fringe, filters)
+    dither = _check_dither(dither)
     seed = _count("seed", seed, 0, 2**63 - 1)
     dark_exptime = _seconds("dark_exptime", dark_exptime)
     exptimes = _check_exptimes(science_exptime)
@@ -751,11 +761,41 @@ def simulate_night(
             inter = _check_crosstalk_chips(crosstalk_chips, amps, chips)
             beta = _check_nonlinearity(nonlinearity)
             meta = _generate(
-                seed, size, geom, filters, frames, root, raw_dir, stage, scene, terms, beta, full_well, fringes, inter
+                seed,
+                size,
+                geom,
+                filters,
+                frames,
+                root,
+                raw_dir,
+                stage,
+                scene,
+                terms,
+                beta,
+                full_well,
+                fringes,
+                inter,
+                dither,
             )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _night_from_meta(root, meta)
+
+
+def _check_dither(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1000:
+        raise ConfigError(f"simulate_night: dither must be a number of pixels in [0, 1000], got {value!r}")
+    return float(value) or None
+
+
+def _shifted(stars: model.StarField, rec: dict[str, Any]) -> model.StarField:
+    """The star field as a science frame saw it (shifted by its dither, if any)."""
+    if "dither" not in rec:
+        return stars
+    dy, dx = rec["dither"]
+    return replace(stars, y=stars.y + dy, x=stars.x + dx)
 
 
 def _generate(
@@ -773,6 +813,7 @@ def _generate(
     full_well: float | None = None,
     fringe: dict[str, float] | None = None,
     crosstalk_chips: tuple[tuple[int, int, int, int, float, float], ...] = (),
+    dither: float | None = None,
 ) -> dict[str, Any]:
     chip_models = [model.make_chip(seed, geom, k) for k in range(geom.chips)]
     optics = model.make_optics(seed, geom)
@@ -824,6 +865,9 @@ def _generate(
         if fringe and rec["kind"] == "science" and rec["filter"] in fringe:
             draw = model.rng_for(seed, "fringe", rec["name"]).uniform(0.6, 1.4)
             rec["fringe_amplitude"] = float(fringe[rec["filter"]] * draw)
+        if dither and rec["kind"] == "science":
+            dy, dx = model.rng_for(seed, "dither", rec["name"]).uniform(-dither, dither, 2)
+            rec["dither"] = [float(dy), float(dx)]
 
     # ---- frames, one at a time ----------------------------------------------------------------
     frame_arrays: list[tuple[str, np.ndarray]] = []
@@ -848,7 +892,7 @@ def _generate(
             elif kind == "science":
                 exposure.flat = mapped(f"{chip.name}/flat_{rec['filter']}")
                 exposure.sky = rec["sky"]
-                exposure.stars = model.render_stars(geom, chip.index, stars, flux, rec["fwhm"])
+                exposure.stars = model.render_stars(geom, chip.index, _shifted(stars, rec), flux, rec["fwhm"])
                 if "fringe_amplitude" in rec:
                     exposure.fringe = mapped(f"{chip.name}/fringe_{rec['filter']}") * np.float32(
                         rec["fringe_amplitude"]

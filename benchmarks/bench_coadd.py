@@ -31,12 +31,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +41,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE / "_data" / "coadd"
 EXE = [sys.executable, "-c", "import sys; from ccdask.cli import main; sys.exit(main())"]
+sys.path.insert(0, str(HERE))
+
+from bench_combine import peak_rss_of  # noqa: E402  (the process-tree peak RSS sampler)
 
 
 def make_field(root: Path, exposures: int, chip: int) -> list[Path]:
@@ -117,31 +117,6 @@ def eager_coadd(paths: list[str], out: str) -> None:
             fits.ImageHDU(keep.sum(axis=0).astype(np.int16), hdr, name="COVERAGE"),
         ]
     ).writeto(out, overwrite=True)
-
-
-def peak_rss_of(cmd: list[str], interval: float = 0.01) -> tuple[float, float, int]:
-    """Run ``cmd``; peak of the summed RSS of its process tree (bytes), wall time, exit code."""
-    import psutil
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        total = 0
-        try:
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            break
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += p.memory_info().rss
-        peak = max(peak, total)
-        time.sleep(interval)
-    err = proc.stderr.read().decode()
-    if proc.returncode:
-        print(err, file=sys.stderr)
-    return peak, time.perf_counter() - t0, proc.returncode
 
 
 def commands(paths: list[Path], out_dir: Path) -> dict[str, list[str]]:

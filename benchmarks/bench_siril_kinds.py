@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_combine import make_frames, warm  # noqa: E402
+from bench_stackers import ccdask_inprocess, read_floor  # noqa: E402
+from bench_stackers import siril_process as siril  # noqa: E402
 
 #: (ccdask options, ccdask CLI flags, Siril's ``rej`` arguments).
 KINDS: dict[str, tuple[dict[str, object], list[str], str]] = {
@@ -53,49 +55,11 @@ KINDS: dict[str, tuple[dict[str, object], list[str], str]] = {
 }
 
 
-def read_floor(paths: list[Path]) -> float:
-    """Seconds to touch every byte once: a raw big-endian int16 memmap of each data unit, summed."""
-    from astropy.io import fits
-
-    t0 = time.perf_counter()
-    total = 0
-    for p in paths:
-        with fits.open(p, memmap=False, do_not_scale_image_data=True) as hdul:
-            offset = hdul[0]._data_offset
-            shape = hdul[0].shape
-        mm = np.memmap(p, dtype=">i2", mode="r", offset=offset, shape=shape)
-        total += int(mm.sum(dtype=np.int64) & 1)
-    return time.perf_counter() - t0 + 0 * total
-
-
-def ccdask_inprocess(paths: list[Path], options: dict[str, object]) -> float:
-    from ccdask.combine import combine
-
-    t0 = time.perf_counter()
-    combine(paths, **options).compute(scheduler="threads")  # type: ignore[arg-type]
-    return time.perf_counter() - t0
-
-
 def ccdask_process(paths: list[Path], flags: list[str], out: Path) -> float:
     argv = [sys.executable, "-m", "ccdask", "combine", *map(str, paths), "-o", str(out), "--overwrite", *flags]
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
-
-
-def siril(work: Path, lines: list[str]) -> float:
-    """Seconds of one ``siril-cli`` process running ``lines`` in ``work``."""
-    script = work / "run.ssf"
-    script.write_text("requires 1.0.0\n" + "".join(f"{line}\n" for line in lines))
-    env = {**os.environ, "HOME": str(work)}
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        ["siril-cli", "-d", str(work), "-s", str(script)], cwd=work, env=env, capture_output=True, text=True
-    )
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0 or "Script execution finished successfully" not in proc.stdout + proc.stderr:
-        raise RuntimeError(f"siril-cli failed:\n{proc.stdout}{proc.stderr}")
-    return elapsed
 
 
 def main() -> None:

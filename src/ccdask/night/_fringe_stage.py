@@ -44,7 +44,6 @@ import numpy as np
 from ..cache import input_identity, master_key
 from ..calibrate import ChipMasters, process_in_memory
 from ..calibrate._fringe import FringeFrame, fit_fringe_np, source_mask_np, subtract_fringe_np
-from ..calibrate._masks import bad_pixel_mask
 from ..catalog import Entry
 from ..combine import CombineConfig, combine
 from ..combine._stack import tile_shape
@@ -53,7 +52,7 @@ from ..errors import CcdaskError, CcdaskWarning, PlanError, ShapeMismatchError
 from ..frame import Master
 from ..utils import canonical_hash
 from ._plan import Plan
-from ._stages import NightMasters, StageContext, key_of, master_inputs, pack_masters
+from ._stages import NightMasters, StageContext, key_of, master_inputs, pack_masters, science_chip_masters
 
 __all__ = [
     "FringeUse",
@@ -112,22 +111,6 @@ def check_fringe_plan(plan: Plan, cfg: ReduceConfig) -> list[str]:
                     f"(at least 2), or leave {filt!r} out of fringe.filters"
                 )
     return notes
-
-
-def science_chip_masters(
-    plan: Plan, cfg: ReduceConfig, masters: NightMasters, entry: Entry, filt: str | None
-) -> ChipMasters:
-    """The masters that calibrate one science chip-frame, as the science stage chooses them."""
-    chip = entry.chip
-    dark = masters.dark_for(chip, entry.exptime) if plan.steps["dark"] else None
-    flat = masters.flat_for(chip, filt) if plan.steps["flat"] else None
-    bad = bad_pixel_mask(
-        dark_rate=None if dark is None else dark.data,
-        flat=None if flat is None else flat.data,
-        config=cfg.masks,
-        shape=entry.layout.trimmed_shape,
-    )
-    return ChipMasters(bias=masters.bias.get(chip), dark=dark, flat=flat, bad=bad)
 
 
 def external_fringes(path: str, filt: str, by_chip: Mapping[str, tuple[Entry, ...]]) -> dict[str, Master]:
@@ -213,7 +196,9 @@ def _specs(
     cfg = ctx.cfg
     out = []
     for chip, ents in by_chip.items():
-        cms = [science_chip_masters(plan, cfg, masters, e, filt) for e in ents]
+        cms = [
+            science_chip_masters(*masters.for_science(e, filt, plan.steps), cfg, e.layout.trimmed_shape) for e in ents
+        ]
         used = sorted({(key_of(cm.bias), key_of(cm.dark), key_of(cm.flat)) for cm in cms}, key=str)
         params = {
             **ctx.common,

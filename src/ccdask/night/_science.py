@@ -12,15 +12,14 @@ from typing import Any
 from astropy.io import fits
 
 from .._version import __version__
-from ..calibrate import ChipMasters, process_in_memory
-from ..calibrate._masks import bad_pixel_mask
+from ..calibrate import process_in_memory
 from ..config import ReduceConfig
 from ..io._write import TMP_PREFIX, concat_parts
 from ..utils import canonical_hash
 from ._fringe_stage import correct_chip, fringe_use, pack_with_fringe
 from ._plan import Exposure, Plan
 from ._products import chip_header, has_key, output_name, reduced_part_task
-from ._stages import NightMasters, key_of, pack_masters
+from ._stages import NightMasters, key_of, pack_masters, science_chip_masters
 
 __all__ = ["ScienceGraph", "science_graph"]
 
@@ -63,19 +62,11 @@ def science_graph(
         chip_tasks = []
         for entry in exp.chips:
             chip = entry.chip
-            bias = masters.bias.get(chip)
-            dark = masters.dark_for(chip, entry.exptime) if plan.steps["dark"] else None
-            flat = masters.flat_for(chip, exp.filter) if plan.steps["flat"] else None
+            bias, dark, flat = masters.for_science(entry, exp.filter, plan.steps)
             fringe = masters.fringe_for(chip, exp.filter)
             mkey = (chip, key_of(bias), key_of(dark), key_of(flat), key_of(fringe))
             if mkey not in packed:
-                bad = bad_pixel_mask(
-                    dark_rate=None if dark is None else dark.data,
-                    flat=None if flat is None else flat.data,
-                    config=cfg.masks,
-                    shape=entry.layout.trimmed_shape,
-                )
-                cm = ChipMasters(bias=bias, dark=dark, flat=flat, bad=bad)
+                cm = science_chip_masters(bias, dark, flat, cfg, entry.layout.trimmed_shape)
                 packed[mkey] = pack_masters(cm, chip) if fringe is None else pack_with_fringe(cm, fringe, chip)
             used[chip] = {"bias": key_of(bias), "dark": key_of(dark), "flat": key_of(flat)}
             if fringe is not None:

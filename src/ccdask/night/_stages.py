@@ -22,6 +22,7 @@ import numpy as np
 from ..cache import MasterCache, master_key
 from ..cache._versions import STEP_VERSIONS
 from ..calibrate import ChipMasters
+from ..calibrate._masks import bad_pixel_mask
 from ..catalog import Entry
 from ..config import ReduceConfig
 from ..errors import CcdaskWarning, PlanError
@@ -88,6 +89,28 @@ class NightMasters:
 
     def fringe_for(self, chip: str, filt: str | None) -> Master | None:
         return self.fringes.get(filt, {}).get(chip)
+
+    def for_science(
+        self, entry: Entry, filt: str | None, steps: Mapping[str, bool]
+    ) -> tuple[Master | None, Master | None, Master | None]:
+        """The bias, dark and flat that calibrate one science chip-frame (``steps``: the plan's)."""
+        chip = entry.chip
+        dark = self.dark_for(chip, entry.exptime) if steps["dark"] else None
+        flat = self.flat_for(chip, filt) if steps["flat"] else None
+        return self.bias.get(chip), dark, flat
+
+
+def science_chip_masters(
+    bias: Master | None, dark: Master | None, flat: Master | None, cfg: ReduceConfig, shape: tuple[int, int]
+) -> ChipMasters:
+    """A science chip's masters with its bad-pixel mask (from the dark's rate and the flat)."""
+    bad = bad_pixel_mask(
+        dark_rate=None if dark is None else dark.data,
+        flat=None if flat is None else flat.data,
+        config=cfg.masks,
+        shape=shape,
+    )
+    return ChipMasters(bias=bias, dark=dark, flat=flat, bad=bad)
 
 
 class Runner:

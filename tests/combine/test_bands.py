@@ -134,11 +134,12 @@ def iraf_sigclip_reference(values, lsigma, hsigma, mclip, nkeep):
 @pytest.fixture(params=[(8, 29), (8, 13)], ids=["whole-rows", "row-and-column-tiles"])
 def small_bands(monkeypatch, request):
     """Tiles of 8 rows (23 = 8 + 8 + 7), whole rows or 13 columns wide (29 = 13 + 13 + 3), each
-    combined in bands of 3 rows (3 + 3 + 2, 3 + 3 + 1): short last bands and tiles."""
+    combined in bands of 3 rows of 16-bit stored values (3 + 3 + 2, 3 + 3 + 1: short last bands
+    and tiles) or of 1 row of float32 ones."""
     ty, tx = request.param
-    monkeypatch.setattr(_stack, "BAND_BYTES", 3 * 4 * N * tx)
+    monkeypatch.setattr(_stack, "BAND_BYTES", 3 * 2 * N * tx)
     monkeypatch.setattr(_stack, "tile_shape", lambda *args, **kwargs: (ty, tx))
-    assert _stack.band_rows(N, tx) == 3
+    assert _stack.band_rows(N, tx, 2) == 3 and _stack.band_rows(N, tx) == 1
 
 
 @pytest.mark.parametrize("storage", ["uint16", "int16_scaled", "float32"])

@@ -6,9 +6,11 @@ Two graph shapes, both with one kernel task per tile:
   region from every frame (:meth:`ccdask.io.ImageSource.read`) into one ``(N, ty, tx)`` block and
   clips it. No stacking or rechunking tasks, nothing held between tasks but the outputs. Plain
   files (without ``grow``) go band by band instead (:func:`_tile_in_bands`): each band of
-  :func:`band_rows` rows (about :data:`BAND_BYTES`) is decoded from the memory maps straight into
-  one reused float32 buffer and clipped while it is in cache; the kernel's results do not depend
-  on the block shape, so the numbers are the same.
+  :func:`band_rows` rows (about :data:`BAND_BYTES`) of stored values is read with ``pread`` into
+  one reused buffer (no memory map: the task holds that buffer and its outputs, whatever the
+  number of frames), decoded inside the kernel (16-bit frames) or into a float32 band, and
+  clipped while it is in cache; the kernel's results do not depend on the block shape, so the
+  numbers are the same.
 * **arrays** (numpy, dask, sequences of 2-D arrays) and gzip-wrapped files (which must be
   decompressed whole): the frames are stacked, rechunked to ``(N, ty, tx)`` and the kernel is
   mapped over the blocks. A gzip file is decompressed once per graph and its bytes are held
@@ -40,6 +42,7 @@ from dask.highlevelgraph import HighLevelGraph
 from numpy.typing import ArrayLike
 
 from ..errors import ConfigError, ShapeMismatchError
+from ..io._decode import RAW_DTYPES
 from ..utils import SAMPLE_PIXELS, sample_step
 from . import _planes
 from ._config import (
@@ -55,7 +58,7 @@ from ._config import (
     parse_memory,
     parse_statsec,
 )
-from ._kernels import combine_block
+from ._kernels import StoredInts, combine_block
 from ._planes import plane_sources
 from ._result import CombineResult
 
@@ -152,10 +155,8 @@ def _tile_from_sources(
     fy, fx = sources[0].shape
     r0, r1 = max(rows.start - halo, 0), min(rows.stop + halo, fy)
     c0, c1 = max(cols.start - halo, 0), min(cols.stop + halo, fx)
-    if not halo:
-        stored = [src.stored_pixels() for src in sources]
-        if all(raw is not None for raw in stored):
-            return _tile_in_bands(sources, stored, rows, cols, scale, config, want_var, zero)
+    if not halo and all(src.kind == "plain" for src in sources):
+        return _tile_in_bands(sources, rows, cols, scale, config, want_var, zero)
     block = np.empty((len(sources), r1 - r0, c1 - c0), np.float32)
     for i, src in enumerate(sources):
         block[i] = src.read(slice(r0, r1), slice(c0, c1))
@@ -166,23 +167,26 @@ def _tile_from_sources(
     return out
 
 
-#: Bytes of the ``(N, rows, tx)`` band a tile task decodes and combines at a time (it stays in
-#: the L2 cache between the decode and the kernel; see :func:`_tile_in_bands`).
+#: Bytes of the ``(N, rows, tx)`` band of stored values a tile task reads and combines at a time
+#: (it stays in the L2 cache between the read and the kernel; see :func:`_tile_in_bands`).
 BAND_BYTES = 1 << 20
 
+#: BLANK of a frame without one, for :class:`StoredInts` (outside the int16 range).
+_NO_BLANK = 1 << 20
 
-def band_rows(nframes: int, width: int) -> int:
-    """Rows of a band of ``nframes`` float32 frames ``width`` pixels wide within :data:`BAND_BYTES`.
 
-    >>> band_rows(24, 2048), band_rows(48, 2048), band_rows(200, 4096)
-    (5, 2, 1)
+def band_rows(nframes: int, width: int, itemsize: int = 4) -> int:
+    """Rows of a band of ``nframes`` frames ``width`` values of ``itemsize`` bytes wide within
+    :data:`BAND_BYTES`.
+
+    >>> band_rows(24, 2048), band_rows(48, 2048), band_rows(200, 4096), band_rows(24, 2048, 2)
+    (5, 2, 1, 10)
     """
-    return max(1, BAND_BYTES // (4 * nframes * max(width, 1)))
+    return max(1, BAND_BYTES // (itemsize * nframes * max(width, 1)))
 
 
 def _tile_in_bands(
     sources: Sequence[ImageSource],
-    stored: Sequence[np.ndarray | None],
     rows: slice,
     cols: slice,
     scale: np.ndarray | None,
@@ -190,25 +194,46 @@ def _tile_in_bands(
     want_var: bool,
     zero: np.ndarray | None,
 ) -> _TileOut:
-    """One tile of plain files, combined band by band of :func:`band_rows` rows.
+    """One tile of plain files, read and combined band by band of :func:`band_rows` rows.
 
-    Each band's stored values are decoded from the memory maps straight into one reused
-    ``(N, rows, tx)`` float32 buffer (no per-frame arrays) and combined while it is in cache.
-    The kernel's results do not depend on the block shape, so this is the tile computed at once.
+    Each band's stored values are read with ``pread`` into one reused buffer (nothing of the
+    files is memory-mapped, so the task's memory is that buffer and its outputs whatever the
+    number of frames) and combined while they are in cache. ``BITPIX = 16`` frames, the usual
+    raw CCD frame, are decoded inside the kernel's fill (:class:`StoredInts`); others are
+    decoded into a float32 band first. The kernel's results do not depend on the block shape,
+    so this is the tile computed at once.
     """
+    n = len(sources)
     ty, tx = rows.stop - rows.start, cols.stop - cols.start
-    band = band_rows(len(sources), tx)
-    buf = np.empty((len(sources), min(band, ty), tx), np.float32)
+    fused = all(src.bitpix == 16 for src in sources)
+    band = band_rows(n, tx, 2 if fused else 4)
     data = np.empty((ty, tx), np.float32)
     count = np.empty((ty, tx), np.int16)
     var = np.empty((ty, tx), np.float32) if want_var else None
+    if fused:
+        stored = np.empty((n, min(band, ty), tx), np.uint16)
+        bscale = np.array([src.bscale for src in sources], np.float64)
+        bzero = np.array([src.bzero for src in sources], np.float64)
+        blank = np.array([_NO_BLANK if src.blank is None else src.blank for src in sources], np.int64)
+    else:
+        floats = np.empty((n, min(band, ty), tx), np.float32)
+        scratch = np.empty(min(band, ty) * tx * 8, np.uint8)
     for b0 in range(0, ty, band):
         b1 = min(b0 + band, ty)
         y = slice(rows.start + b0, rows.start + b1)
-        block = buf if b1 - b0 == buf.shape[1] else np.empty((len(sources), b1 - b0, tx), np.float32)
-        for i, (src, raw) in enumerate(zip(sources, stored, strict=True)):
-            assert raw is not None
-            src.decode_into(raw[y, cols], block[i])
+        block: np.ndarray | StoredInts
+        if fused:
+            values = stored if b1 - b0 == stored.shape[1] else np.empty((n, b1 - b0, tx), np.uint16)
+            for i, src in enumerate(sources):
+                src.read_stored_into(y, cols, values[i])
+            block = StoredInts(values, bscale, bzero, blank)
+        else:
+            block = floats if b1 - b0 == floats.shape[1] else np.empty((n, b1 - b0, tx), np.float32)
+            for i, src in enumerate(sources):
+                dtype = RAW_DTYPES[src.bitpix]
+                raw = scratch[: (b1 - b0) * tx * dtype.itemsize].view(dtype).reshape(b1 - b0, tx)
+                src.read_stored_into(y, cols, raw)
+                src.decode_into(raw, block[i])
         res = combine_block(block, config, scale=scale, zero=zero, return_variance=want_var)
         data[b0:b1] = res.data
         count[b0:b1] = res.count

@@ -279,6 +279,64 @@ class ImageSource:
             raise FitsReadError(f"{self.label}: cannot map the pixel data: {exc}") from exc
         return np.asarray(raw)  # a plain ndarray view of the map
 
+    def read_stored_into(self, rows: slice, cols: slice, out: np.ndarray) -> None:
+        """Read the stored (raw, unscaled) values of ``image[rows, cols]`` of a plain file into
+        ``out``, with ``pread`` (no memory map: nothing of the file stays mapped in the process).
+
+        Parameters
+        ----------
+        rows, cols : slice
+            Forward slices with step 1 inside the image.
+        out : numpy.ndarray
+            C-contiguous array of the region's shape whose items are as wide as the stored ones
+            (e.g. ``uint16`` for ``BITPIX = 16``); it receives the file's bytes unchanged (big-endian).
+
+        Raises
+        ------
+        FitsReadError
+            Not a plain file, the file changed since it was scanned, or it ends early.
+        """
+        if self.kind != "plain" or self.data_offset is None:
+            raise FitsReadError(f"{self.label}: stored values can be read only from a plain (uncompressed) file")
+        ny, nx = self.shape
+        r0, r1, rstep = rows.indices(ny)
+        c0, c1, cstep = cols.indices(nx)
+        item = RAW_DTYPES[self.bitpix].itemsize
+        if rstep != 1 or cstep != 1 or out.shape != (max(r1 - r0, 0), max(c1 - c0, 0)):
+            raise SectionError(f"{self.label}: read_stored_into takes forward slices matching out {out.shape}")
+        if out.itemsize != item or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous with {item}-byte items, got {out.dtype} {out.strides}")
+        if out.size == 0:
+            return
+        self._file.check_unchanged(self.hdu)
+        width = (c1 - c0) * item
+        dest = memoryview(out.reshape(-1).view(np.uint8))
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise FitsReadError(f"{self.label}: cannot read the file: {exc.strerror or exc}") from exc
+        try:
+            if c0 == 0 and c1 == nx:  # whole rows: one contiguous run of bytes
+                runs = [(self.data_offset + r0 * nx * item, dest)]
+            else:
+                runs = [
+                    (self.data_offset + ((r0 + i) * nx + c0) * item, dest[i * width : (i + 1) * width])
+                    for i in range(r1 - r0)
+                ]
+            for offset, view in runs:
+                got = 0
+                while got < len(view):
+                    n = os.preadv(fd, [view[got:]], offset + got)
+                    if n <= 0:
+                        raise FitsReadError(
+                            f"{self.label}: the file ends inside the pixel data (byte {offset + got} of {self.size})"
+                        )
+                    got += n
+        except OSError as exc:
+            raise FitsReadError(f"{self.label}: cannot read the pixel data: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+
     def decode_into(self, stored: np.ndarray, out: np.ndarray) -> None:
         """Physical float32 values of ``stored`` (a region of :meth:`stored_pixels`) into ``out``."""
         physical_into(stored, out, self.bitpix, self.bscale, self.bzero, self.blank)

@@ -134,12 +134,11 @@ def iraf_sigclip_reference(values, lsigma, hsigma, mclip, nkeep):
 @pytest.fixture(params=[(8, 29), (8, 13)], ids=["whole-rows", "row-and-column-tiles"])
 def small_bands(monkeypatch, request):
     """Tiles of 8 rows (23 = 8 + 8 + 7), whole rows or 13 columns wide (29 = 13 + 13 + 3), each
-    combined in bands of 3 rows of 16-bit stored values (3 + 3 + 2, 3 + 3 + 1: short last bands
-    and tiles) or of 1 row of float32 ones."""
+    combined in bands of 3 rows (3 + 3 + 2, 3 + 3 + 1): short last bands and tiles."""
     ty, tx = request.param
-    monkeypatch.setattr(_stack, "BAND_BYTES", 3 * 2 * N * tx)
+    monkeypatch.setattr(_stack, "BAND_BYTES", 3 * 4 * N * tx)
     monkeypatch.setattr(_stack, "tile_shape", lambda *args, **kwargs: (ty, tx))
-    assert _stack.band_rows(N, tx, 2) == 3 and _stack.band_rows(N, tx) == 1
+    assert _stack.band_rows(N, tx) == 3
 
 
 @pytest.mark.parametrize("storage", ["uint16", "int16_scaled", "float32"])
@@ -195,3 +194,34 @@ def test_band_path_variance_and_scaling(tmp_path, small_bands):
     whole = combine_block(phys, CombineConfig(clip="sigclip"), scale=scale, return_variance=True)
     assert_same(res.data, whole.data)
     assert_same(res.variance, whole.variance)
+
+
+def test_files_with_blank_and_per_frame_scaling(tmp_path):
+    """Frames written by astropy with their own BSCALE/BZERO and one with BLANK, read band by band
+    with ``pread``: the same numbers as astropy's own scaled read combined eagerly."""
+    rng = np.random.default_rng(11)
+    paths, physical = [], []
+    for i in range(9):
+        stored = np.rint(rng.normal(300.0, 8.0, (37, 53))).astype(np.int16)
+        stored[rng.random(stored.shape) < 0.03] = 4000
+        if i == 4:
+            stored[::5, ::6] = -1
+        hdu = fits.PrimaryHDU(stored)
+        hdu.header["BSCALE"] = 1.0 if i % 3 else 0.5
+        hdu.header["BZERO"] = 32768.0 if i % 2 else 10.0
+        if i == 4:
+            hdu.header["BLANK"] = -1
+        path = tmp_path / f"f{i}.fits"
+        hdu.writeto(path)
+        paths.append(path)
+        with fits.open(path, memmap=False) as hdul:  # astropy scales int16 to float32
+            phys = np.asarray(hdul[0].data, dtype=np.float32)
+        if i == 4:
+            assert np.isnan(phys[::5, ::6]).all()  # astropy's BLANK handling, the reference
+        physical.append(phys)
+    eager = np.stack(physical)
+    for kind in (dict(clip="sigclip"), dict(clip="sigma"), dict(clip="extrema", nlow=1, nhigh=1)):
+        got = combine(paths, **kind).compute(scheduler="sync")
+        want = combine_block(eager, CombineConfig(**kind))
+        assert_same(got.data, want.data)
+        assert_same(got.count, want.count)

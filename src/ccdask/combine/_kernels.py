@@ -5,12 +5,10 @@ depend on the block shape, on where a pixel sits in the block or on the schedule
 
 How a block is processed
 ------------------------
-Each row of the block is processed in strips of :data:`STRIP` pixels, filled frame by frame
-into a compact ``(N, STRIP)`` float32 buffer that stays in L1 cache, after thresholds, scale and
-zero (``float32(float64(v) * scale + zero)``); the fill also keeps, per pixel, the count, weighted
-sum and sum of weights of the finite values. The input is a float32 block or the stored 16-bit
-integers of plain files (:class:`StoredInts`), decoded in the fill as ``physical_into`` decodes
-them. Loops run over frames outside and pixels inside, so they vectorise. Where the
+Each row of the block is filled frame by frame (sequential reads) into a float32 row buffer
+``(N, SEGMENT)`` after thresholds, scale and zero (``float32(float64(v) * scale + zero)``), then
+processed in strips of :data:`STRIP` pixels copied to a compact ``(N, STRIP)`` buffer that stays
+in L1 cache. Loops run over frames outside and pixels inside, so they vectorise. Where the
 rejection needs order statistics (median center, MAD spread, median method, extrema) a copy of the
 strip is sorted with a Batcher odd-even merge sorting network whose compare-exchanges run over the
 whole strip at once (SIMD; non-finite values sort last as +inf). The survivors of any
@@ -24,10 +22,7 @@ sigma-clipping iteration are then a contiguous window of the sorted values:
   interval), and each iteration is three vectorised passes over the frame-order values;
 * mixed center/spread (median/std, mean/MAD) run per pixel on the sorted window.
 
-Survivors are then flagged in frame order and accumulated (count, weighted sum, variance). When
-only the combined value and the count are asked for, a pixel whose survivors are all its finite
-values takes the fill's sums (the same float64 additions in the same order) and only the others
-are flagged, one by one, unless they are many in the strip.
+Survivors are then flagged in frame order and accumulated (count, weighted sum, variance).
 
 Semantics (checked against astropy 8 and ccdproc 2.5)
 -----------------------------------------------------
@@ -94,7 +89,6 @@ from ._config import IRAF_CLIPS, MAX_FRAMES, SIRIL_CLIPS, CombineConfig
 __all__ = [
     "STRIP",
     "BlockResult",
-    "StoredInts",
     "combine_block",
     "grow_offsets",
     "pclip_offset",
@@ -103,6 +97,8 @@ __all__ = [
 
 #: Pixels per strip in the kernel scratch buffers (a strip of N frames stays in L1/L2 cache).
 STRIP = 128
+#: Columns of a row segment filled at once, frame by frame (sequential reads of the block).
+SEGMENT = 2048
 
 MAD_TO_SIGMA = 1.482602218505602  # the constant of astropy's C fast path
 
@@ -135,40 +131,6 @@ class BlockResult(NamedTuple):
     """``(ty, tx)`` float32 variance of the result, or None if not asked for."""
     mask: np.ndarray | None
     """``(N, ty, tx)`` bool, True where a value was rejected (or not finite), or None."""
-
-
-class StoredInts(NamedTuple):
-    """A ``(N, ty, tx)`` block as its files store it: ``BITPIX = 16`` big-endian integers (their
-    bytes read as native ``uint16``, e.g. by :meth:`ccdask.io.ImageSource.read_stored_into`) and
-    each frame's ``BSCALE``, ``BZERO`` and ``BLANK``. :func:`combine_block` decodes it in the
-    kernel's fill, value by value, bit for bit as :func:`ccdask.io._decode.physical_into` would."""
-
-    values: np.ndarray
-    """``(N, ty, tx)`` C-contiguous uint16: the stored bytes, unswapped."""
-    bscale: np.ndarray
-    """``(N,)`` float64."""
-    bzero: np.ndarray
-    """``(N,)`` float64."""
-    blank: np.ndarray
-    """``(N,)`` int64 stored BLANK value; outside the int16 range where a frame has none."""
-
-    def decode(self) -> np.ndarray:
-        """The physical float32 block (``physical_into`` frame by frame)."""
-        from ..io._decode import physical_into
-
-        raw = self.values.view(">i2")
-        out = np.empty(raw.shape, np.float32)
-        for k in range(raw.shape[0]):
-            blank = int(self.blank[k])
-            physical_into(
-                raw[k],
-                out[k],
-                16,
-                float(self.bscale[k]),
-                float(self.bzero[k]),
-                blank if -(1 << 15) <= blank < (1 << 15) else None,
-            )
-        return out
 
 
 @lru_cache(maxsize=64)
@@ -873,11 +835,23 @@ def _avsig_row_factor(
     n = row.shape[0]
     S = vals.shape[1]
     inf32 = np.float32(np.inf)
+    ncomp = comps.shape[0]
     num = 0.0
     den = 0.0
     for x0 in range(0, nx, S):
         w = min(S, nx - x0)
-        _sort_strip(row[:, x0 : x0 + w], srt, w, comps)
+        for k in range(n):
+            for j in range(w):
+                v = row[k, x0 + j]
+                srt[k, j] = v if v == v else inf32
+        for c in range(ncomp):
+            ca = comps[c, 0]
+            cb = comps[c, 1]
+            for j in range(w):
+                p = srt[ca, j]
+                q = srt[cb, j]
+                srt[ca, j] = q if q < p else p
+                srt[cb, j] = p if q < p else q
         for j in range(w):
             nf = 0
             while nf < n and srt[nf, j] < inf32:
@@ -934,22 +908,12 @@ def _iraf_avsigclip_bounds(
 
 
 @_jit
-def _sort_network(srt: _F32, w: int, comps: _I64) -> None:  # pragma: no cover - compiled
-    """Sort ``srt[:, :w]`` per pixel in place with the comparators ``comps`` (non-finite values
-    must already be +inf). Row views, so that each loop over pixels is vectorised on its own."""
-    for c in range(comps.shape[0]):
-        a = srt[comps[c, 0]]
-        b = srt[comps[c, 1]]
-        for j in range(w):
-            p = a[j]
-            q = b[j]
-            a[j] = q if q < p else p
-            b[j] = p if q < p else q
-
-
-@_jit
 def _sort_strip(vals: _F32, srt: _F32, w: int, comps: _I64) -> None:  # pragma: no cover - compiled
-    """``srt[:, :w]`` = the strip's values sorted per pixel (non-finite as +inf: they sort last)."""
+    """``srt[:, :w]`` = the strip's values sorted per pixel (non-finite as +inf: they sort last).
+
+    Small functions of their own (as the other strip passes below), with row views, so that
+    each loop over pixels is vectorised on its own.
+    """
     n = vals.shape[0]
     inf32 = np.float32(np.inf)
     for k in range(n):
@@ -958,153 +922,14 @@ def _sort_strip(vals: _F32, srt: _F32, w: int, comps: _I64) -> None:  # pragma: 
         for j in range(w):
             v = src[j]
             dst[j] = v if v == v else inf32
-    _sort_network(srt, w, comps)
-
-
-@_jit
-def _decode16(
-    stored: NDArray[np.uint16], x0: int, w: int, bscale: float, bzero: float, blank: int, out: _F32
-) -> None:  # pragma: no cover - compiled
-    """``out[:w]``: physical float32 values of ``stored[x0:x0+w]``, the bytes of big-endian
-    ``BITPIX = 16`` integers read as native ``uint16``; bit for bit as
-    :func:`ccdask.io._decode.physical_into` (``float32(raw)``, times ``float32(bscale)`` unless 1,
-    plus ``float32(bzero)`` unless 0; the stored value ``blank`` (outside int16: none) is NaN)."""
-    bs = np.float32(bscale)
-    bz = np.float32(bzero)
-    scaled = bscale != 1.0
-    shifted = bzero != 0.0
-    nan32 = np.float32(np.nan)
-    for j in range(w):
-        u = np.int32(stored[x0 + j])
-        x = ((u & 0xFF) << 8) | (u >> 8)
-        x = x - 65536 if x >= 32768 else x
-        v = np.float32(x)
-        if scaled:
-            v = v * bs
-        if shifted:
-            v = v + bz
-        out[j] = nan32 if x == blank else v
-
-
-@_jit
-def _fill_frame(
-    src: _F32,
-    x0: int,
-    w: int,
-    k: int,
-    s_k: float,
-    z_k: float,
-    w_k: float,
-    min_clip: float,
-    max_clip: float,
-    has_thr: bool,
-    transform: bool,
-    want_sorted: bool,
-    vals: _F32,
-    srt: _F32,
-    nfin: _I64,
-    fsum: _F64,
-    fsw: _F64,
-) -> None:  # pragma: no cover - compiled
-    """Frame ``k`` of a strip: ``vals[k, :w]`` from ``src[x0:x0+w]`` after the thresholds, scale and
-    zero (NaN where a value does not take part), ``srt[k]`` the same with +inf for NaN (the
-    sort's input), and per pixel the count, weighted sum, sum of weights (float64, frame order,
-    as :func:`_accumulate_strip` sums survivors)."""
-    nan32 = np.float32(np.nan)
-    inf32 = np.float32(np.inf)
-    dst = vals[k]
-    sdst = srt[k]
-    for j in range(w):
-        v = src[x0 + j]
-        if has_thr:
-            v = v if (v >= min_clip) & (v <= max_clip) else nan32
-        if transform:
-            v = np.float32(np.float64(v) * s_k + z_k)
-        fin = np.isfinite(v)
-        dst[j] = v if fin else nan32
-        if want_sorted:
-            sdst[j] = v if fin else inf32
-        nfin[j] += 1 if fin else 0
-        fsum[j] += w_k * np.float64(v) if fin else 0.0
-        fsw[j] += w_k if fin else 0.0
-
-
-@_jit
-def _fill_strip(
-    block: _F32,
-    stored: NDArray[np.uint16],
-    dec_scale: _F64,
-    dec_zero: _F64,
-    dec_blank: _I64,
-    y: int,
-    x0: int,
-    w: int,
-    sk: _F64,
-    zk: _F64,
-    wk: _F64,
-    min_clip: float,
-    max_clip: float,
-    has_thr: bool,
-    transform: bool,
-    want_sorted: bool,
-    vals: _F32,
-    srt: _F32,
-    line: _F32,
-    nfin: _I64,
-    fsum: _F64,
-    fsw: _F64,
-) -> None:  # pragma: no cover - compiled
-    """:func:`_fill_frame` of every frame for the pixels ``x0 .. x0+w`` of row ``y``: from the
-    float32 ``block``, or (when ``stored`` holds the frames) from the stored 16-bit integers,
-    decoded (:func:`_decode16`) into ``line`` first, frame by frame."""
-    n = vals.shape[0]
-    for j in range(w):
-        nfin[j] = 0
-        fsum[j] = 0.0
-        fsw[j] = 0.0
-    if stored.shape[0] == n:
-        for k in range(n):
-            _decode16(stored[k, y], x0, w, dec_scale[k], dec_zero[k], dec_blank[k], line)
-            _fill_frame(
-                line,
-                0,
-                w,
-                k,
-                sk[k],
-                zk[k],
-                wk[k],
-                min_clip,
-                max_clip,
-                has_thr,
-                transform,
-                want_sorted,
-                vals,
-                srt,
-                nfin,
-                fsum,
-                fsw,
-            )
-    else:
-        for k in range(n):
-            _fill_frame(
-                block[k, y],
-                x0,
-                w,
-                k,
-                sk[k],
-                zk[k],
-                wk[k],
-                min_clip,
-                max_clip,
-                has_thr,
-                transform,
-                want_sorted,
-                vals,
-                srt,
-                nfin,
-                fsum,
-                fsw,
-            )
+    for c in range(comps.shape[0]):
+        a = srt[comps[c, 0]]
+        b = srt[comps[c, 1]]
+        for j in range(w):
+            p = a[j]
+            q = b[j]
+            a[j] = q if q < p else p
+            b[j] = p if q < p else q
 
 
 @_jit
@@ -1136,74 +961,8 @@ def _accumulate_strip(
 
 
 @_jit
-def _rank_ties(
-    vals: _F32, srt: _F32, keep: _Bool, j: int, nf: int, wa: int, wb: int
-) -> None:  # pragma: no cover - compiled
-    """Survivor flags of pixel j for the sorted window ``[wa, wb)`` where values equal to its lowest
-    or highest kept value also lie outside it: those values are ranked by ``(value, frame index)``
-    and kept only if their rank is inside the window."""
-    if wb - wa <= 0:
-        return
-    n = vals.shape[0]
-    lv = srt[wa, j]
-    hv = srt[wb - 1, j]
-    tie_lo = wa > 0 and srt[wa - 1, j] == lv
-    tie_hi = wb < nf and srt[wb, j] == hv
-    if not (tie_lo or tie_hi):
-        return
-    r_lo = wa
-    while r_lo > 0 and srt[r_lo - 1, j] == lv:
-        r_lo -= 1
-    r_hi = wb - 1
-    while r_hi > 0 and srt[r_hi - 1, j] == hv:
-        r_hi -= 1
-    seen_lo = 0
-    seen_hi = 0
-    for k in range(n):
-        v = vals[k, j]
-        if v == lv:
-            r = r_lo + seen_lo
-            seen_lo += 1
-            if v == hv:
-                seen_hi += 1
-            keep[k, j] = (r >= wa) & (r < wb)
-        elif v == hv:
-            r = r_hi + seen_hi
-            seen_hi += 1
-            keep[k, j] = (r >= wa) & (r < wb)
-
-
-@_jit
-def _pixel_survivors(
-    vals: _F32, srt: _F32, keep: _Bool, j: int, nf: int, lo: float, hi: float, window: bool, wa: int, wb: int, wk: _F64
-) -> tuple[int, float, float]:  # pragma: no cover - compiled
-    """Survivor flags ``keep[:, j]`` of one pixel (inside ``[lo, hi]``, ties ranked for a window
-    rejection) and their count, weighted sum and sum of weights in frame order (float64), the
-    same operations as :func:`_keep_strip` and :func:`_accumulate_strip` on that pixel."""
-    n = vals.shape[0]
-    for k in range(n):
-        v = np.float64(vals[k, j])
-        keep[k, j] = (v >= lo) & (v <= hi)
-    if window:
-        _rank_ties(vals, srt, keep, j, nf, wa, wb)
-    cnt = 0
-    acc = 0.0
-    sw = 0.0
-    for k in range(n):
-        if keep[k, j]:
-            cnt += 1
-            acc += wk[k] * np.float64(vals[k, j])
-            sw += wk[k]
-    return cnt, acc, sw
-
-
-@_jit
 def _kernel(
     block: _F32,
-    stored: NDArray[np.uint16],
-    dec_scale: _F64,
-    dec_zero: _F64,
-    dec_blank: _I64,
     var: _F32,
     scale: _F64,
     zero: _F64,
@@ -1232,10 +991,7 @@ def _kernel(
     out_var: _F32,
     out_mask: _Bool,
 ) -> None:  # pragma: no cover - compiled
-    if stored.shape[0] > 0:
-        n, ny, nx = stored.shape
-    else:
-        n, ny, nx = block.shape
+    n, ny, nx = block.shape
     S = STRIP
     has_scale = scale.shape[0] == n
     has_zero = zero.shape[0] == n
@@ -1245,39 +1001,30 @@ def _kernel(
     transform = has_scale or has_zero
     need_sort = method == _M_MEDIAN or clip in _WINDOW_CLIPS or (clip == _C_SIGMA and (use_median or use_mad))
     scatter = want_var and not has_var
-    f32 = np.empty(2 * n * S + 16, np.float32)
-    vals = f32[: n * S].reshape((n, S))
-    srt = f32[n * S + 16 :].reshape((n, S))
+    vals = np.empty((n, S), np.float32)
+    srt = np.empty((n, S), np.float32)
     keep = np.empty((n, S), np.bool_)
-    line = np.empty(nx if clip == _C_AVSIGCLIP else S, np.float32)
-    part = np.empty(S, np.bool_)
-    # per-pixel vectors of a strip, carved from two pools at strides that are not multiples of
-    # 4 KiB (separate small allocations can land 4 KiB apart, and their loads and stores then
-    # alias in the L1 cache: several times slower)
-    pad = S + 24
-    f64 = np.zeros(13 * pad, np.float64)
-    i64 = np.zeros(7 * pad, np.int64)
-    fsum = f64[0:S]
-    fsw = f64[pad : pad + S]
-    lo = f64[2 * pad : 2 * pad + S]
-    hi = f64[3 * pad : 3 * pad + S]
-    acc = f64[4 * pad : 4 * pad + S]
-    sw = f64[5 * pad : 5 * pad + S]
-    sw2 = f64[6 * pad : 6 * pad + S]
-    uacc = f64[7 * pad : 7 * pad + S]
-    vacc = f64[8 * pad : 8 * pad + S]
-    t_cur_lo = f64[9 * pad : 9 * pad + S]
-    t_cur_hi = f64[10 * pad : 10 * pad + S]
-    t_acc = f64[11 * pad : 11 * pad + S]
-    t_mean = f64[12 * pad : 12 * pad + S]
-    nfin = i64[0:S]
-    cnt = i64[pad : pad + S]
-    t_cnt = i64[2 * pad : 2 * pad + S]
-    t_newcnt = i64[3 * pad : 3 * pad + S]
-    t_fullcnt = i64[4 * pad : 4 * pad + S]
-    t_wa = i64[5 * pad : 5 * pad + S]
-    t_wb = i64[6 * pad : 6 * pad + S]
+    nfin = np.zeros(S, np.int64)
+    lo = np.empty(S, np.float64)
+    hi = np.empty(S, np.float64)
+    # accumulators
+    cnt = np.zeros(S, np.int64)
+    acc = np.zeros(S, np.float64)
+    sw = np.zeros(S, np.float64)
+    sw2 = np.zeros(S, np.float64)
+    uacc = np.zeros(S, np.float64)
+    vacc = np.zeros(S, np.float64)
+    # mean/std scratch
+    t_cur_lo = np.empty(S, np.float64)
+    t_cur_hi = np.empty(S, np.float64)
+    t_cnt = np.empty(S, np.int64)
     t_active = np.empty(S, np.bool_)
+    t_acc = np.empty(S, np.float64)
+    t_mean = np.empty(S, np.float64)
+    t_newcnt = np.empty(S, np.int64)
+    t_fullcnt = np.empty(S, np.int64)
+    t_wa = np.empty(S, np.int64)
+    t_wb = np.empty(S, np.int64)
     npow = 1
     while npow < n:
         npow *= 2
@@ -1296,78 +1043,50 @@ def _kernel(
             zk[k] = zero[k]
         vk[k] = (sk[k] * sk[k]) * (wk[k] * wk[k])
     half_pi = 0.5 * np.pi
+    nan32 = np.float32(np.nan)
 
-    # outputs that need every value's survivor flag; without them a pixel whose survivors are
-    # all its finite values takes the sums of the fill and only the others are flagged one by one
-    dense = want_mask or has_var or scatter or (has_w and want_var) or (clip == _C_SIGMA and not need_sort)
-    window = clip in _WINDOW_CLIPS
+    # avsigclip needs whole image rows (IRAF's lines) in the row buffer
+    seg = nx if clip == _C_AVSIGCLIP else min(nx, SEGMENT)
     row_factor = 0.0
-    # avsigclip's sigma factor is a statistic of a whole image row (IRAF's line): the row is
-    # filled once for it (into `row`), then again strip by strip as for the other kinds
-    avsig = clip == _C_AVSIGCLIP
-    rw = nx if avsig else 1
-    row = np.empty((n, rw), np.float32)
-    r_nfin = np.zeros(rw, np.int64)
-    r_sum = np.zeros(rw, np.float64)
-    r_sw = np.zeros(rw, np.float64)
-    for y in range(ny):
-        if avsig:
-            _fill_strip(
-                block,
-                stored,
-                dec_scale,
-                dec_zero,
-                dec_blank,
-                y,
-                0,
-                nx,
-                sk,
-                zk,
-                wk,
-                min_clip,
-                max_clip,
-                has_thr,
-                transform,
-                False,
-                row,
-                row,
-                line,
-                r_nfin,
-                r_sum,
-                r_sw,
-            )
+    row = np.empty((n, seg), np.float32)
+    rfin = np.zeros(seg, np.int64)
+    nseg = (nx + seg - 1) // seg
+    for yseg in range(ny * nseg):
+        y = yseg // nseg
+        xs = (yseg % nseg) * seg
+        sw_ = min(seg, nx - xs)
+        # ---- fill a row segment, frame by frame (sequential reads): thresholds, scale,
+        # zero; NaN marks a value that does not take part
+        for x in range(sw_):
+            rfin[x] = 0
+        for k in range(n):
+            src = block[k, y]
+            dst = row[k]
+            s_k = sk[k]
+            z_k = zk[k]
+            for x in range(sw_):
+                v = src[xs + x]
+                if has_thr:
+                    v = v if (v >= min_clip) & (v <= max_clip) else nan32
+                if transform:
+                    v = np.float32(np.float64(v) * s_k + z_k)
+                fin = np.isfinite(v)
+                dst[x] = v if fin else nan32
+                rfin[x] += 1 if fin else 0
+        if clip == _C_AVSIGCLIP:
             row_factor = _avsig_row_factor(row, nx, comps, use_median, vals, srt)
-        for x0 in range(0, nx, S):
-            w = min(S, nx - x0)
-            # ---- the strip's values (N, STRIP), frame by frame (sequential reads); NaN marks a
-            # value that does not take part; srt the same with +inf, to be sorted
-            _fill_strip(
-                block,
-                stored,
-                dec_scale,
-                dec_zero,
-                dec_blank,
-                y,
-                x0,
-                w,
-                sk,
-                zk,
-                wk,
-                min_clip,
-                max_clip,
-                has_thr,
-                transform,
-                need_sort,
-                vals,
-                srt,
-                line,
-                nfin,
-                fsum,
-                fsw,
-            )
+        for xo in range(0, sw_, S):
+            x0 = xs + xo
+            w = min(S, sw_ - xo)
+            # the strip's values into a compact (N, STRIP) buffer (L1) for the passes below
+            for j in range(w):
+                nfin[j] = rfin[xo + j]
+            for k in range(n):
+                for j in range(w):
+                    vals[k, j] = row[k, xo + j]
             # ---- sort (non-finite as +inf: they sort last)
             if need_sort:
-                _sort_network(srt, w, comps)
+                _sort_strip(vals, srt, w, comps)
             # ---- bounds per pixel
             if clip == _C_SIGMA:
                 if use_median and use_mad:
@@ -1458,73 +1177,78 @@ def _kernel(
                 for j in range(w):
                     lo[j] = -np.inf
                     hi[j] = np.inf
-            # ---- survivors (frame order): is the pixel's survivor set all its finite values?
-            npart = 0
+            # ---- survivors (frame order)
+            _keep_strip(vals, keep, w, lo, hi)
+            if clip in _WINDOW_CLIPS:
+                # ties at the lowest/highest kept value: rank by (value, frame index)
+                for j in range(w):
+                    nf = nfin[j]
+                    wa = t_wa[j]
+                    wb = t_wb[j]
+                    if wb - wa <= 0:
+                        continue
+                    lv = srt[wa, j]
+                    hv = srt[wb - 1, j]
+                    tie_lo = wa > 0 and srt[wa - 1, j] == lv
+                    tie_hi = wb < nf and srt[wb, j] == hv
+                    if not (tie_lo or tie_hi):
+                        continue
+                    r_lo = wa
+                    while r_lo > 0 and srt[r_lo - 1, j] == lv:
+                        r_lo -= 1
+                    r_hi = wb - 1
+                    while r_hi > 0 and srt[r_hi - 1, j] == hv:
+                        r_hi -= 1
+                    seen_lo = 0
+                    seen_hi = 0
+                    for k in range(n):
+                        v = vals[k, j]
+                        if v == lv:
+                            r = r_lo + seen_lo
+                            seen_lo += 1
+                            if v == hv:
+                                seen_hi += 1
+                            keep[k, j] = (r >= wa) & (r < wb)
+                        elif v == hv:
+                            r = r_hi + seen_hi
+                            seen_hi += 1
+                            keep[k, j] = (r >= wa) & (r < wb)
+            # ---- accumulate the survivors in frame order
             for j in range(w):
-                nf = nfin[j]
-                if window:
-                    part[j] = not (t_wa[j] == 0 and t_wb[j] == nf)
-                elif need_sort and nf > 0:  # sorted: are the lowest and the highest inside the bounds?
-                    part[j] = not ((np.float64(srt[0, j]) >= lo[j]) and (np.float64(srt[nf - 1, j]) <= hi[j]))
-                else:
-                    part[j] = clip != _C_NONE and nf > 0
-                npart += 1 if part[j] else 0
-            # many pixels with rejections (extrema, pclip, a noisy stack): flags for the whole strip
-            # at once (vectorised) cost less than pixel by pixel
-            if dense or 8 * npart > w:
-                _keep_strip(vals, keep, w, lo, hi)
-                if window:
+                cnt[j] = 0
+                acc[j] = 0.0
+                sw[j] = 0.0
+                sw2[j] = 0.0
+                uacc[j] = 0.0
+                vacc[j] = 0.0
+            _accumulate_strip(vals, keep, w, wk, cnt, acc, sw)
+            if has_w and want_var:
+                for k in range(n):
+                    wgt = wk[k]
                     for j in range(w):
-                        if part[j]:
-                            _rank_ties(vals, srt, keep, j, nfin[j], t_wa[j], t_wb[j])
-                for j in range(w):
-                    cnt[j] = 0
-                    acc[j] = 0.0
-                    sw[j] = 0.0
-                    sw2[j] = 0.0
-                    uacc[j] = 0.0
-                    vacc[j] = 0.0
-                _accumulate_strip(vals, keep, w, wk, cnt, acc, sw)
-                if has_w and want_var:
-                    for k in range(n):
-                        wgt = wk[k]
-                        for j in range(w):
-                            kp = keep[k, j]
-                            sw2[j] += wgt * wgt if kp else 0.0
-                            uacc[j] += np.float64(vals[k, j]) if kp else 0.0
-                if has_var:
-                    for k in range(n):
-                        c = vk[k]
-                        for j in range(w):
-                            vacc[j] += np.float64(var[k, y, x0 + j]) * c if keep[k, j] else 0.0
-                if want_mask:
-                    for k in range(n):
-                        for j in range(w):
-                            out_mask[k, y, x0 + j] = not keep[k, j]
-                if scatter:
-                    # scatter of the survivors about their unweighted mean (vacc: sum of squares)
+                        kp = keep[k, j]
+                        sw2[j] += wgt * wgt if kp else 0.0
+                        uacc[j] += np.float64(vals[k, j]) if kp else 0.0
+            if has_var:
+                for k in range(n):
+                    c = vk[k]
                     for j in range(w):
-                        if not has_w:
-                            uacc[j] = acc[j]
-                            sw2[j] = sw[j]
-                        uacc[j] = uacc[j] / cnt[j]
-                    for k in range(n):
-                        for j in range(w):
-                            d = np.float64(vals[k, j]) - uacc[j]
-                            vacc[j] += d * d if keep[k, j] else 0.0
-            else:
+                        vacc[j] += np.float64(var[k, y, x0 + j]) * c if keep[k, j] else 0.0
+            if want_mask:
+                for k in range(n):
+                    for j in range(w):
+                        out_mask[k, y, x0 + j] = not keep[k, j]
+            if scatter:
+                # scatter of the survivors about their unweighted mean (vacc: sum of squares)
                 for j in range(w):
-                    if part[j]:
-                        c, sj, wj = _pixel_survivors(
-                            vals, srt, keep, j, nfin[j], lo[j], hi[j], window, t_wa[j], t_wb[j], wk
-                        )
-                        cnt[j] = c
-                        acc[j] = sj
-                        sw[j] = wj
-                    else:
-                        cnt[j] = nfin[j]
-                        acc[j] = fsum[j]
-                        sw[j] = fsw[j]
+                    if not has_w:
+                        uacc[j] = acc[j]
+                        sw2[j] = sw[j]
+                    uacc[j] = uacc[j] / cnt[j]
+                for k in range(n):
+                    for j in range(w):
+                        d = np.float64(vals[k, j]) - uacc[j]
+                        vacc[j] += d * d if keep[k, j] else 0.0
             # ---- finish
             for j in range(w):
                 x = x0 + j
@@ -1569,8 +1293,6 @@ _EMPTY1 = np.empty(0, np.float64)
 _EMPTY3 = np.empty((0, 0, 0), np.float32)
 _EMPTY2 = np.empty((0, 0), np.float32)
 _EMPTYM = np.empty((0, 0, 0), np.bool_)
-_EMPTY16 = np.empty((0, 0, 0), np.uint16)
-_EMPTYI = np.empty(0, np.int64)
 
 
 def _per_frame(name: str, value: ArrayLike | None, n: int) -> _F64:
@@ -1697,7 +1419,7 @@ def _combine_grown(
 
 
 def combine_block(
-    block: ArrayLike | StoredInts,
+    block: ArrayLike,
     config: CombineConfig | None = None,
     *,
     scale: ArrayLike | None = None,
@@ -1712,9 +1434,8 @@ def combine_block(
 
     Parameters
     ----------
-    block : array_like, shape (N, ty, tx), or StoredInts
-        The values (converted to float32; NaN and ±inf are ignored), or the stored 16-bit
-        integers of plain files, decoded inside the kernel. With ``clip="avsigclip"``
+    block : array_like, shape (N, ty, tx)
+        The values (converted to float32; NaN and ±inf are ignored). With ``clip="avsigclip"``
         each row of the block is one of IRAF's lines (its sigma factor is estimated per row):
         pass whole image rows.
     config : CombineConfig, optional
@@ -1746,8 +1467,6 @@ def combine_block(
     (1.0, 4, 5)
     """
     cfg = CombineConfig() if config is None else config
-    if isinstance(block, StoredInts) and (cfg.grow > 0 or cfg.clip in SIRIL_CLIPS or cfg.clip == "varclip"):
-        block = block.decode()  # these run on float32 blocks (kernels of their own, or a halo)
     if cfg.grow > 0:
         return _combine_grown(
             block,
@@ -1760,27 +1479,10 @@ def combine_block(
             return_mask=return_mask,
             noise=noise,
         )
-    stored = block if isinstance(block, StoredInts) else None
-    if stored is None:
-        data = np.ascontiguousarray(block, dtype=np.float32)
-        raw = _EMPTY16
-        dsc, dzr, dbl = _EMPTY1, _EMPTY1, _EMPTYI
-    else:
-        raw = stored.values
-        if raw.dtype != np.uint16 or not raw.flags.c_contiguous or raw.ndim != 3:
-            raise ShapeMismatchError(
-                f"stored values must be a C-contiguous (N, ty, tx) uint16 array, got {raw.dtype} {raw.shape}"
-            )
-        dsc = np.ascontiguousarray(stored.bscale, dtype=np.float64)
-        dzr = np.ascontiguousarray(stored.bzero, dtype=np.float64)
-        dbl = np.ascontiguousarray(stored.blank, dtype=np.int64)
-        if not dsc.shape == dzr.shape == dbl.shape == (raw.shape[0],):
-            raise ShapeMismatchError(f"stored values of {raw.shape[0]} frames need as many BSCALE, BZERO and BLANK")
-        data = _EMPTY3
-    shape = data.shape if stored is None else raw.shape
-    if len(shape) != 3:
-        raise ShapeMismatchError(f"a block must be (N, ty, tx), got shape {shape}")
-    n, ty, tx = shape
+    data = np.ascontiguousarray(block, dtype=np.float32)
+    if data.ndim != 3:
+        raise ShapeMismatchError(f"a block must be (N, ty, tx), got shape {data.shape}")
+    n, ty, tx = data.shape
     if n > MAX_FRAMES:
         raise ConfigError(f"combine takes at most {MAX_FRAMES} frames, got {n}")
     if scale is None and isinstance(cfg.scale, tuple):
@@ -1798,8 +1500,8 @@ def combine_block(
         raise ConfigError("weights apply to method 'mean' or 'sum', not 'median'")
     if variance is not None:
         var = np.ascontiguousarray(variance, dtype=np.float32)
-        if var.shape != shape:
-            raise ShapeMismatchError(f"variance planes {var.shape} do not match the block {shape}")
+        if var.shape != data.shape:
+            raise ShapeMismatchError(f"variance planes {var.shape} do not match the block {data.shape}")
         return_variance = True
     else:
         var = _EMPTY3
@@ -1848,13 +1550,9 @@ def combine_block(
                 out_var,
                 out_mask,
             )
-    elif n * ty * tx:
+    elif data.size:
         _kernel(
             data,
-            raw,
-            dsc,
-            dzr,
-            dbl,
             var,
             sc,
             zr,

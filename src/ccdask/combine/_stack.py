@@ -6,10 +6,9 @@ Two graph shapes, both with one kernel task per tile:
   region from every frame (:meth:`ccdask.io.ImageSource.read`) into one ``(N, ty, tx)`` block and
   clips it. No stacking or rechunking tasks, nothing held between tasks but the outputs. Plain
   files (without ``grow``) go band by band instead (:func:`_tile_in_bands`): each band of
-  :func:`band_rows` rows (about :data:`BAND_BYTES`) of stored values is read with ``pread`` into
-  one reused buffer (no memory map: the task holds that buffer and its outputs, whatever the
-  number of frames), decoded inside the kernel (16-bit frames) or into a float32 band, and
-  clipped while it is in cache; the kernel's results do not depend on the block shape, so the
+  :func:`band_rows` rows (about :data:`BAND_BYTES`) is decoded from the tile's stored values
+  (read with ``pread``, no memory map: the task holds its buffers and outputs, whatever the
+  number of frames) into one reused float32 buffer and clipped while it is in cache; the kernel's results do not depend on the block shape, so the
   numbers are the same.
 * **arrays** (numpy, dask, sequences of 2-D arrays) and gzip-wrapped files (which must be
   decompressed whole): the frames are stacked, rechunked to ``(N, ty, tx)`` and the kernel is
@@ -58,7 +57,7 @@ from ._config import (
     parse_memory,
     parse_statsec,
 )
-from ._kernels import StoredInts, combine_block
+from ._kernels import combine_block
 from ._planes import plane_sources
 from ._result import CombineResult
 
@@ -167,22 +166,18 @@ def _tile_from_sources(
     return out
 
 
-#: Bytes of the ``(N, rows, tx)`` band of stored values a tile task reads and combines at a time
-#: (it stays in the L2 cache between the read and the kernel; see :func:`_tile_in_bands`).
+#: Bytes of the ``(N, rows, tx)`` float32 band a tile task decodes and combines at a time (it
+#: stays in the L2 cache between the decode and the kernel; see :func:`_tile_in_bands`).
 BAND_BYTES = 1 << 20
 
-#: BLANK of a frame without one, for :class:`StoredInts` (outside the int16 range).
-_NO_BLANK = 1 << 20
 
+def band_rows(nframes: int, width: int) -> int:
+    """Rows of a band of ``nframes`` float32 frames ``width`` pixels wide within :data:`BAND_BYTES`.
 
-def band_rows(nframes: int, width: int, itemsize: int = 4) -> int:
-    """Rows of a band of ``nframes`` frames ``width`` values of ``itemsize`` bytes wide within
-    :data:`BAND_BYTES`.
-
-    >>> band_rows(24, 2048), band_rows(48, 2048), band_rows(200, 4096), band_rows(24, 2048, 2)
-    (5, 2, 1, 10)
+    >>> band_rows(24, 2048), band_rows(48, 2048), band_rows(200, 4096)
+    (5, 2, 1)
     """
-    return max(1, BAND_BYTES // (itemsize * nframes * max(width, 1)))
+    return max(1, BAND_BYTES // (4 * nframes * max(width, 1)))
 
 
 def _tile_in_bands(
@@ -194,46 +189,37 @@ def _tile_in_bands(
     want_var: bool,
     zero: np.ndarray | None,
 ) -> _TileOut:
-    """One tile of plain files, read and combined band by band of :func:`band_rows` rows.
+    """One tile of plain files: its stored values read, then decoded and combined band by band
+    of :func:`band_rows` rows.
 
-    Each band's stored values are read with ``pread`` into one reused buffer (nothing of the
-    files is memory-mapped, so the task's memory is that buffer and its outputs whatever the
-    number of frames) and combined while they are in cache. ``BITPIX = 16`` frames, the usual
-    raw CCD frame, are decoded inside the kernel's fill (:class:`StoredInts`); others are
-    decoded into a float32 band first. The kernel's results do not depend on the block shape,
+    Each frame's region of stored values is read with one ``pread`` into one buffer (2 bytes a
+    value for 16-bit frames, half the float32 block the tile is sized for); each band is decoded
+    from it into one reused ``(N, rows, tx)`` float32 buffer and combined while it is in cache.
+    Nothing of the files is memory-mapped, so the task's memory is those buffers and its outputs
+    (a map's pages, once touched, count in the process's resident memory until it is unmapped,
+    and a tile task touches every frame). The kernel's results do not depend on the block shape,
     so this is the tile computed at once.
     """
     n = len(sources)
     ty, tx = rows.stop - rows.start, cols.stop - cols.start
-    fused = all(src.bitpix == 16 for src in sources)
-    band = band_rows(n, tx, 2 if fused else 4)
+    dtypes = [RAW_DTYPES[src.bitpix] for src in sources]
+    per_frame = ty * tx * max(dt.itemsize for dt in dtypes)
+    stored = np.empty(n * per_frame, np.uint8)
+    frames = []
+    for i, (src, dtype) in enumerate(zip(sources, dtypes, strict=True)):
+        raw = stored[i * per_frame : i * per_frame + ty * tx * dtype.itemsize].view(dtype).reshape(ty, tx)
+        src.read_stored_into(rows, cols, raw)
+        frames.append(raw)
+    band = band_rows(n, tx)
+    buf = np.empty((n, min(band, ty), tx), np.float32)
     data = np.empty((ty, tx), np.float32)
     count = np.empty((ty, tx), np.int16)
     var = np.empty((ty, tx), np.float32) if want_var else None
-    if fused:
-        stored = np.empty((n, min(band, ty), tx), np.uint16)
-        bscale = np.array([src.bscale for src in sources], np.float64)
-        bzero = np.array([src.bzero for src in sources], np.float64)
-        blank = np.array([_NO_BLANK if src.blank is None else src.blank for src in sources], np.int64)
-    else:
-        floats = np.empty((n, min(band, ty), tx), np.float32)
-        scratch = np.empty(min(band, ty) * tx * 8, np.uint8)
     for b0 in range(0, ty, band):
         b1 = min(b0 + band, ty)
-        y = slice(rows.start + b0, rows.start + b1)
-        block: np.ndarray | StoredInts
-        if fused:
-            values = stored if b1 - b0 == stored.shape[1] else np.empty((n, b1 - b0, tx), np.uint16)
-            for i, src in enumerate(sources):
-                src.read_stored_into(y, cols, values[i])
-            block = StoredInts(values, bscale, bzero, blank)
-        else:
-            block = floats if b1 - b0 == floats.shape[1] else np.empty((n, b1 - b0, tx), np.float32)
-            for i, src in enumerate(sources):
-                dtype = RAW_DTYPES[src.bitpix]
-                raw = scratch[: (b1 - b0) * tx * dtype.itemsize].view(dtype).reshape(b1 - b0, tx)
-                src.read_stored_into(y, cols, raw)
-                src.decode_into(raw, block[i])
+        block = buf if b1 - b0 == buf.shape[1] else np.empty((n, b1 - b0, tx), np.float32)
+        for i, (src, raw) in enumerate(zip(sources, frames, strict=True)):
+            src.decode_into(raw[b0:b1], block[i])
         res = combine_block(block, config, scale=scale, zero=zero, return_variance=want_var)
         data[b0:b1] = res.data
         count[b0:b1] = res.count

@@ -146,8 +146,8 @@ def memory_rows(paths: list[Path], work: Path) -> list[tuple[int, float, float]]
 
 def profile_rows(paths: list[Path]) -> list[tuple[str, float]]:
     """CPU seconds of one thread for the stages of the in-process sigclip over the whole stack:
-    the read floor, the ``pread`` of every band's stored values and their decode into the band
-    buffer, the kernel on those bands (no rejection, then sigclip), and the tile tasks themselves
+    the read floor, the ``pread`` of every tile's stored values and their decode, band by band,
+    into the band buffer, the kernel on those bands (no rejection, then sigclip), and the tile tasks themselves
     (read + decode + sigclip)."""
     import importlib
 
@@ -158,7 +158,9 @@ def profile_rows(paths: list[Path]) -> list[tuple[str, float]]:
     sources = [image_source(p) for p in paths]
     ny, nx = sources[0].shape
     band = stack_mod.band_rows(len(sources), nx)
-    stored = np.empty((band, nx), np.uint16)
+    ty, _ = stack_mod.tile_shape(len(sources), (ny, nx))
+    tile = np.empty((ty, nx), np.uint16)
+    stored = tile[:band]
     buf = np.empty((len(sources), band, nx), np.float32)
     whole = slice(0, nx)
     clock = time.thread_time
@@ -171,10 +173,10 @@ def profile_rows(paths: list[Path]) -> list[tuple[str, float]]:
         total += int(raw.sum(dtype=np.int64) & 1)
     rows.append(("read floor (one thread)", clock() - t0 + 0 * total))
     t0 = clock()
-    for y in range(0, ny - band + 1, band):
+    for y in range(0, ny, ty):
         for src in sources:
-            src.read_stored_into(slice(y, y + band), whole, stored)
-    rows.append((f"pread of every band's stored values ({band} rows)", clock() - t0))
+            src.read_stored_into(slice(y, min(y + ty, ny)), whole, tile[: min(ty, ny - y)])
+    rows.append((f"pread of every tile's stored values ({ty} rows, one call per frame)", clock() - t0))
     view = stored.view(">i2")
     t0 = clock()
     for _ in range(0, ny - band + 1, band):  # the last band's values, decoded as often as there are bands
@@ -189,7 +191,6 @@ def profile_rows(paths: list[Path]) -> list[tuple[str, float]]:
             combine_block(buf, cfg)
         rows.append((f"kernel, clip={clip}, on the bands", clock() - t0))
     cfg = CombineConfig(clip="sigclip")
-    ty, _ = stack_mod.tile_shape(len(sources), (ny, nx))
     t0 = clock()
     for y in range(0, ny, ty):
         stack_mod._tile_from_sources(sources, slice(y, min(y + ty, ny)), whole, None, cfg, False)

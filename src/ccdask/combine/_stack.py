@@ -8,8 +8,8 @@ Two graph shapes, both with one kernel task per tile:
   files (without ``grow``) go band by band instead (:func:`_tile_in_bands`): each band of
   :func:`band_rows` rows (about :data:`BAND_BYTES`) is decoded from the tile's stored values
   (read with ``pread``, no memory map: the task holds its buffers and outputs, whatever the
-  number of frames) into one reused float32 buffer and clipped while it is in cache; the kernel's results do not depend on the block shape, so the
-  numbers are the same.
+  number of frames) into one reused float32 buffer and clipped while it is in cache; the
+  kernel's results do not depend on the block shape, so the numbers are the same.
 * **arrays** (numpy, dask, sequences of 2-D arrays) and gzip-wrapped files (which must be
   decompressed whole): the frames are stacked, rechunked to ``(N, ty, tx)`` and the kernel is
   mapped over the blocks. A gzip file is decompressed once per graph and its bytes are held

@@ -292,6 +292,17 @@ STRIP = 128
 #: The strip-wise loops go on while at least one pixel in this many still iterates; the rest
 #: finish pixel by pixel (from where they are: the same numbers).
 PIXEL_SHARE = 8
+#: Pixels still winsorizing at or below which the winsorization finishes them one by one.
+FEW_PIXELS = 8
+
+
+@_jit
+def _full(w: int, n: int, a: _I64, b: _I64) -> bool:  # pragma: no cover - compiled
+    """Every window ``[a[j], b[j])`` is all ``n`` positions (the sweeps need no mask then)."""
+    full = True
+    for j in range(w):
+        full = full and a[j] == 0 and b[j] == n
+    return full
 
 
 @_jit
@@ -303,22 +314,46 @@ def _window_mean_std(
     The sums run over the positions in order (outside the window a term is ``+0.0``, which
     leaves a sum unchanged), so each pixel's numbers are those of :func:`_sample_std`.
     """
+    n = sv.shape[0]
+    full = _full(w, n, a, b)
     for j in range(w):
         acc[j] = 0.0
-    for p in range(sv.shape[0]):
-        row = sv[p]
-        for j in range(w):
-            acc[j] += row[j] if (p >= a[j]) & (p < b[j]) else 0.0
+    if full:
+        for p in range(n):
+            row = sv[p]
+            for j in range(w):
+                acc[j] += row[j]
+    else:
+        for p in range(n):
+            row = sv[p]
+            for j in range(w):
+                acc[j] += row[j] if (p >= a[j]) & (p < b[j]) else 0.0
     for j in range(w):
         mean[j] = acc[j] / (b[j] - a[j])
         acc[j] = 0.0
-    for p in range(sv.shape[0]):
-        row = sv[p]
-        for j in range(w):
-            d = row[j] - mean[j]
-            acc[j] += d * d if (p >= a[j]) & (p < b[j]) else 0.0
+    _sum_squares(sv, w, a, b, full, mean, acc)
     for j in range(w):
         sd[j] = math.sqrt(acc[j] / (b[j] - a[j] - 1))
+
+
+@_jit
+def _sum_squares(
+    sv: _F64, w: int, a: _I64, b: _I64, full: bool, mean: _F64, acc: _F64
+) -> None:  # pragma: no cover - compiled
+    """``acc[j] +=`` the squared deviations from ``mean[j]`` of the window's values, in order."""
+    n = sv.shape[0]
+    if full:
+        for p in range(n):
+            row = sv[p]
+            for j in range(w):
+                d = row[j] - mean[j]
+                acc[j] += d * d
+    else:
+        for p in range(n):
+            row = sv[p]
+            for j in range(w):
+                d = row[j] - mean[j]
+                acc[j] += d * d if (p >= a[j]) & (p < b[j]) else 0.0
 
 
 @_jit
@@ -326,43 +361,49 @@ def _winsor_step(
     wins: _F64, w: int, a: _I64, b: _I64, lo: _F64, hi: _F64, mean: _F64, sd: _F64, acc: _F64
 ) -> None:  # pragma: no cover - compiled
     """Clip ``wins`` to ``[lo, hi]`` and take mean and sample std of the windows (:func:`_window_mean_std`)."""
+    n = wins.shape[0]
+    full = _full(w, n, a, b)
     for j in range(w):
         acc[j] = 0.0
-    for p in range(wins.shape[0]):
-        row = wins[p]
-        for j in range(w):
-            v = min(hi[j], max(lo[j], row[j]))
-            row[j] = v
-            acc[j] += v if (p >= a[j]) & (p < b[j]) else 0.0
+    if full:
+        for p in range(n):
+            row = wins[p]
+            for j in range(w):
+                v = min(hi[j], max(lo[j], row[j]))
+                row[j] = v
+                acc[j] += v
+    else:
+        for p in range(n):
+            row = wins[p]
+            for j in range(w):
+                v = min(hi[j], max(lo[j], row[j]))
+                row[j] = v
+                acc[j] += v if (p >= a[j]) & (p < b[j]) else 0.0
     for j in range(w):
         mean[j] = acc[j] / (b[j] - a[j])
         acc[j] = 0.0
-    for p in range(wins.shape[0]):
-        row = wins[p]
-        for j in range(w):
-            d = row[j] - mean[j]
-            acc[j] += d * d if (p >= a[j]) & (p < b[j]) else 0.0
+    _sum_squares(wins, w, a, b, full, mean, acc)
     for j in range(w):
         sd[j] = math.sqrt(acc[j] / (b[j] - a[j] - 1))
 
 
 @_jit
-def _winsor_rest(wins: _F64, j: int, a: int, b: int, med: float, s: float) -> float:  # pragma: no cover - compiled
-    """The rest of one pixel's winsorization loop (:func:`_passes`) on ``wins[a:b, j]``: its final sigma."""
+def _winsor_rest(wins: _F64, q: int, a: int, b: int, med: float, s: float) -> float:  # pragma: no cover - compiled
+    """The rest of one pixel's winsorization loop (:func:`_passes`) on ``wins[a:b, q]``: its final sigma."""
     n = b - a
     while True:
         lo = med - WINSOR_CLIP * s
         hi = med + WINSOR_CLIP * s
         for p in range(a, b):
-            wins[p, j] = min(hi, max(lo, wins[p, j]))
+            wins[p, q] = min(hi, max(lo, wins[p, q]))
         s0 = s
         acc = 0.0
         for p in range(a, b):
-            acc += wins[p, j]
+            acc += wins[p, q]
         mean = acc / n
         ss = 0.0
         for p in range(a, b):
-            d = wins[p, j] - mean
+            d = wins[p, q] - mean
             ss += d * d
         s = WINSOR_FACTOR * math.sqrt(ss / (n - 1))
         if not (abs(s - s0) > s0 * WINSOR_TOLERANCE):
@@ -370,8 +411,101 @@ def _winsor_rest(wins: _F64, j: int, a: int, b: int, med: float, s: float) -> fl
 
 
 @_jit
+def _winsorize(
+    sv: _F64,
+    w: int,
+    ca: _I64,
+    cb: _I64,
+    med: _F64,
+    s: _F64,
+    act: _Bool,
+    wins: _F64,
+    ci: _I64,
+    cf: _F64,
+    cact: _Bool,
+    acc: _F64,
+) -> None:  # pragma: no cover - compiled
+    """``s[j]``, for the pixels ``act[j]``: the winsorization loop of :func:`_passes` on ``sv[ca[j]:cb[j], j]``.
+
+    The pixels still iterating are packed into the first columns of ``wins`` (again whenever
+    half of them have converged), so each sweep runs over those pixels only. ``ci`` (3, S) and
+    ``cf`` (6, S): scratch for the packed pixels' index, window, center and sigmas.
+    """
+    cid = ci[0]
+    cla = ci[1]
+    clb = ci[2]
+    cmed = cf[0]
+    cs = cf[1]
+    clo = cf[2]
+    chi = cf[3]
+    cmean = cf[4]
+    csw = cf[5]
+    width = 0
+    for j in range(w):
+        if act[j]:
+            cid[width] = j
+            width += 1
+    for q in range(width):
+        j = cid[q]
+        cla[q] = ca[j]
+        clb[q] = cb[j]
+        cmed[q] = med[j]
+        cs[q] = s[j]
+        cact[q] = True
+    for p in range(sv.shape[0]):
+        src = sv[p]
+        dst = wins[p]
+        for q in range(width):
+            dst[q] = src[cid[q]]
+    while width > 0:
+        for q in range(width):
+            clo[q] = cmed[q] - WINSOR_CLIP * cs[q]
+            chi[q] = cmed[q] + WINSOR_CLIP * cs[q]
+        _winsor_step(wins, width, cla, clb, clo, chi, cmean, csw, acc)
+        nw = 0
+        for q in range(width):
+            if cact[q]:
+                sj = WINSOR_FACTOR * csw[q]
+                if not (abs(sj - cs[q]) > cs[q] * WINSOR_TOLERANCE):
+                    cact[q] = False
+                cs[q] = sj
+                s[cid[q]] = sj
+                nw += 1 if cact[q] else 0
+        if 0 < nw <= FEW_PIXELS:  # pixel by pixel: a sweep over a few lanes costs as much as over many
+            for q in range(width):
+                if cact[q]:
+                    s[cid[q]] = _winsor_rest(wins, q, cla[q], clb[q], cmed[q], cs[q])
+            return
+        if nw * 2 <= width:
+            k = 0
+            for q in range(width):
+                if cact[q]:
+                    if k != q:
+                        for p in range(wins.shape[0]):
+                            wins[p, k] = wins[p, q]
+                        cid[k] = cid[q]
+                        cla[k] = cla[q]
+                        clb[k] = clb[q]
+                        cmed[k] = cmed[q]
+                        cs[k] = cs[q]
+                        cact[k] = True
+                    k += 1
+            width = k
+
+
+@_jit
 def _window_tails(
-    sv: _F64, w: int, a: _I64, b: _I64, center: _F64, s: _F64, sig_lo: float, sig_hi: float, nlo: _I64, nhi: _I64, nc: _I64
+    sv: _F64,
+    w: int,
+    a: _I64,
+    b: _I64,
+    center: _F64,
+    s: _F64,
+    sig_lo: float,
+    sig_hi: float,
+    nlo: _I64,
+    nhi: _I64,
+    nc: _I64,
 ) -> None:  # pragma: no cover - compiled
     """Count the window's values below/above the bounds (``nlo``/``nhi``) and either (``nc``)."""
     for j in range(w):
@@ -408,9 +542,6 @@ def _winsorized_strip(
     med: _F64,
     mean: _F64,
     s: _F64,
-    sw: _F64,
-    lo: _F64,
-    hi: _F64,
     acc: _F64,
     wact: _Bool,
     nlo: _I64,
@@ -425,6 +556,8 @@ def _winsorized_strip(
     floor (fewer rejections allowed than candidates) or whose candidates are not two tails, and
     the pixels still iterating once fewer than one in :data:`PIXEL_SHARE` are.
     """
+    ci = np.empty((3, sv.shape[1]), np.int64)
+    cf = np.empty((6, sv.shape[1]), np.float64)
     nact = 0
     for j in range(w):
         a[j] = 0
@@ -445,31 +578,7 @@ def _winsorized_strip(
             h = ca[j] + n // 2
             med[j] = sv[h, j] if n % 2 == 1 else 0.5 * (sv[h - 1, j] + sv[h, j])
         _window_mean_std(sv, w, ca, cb, mean, s, acc)
-        for p in range(sv.shape[0]):
-            src = sv[p]
-            dst = wins[p]
-            for j in range(w):
-                dst[j] = src[j]
-        nw = nact
-        for j in range(w):
-            wact[j] = act[j]
-        while nw * PIXEL_SHARE >= w:
-            for j in range(w):
-                lo[j] = med[j] - WINSOR_CLIP * s[j]
-                hi[j] = med[j] + WINSOR_CLIP * s[j]
-            _winsor_step(wins, w, ca, cb, lo, hi, mean, sw, acc)
-            nw = 0
-            for j in range(w):
-                if wact[j]:
-                    sj = WINSOR_FACTOR * sw[j]
-                    if not (abs(sj - s[j]) > s[j] * WINSOR_TOLERANCE):
-                        wact[j] = False
-                    s[j] = sj
-                    nw += 1 if wact[j] else 0
-        if nw:
-            for j in range(w):
-                if wact[j]:
-                    s[j] = _winsor_rest(wins, j, ca[j], cb[j], med[j], s[j])
+        _winsorize(sv, w, ca, cb, med, s, act, wins, ci, cf, wact, acc)
         _window_tails(sv, w, ca, cb, med, s, sig_lo, sig_hi, nlo, nhi, nc)
         nact = 0
         for j in range(w):
@@ -727,8 +836,6 @@ def _siril_kernel(
     f4 = np.zeros(S, np.float64)
     f5 = np.zeros(S, np.float64)
     f6 = np.zeros(S, np.float64)
-    f7 = np.zeros(S, np.float64)
-    f8 = np.zeros(S, np.float64)
     # per-pixel scratch (the reference code, and the pixels the strip code leaves)
     vals = np.empty(n, np.float64)
     rej = np.zeros(n, np.bool_)
@@ -798,13 +905,15 @@ def _siril_kernel(
                         alive[p, j] = (p >= ic[j]) & (p < id_[j])
             elif kind == _K_WINSORIZED:
                 _winsorized_strip(
-                    sv, w, nfin, sig_lo, sig_hi, act, ia, ib, id_, ie, ic, cont, wins, f1, f2, f3, f4, f5, f6, f7, wact, ig, ih, ii
+                    sv, w, nfin, sig_lo, sig_hi, act, ia, ib, id_, ie, ic, cont, wins, f1, f2, f3, f4, wact, ig, ih, ii
                 )
                 for p in range(n):
                     for j in range(w):
                         alive[p, j] = (p >= ia[j]) & (p < ib[j])
             else:
-                _linearfit_strip(sv, w, nfin, sig_lo, sig_hi, act, alive, cand2, ia, ic, cont, f1, f2, f3, f4, f5, f6, ig)
+                _linearfit_strip(
+                    sv, w, nfin, sig_lo, sig_hi, act, alive, cand2, ia, ic, cont, f1, f2, f3, f4, f5, f6, ig
+                )
             for j in range(w):
                 if not cont[j]:
                     continue

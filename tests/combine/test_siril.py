@@ -484,3 +484,103 @@ def test_docstring_examples_run():
 
     failed, attempted = doctest.testmod(_siril, optionflags=doctest.ELLIPSIS)
     assert failed == 0 and attempted >= 4
+
+
+# ---------------------------------------------------------------------------------------------
+# the strip-wise rejection and the one-pass combine against the per-pixel code
+# ---------------------------------------------------------------------------------------------
+
+
+def awkward_stacks() -> list[tuple[str, np.ndarray]]:
+    """Stacks for the strip-wise code's edges: few frames, NaN/inf, ties, constant pixels, widths
+    across several strips (STRIP = 128) with a partial last one, a few pixels that iterate long."""
+    rng = np.random.default_rng(77)
+    out = []
+    for n in (1, 2, 3, 4, 5, 6, 9, 24):
+        out.append((f"holes{n}", make_stack(n, (3, 300), 100 + n, nan=0.1)))
+        out.append((f"ties{n}", make_stack(n, (2, 260), 200 + n, ties=True)))
+        ints = np.rint(rng.normal(100.0, 1.5, (n, 2, 140))).astype(np.float32)  # integers: many ties
+        ints[rng.random(ints.shape) < 0.05] = np.inf
+        ints[rng.random(ints.shape) < 0.02] += 500.0
+        out.append((f"ints{n}", ints))
+        flat = np.full((n, 1, 131), 7.0, np.float32)  # constant pixels (zero spread), one value off
+        flat[0, 0, ::3] = 8.0
+        out.append((f"flat{n}", flat))
+    # one strip where only a few pixels carry outliers: they iterate on after the others stop
+    few = make_stack(24, (1, 128), 300) * 0 + np.float32(0.5)
+    few += np.random.default_rng(301).normal(0, 0.01, few.shape).astype(np.float32)
+    few[:6, 0, :3] += np.float32([[0.1], [0.2], [0.3], [0.4], [0.5], [0.6]])
+    out.append(("few24", few))
+    return out
+
+
+AWKWARD_CONFIGS = [
+    dict(clip=clip, sigma_lower=lo, sigma_upper=hi, gesd_fraction=0.45, gesd_alpha=0.2)
+    for clip in ("winsorized", "linearfit", "gesd")
+    for lo, hi in ((3.0, 3.0), (1.0, 1.5), (0.3, 0.3))  # small sigmas: many passes, Siril's floor binding
+]
+
+
+@pytest.mark.parametrize("kw", AWKWARD_CONFIGS, ids=lambda kw: f"{kw['clip']}-{kw['sigma_lower']}")
+def test_strip_rejection_equals_the_per_pixel_code(kw):
+    from ccdask.combine._kernels import sorting_network
+    from ccdask.combine._siril import reject_block
+
+    cfg = CombineConfig(**kw)
+    empty = np.empty(0)
+    rejected = 0
+    for name, stack in awkward_stacks():
+        comps = sorting_network(stack.shape[0])
+        strip = reject_block(stack, cfg, empty, empty, comps)
+        pixel = reject_block(stack, cfg, empty, empty, comps, per_pixel=True)
+        assert np.array_equal(np.isnan(strip), np.isnan(pixel)), name
+        rejected += int(np.isnan(pixel).sum() - np.isnan(stack).sum())
+    assert rejected > 100  # the stacks do make the rules reject
+
+
+@pytest.mark.parametrize(
+    "kw", AWKWARD_CONFIGS[::3] + AWKWARD_CONFIGS[2::3], ids=lambda kw: f"{kw['clip']}-{kw['sigma_lower']}"
+)
+def test_one_pass_combine_equals_reject_then_combine(kw):
+    from ccdask.combine._kernels import sorting_network
+    from ccdask.combine._siril import reject_block
+
+    rng = np.random.default_rng(5)
+    for name, stack in awkward_stacks():
+        n = stack.shape[0]
+        scale, zero, weights = rng.uniform(0.9, 1.1, n), rng.normal(0.0, 0.01, n), rng.uniform(0.5, 2.0, n)
+        for method in ("mean", "sum"):
+            for extra in ({}, dict(scale=scale, zero=zero, weights=weights)):
+                for thresholds in ({}, dict(min_clip=0.2, max_clip=0.9)):
+                    cfg = CombineConfig(method=method, **kw, **thresholds)
+                    marked = reject_block(
+                        stack,
+                        cfg,
+                        extra.get("scale", np.empty(0)),
+                        extra.get("zero", np.empty(0)),
+                        sorting_network(n),
+                        per_pixel=True,
+                    )
+                    two = combine_block(marked, cfg.replace(clip="none"), **extra)
+                    one = combine_block(stack, cfg, **extra)
+                    assert np.array_equal(one.data.view(np.uint32), two.data.view(np.uint32)), (name, method)
+                    assert np.array_equal(one.count, two.count), (name, method)
+
+
+def test_combine_siril_arguments():
+    from ccdask.combine._kernels import sorting_network
+    from ccdask.combine._siril import combine_siril
+
+    stack, empty = make_stack(5, (2, 3), 9), np.empty(0)
+    with pytest.raises(ValueError, match="method"):
+        combine_siril(stack, CombineConfig(clip="gesd", method="median"), empty, empty, empty, sorting_network(5))
+    with pytest.raises(ValueError, match="no frames"):
+        combine_siril(stack[:0], CombineConfig(clip="gesd"), empty, empty, empty, sorting_network(0))
+    with pytest.raises(ValueError, match="not one of Siril"):
+        combine_siril(stack, CombineConfig(clip="sigma"), empty, empty, empty, sorting_network(5))
+    # median, variance and masks go the two-pass way: the same survivors
+    cfg = CombineConfig(clip="winsorized", sigma_lower=1.0, sigma_upper=1.0)
+    res = combine_block(stack, cfg, return_mask=True, return_variance=True)
+    fast = combine_block(stack, cfg)
+    assert np.array_equal(res.count, fast.count) and np.array_equal(res.data, fast.data)
+    assert np.array_equal(res.count, (~res.mask).sum(axis=0))

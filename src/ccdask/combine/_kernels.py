@@ -1506,9 +1506,13 @@ def combine_block(
     else:
         var = _EMPTY3
     if cfg.clip in SIRIL_CLIPS:
-        # Siril's kinds (_siril.py) mark their rejections as NaN; the rest is a combine without rejection
-        from ._siril import reject_block
+        # Siril's kinds (_siril.py): rejection and mean/sum in one pass; otherwise their rejections
+        # marked as NaN in a copy, the rest a combine without rejection (the same numbers)
+        from ._siril import combine_siril, reject_block
 
+        if n and variance is None and not return_variance and not return_mask and cfg.method != "median":
+            siril_data, siril_count = combine_siril(data, cfg, sc, zr, wt, sorting_network(n))
+            return BlockResult(siril_data, siril_count, None, None)
         return combine_block(
             reject_block(data, cfg, sc, zr, sorting_network(n)),
             cfg.replace(clip="none"),

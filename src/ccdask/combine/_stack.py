@@ -813,9 +813,11 @@ def combine(
     use_files = inputs.readable_by_region and var_stack is None and dq_stack is None
     for extra in (var_sources, dq_sources):
         use_files = use_files and (extra is None or all(s.kind in ("plain", "fpack") for s in extra))
-    # Siril's kinds hold a second copy of the block (its values with the rejected ones as NaN);
-    # the planes path also holds per frame the DQ values (<= 4 bytes), the masked copy and masks
-    twice = not use_files or config.clip in SIRIL_CLIPS
+    # Siril's kinds hold a second copy of the block (its values with the rejected ones as NaN)
+    # unless they reject and combine in one pass (mean or sum, no variance, no planes); the
+    # planes path also holds per frame the DQ values (<= 4 bytes), the masked copy and masks
+    siril_two_pass = config.clip in SIRIL_CLIPS and (config.method == "median" or want_var or planes)
+    twice = not use_files or siril_two_pass
     tile = tile_shape(
         n,
         inputs.shape,

@@ -525,6 +525,17 @@ def _window_tails(
 
 
 @_jit
+def _hand_over(w: int, nact: int, act: _Bool, cont: _Bool) -> bool:  # pragma: no cover - compiled
+    """Once fewer than one pixel in :data:`PIXEL_SHARE` of a strip is still iterating, those go on
+    pixel by pixel (``cont``): True when the strip's passes should stop."""
+    if nact * PIXEL_SHARE >= w:
+        return False
+    for j in range(w):
+        cont[j] = cont[j] or act[j]
+    return True
+
+
+@_jit
 def _winsorized_strip(
     sv: _F64,
     w: int,
@@ -567,9 +578,7 @@ def _winsorized_strip(
         act[j] = m[j] > 2
         nact += 1 if act[j] else 0
     while nact > 0:
-        if nact * PIXEL_SHARE < w:
-            for j in range(w):
-                cont[j] = cont[j] or act[j]
+        if _hand_over(w, nact, act, cont):
             return
         for j in range(w):
             ca[j] = a[j] if act[j] else 0
@@ -636,9 +645,7 @@ def _linearfit_strip(
         act[j] = m[j] > 2
         nact += 1 if act[j] else 0
     while nact > 0:
-        if nact * PIXEL_SHARE < w:
-            for j in range(w):
-                cont[j] = cont[j] or act[j]
+        if _hand_over(w, nact, act, cont):
             return
         for j in range(w):
             ym[j] = 0.0
